@@ -1,0 +1,157 @@
+//! The JSON bodies of Molt's HTTP API (`/api/v1`), shared by the server that
+//! produces them and the command line that reads them. Field names are part
+//! of the command-line contract (`--json` prints these objects).
+
+use crate::deploy::{AppStatus, DeployKind, DeployStatus};
+use crate::health::HealthCheck;
+use serde::{Deserialize, Serialize};
+
+/// An App as the API and `molt apps show --json` present it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppView {
+    pub name: String,
+    pub status: AppStatus,
+    /// The reference the App follows (what `redeploy` pulls again).
+    pub image: String,
+    /// The digest of the image that serves now, once one does.
+    pub digest: Option<String>,
+    pub port: u16,
+    pub health_path: Option<String>,
+    pub health: HealthCheck,
+    /// Every host routed to the App; `NAME.localhost` first.
+    pub domains: Vec<String>,
+    pub replicas: u32,
+    pub strategy: String,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub gpus: u32,
+    pub drain_timeout_secs: u64,
+    /// The deploy that put the serving version in place.
+    pub current_deploy: Option<String>,
+    /// The newest deploy, whatever its outcome.
+    pub last_deploy: Option<DeployView>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One deploy; `events` is filled when a single deploy is asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployView {
+    pub id: String,
+    pub app: String,
+    pub kind: DeployKind,
+    pub image: String,
+    pub digest: Option<String>,
+    pub status: DeployStatus,
+    pub error: Option<String>,
+    /// Who asked for it: `cli`, `api`, `dashboard`, `autoheal`, `reconciler`.
+    pub triggered_by: String,
+    /// The digest that served before this deploy, when there was one.
+    pub previous_digest: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<DeployEvent>,
+}
+
+impl DeployView {
+    /// Whether the digest differs from the one that served before, once known.
+    pub fn digest_changed(&self) -> Option<bool> {
+        match (&self.digest, &self.previous_digest) {
+            (Some(new), Some(old)) => Some(new != old),
+            _ => None,
+        }
+    }
+}
+
+/// A timestamped line of a deploy's timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployEvent {
+    /// Position in the timeline, from 1.
+    pub seq: i64,
+    pub at: String,
+    /// The deploy's status when the event was recorded.
+    pub status: DeployStatus,
+    pub message: String,
+}
+
+/// `POST /api/v1/apps`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppRequest {
+    pub name: String,
+    pub image: String,
+    pub port: u16,
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// Seconds a deploy waits for the container to become healthy.
+    #[serde(default)]
+    pub health_timeout: Option<u64>,
+    #[serde(default)]
+    pub health_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// `KEY=VALUE` pairs.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub drain_timeout_secs: Option<u64>,
+}
+
+/// The answer to a request that started a deploy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployStarted {
+    pub app: AppView,
+    pub deploy: DeployView,
+}
+
+/// `POST /api/v1/apps/{name}/deploys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub image: String,
+}
+
+/// `POST /api/v1/registries`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddRegistryRequest {
+    pub host: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// A registry credential as shown: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistryView {
+    pub host: String,
+    pub username: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Every error the API returns: a stable code for scripts and a message
+/// for people.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: ApiErrorBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub code: String,
+    pub message: String,
+    /// The deploy in progress, when the error is a conflict with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_id: Option<String>,
+}

@@ -1,0 +1,14 @@
+//! Molt's domain core: plain types and functions with no I/O, shared by the
+//! server, the command line and the tests.
+
+pub mod api;
+pub mod deploy;
+pub mod env;
+pub mod health;
+pub mod name;
+pub mod reference;
+pub mod size;
+
+pub use deploy::{AppStatus, DeployKind, DeployStatus};
+pub use name::AppName;
+pub use reference::ImageRef;

@@ -1,0 +1,1 @@
+//! Molt control plane.
