@@ -1,1 +1,15 @@
-//! Molt control plane.
+//! Molt's control plane: the API, the deploy engine and everything it
+//! drives (the Docker engine, registries, health checks, the proxy, state).
+
+pub mod api;
+pub mod datadir;
+pub mod engine;
+pub mod health;
+pub mod proxy_link;
+pub mod reconcile;
+pub mod registry;
+pub mod runtime;
+pub mod seal;
+pub mod server;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,421 @@
+//! The HTTP API under `/api/v1`: JSON in and out, a bearer token on every
+//! route, errors as `{"error": {"code", "message"}}`.
+
+use crate::engine::{Engine, EngineError};
+use crate::registry::{self, Credential};
+use crate::store::{AppRow, DeployRow, EventRow};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use molt_core::api::{
+    AddRegistryRequest, ApiError, ApiErrorBody, AppView, CreateAppRequest, DeployEvent, DeployRequest,
+    DeployStarted, DeployView, RegistryView,
+};
+use molt_core::DeployKind;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Request bodies larger than this are refused with 413.
+const BODY_LIMIT: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Arc<Engine>,
+    pub token: Arc<String>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/apps", get(list_apps).post(create_app))
+        .route("/apps/{name}", get(show_app).delete(delete_app))
+        .route("/apps/{name}/deploys", get(list_deploys).post(start_deploy))
+        .route("/apps/{name}/deploys/{id}", get(show_deploy))
+        .route("/registries", get(list_registries).post(add_registry))
+        .route("/registries/{host}", axum::routing::delete(remove_registry))
+        .fallback(|| async { ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such API route: see the CLI reference in the README") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/api/v1", api)
+        .with_state(state)
+}
+
+/// An API error response.
+pub struct ApiFailure {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl ApiFailure {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ApiError {
+                error: ApiErrorBody {
+                    code: code.to_string(),
+                    message: message.into(),
+                    deploy_id: None,
+                },
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<EngineError> for ApiFailure {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid { code, message } => Self::new(StatusCode::BAD_REQUEST, code, message),
+            EngineError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
+            EngineError::Conflict { message, deploy_id } => {
+                let mut f = Self::new(StatusCode::CONFLICT, "conflict", message);
+                f.body.error.deploy_id = deploy_id;
+                f
+            }
+            EngineError::Registry(r) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, r.code(), r.to_string()),
+            EngineError::Internal(e) => internal(e),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiFailure {
+    fn from(e: anyhow::Error) -> Self {
+        internal(e)
+    }
+}
+
+fn internal(e: anyhow::Error) -> ApiFailure {
+    tracing::error!("internal error: {e:#}");
+    ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{e:#}"))
+}
+
+/// `Json` whose rejections are API errors (400, 413, 415) rather than
+/// plain text.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+{
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                    _ => "invalid_json",
+                };
+                let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
+                Err(ApiFailure::new(status, code, rejection.body_text()))
+            }
+        }
+    }
+}
+
+/// Every `/api/v1` route needs `Authorization: Bearer TOKEN`; the token is
+/// compared in constant time.
+async fn require_token(State(state): State<ApiState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+        next.run(req).await
+    } else {
+        let mut resp = ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required: pass --token or set MOLT_TOKEN (the token is in the data dir's admin-token file)",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        resp
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | (a.len() != b.len()) as u8;
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// Who asked, for the deploy history: the CLI says so in a header.
+fn triggered_by(headers: &HeaderMap) -> &'static str {
+    match headers.get("x-molt-client").and_then(|v| v.to_str().ok()) {
+        Some("cli") => "cli",
+        Some("dashboard") => "dashboard",
+        _ => "api",
+    }
+}
+
+// ---- views ----
+
+pub fn deploy_view(d: &DeployRow, events: Vec<EventRow>) -> DeployView {
+    DeployView {
+        id: d.id.clone(),
+        app: d.app.clone(),
+        kind: d.kind,
+        image: d.image.clone(),
+        digest: d.digest.clone(),
+        status: d.status,
+        error: d.error.clone(),
+        triggered_by: d.triggered_by.clone(),
+        previous_digest: d.previous_digest.clone(),
+        created_at: d.created_at.clone(),
+        finished_at: d.finished_at.clone(),
+        events: events
+            .into_iter()
+            .map(|e| DeployEvent {
+                seq: e.seq,
+                at: e.at,
+                status: e.status,
+                message: e.message,
+            })
+            .collect(),
+    }
+}
+
+fn app_view(engine: &Engine, app: &AppRow) -> anyhow::Result<AppView> {
+    let current = match &app.current_deploy {
+        Some(id) => engine.store.get_deploy(id)?,
+        None => None,
+    };
+    let last = engine.store.latest_deploy(&app.name)?;
+    Ok(AppView {
+        name: app.name.clone(),
+        status: app.status,
+        image: app.image.clone(),
+        digest: current.and_then(|d| d.digest),
+        port: app.port,
+        health_path: app.health.path.clone(),
+        health: app.health.clone(),
+        domains: app.hosts(),
+        replicas: app.replicas,
+        strategy: app.strategy.clone(),
+        memory_bytes: app.memory_bytes,
+        cpus: app.cpus,
+        gpus: app.gpus,
+        drain_timeout_secs: app.drain_timeout_secs,
+        current_deploy: app.current_deploy.clone(),
+        last_deploy: last.map(|d| deploy_view(&d, Vec::new())),
+        created_at: app.created_at.clone(),
+        updated_at: app.updated_at.clone(),
+    })
+}
+
+fn find_app(engine: &Engine, name: &str) -> Result<AppRow, ApiFailure> {
+    engine.store.get_app(name)?.ok_or_else(|| {
+        ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no App named `{}`: see `molt apps list`", name.chars().take(80).collect::<String>()),
+        )
+    })
+}
+
+// ---- handlers ----
+
+async fn list_apps(State(s): State<ApiState>) -> Result<Json<Vec<AppView>>, ApiFailure> {
+    let apps = s.engine.store.list_apps()?;
+    let views = apps.iter().map(|a| app_view(&s.engine, a)).collect::<anyhow::Result<_>>()?;
+    Ok(Json(views))
+}
+
+async fn create_app(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateAppRequest>,
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    let (app, deploy) = s.engine.create_app(req, triggered_by(&headers)).await?;
+    let app = s.engine.store.get_app(&app.name)?.unwrap_or(app);
+    Ok((
+        StatusCode::CREATED,
+        Json(DeployStarted {
+            app: app_view(&s.engine, &app)?,
+            deploy: deploy_view(&deploy, Vec::new()),
+        }),
+    ))
+}
+
+async fn show_app(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<AppView>, ApiFailure> {
+    let app = find_app(&s.engine, &name)?;
+    Ok(Json(app_view(&s.engine, &app)?))
+}
+
+async fn delete_app(State(s): State<ApiState>, Path(name): Path<String>) -> Result<StatusCode, ApiFailure> {
+    s.engine.delete_app(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_deploys(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Vec<DeployView>>, ApiFailure> {
+    find_app(&s.engine, &name)?;
+    let deploys = s.engine.store.list_deploys(&name)?;
+    Ok(Json(deploys.iter().map(|d| deploy_view(d, Vec::new())).collect()))
+}
+
+async fn start_deploy(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<DeployRequest>,
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    let (app, deploy) = s
+        .engine
+        .deploy(&name, &req.image, DeployKind::Deploy, triggered_by(&headers))
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeployStarted {
+            app: app_view(&s.engine, &app)?,
+            deploy: deploy_view(&deploy, Vec::new()),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// Only events after this sequence number (for following a deploy).
+    #[serde(default)]
+    after: i64,
+}
+
+async fn show_deploy(
+    State(s): State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<DeployView>, ApiFailure> {
+    let deploy = s
+        .engine
+        .store
+        .get_deploy(&id)?
+        .filter(|d| d.app == name)
+        .ok_or_else(|| {
+            ApiFailure::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no deploy `{}` for the App `{}`: see `molt deploys {}`", id.chars().take(40).collect::<String>(), name.chars().take(80).collect::<String>(), name.chars().take(80).collect::<String>()),
+            )
+        })?;
+    let events = s.engine.store.events(&id, q.after)?;
+    Ok(Json(deploy_view(&deploy, events)))
+}
+
+async fn list_registries(State(s): State<ApiState>) -> Result<Json<Vec<RegistryView>>, ApiFailure> {
+    let rows = s.engine.store.list_registries()?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| RegistryView {
+                host: r.host,
+                username: r.username,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            })
+            .collect(),
+    ))
+}
+
+async fn add_registry(
+    State(s): State<ApiState>,
+    ApiJson(req): ApiJson<AddRegistryRequest>,
+) -> Result<(StatusCode, Json<RegistryView>), ApiFailure> {
+    let host = normalize_host(&req.host)?;
+    if req.username.is_empty() || req.password.is_empty() {
+        return Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_credential", "both a username and a password (or token) are needed"));
+    }
+    let cred = Credential {
+        username: req.username.clone(),
+        password: req.password.clone(),
+    };
+    registry::verify_credential(&host, &cred)
+        .await
+        .map_err(|e| ApiFailure::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
+    let sealed = s.engine.sealer.seal(&format!("registry:{host}"), req.password.as_bytes())?;
+    s.engine.store.upsert_registry(&host, &req.username, &sealed)?;
+    let row = s
+        .engine
+        .store
+        .get_registry(&host)?
+        .ok_or_else(|| anyhow::anyhow!("the credential vanished right after it was saved"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RegistryView {
+            host: row.host,
+            username: row.username,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }),
+    ))
+}
+
+async fn remove_registry(State(s): State<ApiState>, Path(host): Path<String>) -> Result<StatusCode, ApiFailure> {
+    let host = normalize_host(&host)?;
+    if s.engine.store.remove_registry(&host)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiFailure::new(StatusCode::NOT_FOUND, "not_found", format!("no credential saved for {host}: see `molt registries list`")))
+    }
+}
+
+/// A registry host as images name it (`ghcr.io`, `127.0.0.1:5000`).
+fn normalize_host(raw: &str) -> Result<String, ApiFailure> {
+    let host = raw
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    let host = match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        _ => host,
+    };
+    // Reuse the reference parser's host rules on `HOST/x`.
+    match molt_core::ImageRef::parse(&format!("{host}/x")) {
+        Ok(r) if r.registry == host => Ok(host),
+        _ => Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_registry",
+            format!("`{}` is not a registry host: give one like `ghcr.io` or `127.0.0.1:5000`", raw.chars().take(100).collect::<String>()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+    }
+
+    #[test]
+    fn registry_hosts() {
+        assert_eq!(normalize_host("https://GHCR.io/").ok().unwrap(), "ghcr.io");
+        assert_eq!(normalize_host("127.0.0.1:5000").ok().unwrap(), "127.0.0.1:5000");
+        assert_eq!(normalize_host("index.docker.io").ok().unwrap(), "docker.io");
+        assert!(normalize_host("bad host").is_err());
+        assert!(normalize_host("a/b").is_err());
+    }
+}

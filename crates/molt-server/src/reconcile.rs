@@ -1,0 +1,154 @@
+//! The reconciler: after a start (or a crash), makes the database, the
+//! containers (found by label) and the proxy's routes agree again. A deploy
+//! that was in flight is finished if traffic had moved, undone if not; every
+//! record ends terminal and true, and orphan containers are removed.
+
+use crate::engine::{route_for, short, Engine};
+use crate::store::DeployRow;
+use anyhow::Result;
+use molt_core::{AppStatus, DeployStatus};
+use molt_proxy::admin::Target;
+use std::collections::HashSet;
+
+/// What one pass did, for the log.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub finished: usize,
+    pub failed: usize,
+    pub orphans_removed: usize,
+    pub routes_set: usize,
+    pub routes_removed: usize,
+}
+
+pub async fn reconcile(engine: &Engine) -> Result<Report> {
+    let mut report = Report::default();
+    let routes = engine.proxy.routes().await?;
+
+    // 1. Deploys that were in flight.
+    for deploy in engine.store.unfinished_deploys()? {
+        settle(engine, &deploy, &routes, &mut report).await?;
+    }
+
+    // 2. Every App: its serving container runs and its route points at it.
+    let apps = engine.store.list_apps()?;
+    let mut keep: HashSet<String> = HashSet::new();
+    for app in &apps {
+        if app.status == AppStatus::Deleting {
+            // A delete was interrupted: finish it.
+            engine.proxy.remove_route(&app.name).await?;
+            for c in engine.runtime.list(Some(&app.name)).await? {
+                engine.runtime.remove(&c.id).await?;
+            }
+            engine.store.delete_app(&app.name)?;
+            continue;
+        }
+        let current = match &app.current_deploy {
+            Some(id) => engine.store.get_deploy(id)?,
+            None => None,
+        };
+        let Some(current) = current else {
+            if routes.iter().any(|r| r.app == app.name) {
+                engine.proxy.remove_route(&app.name).await?;
+                report.routes_removed += 1;
+            }
+            engine.store.set_app_status(&app.name, AppStatus::Failed)?;
+            continue;
+        };
+        let Some(container) = current.container_id.clone() else {
+            continue;
+        };
+        keep.insert(container.clone());
+        let state = engine.runtime.state(&container).await?;
+        let Some(mut state) = state else {
+            tracing::error!(app = %app.name, "the serving container {} is gone; deploy the App again", short(&container));
+            continue;
+        };
+        if !state.running && !state.restarting {
+            engine.runtime.start_existing(&container).await?;
+            if let Some(s) = engine.runtime.state(&container).await? {
+                state = s;
+            }
+        }
+        if let Some(ip) = state.ip {
+            let addr = format!("{ip}:{}", app.port);
+            if current.target_addr.as_deref() != Some(addr.as_str()) {
+                engine.store.set_deploy_target(&current.id, &addr)?;
+            }
+            let wanted = route_for(app, vec![Target { addr, id: container.clone() }]);
+            if routes.iter().find(|r| r.app == app.name) != Some(&wanted) {
+                engine.proxy.set_route(wanted).await?;
+                report.routes_set += 1;
+            }
+        }
+        if app.status != AppStatus::Running {
+            engine.store.set_app_status(&app.name, AppStatus::Running)?;
+        }
+    }
+
+    // 3. Routes of Apps that no longer exist.
+    let names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+    for route in &routes {
+        if !names.contains(route.app.as_str()) {
+            engine.proxy.remove_route(&route.app).await?;
+            report.routes_removed += 1;
+        }
+    }
+
+    // 4. Orphans: containers of this installation that nothing serves from.
+    for c in engine.runtime.list(None).await? {
+        if !keep.contains(&c.id) {
+            tracing::info!(app = %c.app, container = %c.name, "removing an orphan container");
+            engine.runtime.remove(&c.id).await?;
+            report.orphans_removed += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Ends a deploy that the server did not see to its end.
+async fn settle(
+    engine: &Engine,
+    deploy: &DeployRow,
+    routes: &[molt_proxy::admin::Route],
+    report: &mut Report,
+) -> Result<()> {
+    let Some(app) = engine.store.get_app(&deploy.app)? else {
+        engine.store.finish_deploy(&deploy.id, DeployStatus::Failed, Some("the App was deleted"), "deploy ended: the App no longer exists")?;
+        report.failed += 1;
+        return Ok(());
+    };
+    // Traffic moved if the swap was recorded, or if the proxy already points
+    // at the new container although the server died before recording it.
+    let proxy_points_here = deploy.target_addr.as_ref().is_some_and(|addr| {
+        routes
+            .iter()
+            .any(|r| r.app == deploy.app && r.targets.iter().any(|t| &t.addr == addr))
+    });
+    let moved = deploy.status.traffic_moved()
+        || (deploy.status == DeployStatus::Swapping && proxy_points_here);
+    if moved {
+        if !deploy.status.traffic_moved() {
+            engine.store.record_swap(&deploy.id, &app.name, &deploy.image, "traffic had switched to the new container (found by the reconciler)")?;
+        }
+        engine.store.finish_deploy(
+            &deploy.id,
+            DeployStatus::Succeeded,
+            None,
+            "deploy completed by the reconciler after a server restart: the new version serves; the old container is removed",
+        )?;
+        report.finished += 1;
+    } else {
+        for c in engine.runtime.list(Some(&deploy.app)).await? {
+            if c.deploy == deploy.id {
+                engine.runtime.remove(&c.id).await?;
+            }
+        }
+        let error = format!(
+            "the server stopped during `{}` before traffic moved; the new container was removed and the previous version kept serving",
+            deploy.status
+        );
+        engine.store.finish_deploy(&deploy.id, DeployStatus::Failed, Some(&error), &format!("deploy failed: {error}"))?;
+        report.failed += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! The container runtime: the Docker engine through `bollard`. Every
+//! container Molt starts carries labels naming its installation, App, deploy
+//! and role, so that after any crash the reconciler can tell what it is.
+
+use anyhow::{anyhow, Context, Result};
+use bollard::auth::DockerCredentials;
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, NetworkCreateRequest,
+    NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use molt_core::ImageRef;
+use std::collections::HashMap;
+
+pub const LABEL_INSTANCE: &str = "molt.instance";
+pub const LABEL_APP: &str = "molt.app";
+pub const LABEL_DEPLOY: &str = "molt.deploy";
+pub const LABEL_ROLE: &str = "molt.role";
+
+/// What a container of an App is for.
+pub const ROLE_WEB: &str = "web";
+
+#[derive(Clone)]
+pub struct Runtime {
+    docker: Docker,
+    instance: String,
+    network: String,
+}
+
+/// What Molt asks the engine to run for one deploy.
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub app: String,
+    pub deploy: String,
+    pub env: Vec<String>,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub gpus: u32,
+}
+
+/// A container's state as far as deploys care.
+#[derive(Debug, Clone)]
+pub struct ContainerState {
+    pub running: bool,
+    pub restarting: bool,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub error: Option<String>,
+    /// Its address on Molt's network, once it has one.
+    pub ip: Option<String>,
+    pub restart_count: i64,
+}
+
+/// A container found by its labels.
+#[derive(Debug, Clone)]
+pub struct LabeledContainer {
+    pub id: String,
+    pub name: String,
+    pub app: String,
+    pub deploy: String,
+    pub running: bool,
+}
+
+impl Runtime {
+    /// Connects to the engine (honouring `DOCKER_HOST`) and agrees on an API
+    /// version, so engines as old as API 1.41 work.
+    pub async fn connect(instance: &str, network: &str) -> Result<Self> {
+        let docker = Docker::connect_with_defaults()
+            .context("cannot reach the Docker engine: is it installed and is DOCKER_HOST right?")?
+            .negotiate_version()
+            .await
+            .context(
+                "the Docker engine does not answer: start it (e.g. `systemctl start docker` or `dockerd`) \
+                 and check that this user may use its socket",
+            )?;
+        Ok(Self {
+            docker,
+            instance: instance.to_string(),
+            network: network.to_string(),
+        })
+    }
+
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// Creates Molt's bridge network unless it exists.
+    pub async fn ensure_network(&self) -> Result<()> {
+        if self.docker.inspect_network(&self.network, None).await.is_ok() {
+            return Ok(());
+        }
+        let created = self
+            .docker
+            .create_network(NetworkCreateRequest {
+                name: self.network.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(HashMap::from([("molt.network".into(), "true".into())])),
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            // Another server created it at the same moment.
+            Err(_) if self.docker.inspect_network(&self.network, None).await.is_ok() => Ok(()),
+            Err(e) => Err(anyhow!("cannot create the Docker network `{}`: {e}", self.network)),
+        }
+    }
+
+    /// Pulls an image. The error is the registry's own reason, as the engine
+    /// reports it.
+    pub async fn pull(&self, image: &ImageRef, credentials: Option<(String, String)>) -> Result<()> {
+        let (from_image, tag) = match (&image.digest, &image.tag) {
+            (Some(digest), _) => (format!("{}@{}", image.name(), digest), None),
+            (None, Some(tag)) => (image.name(), Some(tag.clone())),
+            (None, None) => (image.name(), Some("latest".to_string())),
+        };
+        let options = CreateImageOptions {
+            from_image: Some(from_image),
+            tag,
+            ..Default::default()
+        };
+        let creds = credentials.map(|(username, password)| DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            serveraddress: Some(image.registry.clone()),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, creds);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail {
+                        return Err(anyhow!(detail.message.unwrap_or_else(|| "unknown error".into())));
+                    }
+                }
+                Err(e) => return Err(anyhow!(engine_message(&e))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The digest the registry gave the image, as recorded by the engine.
+    pub async fn image_digest(&self, image: &ImageRef) -> Result<Option<String>> {
+        let reference = image.to_string();
+        let inspect = self.docker.inspect_image(&reference).await.map_err(|e| {
+            anyhow!("the image {reference} is not on this host: {}", engine_message(&e))
+        })?;
+        let name = image.name();
+        let short_name = image
+            .name()
+            .strip_prefix("docker.io/")
+            .map(|n| n.trim_start_matches("library/").to_string());
+        Ok(inspect.repo_digests.unwrap_or_default().into_iter().find_map(|rd| {
+            let (repo, digest) = rd.split_once('@')?;
+            (repo == name || Some(repo) == short_name.as_deref() || repo == image.repository)
+                .then(|| digest.to_string())
+        }))
+    }
+
+    /// Whether the image (by reference or `repo@digest`) is on this host.
+    pub async fn has_image(&self, reference: &str) -> bool {
+        self.docker.inspect_image(reference).await.is_ok()
+    }
+
+    /// Creates and starts a container on Molt's network; returns its id.
+    pub async fn start(&self, spec: &ContainerSpec) -> Result<String> {
+        let labels = HashMap::from([
+            (LABEL_INSTANCE.to_string(), self.instance.clone()),
+            (LABEL_APP.to_string(), spec.app.clone()),
+            (LABEL_DEPLOY.to_string(), spec.deploy.clone()),
+            (LABEL_ROLE.to_string(), ROLE_WEB.to_string()),
+        ]);
+        let device_requests = (spec.gpus > 0).then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: Some(spec.gpus as i64),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]
+        });
+        let host_config = HostConfig {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            network_mode: Some(self.network.clone()),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: spec.memory_bytes.map(|m| m as i64),
+            nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+            device_requests,
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    self.network.clone(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(spec.name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| anyhow!("the engine refused to create the container: {}", engine_message(&e)))?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|e| anyhow!("the engine could not start the container: {}", engine_message(&e)))?;
+        Ok(created.id)
+    }
+
+    pub async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
+        let inspect = match self.docker.inspect_container(id, None).await {
+            Ok(i) => i,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(anyhow!("cannot inspect container {id}: {}", engine_message(&e))),
+        };
+        let state = inspect.state.unwrap_or_default();
+        let ip = inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut nets| nets.remove(&self.network))
+            .and_then(|ep| ep.ip_address)
+            .filter(|ip| !ip.is_empty());
+        Ok(Some(ContainerState {
+            running: state.running.unwrap_or(false),
+            restarting: state.restarting.unwrap_or(false),
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            error: state.error.filter(|e| !e.is_empty()),
+            ip,
+            restart_count: inspect.restart_count.unwrap_or(0),
+        }))
+    }
+
+    /// The last `lines` lines of a container's output, stdout and stderr.
+    pub async fn logs_tail(&self, id: &str, lines: usize) -> String {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut out = String::new();
+        let mut stream = self.docker.logs(id, Some(options));
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            if out.len() > 64 * 1024 {
+                break;
+            }
+        }
+        out.trim_end().to_string()
+    }
+
+    /// Sends SIGTERM and, after `timeout_secs`, SIGKILL.
+    pub async fn stop(&self, id: &str, timeout_secs: u64) -> Result<()> {
+        let options = StopContainerOptions {
+            t: Some(timeout_secs as i32),
+            ..Default::default()
+        };
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(()),
+            Err(e) => Err(anyhow!("cannot stop container {id}: {}", engine_message(&e))),
+        }
+    }
+
+    pub async fn start_existing(&self, id: &str) -> Result<()> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) => Ok(()),
+            Err(e) => Err(anyhow!("cannot start container {id}: {}", engine_message(&e))),
+        }
+    }
+
+    /// Removes a container, stopping it first if needed; a missing one is
+    /// already gone.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // Removal already in progress (a concurrent cleanup).
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(anyhow!("cannot remove container {id}: {}", engine_message(&e))),
+        }
+    }
+
+    /// Every container of this installation, or of one App.
+    pub async fn list(&self, app: Option<&str>) -> Result<Vec<LabeledContainer>> {
+        let mut label_filters = vec![format!("{LABEL_INSTANCE}={}", self.instance)];
+        if let Some(app) = app {
+            label_filters.push(format!("{LABEL_APP}={app}"));
+        }
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_string(), label_filters)])),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| anyhow!("cannot list containers: {}", engine_message(&e)))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                Some(LabeledContainer {
+                    id: c.id?,
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    app: labels.get(LABEL_APP)?.clone(),
+                    deploy: labels.get(LABEL_DEPLOY).cloned().unwrap_or_default(),
+                    running: c
+                        .state
+                        .map(|s| s.to_string() == "running")
+                        .unwrap_or(false),
+                })
+            })
+            .collect())
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+fn is_not_modified(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 304, .. })
+}
+
+/// The engine's own words for an error, without bollard's wrapping.
+pub fn engine_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,72 @@
+//! `molt server`: prepares the data dir, the database, the Docker network and
+//! the proxy, reconciles, then serves the API until told to stop.
+
+use crate::api::{self, ApiState};
+use crate::datadir;
+use crate::engine::Engine;
+use crate::proxy_link::ProxyLink;
+use crate::runtime::Runtime;
+use crate::seal::Sealer;
+use crate::store::Store;
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub api: SocketAddr,
+    pub proxy: SocketAddr,
+    /// The Docker bridge network App containers join.
+    pub network: String,
+}
+
+pub async fn run(config: ServerConfig) -> Result<()> {
+    crate::tls::init();
+    let dir = &config.data_dir;
+    datadir::prepare(dir)?;
+    let token = datadir::read_or_create_secret(&dir.join(datadir::TOKEN_FILE), || datadir::random_hex(32))?;
+    let instance = datadir::read_or_create_secret(&dir.join(datadir::INSTANCE_FILE), || datadir::random_hex(8))?;
+    let sealer = Arc::new(Sealer::load(dir)?);
+    let store = Arc::new(Store::open(&dir.join(datadir::DATABASE_FILE))?);
+
+    let runtime = Runtime::connect(&instance, &config.network).await?;
+    runtime.ensure_network().await?;
+
+    let proxy = Arc::new(ProxyLink::new(dir, config.proxy)?);
+    proxy.ensure_running().await?;
+
+    let engine = Arc::new(Engine::new(store, runtime, Arc::clone(&proxy), sealer));
+    let report = crate::reconcile::reconcile(&engine)
+        .await
+        .context("reconciling state at start failed")?;
+    tracing::info!(?report, "reconciled");
+    proxy.supervise();
+
+    let listener = tokio::net::TcpListener::bind(config.api)
+        .await
+        .with_context(|| format!("cannot listen on {} for the API: is another molt server running? choose another with --api", config.api))?;
+    tracing::info!(api = %config.api, proxy = %config.proxy, data_dir = %dir.display(), "molt server is ready");
+    eprintln!("molt server listening on http://{} (proxy on http://{}, data in {})", config.api, config.proxy, dir.display());
+    let app = api::router(ApiState {
+        engine,
+        token: Arc::new(token),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the API server failed")?;
+    tracing::info!("molt server stopped; the proxy keeps serving");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

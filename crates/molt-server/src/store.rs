@@ -1,0 +1,626 @@
+//! The state store: one SQLite file in WAL mode with `synchronous=FULL`, so
+//! a record written before a step survives a crash right after it. Every
+//! change that spans rows runs in one transaction.
+
+use anyhow::{Context, Result};
+use molt_core::health::HealthCheck;
+use molt_core::{AppStatus, DeployKind, DeployStatus};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// Schema steps, applied in order; `PRAGMA user_version` counts those done.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE apps (
+    name TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    image TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    health TEXT NOT NULL,
+    domains TEXT NOT NULL,
+    replicas INTEGER NOT NULL,
+    strategy TEXT NOT NULL,
+    memory_bytes INTEGER,
+    cpus REAL,
+    gpus INTEGER NOT NULL,
+    drain_timeout_secs INTEGER NOT NULL,
+    current_deploy TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE deploys (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    app TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    image TEXT NOT NULL,
+    digest TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    triggered_by TEXT NOT NULL,
+    previous_deploy TEXT,
+    previous_digest TEXT,
+    container_id TEXT,
+    container_name TEXT,
+    target_addr TEXT,
+    created_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX deploys_by_app ON deploys (app, n);
+CREATE TABLE deploy_events (
+    deploy_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (deploy_id, seq)
+);
+CREATE TABLE env (
+    app TEXT NOT NULL,
+    key TEXT NOT NULL,
+    secret INTEGER NOT NULL,
+    value TEXT,
+    sealed BLOB,
+    PRIMARY KEY (app, key)
+);
+CREATE TABLE registries (
+    host TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    secret_sealed BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#];
+
+/// An App as stored.
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub name: String,
+    pub status: AppStatus,
+    pub image: String,
+    pub port: u16,
+    pub health: HealthCheck,
+    /// Domains added by the user; `NAME.localhost` is implied.
+    pub domains: Vec<String>,
+    pub replicas: u32,
+    pub strategy: String,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub gpus: u32,
+    pub drain_timeout_secs: u64,
+    pub current_deploy: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl AppRow {
+    /// Every host the proxy routes to this App.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts = vec![format!("{}.localhost", self.name)];
+        hosts.extend(self.domains.iter().cloned());
+        hosts
+    }
+}
+
+/// A deploy as stored.
+#[derive(Debug, Clone)]
+pub struct DeployRow {
+    pub id: String,
+    pub app: String,
+    pub kind: DeployKind,
+    pub image: String,
+    pub digest: Option<String>,
+    pub status: DeployStatus,
+    pub error: Option<String>,
+    pub triggered_by: String,
+    pub previous_deploy: Option<String>,
+    pub previous_digest: Option<String>,
+    pub container_id: Option<String>,
+    pub container_name: Option<String>,
+    pub target_addr: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: i64,
+    pub at: String,
+    pub status: DeployStatus,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistryRow {
+    pub host: String,
+    pub username: String,
+    pub secret_sealed: Vec<u8>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// Now, as RFC 3339 in UTC with milliseconds.
+pub fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let store = Self {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (transactions roll back), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)
+                .with_context(|| format!("database migration {} failed", i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = ?", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    // ---- apps ----
+
+    /// Creates an App and its first deploy together, so that no App exists
+    /// without the deploy that brings it up.
+    pub fn create_app(&self, app: &AppRow, env: &[(String, String)], deploy: &DeployRow) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO apps (name, status, image, port, health, domains, replicas, strategy,
+                memory_bytes, cpus, gpus, drain_timeout_secs, current_deploy, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                app.name,
+                app.status.as_str(),
+                app.image,
+                app.port,
+                serde_json::to_string(&app.health)?,
+                serde_json::to_string(&app.domains)?,
+                app.replicas,
+                app.strategy,
+                app.memory_bytes.map(|m| m as i64),
+                app.cpus,
+                app.gpus,
+                app.drain_timeout_secs as i64,
+                app.current_deploy,
+                app.created_at,
+                app.updated_at,
+            ],
+        )?;
+        for (key, value) in env {
+            tx.execute(
+                "INSERT OR REPLACE INTO env (app, key, secret, value) VALUES (?1, ?2, 0, ?3)",
+                params![app.name, key, value],
+            )?;
+        }
+        insert_deploy(&tx, deploy)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn get_app(&self, name: &str) -> Result<Option<AppRow>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT * FROM apps WHERE name = ?", [name], app_from_row)
+            .optional()?)
+    }
+
+    pub fn list_apps(&self) -> Result<Vec<AppRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT * FROM apps ORDER BY name")?;
+        let rows = stmt.query_map([], app_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_app_status(&self, name: &str, status: AppStatus) -> Result<()> {
+        self.conn().execute(
+            "UPDATE apps SET status = ?2, updated_at = ?3 WHERE name = ?1",
+            params![name, status.as_str(), now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_app_image(&self, name: &str, image: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE apps SET image = ?2, updated_at = ?3 WHERE name = ?1",
+            params![name, image, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes an App with its whole history.
+    pub fn delete_app(&self, name: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM deploy_events WHERE deploy_id IN (SELECT id FROM deploys WHERE app = ?)",
+            [name],
+        )?;
+        tx.execute("DELETE FROM deploys WHERE app = ?", [name])?;
+        tx.execute("DELETE FROM env WHERE app = ?", [name])?;
+        tx.execute("DELETE FROM apps WHERE name = ?", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- deploys ----
+
+    /// Records a new deploy and marks its App as deploying.
+    pub fn start_deploy(&self, deploy: &DeployRow) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_deploy(&tx, deploy)?;
+        tx.execute(
+            "UPDATE apps SET status = 'deploying', updated_at = ?2 WHERE name = ?1",
+            params![deploy.app, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn get_deploy(&self, id: &str) -> Result<Option<DeployRow>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT * FROM deploys WHERE id = ?", [id], deploy_from_row)
+            .optional()?)
+    }
+
+    /// An App's deploys, newest first.
+    pub fn list_deploys(&self, app: &str) -> Result<Vec<DeployRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT * FROM deploys WHERE app = ? ORDER BY n DESC")?;
+        let rows = stmt.query_map([app], deploy_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn latest_deploy(&self, app: &str) -> Result<Option<DeployRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT * FROM deploys WHERE app = ? ORDER BY n DESC LIMIT 1",
+                [app],
+                deploy_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Deploys that were running when the server last stopped.
+    pub fn unfinished_deploys(&self) -> Result<Vec<DeployRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT * FROM deploys WHERE status NOT IN ('succeeded', 'failed', 'canceled') ORDER BY n",
+        )?;
+        let rows = stmt.query_map([], deploy_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Moves a deploy to `status` and adds the event that says why, together.
+    pub fn advance(&self, id: &str, status: DeployStatus, message: &str) -> Result<EventRow> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE deploys SET status = ?2 WHERE id = ?1",
+            params![id, status.as_str()],
+        )?;
+        let event = insert_event(&tx, id, status, message)?;
+        tx.commit()?;
+        Ok(event)
+    }
+
+    /// Adds an event to a deploy's timeline without changing its status.
+    pub fn event(&self, id: &str, message: &str) -> Result<EventRow> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let status: String =
+            tx.query_row("SELECT status FROM deploys WHERE id = ?", [id], |r| r.get(0))?;
+        let status = status.parse().unwrap_or(DeployStatus::Pending);
+        let event = insert_event(&tx, id, status, message)?;
+        tx.commit()?;
+        Ok(event)
+    }
+
+    pub fn set_deploy_digest(&self, id: &str, digest: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deploys SET digest = ?2 WHERE id = ?1",
+            params![id, digest],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_deploy_container(&self, id: &str, container_id: &str, name: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deploys SET container_id = ?2, container_name = ?3 WHERE id = ?1",
+            params![id, container_id, name],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_deploy_target(&self, id: &str, addr: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deploys SET target_addr = ?2 WHERE id = ?1",
+            params![id, addr],
+        )?;
+        Ok(())
+    }
+
+    /// The swap, as recorded: the deploy becomes the App's serving one and
+    /// moves to `draining`, in one transaction.
+    pub fn record_swap(&self, id: &str, app: &str, image: &str, message: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE apps SET current_deploy = ?2, image = ?3, updated_at = ?4 WHERE name = ?1",
+            params![app, id, image, now()],
+        )?;
+        tx.execute(
+            "UPDATE deploys SET status = 'draining' WHERE id = ?1",
+            params![id],
+        )?;
+        insert_event(&tx, id, DeployStatus::Draining, message)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends a deploy (succeeded, failed or canceled) and settles its App's
+    /// status, together.
+    pub fn finish_deploy(
+        &self,
+        id: &str,
+        status: DeployStatus,
+        error: Option<&str>,
+        message: &str,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let at = now();
+        tx.execute(
+            "UPDATE deploys SET status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+            params![id, status.as_str(), error, at],
+        )?;
+        insert_event(&tx, id, status, message)?;
+        let app: String = tx.query_row("SELECT app FROM deploys WHERE id = ?", [id], |r| r.get(0))?;
+        let serving: Option<String> = tx
+            .query_row("SELECT current_deploy FROM apps WHERE name = ?", [&app], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let app_status = AppStatus::after_deploy(serving.is_some());
+        tx.execute(
+            "UPDATE apps SET status = ?2, updated_at = ?3 WHERE name = ?1 AND status != 'deleting'",
+            params![app, app_status.as_str(), at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn events(&self, id: &str, after_seq: i64) -> Result<Vec<EventRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, status, message FROM deploy_events
+             WHERE deploy_id = ? AND seq > ? ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![id, after_seq], |r| {
+            Ok(EventRow {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                status: parse_col(r, 2)?,
+                message: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- environment ----
+
+    /// Sets a plain variable of an App.
+    pub fn set_env_plain(&self, app: &str, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO env (app, key, secret, value, sealed) VALUES (?1, ?2, 0, ?3, NULL)
+             ON CONFLICT(app, key) DO UPDATE SET secret = 0, value = excluded.value, sealed = NULL",
+            params![app, key, value],
+        )?;
+        Ok(())
+    }
+
+    /// An App's plain variables, by key.
+    pub fn plain_env(&self, app: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT key, value FROM env WHERE app = ? AND secret = 0 ORDER BY key")?;
+        let rows = stmt.query_map([app], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- registries ----
+
+    pub fn upsert_registry(&self, host: &str, username: &str, sealed: &[u8]) -> Result<()> {
+        let at = now();
+        self.conn().execute(
+            "INSERT INTO registries (host, username, secret_sealed, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(host) DO UPDATE SET username = excluded.username,
+                secret_sealed = excluded.secret_sealed, updated_at = excluded.updated_at",
+            params![host, username, sealed, at],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_registry(&self, host: &str) -> Result<Option<RegistryRow>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT * FROM registries WHERE host = ?", [host], registry_from_row)
+            .optional()?)
+    }
+
+    pub fn list_registries(&self) -> Result<Vec<RegistryRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT * FROM registries ORDER BY host")?;
+        let rows = stmt.query_map([], registry_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes a credential; false when there was none.
+    pub fn remove_registry(&self, host: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM registries WHERE host = ?", [host])?
+            > 0)
+    }
+}
+
+fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
+    conn.execute(
+        "INSERT INTO deploys (id, app, kind, image, digest, status, error, triggered_by,
+            previous_deploy, previous_digest, container_id, container_name, target_addr,
+            created_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            d.id,
+            d.app,
+            d.kind.as_str(),
+            d.image,
+            d.digest,
+            d.status.as_str(),
+            d.error,
+            d.triggered_by,
+            d.previous_deploy,
+            d.previous_digest,
+            d.container_id,
+            d.container_name,
+            d.target_addr,
+            d.created_at,
+            d.finished_at,
+        ],
+    )?;
+    insert_event(conn, &d.id, d.status, &format!("{} of {} requested", d.kind, d.image))?;
+    Ok(())
+}
+
+fn insert_event(conn: &Connection, id: &str, status: DeployStatus, message: &str) -> Result<EventRow> {
+    let seq: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM deploy_events WHERE deploy_id = ?",
+        [id],
+        |r| r.get(0),
+    )?;
+    let at = now();
+    conn.execute(
+        "INSERT INTO deploy_events (deploy_id, seq, at, status, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, seq, at, status.as_str(), message],
+    )?;
+    Ok(EventRow {
+        seq,
+        at,
+        status,
+        message: message.to_string(),
+    })
+}
+
+fn parse_col<T: std::str::FromStr<Err = String>>(r: &Row, idx: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(idx)?;
+    s.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(r: &Row, name: &str) -> rusqlite::Result<T> {
+    let s: String = r.get(name)?;
+    serde_json::from_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
+    let status: String = r.get("status")?;
+    Ok(AppRow {
+        name: r.get("name")?,
+        status: status.parse().unwrap_or(AppStatus::Failed),
+        image: r.get("image")?,
+        port: r.get("port")?,
+        health: json_col(r, "health")?,
+        domains: json_col(r, "domains")?,
+        replicas: r.get("replicas")?,
+        strategy: r.get("strategy")?,
+        memory_bytes: r.get::<_, Option<i64>>("memory_bytes")?.map(|m| m as u64),
+        cpus: r.get("cpus")?,
+        gpus: r.get("gpus")?,
+        drain_timeout_secs: r.get::<_, i64>("drain_timeout_secs")? as u64,
+        current_deploy: r.get("current_deploy")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
+fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
+    let kind: String = r.get("kind")?;
+    let status: String = r.get("status")?;
+    Ok(DeployRow {
+        id: r.get("id")?,
+        app: r.get("app")?,
+        kind: kind.parse().unwrap_or(DeployKind::Deploy),
+        image: r.get("image")?,
+        digest: r.get("digest")?,
+        status: status.parse().unwrap_or(DeployStatus::Failed),
+        error: r.get("error")?,
+        triggered_by: r.get("triggered_by")?,
+        previous_deploy: r.get("previous_deploy")?,
+        previous_digest: r.get("previous_digest")?,
+        container_id: r.get("container_id")?,
+        container_name: r.get("container_name")?,
+        target_addr: r.get("target_addr")?,
+        created_at: r.get("created_at")?,
+        finished_at: r.get("finished_at")?,
+    })
+}
+
+fn registry_from_row(r: &Row) -> rusqlite::Result<RegistryRow> {
+    Ok(RegistryRow {
+        host: r.get("host")?,
+        username: r.get("username")?,
+        secret_sealed: r.get("secret_sealed")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
