@@ -7,7 +7,7 @@ use crate::health::HealthCheck;
 use serde::{Deserialize, Serialize};
 
 /// An App as the API and `molt apps show --json` present it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppView {
     pub name: String,
     pub status: AppStatus,
@@ -35,7 +35,7 @@ pub struct AppView {
 }
 
 /// One deploy; `events` is filled when a single deploy is asked for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeployView {
     pub id: String,
     pub app: String,
@@ -65,7 +65,7 @@ impl DeployView {
 }
 
 /// A timestamped line of a deploy's timeline.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct DeployEvent {
     /// Position in the timeline, from 1.
     pub seq: i64,
@@ -76,11 +76,15 @@ pub struct DeployEvent {
 }
 
 /// `POST /api/v1/apps`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAppRequest {
     pub name: String,
+    /// Required unless `from` names an App to copy.
+    #[serde(default)]
     pub image: String,
+    /// Required unless `from` names an App to copy.
+    #[serde(default)]
     pub port: u16,
     #[serde(default)]
     pub health_path: Option<String>,
@@ -106,24 +110,31 @@ pub struct CreateAppRequest {
     pub strategy: Option<String>,
     #[serde(default)]
     pub drain_timeout_secs: Option<u64>,
+    /// Copy the configuration of this App (a template); fields given here
+    /// override the copied ones. Domains are not copied.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// With `from`: copy secret variables too.
+    #[serde(default)]
+    pub with_secrets: bool,
 }
 
 /// The answer to a request that started a deploy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeployStarted {
     pub app: AppView,
     pub deploy: DeployView,
 }
 
 /// `POST /api/v1/apps/{name}/deploys`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub image: String,
 }
 
 /// `POST /api/v1/registries`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddRegistryRequest {
     pub host: String,
@@ -132,7 +143,7 @@ pub struct AddRegistryRequest {
 }
 
 /// A registry credential as shown: never its secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistryView {
     pub host: String,
     pub username: String,
@@ -142,16 +153,80 @@ pub struct RegistryView {
 
 /// Every error the API returns: a stable code for scripts and a message
 /// for people.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
     pub error: ApiErrorBody,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiErrorBody {
     pub code: String,
     pub message: String,
     /// The deploy in progress, when the error is a conflict with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_id: Option<String>,
+}
+
+/// `POST /api/v1/apps/{name}/restart`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartRequest {
+    /// Stop and start the serving container in place (brief downtime)
+    /// instead of swapping to a fresh one.
+    #[serde(default)]
+    pub hard: bool,
+}
+
+/// `POST /api/v1/apps/{name}/rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The succeeded deploy to return to; default: the one before the
+    /// serving one.
+    #[serde(default)]
+    pub deploy_id: Option<String>,
+    /// Also restore that deploy's environment.
+    #[serde(default)]
+    pub with_config: bool,
+}
+
+/// An environment variable as shown: secrets have no value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct EnvVarView {
+    pub key: String,
+    pub secret: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// One variable to set.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSet {
+    pub key: String,
+    pub value: String,
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// `PATCH /api/v1/apps/{name}/env`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvChangeRequest {
+    #[serde(default)]
+    pub set: Vec<EnvSet>,
+    #[serde(default)]
+    pub unset: Vec<String>,
+    /// Redeploy the serving digest with the new environment at once.
+    #[serde(default)]
+    pub apply: bool,
+}
+
+/// The answer to an environment change.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EnvChanged {
+    pub env: Vec<EnvVarView>,
+    /// The `config` deploy started by `apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployView>,
 }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 /// Where a deploy is. The happy path runs top to bottom; `failed` and
 /// `canceled` can follow any non-terminal status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeployStatus {
     Pending,
@@ -22,7 +22,7 @@ pub enum DeployStatus {
 }
 
 /// Why a deploy exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeployKind {
     Create,
@@ -34,7 +34,7 @@ pub enum DeployKind {
 }
 
 /// What an App is doing, as users see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AppStatus {
     Creating,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a new container is judged healthy. With a `path`, an HTTP `GET` must
 /// answer 2xx; without one, a TCP connect to the port must succeed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthCheck {
     pub path: Option<String>,
     /// Time between checks, in milliseconds.

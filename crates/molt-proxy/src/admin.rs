@@ -1,11 +1,23 @@
 //! The admin protocol between `molt server` and `molt proxy`: one JSON
 //! object per line over a Unix socket in the data dir (mode 0600).
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 
 /// The file names the proxy keeps in its data dir.
 pub const SOCKET_FILE: &str = "proxy.sock";
 pub const ROUTES_FILE: &str = "routes.json";
+/// Holds the proxy's pid, for messages and for the server to find it.
+pub const PID_FILE: &str = "proxy.pid";
+/// Locked (flock) for the whole life of a proxy: one proxy per data dir.
+pub const LOCK_FILE: &str = "proxy.lock";
+
+/// The longest admin line either side accepts; a route is far smaller.
+pub const MAX_LINE: usize = 1 << 20;
 
 /// One upstream of an App: a container's address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -72,4 +84,214 @@ pub struct Response {
     pub drained: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed: Option<u64>,
+}
+
+impl Response {
+    /// A plain success.
+    pub fn ok() -> Self {
+        Response {
+            ok: true,
+            ..Response::default()
+        }
+    }
+
+    /// A failure carrying the message the client will show.
+    pub fn error(message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            ..Response::default()
+        }
+    }
+}
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot reach the proxy at {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("talking to the proxy at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the proxy at {path} did not answer within {seconds} s")]
+    Timeout { path: PathBuf, seconds: u64 },
+    #[error("unexpected answer from the proxy: {0}")]
+    Protocol(String),
+    /// The proxy understood the request and refused it; its own words.
+    #[error("the proxy refused: {0}")]
+    Refused(String),
+}
+
+/// What `ping` learns about the running proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingInfo {
+    pub pid: u32,
+    pub version: String,
+}
+
+/// How a `wait_drained` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// True when nothing was left in flight before the timeout.
+    pub drained: bool,
+    /// Requests and upgraded connections cut at the timeout.
+    pub closed: u64,
+}
+
+/// Talks to a running proxy over its admin socket. Each call opens its own
+/// connection, so calls may run concurrently (a long `wait_drained` does not
+/// hold up a `set_route`).
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    socket: PathBuf,
+}
+
+/// How long an ordinary admin call may take; `wait_drained` adds its own wait.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl AdminClient {
+    /// `path` is the data dir or the socket itself. Connects once to check a
+    /// proxy is there.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Self, AdminError> {
+        let path = path.as_ref();
+        let socket = if path.is_dir() {
+            path.join(SOCKET_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        UnixStream::connect(&socket)
+            .await
+            .map_err(|source| AdminError::Connect {
+                path: socket.clone(),
+                source,
+            })?;
+        Ok(AdminClient { socket })
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    pub async fn ping(&self) -> Result<PingInfo, AdminError> {
+        let resp = self.call(&Request::Ping, CALL_TIMEOUT).await?;
+        match (resp.pid, resp.version) {
+            (Some(pid), Some(version)) => Ok(PingInfo { pid, version }),
+            _ => Err(AdminError::Protocol(
+                "ping answer without pid or version".into(),
+            )),
+        }
+    }
+
+    pub async fn set_route(&self, route: Route) -> Result<(), AdminError> {
+        self.call(&Request::SetRoute { route }, CALL_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_route(&self, app: &str) -> Result<(), AdminError> {
+        let req = Request::RemoveRoute {
+            app: app.to_string(),
+        };
+        self.call(&req, CALL_TIMEOUT).await?;
+        Ok(())
+    }
+
+    pub async fn list_routes(&self) -> Result<Vec<Route>, AdminError> {
+        let resp = self.call(&Request::ListRoutes, CALL_TIMEOUT).await?;
+        Ok(resp.routes.unwrap_or_default())
+    }
+
+    /// Waits until the retired target `addr` of `app` has drained, or closes
+    /// what remains of it after `timeout`.
+    pub async fn wait_drained(
+        &self,
+        app: &str,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<DrainOutcome, AdminError> {
+        let req = Request::WaitDrained {
+            app: app.to_string(),
+            addr: addr.to_string(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let resp = self.call(&req, timeout + CALL_TIMEOUT).await?;
+        Ok(DrainOutcome {
+            drained: resp.drained.unwrap_or(true),
+            closed: resp.closed.unwrap_or(0),
+        })
+    }
+
+    /// Sends one request line, reads one response line; `ok: false` becomes
+    /// `AdminError::Refused` with the proxy's message.
+    pub async fn call(&self, req: &Request, timeout: Duration) -> Result<Response, AdminError> {
+        let exchange = async {
+            let stream =
+                UnixStream::connect(&self.socket)
+                    .await
+                    .map_err(|source| AdminError::Connect {
+                        path: self.socket.clone(),
+                        source,
+                    })?;
+            let io_err = |source| AdminError::Io {
+                path: self.socket.clone(),
+                source,
+            };
+            let (read, mut write) = stream.into_split();
+            let mut line =
+                serde_json::to_vec(req).map_err(|e| AdminError::Protocol(e.to_string()))?;
+            line.push(b'\n');
+            write.write_all(&line).await.map_err(io_err)?;
+            let mut answer = Vec::new();
+            let mut reader = BufReader::new(read);
+            read_line(&mut reader, &mut answer).await.map_err(io_err)?;
+            if answer.is_empty() {
+                return Err(AdminError::Protocol(
+                    "the proxy closed the connection".into(),
+                ));
+            }
+            let resp: Response =
+                serde_json::from_slice(&answer).map_err(|e| AdminError::Protocol(e.to_string()))?;
+            if resp.ok {
+                Ok(resp)
+            } else {
+                Err(AdminError::Refused(
+                    resp.error.unwrap_or_else(|| "no reason given".into()),
+                ))
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(AdminError::Timeout {
+                path: self.socket.clone(),
+                seconds: timeout.as_secs(),
+            }),
+        }
+    }
+}
+
+/// Reads one `\n`-terminated line (without the `\n`) of at most `MAX_LINE`
+/// bytes into `buf`; an empty `buf` means the peer closed the connection.
+pub(crate) async fn read_line<R>(reader: &mut R, buf: &mut Vec<u8>) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    buf.clear();
+    let limit = u64::try_from(MAX_LINE + 1).unwrap_or(u64::MAX);
+    let read = (&mut *reader).take(limit).read_until(b'\n', buf).await?;
+    if read > MAX_LINE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "admin line too long",
+        ));
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    Ok(())
 }

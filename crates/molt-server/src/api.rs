@@ -9,18 +9,50 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use molt_core::api::{
-    AddRegistryRequest, ApiError, ApiErrorBody, AppView, CreateAppRequest, DeployEvent, DeployRequest,
-    DeployStarted, DeployView, RegistryView,
+    AddRegistryRequest, ApiError, ApiErrorBody, AppView, CreateAppRequest, DeployEvent,
+    DeployRequest, DeployStarted, DeployView, EnvChangeRequest, EnvChanged, EnvVarView,
+    RegistryView, RestartRequest, RollbackRequest,
 };
-use molt_core::DeployKind;
 use serde::Deserialize;
 use std::sync::Arc;
 
 /// Request bodies larger than this are refused with 413.
 const BODY_LIMIT: usize = 256 * 1024;
+
+/// The OpenAPI document, generated from the handlers and types above.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Molt API", description = "Zero-downtime deploys of container images. Every route needs `Authorization: Bearer TOKEN`."),
+    paths(
+        list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
+        crate::events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
+        list_registries, add_registry, remove_registry, openapi_json
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses((status = 200, description = "This document")))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -34,9 +66,25 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}", get(show_app).delete(delete_app))
         .route("/apps/{name}/deploys", get(list_deploys).post(start_deploy))
         .route("/apps/{name}/deploys/{id}", get(show_deploy))
+        .route(
+            "/apps/{name}/deploys/{id}/events",
+            get(crate::events::deploy_events),
+        )
+        .route("/apps/{name}/redeploy", post(redeploy))
+        .route("/apps/{name}/restart", post(restart))
+        .route("/apps/{name}/rollback", post(rollback))
+        .route("/apps/{name}/cancel", post(cancel))
+        .route("/apps/{name}/env", get(list_env).patch(change_env))
         .route("/registries", get(list_registries).post(add_registry))
+        .route("/openapi.json", get(openapi_json))
         .route("/registries/{host}", axum::routing::delete(remove_registry))
-        .fallback(|| async { ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such API route: see the CLI reference in the README") })
+        .fallback(|| async {
+            ApiFailure::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such API route: see the CLI reference in the README",
+            )
+        })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()
@@ -75,14 +123,18 @@ impl IntoResponse for ApiFailure {
 impl From<EngineError> for ApiFailure {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Invalid { code, message } => Self::new(StatusCode::BAD_REQUEST, code, message),
+            EngineError::Invalid { code, message } => {
+                Self::new(StatusCode::BAD_REQUEST, code, message)
+            }
             EngineError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
             EngineError::Conflict { message, deploy_id } => {
                 let mut f = Self::new(StatusCode::CONFLICT, "conflict", message);
                 f.body.error.deploy_id = deploy_id;
                 f
             }
-            EngineError::Registry(r) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, r.code(), r.to_string()),
+            EngineError::Registry(r) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, r.code(), r.to_string())
+            }
             EngineError::Internal(e) => internal(e),
         }
     }
@@ -96,7 +148,11 @@ impl From<anyhow::Error> for ApiFailure {
 
 fn internal(e: anyhow::Error) -> ApiFailure {
     tracing::error!("internal error: {e:#}");
-    ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{e:#}"))
+    ApiFailure::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("{e:#}"),
+    )
 }
 
 /// `Json` whose rejections are API errors (400, 413, 415) rather than
@@ -119,16 +175,39 @@ where
                     StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
                     _ => "invalid_json",
                 };
-                let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
+                let status = if status.is_client_error() {
+                    status
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
                 Err(ApiFailure::new(status, code, rejection.body_text()))
             }
         }
     }
 }
 
+/// A JSON body that may be left out (then every field takes its default).
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiFailure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the request body is not valid JSON for this route: {e}"),
+        )
+    })
+}
+
 /// Every `/api/v1` route needs `Authorization: Bearer TOKEN`; the token is
 /// compared in constant time.
-async fn require_token(State(state): State<ApiState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -143,8 +222,10 @@ async fn require_token(State(state): State<ApiState>, headers: HeaderMap, req: R
             "a valid admin token is required: pass --token or set MOLT_TOKEN (the token is in the data dir's admin-token file)",
         )
         .into_response();
-        resp.headers_mut()
-            .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        resp.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
         resp
     }
 }
@@ -226,19 +307,27 @@ fn find_app(engine: &Engine, name: &str) -> Result<AppRow, ApiFailure> {
         ApiFailure::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no App named `{}`: see `molt apps list`", name.chars().take(80).collect::<String>()),
+            format!(
+                "no App named `{}`: see `molt apps list`",
+                name.chars().take(80).collect::<String>()
+            ),
         )
     })
 }
 
 // ---- handlers ----
 
+#[utoipa::path(get, path = "/api/v1/apps", tag = "apps", responses((status = 200, description = "Every App", body = Vec<AppView>)))]
 async fn list_apps(State(s): State<ApiState>) -> Result<Json<Vec<AppView>>, ApiFailure> {
     let apps = s.engine.store.list_apps()?;
-    let views = apps.iter().map(|a| app_view(&s.engine, a)).collect::<anyhow::Result<_>>()?;
+    let views = apps
+        .iter()
+        .map(|a| app_view(&s.engine, a))
+        .collect::<anyhow::Result<_>>()?;
     Ok(Json(views))
 }
 
+#[utoipa::path(post, path = "/api/v1/apps", tag = "apps", request_body = CreateAppRequest, responses((status = 201, description = "Created; the first deploy runs", body = DeployStarted), (status = 400, description = "Invalid input", body = ApiError), (status = 409, description = "The name is taken", body = ApiError), (status = 422, description = "The registry preflight failed", body = ApiError)))]
 async fn create_app(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -255,22 +344,37 @@ async fn create_app(
     ))
 }
 
-async fn show_app(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<AppView>, ApiFailure> {
+#[utoipa::path(get, path = "/api/v1/apps/{name}", tag = "apps", params(("name" = String, Path, description = "App name")), responses((status = 200, body = AppView), (status = 404, body = ApiError)))]
+async fn show_app(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<AppView>, ApiFailure> {
     let app = find_app(&s.engine, &name)?;
     Ok(Json(app_view(&s.engine, &app)?))
 }
 
-async fn delete_app(State(s): State<ApiState>, Path(name): Path<String>) -> Result<StatusCode, ApiFailure> {
+#[utoipa::path(delete, path = "/api/v1/apps/{name}", tag = "apps", params(("name" = String, Path, description = "App name")), responses((status = 204, description = "Deleted with its containers, route, environment and history"), (status = 404, body = ApiError)))]
+async fn delete_app(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
     s.engine.delete_app(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_deploys(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Vec<DeployView>>, ApiFailure> {
+#[utoipa::path(get, path = "/api/v1/apps/{name}/deploys", tag = "deploys", params(("name" = String, Path, description = "App name")), responses((status = 200, description = "Newest first", body = Vec<DeployView>), (status = 404, body = ApiError)))]
+async fn list_deploys(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<DeployView>>, ApiFailure> {
     find_app(&s.engine, &name)?;
     let deploys = s.engine.store.list_deploys(&name)?;
-    Ok(Json(deploys.iter().map(|d| deploy_view(d, Vec::new())).collect()))
+    Ok(Json(
+        deploys.iter().map(|d| deploy_view(d, Vec::new())).collect(),
+    ))
 }
 
+#[utoipa::path(post, path = "/api/v1/apps/{name}/deploys", tag = "deploys", params(("name" = String, Path, description = "App name")), request_body = DeployRequest, responses((status = 202, body = DeployStarted), (status = 409, description = "Another deploy is in progress", body = ApiError)))]
 async fn start_deploy(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -279,7 +383,7 @@ async fn start_deploy(
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
     let (app, deploy) = s
         .engine
-        .deploy(&name, &req.image, DeployKind::Deploy, triggered_by(&headers))
+        .deploy(&name, &req.image, triggered_by(&headers))
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -290,6 +394,136 @@ async fn start_deploy(
     ))
 }
 
+/// The answer to every request that started a deploy on an existing App.
+fn started(
+    s: &ApiState,
+    result: (AppRow, DeployRow),
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    let (app, deploy) = result;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeployStarted {
+            app: app_view(&s.engine, &app)?,
+            deploy: deploy_view(&deploy, Vec::new()),
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/apps/{name}/redeploy", tag = "deploys", params(("name" = String, Path, description = "App name")), responses((status = 202, body = DeployStarted), (status = 409, body = ApiError)))]
+async fn redeploy(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    let r = s.engine.redeploy(&name, triggered_by(&headers)).await?;
+    started(&s, r)
+}
+
+#[utoipa::path(post, path = "/api/v1/apps/{name}/restart", tag = "deploys", params(("name" = String, Path, description = "App name")), request_body(content = Option<RestartRequest>), responses((status = 202, body = DeployStarted), (status = 409, body = ApiError)))]
+async fn restart(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    let req: RestartRequest = optional_json(&body)?;
+    let r = s
+        .engine
+        .restart(&name, req.hard, triggered_by(&headers))
+        .await?;
+    started(&s, r)
+}
+
+#[utoipa::path(post, path = "/api/v1/apps/{name}/rollback", tag = "deploys", params(("name" = String, Path, description = "App name")), request_body(content = Option<RollbackRequest>), responses((status = 202, body = DeployStarted), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn rollback(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    let req: RollbackRequest = optional_json(&body)?;
+    let r = s
+        .engine
+        .rollback(
+            &name,
+            req.deploy_id.as_deref(),
+            req.with_config,
+            triggered_by(&headers),
+        )
+        .await?;
+    started(&s, r)
+}
+
+#[utoipa::path(post, path = "/api/v1/apps/{name}/cancel", tag = "deploys", params(("name" = String, Path, description = "App name")), responses((status = 200, description = "The canceled deploy", body = DeployView), (status = 409, description = "Nothing to cancel", body = ApiError)))]
+async fn cancel(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<DeployView>, ApiFailure> {
+    let id = s.engine.cancel(&name)?;
+    // Wait (bounded) for the deploy to record its end, so the answer is final.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let d = s.engine.store.get_deploy(&id)?;
+        match d {
+            Some(d) if d.status.is_terminal() || tokio::time::Instant::now() >= deadline => {
+                return Ok(Json(deploy_view(&d, Vec::new())));
+            }
+            None => {
+                return Err(ApiFailure::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "the deploy vanished",
+                ))
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn env_views(s: &ApiState, app: &str) -> anyhow::Result<Vec<EnvVarView>> {
+    Ok(s.engine
+        .store
+        .env(app)?
+        .into_iter()
+        .map(|e| EnvVarView {
+            key: e.key,
+            secret: e.secret,
+            value: if e.secret { None } else { e.value },
+        })
+        .collect())
+}
+
+#[utoipa::path(get, path = "/api/v1/apps/{name}/env", tag = "env", params(("name" = String, Path, description = "App name")), responses((status = 200, description = "Secrets have no value", body = Vec<EnvVarView>)))]
+async fn list_env(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<EnvVarView>>, ApiFailure> {
+    find_app(&s.engine, &name)?;
+    Ok(Json(env_views(&s, &name)?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/apps/{name}/env", tag = "env", params(("name" = String, Path, description = "App name")), request_body = EnvChangeRequest, responses((status = 200, body = EnvChanged), (status = 400, body = ApiError)))]
+async fn change_env(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<EnvChangeRequest>,
+) -> Result<Json<EnvChanged>, ApiFailure> {
+    let set = req
+        .set
+        .into_iter()
+        .map(|e| (e.key, e.value, e.secret))
+        .collect();
+    let deploy = s
+        .engine
+        .change_env(&name, set, req.unset, req.apply, triggered_by(&headers))
+        .await?;
+    Ok(Json(EnvChanged {
+        env: env_views(&s, &name)?,
+        deploy: deploy.map(|d| deploy_view(&d, Vec::new())),
+    }))
+}
+
 #[derive(Deserialize)]
 struct EventsQuery {
     /// Only events after this sequence number (for following a deploy).
@@ -297,6 +531,7 @@ struct EventsQuery {
     after: i64,
 }
 
+#[utoipa::path(get, path = "/api/v1/apps/{name}/deploys/{id}", tag = "deploys", params(("name" = String, Path, description = "App name"), ("id" = String, Path, description = "Deploy id"), ("after" = Option<i64>, Query, description = "Only timeline events after this sequence number")), responses((status = 200, body = DeployView), (status = 404, body = ApiError)))]
 async fn show_deploy(
     State(s): State<ApiState>,
     Path((name, id)): Path<(String, String)>,
@@ -311,13 +546,19 @@ async fn show_deploy(
             ApiFailure::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no deploy `{}` for the App `{}`: see `molt deploys {}`", id.chars().take(40).collect::<String>(), name.chars().take(80).collect::<String>(), name.chars().take(80).collect::<String>()),
+                format!(
+                    "no deploy `{}` for the App `{}`: see `molt deploys {}`",
+                    id.chars().take(40).collect::<String>(),
+                    name.chars().take(80).collect::<String>(),
+                    name.chars().take(80).collect::<String>()
+                ),
             )
         })?;
     let events = s.engine.store.events(&id, q.after)?;
     Ok(Json(deploy_view(&deploy, events)))
 }
 
+#[utoipa::path(get, path = "/api/v1/registries", tag = "registries", responses((status = 200, description = "Never the secret", body = Vec<RegistryView>)))]
 async fn list_registries(State(s): State<ApiState>) -> Result<Json<Vec<RegistryView>>, ApiFailure> {
     let rows = s.engine.store.list_registries()?;
     Ok(Json(
@@ -332,13 +573,18 @@ async fn list_registries(State(s): State<ApiState>) -> Result<Json<Vec<RegistryV
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/registries", tag = "registries", request_body = AddRegistryRequest, responses((status = 201, body = RegistryView), (status = 422, description = "The registry refused the credential", body = ApiError)))]
 async fn add_registry(
     State(s): State<ApiState>,
     ApiJson(req): ApiJson<AddRegistryRequest>,
 ) -> Result<(StatusCode, Json<RegistryView>), ApiFailure> {
     let host = normalize_host(&req.host)?;
     if req.username.is_empty() || req.password.is_empty() {
-        return Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_credential", "both a username and a password (or token) are needed"));
+        return Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_credential",
+            "both a username and a password (or token) are needed",
+        ));
     }
     let cred = Credential {
         username: req.username.clone(),
@@ -347,8 +593,13 @@ async fn add_registry(
     registry::verify_credential(&host, &cred)
         .await
         .map_err(|e| ApiFailure::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
-    let sealed = s.engine.sealer.seal(&format!("registry:{host}"), req.password.as_bytes())?;
-    s.engine.store.upsert_registry(&host, &req.username, &sealed)?;
+    let sealed = s
+        .engine
+        .sealer
+        .seal(&format!("registry:{host}"), req.password.as_bytes())?;
+    s.engine
+        .store
+        .upsert_registry(&host, &req.username, &sealed)?;
     let row = s
         .engine
         .store
@@ -365,12 +616,20 @@ async fn add_registry(
     ))
 }
 
-async fn remove_registry(State(s): State<ApiState>, Path(host): Path<String>) -> Result<StatusCode, ApiFailure> {
+#[utoipa::path(delete, path = "/api/v1/registries/{host}", tag = "registries", params(("host" = String, Path, description = "Registry host")), responses((status = 204, description = "Removed"), (status = 404, body = ApiError)))]
+async fn remove_registry(
+    State(s): State<ApiState>,
+    Path(host): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
     let host = normalize_host(&host)?;
     if s.engine.store.remove_registry(&host)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiFailure::new(StatusCode::NOT_FOUND, "not_found", format!("no credential saved for {host}: see `molt registries list`")))
+        Err(ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no credential saved for {host}: see `molt registries list`"),
+        ))
     }
 }
 
@@ -392,7 +651,10 @@ fn normalize_host(raw: &str) -> Result<String, ApiFailure> {
         _ => Err(ApiFailure::new(
             StatusCode::BAD_REQUEST,
             "invalid_registry",
-            format!("`{}` is not a registry host: give one like `ghcr.io` or `127.0.0.1:5000`", raw.chars().take(100).collect::<String>()),
+            format!(
+                "`{}` is not a registry host: give one like `ghcr.io` or `127.0.0.1:5000`",
+                raw.chars().take(100).collect::<String>()
+            ),
         )),
     }
 }
@@ -413,7 +675,10 @@ mod tests {
     #[test]
     fn registry_hosts() {
         assert_eq!(normalize_host("https://GHCR.io/").ok().unwrap(), "ghcr.io");
-        assert_eq!(normalize_host("127.0.0.1:5000").ok().unwrap(), "127.0.0.1:5000");
+        assert_eq!(
+            normalize_host("127.0.0.1:5000").ok().unwrap(),
+            "127.0.0.1:5000"
+        );
         assert_eq!(normalize_host("index.docker.io").ok().unwrap(), "docker.io");
         assert!(normalize_host("bad host").is_err());
         assert!(normalize_host("a/b").is_err());

@@ -28,7 +28,10 @@ pub fn resolve(explicit: Option<PathBuf>) -> PathBuf {
 /// bad location fails at start with a clear message rather than mid-deploy.
 pub fn prepare(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| {
-        format!("cannot create the data dir {}: choose another with --data-dir", dir.display())
+        format!(
+            "cannot create the data dir {}: choose another with --data-dir",
+            dir.display()
+        )
     })?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot set permissions on the data dir {}", dir.display()))?;
@@ -88,6 +91,9 @@ mod tests {
         let b = read_or_create_secret(&p, || "other".into()).unwrap();
         assert_eq!(a, "abc");
         assert_eq!(b, "abc");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -8,7 +8,7 @@ use crate::proxy_link::ProxyLink;
 use crate::registry::{self, Credential, RegistryError};
 use crate::runtime::{ContainerSpec, Runtime};
 use crate::seal::Sealer;
-use crate::store::{now, AppRow, DeployRow, Store};
+use crate::store::{now, AppRow, DeployRow, EnvEntry, Store};
 use molt_core::api::CreateAppRequest;
 use molt_core::health::HealthCheck;
 use molt_core::{AppName, AppStatus, DeployKind, DeployStatus, ImageRef};
@@ -16,6 +16,7 @@ use molt_proxy::admin::{Route, Target};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How long a stopped container gets between SIGTERM and SIGKILL.
 const STOP_TIMEOUT_SECS: u64 = 10;
@@ -59,6 +60,25 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// A deploy in progress, with the means to cancel it.
+struct Active {
+    deploy_id: String,
+    cancel: CancellationToken,
+}
+
+/// What a deploy will run, decided when it is requested.
+#[derive(Clone)]
+struct Plan {
+    /// Run exactly this digest (restart, rollback, config), or pull the
+    /// deploy's image by tag and pin what the registry gives.
+    digest: Option<String>,
+    /// Restart in place instead of swapping.
+    hard: bool,
+    /// On success, make the deploy's environment the App's (rollback
+    /// `--with-config`).
+    restore_env: bool,
+}
+
 pub struct Engine {
     pub store: Arc<Store>,
     pub runtime: Runtime,
@@ -66,11 +86,16 @@ pub struct Engine {
     pub sealer: Arc<Sealer>,
     prober: Prober,
     /// The deploy in progress per App: the one-operation-at-a-time rule.
-    active: Mutex<HashMap<String, String>>,
+    active: Mutex<HashMap<String, Active>>,
 }
 
 impl Engine {
-    pub fn new(store: Arc<Store>, runtime: Runtime, proxy: Arc<ProxyLink>, sealer: Arc<Sealer>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        runtime: Runtime,
+        proxy: Arc<ProxyLink>,
+        sealer: Arc<Sealer>,
+    ) -> Self {
         Self {
             store,
             runtime,
@@ -81,7 +106,7 @@ impl Engine {
         }
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -90,7 +115,9 @@ impl Engine {
         let Some(row) = self.store.get_registry(host)? else {
             return Ok(None);
         };
-        let password = self.sealer.open(&format!("registry:{host}"), &row.secret_sealed)?;
+        let password = self
+            .sealer
+            .open(&format!("registry:{host}"), &row.secret_sealed)?;
         Ok(Some(Credential {
             username: row.username,
             password: String::from_utf8_lossy(&password).into_owned(),
@@ -98,18 +125,56 @@ impl Engine {
     }
 
     /// Reserves the App for one operation, or names the one in progress.
-    fn claim(&self, app: &str, deploy_id: &str) -> Result<(), EngineError> {
+    fn claim(&self, app: &str, deploy_id: &str) -> Result<CancellationToken, EngineError> {
         let mut active = self.active();
         if let Some(running) = active.get(app) {
+            let message = if running.deploy_id == "delete" {
+                format!("the App `{app}` is being deleted")
+            } else {
+                format!(
+                    "the App `{app}` is busy with deploy {}; wait for it to finish or cancel it with `molt cancel {app}`",
+                    running.deploy_id
+                )
+            };
             return Err(EngineError::Conflict {
-                message: format!(
-                    "the App `{app}` is busy with deploy {running}; wait for it to finish or cancel it with `molt cancel {app}`"
-                ),
-                deploy_id: Some(running.clone()),
+                message,
+                deploy_id: Some(running.deploy_id.clone()),
             });
         }
-        active.insert(app.to_string(), deploy_id.to_string());
-        Ok(())
+        let cancel = CancellationToken::new();
+        active.insert(
+            app.to_string(),
+            Active {
+                deploy_id: deploy_id.to_string(),
+                cancel: cancel.clone(),
+            },
+        );
+        Ok(cancel)
+    }
+
+    /// The deploy in progress for an App, if any.
+    pub fn in_progress(&self, app: &str) -> Option<String> {
+        self.active().get(app).map(|a| a.deploy_id.clone())
+    }
+
+    /// Cancels the deploy in progress: the new container is torn down and no
+    /// traffic moves. Returns its id.
+    pub fn cancel(&self, app: &str) -> Result<String, EngineError> {
+        if self.store.get_app(app)?.is_none() {
+            return Err(EngineError::NotFound(format!(
+                "no App named `{app}`: see `molt apps list`"
+            )));
+        }
+        match self.active().get(app) {
+            Some(a) if a.deploy_id != "delete" => {
+                a.cancel.cancel();
+                Ok(a.deploy_id.clone())
+            }
+            _ => Err(EngineError::Conflict {
+                message: format!("the App `{app}` has no deploy in progress to cancel"),
+                deploy_id: None,
+            }),
+        }
     }
 
     fn release(&self, app: &str) {
@@ -118,25 +183,54 @@ impl Engine {
 
     /// Validates a create request, runs the registry preflight, records the
     /// App with its first deploy and starts that deploy. Nothing is stored
-    /// when a check fails.
+    /// when a check fails. With `from`, the new App copies that App's
+    /// configuration (a template) and runs its serving digest.
     pub async fn create_app(
         self: &Arc<Self>,
         req: CreateAppRequest,
         triggered_by: &str,
     ) -> Result<(AppRow, DeployRow), EngineError> {
-        let name = AppName::parse(&req.name).map_err(|e| EngineError::invalid("invalid_name", e.to_string()))?;
-        let image = ImageRef::parse(&req.image).map_err(|e| EngineError::invalid("invalid_image", e.to_string()))?;
-        if req.port == 0 {
-            return Err(EngineError::invalid("invalid_port", "the port must be between 1 and 65535: the port the App listens on inside its container"));
-        }
-        let mut health = HealthCheck::default();
+        let name = AppName::parse(&req.name)
+            .map_err(|e| EngineError::invalid("invalid_name", e.to_string()))?;
+        let template = match &req.from {
+            Some(from) => Some(self.template(from, req.with_secrets, name.as_str())?),
+            None => None,
+        };
+        let (base, mut env, template_image) = match template {
+            Some((app, env, image)) => (Some(app), env, Some(image)),
+            None => (None, Vec::new(), None),
+        };
+        let image_raw = if !req.image.is_empty() {
+            req.image.clone()
+        } else if let Some(image) = template_image {
+            image
+        } else {
+            return Err(EngineError::invalid(
+                "invalid_image",
+                "an image is required: give --image REF (or --from APP to copy an App)",
+            ));
+        };
+        let image = ImageRef::parse(&image_raw)
+            .map_err(|e| EngineError::invalid("invalid_image", e.to_string()))?;
+        let port = match (req.port, &base) {
+            (0, Some(b)) => b.port,
+            (0, None) => {
+                return Err(EngineError::invalid("invalid_port", "a port is required: give --port PORT, the port the App listens on inside its container"))
+            }
+            (p, _) => p,
+        };
+        let mut health = base.as_ref().map(|b| b.health.clone()).unwrap_or_default();
         if let Some(path) = &req.health_path {
-            molt_core::health::validate_path(path).map_err(|e| EngineError::invalid("invalid_health_path", e))?;
+            molt_core::health::validate_path(path)
+                .map_err(|e| EngineError::invalid("invalid_health_path", e))?;
             health.path = Some(path.clone());
         }
         if let Some(t) = req.health_timeout {
             if t == 0 || t > 3600 {
-                return Err(EngineError::invalid("invalid_health_timeout", "--health-timeout must be between 1 and 3600 seconds"));
+                return Err(EngineError::invalid(
+                    "invalid_health_timeout",
+                    "--health-timeout must be between 1 and 3600 seconds",
+                ));
             }
             health.deploy_timeout_secs = t;
         }
@@ -145,36 +239,65 @@ impl Engine {
         }
         let mut domains = Vec::new();
         for d in &req.domains {
-            let d = molt_core::name::parse_domain(d).map_err(|e| EngineError::invalid("invalid_domain", e))?;
+            let d = molt_core::name::parse_domain(d)
+                .map_err(|e| EngineError::invalid("invalid_domain", e))?;
             if d == name.default_domain() || domains.contains(&d) {
                 continue;
             }
             if let Some(owner) = self.domain_owner(&d)? {
-                return Err(EngineError::invalid("domain_taken", format!("the domain {d} is already routed to the App `{owner}`")));
+                return Err(EngineError::invalid(
+                    "domain_taken",
+                    format!("the domain {d} is already routed to the App `{owner}`"),
+                ));
             }
             domains.push(d);
         }
-        let mut env = Vec::new();
         for raw in &req.env {
-            let (k, v) = molt_core::env::parse_assignment(raw).map_err(|e| EngineError::invalid("invalid_env", e))?;
-            env.push((k, v));
+            let (key, value) = molt_core::env::parse_assignment(raw)
+                .map_err(|e| EngineError::invalid("invalid_env", e))?;
+            env.retain(|e| e.key != key);
+            env.push(EnvEntry {
+                key,
+                secret: false,
+                value: Some(value),
+                sealed: None,
+            });
         }
         let memory_bytes = match &req.memory {
-            Some(m) => Some(molt_core::size::parse_size(m).map_err(|e| EngineError::invalid("invalid_memory", e))?),
-            None => None,
+            Some(m) => Some(
+                molt_core::size::parse_size(m)
+                    .map_err(|e| EngineError::invalid("invalid_memory", e))?,
+            ),
+            None => base.as_ref().and_then(|b| b.memory_bytes),
         };
         if let Some(c) = req.cpus {
             if !(c > 0.0 && c <= 1024.0) {
-                return Err(EngineError::invalid("invalid_cpus", "--cpus must be a positive number such as 0.5 or 2"));
+                return Err(EngineError::invalid(
+                    "invalid_cpus",
+                    "--cpus must be a positive number such as 0.5 or 2",
+                ));
             }
         }
-        let replicas = req.replicas.unwrap_or(1);
+        let replicas = req
+            .replicas
+            .or(base.as_ref().map(|b| b.replicas))
+            .unwrap_or(1);
         if !(1..=100).contains(&replicas) {
-            return Err(EngineError::invalid("invalid_replicas", "--replicas must be between 1 and 100"));
+            return Err(EngineError::invalid(
+                "invalid_replicas",
+                "--replicas must be between 1 and 100",
+            ));
         }
-        let strategy = req.strategy.clone().unwrap_or_else(|| "auto".into());
+        let strategy = req
+            .strategy
+            .clone()
+            .or(base.as_ref().map(|b| b.strategy.clone()))
+            .unwrap_or_else(|| "auto".into());
         if !["auto", "bluegreen", "recreate", "rolling"].contains(&strategy.as_str()) {
-            return Err(EngineError::invalid("invalid_strategy", format!("unknown strategy `{strategy}`: use auto, bluegreen, recreate or rolling")));
+            return Err(EngineError::invalid(
+                "invalid_strategy",
+                format!("unknown strategy `{strategy}`: use auto, bluegreen, recreate or rolling"),
+            ));
         }
         if self.store.get_app(name.as_str())?.is_some() {
             return Err(EngineError::Conflict {
@@ -191,27 +314,85 @@ impl Engine {
             name: name.to_string(),
             status: AppStatus::Creating,
             image: image.to_string(),
-            port: req.port,
+            port,
             health,
             domains,
             replicas,
             strategy,
             memory_bytes,
-            cpus: req.cpus,
-            gpus: req.gpus.unwrap_or(0),
-            drain_timeout_secs: req.drain_timeout_secs.unwrap_or(30).min(3600),
+            cpus: req.cpus.or(base.as_ref().and_then(|b| b.cpus)),
+            gpus: req.gpus.or(base.as_ref().map(|b| b.gpus)).unwrap_or(0),
+            drain_timeout_secs: req
+                .drain_timeout_secs
+                .or(base.as_ref().map(|b| b.drain_timeout_secs))
+                .unwrap_or(30)
+                .min(3600),
             current_deploy: None,
             created_at: at.clone(),
             updated_at: at.clone(),
         };
-        let deploy = new_deploy(&app.name, DeployKind::Create, &image.to_string(), triggered_by, None, None);
-        self.claim(&app.name, &deploy.id)?;
+        let mut deploy = new_deploy(
+            &app.name,
+            DeployKind::Create,
+            &image.to_string(),
+            triggered_by,
+            None,
+            None,
+        );
+        deploy.env = env.clone();
+        let cancel = self.claim(&app.name, &deploy.id)?;
         if let Err(e) = self.store.create_app(&app, &env, &deploy) {
             self.release(&app.name);
             return Err(e.into());
         }
-        self.spawn(deploy.clone());
+        let plan = Plan {
+            digest: image.digest.clone(),
+            hard: false,
+            restore_env: false,
+        };
+        self.spawn(deploy.clone(), plan, cancel);
         Ok((app, deploy))
+    }
+
+    /// The configuration to copy from `from`: the App, its environment
+    /// (secrets re-sealed for the new App, or left out), and its serving
+    /// image pinned by digest.
+    fn template(
+        &self,
+        from: &str,
+        with_secrets: bool,
+        new_name: &str,
+    ) -> Result<(AppRow, Vec<EnvEntry>, String), EngineError> {
+        let source = self.store.get_app(from)?.ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "no App named `{from}` to copy: see `molt apps list`"
+            ))
+        })?;
+        let mut env = Vec::new();
+        for e in self.store.env(from)? {
+            if !e.secret {
+                env.push(e);
+            } else if with_secrets {
+                let sealed = e.sealed.as_deref().unwrap_or_default();
+                let plain = self.sealer.open(&env_purpose(from, &e.key), sealed)?;
+                let sealed = self.sealer.seal(&env_purpose(new_name, &e.key), &plain)?;
+                env.push(EnvEntry {
+                    sealed: Some(sealed),
+                    ..e
+                });
+            }
+        }
+        let current = match &source.current_deploy {
+            Some(id) => self.store.get_deploy(id)?,
+            None => None,
+        };
+        let image = match current.and_then(|d| d.digest.map(|digest| (d.image, digest))) {
+            Some((image, digest)) => ImageRef::parse(&image)
+                .map(|r| r.with_digest(&digest).to_string())
+                .unwrap_or(source.image.clone()),
+            None => source.image.clone(),
+        };
+        Ok((source, env, image))
     }
 
     fn domain_owner(&self, domain: &str) -> anyhow::Result<Option<String>> {
@@ -223,48 +404,339 @@ impl Engine {
             .map(|a| a.name))
     }
 
+    fn find_app(&self, name: &str) -> Result<AppRow, EngineError> {
+        self.store.get_app(name)?.ok_or_else(|| {
+            EngineError::NotFound(format!("no App named `{name}`: see `molt apps list`"))
+        })
+    }
+
+    /// The deploy that serves an App now.
+    fn serving(&self, app: &AppRow) -> Result<DeployRow, EngineError> {
+        let current = match &app.current_deploy {
+            Some(id) => self.store.get_deploy(id)?,
+            None => None,
+        };
+        current.ok_or_else(|| EngineError::Conflict {
+            message: format!("the App `{}` has no serving version yet: deploy an image first with `molt deploy {} IMAGE`", app.name, app.name),
+            deploy_id: None,
+        })
+    }
+
     /// Starts a deploy of `image` to an existing App.
     pub async fn deploy(
         self: &Arc<Self>,
-        app_name: &str,
+        app: &str,
         image: &str,
-        kind: DeployKind,
         triggered_by: &str,
     ) -> Result<(AppRow, DeployRow), EngineError> {
-        let app = self
-            .store
-            .get_app(app_name)?
-            .ok_or_else(|| EngineError::NotFound(format!("no App named `{app_name}`: see `molt apps list`")))?;
-        let image = ImageRef::parse(image).map_err(|e| EngineError::invalid("invalid_image", e.to_string()))?;
+        let app = self.find_app(app)?;
+        let image = ImageRef::parse(image)
+            .map_err(|e| EngineError::invalid("invalid_image", e.to_string()))?;
+        let env = self.store.env(&app.name)?;
+        let plan = Plan {
+            digest: image.digest.clone(),
+            hard: false,
+            restore_env: false,
+        };
+        self.begin(
+            app,
+            DeployKind::Deploy,
+            image.to_string(),
+            plan,
+            env,
+            triggered_by,
+        )
+    }
+
+    /// Pulls the App's reference again (a new build pushed to the same tag)
+    /// and swaps to it.
+    pub async fn redeploy(
+        self: &Arc<Self>,
+        app: &str,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), EngineError> {
+        let app = self.find_app(app)?;
+        let env = self.store.env(&app.name)?;
+        let image = app.image.clone();
+        let plan = Plan {
+            digest: None,
+            hard: false,
+            restore_env: false,
+        };
+        self.begin(app, DeployKind::Redeploy, image, plan, env, triggered_by)
+    }
+
+    /// Starts a fresh container of the serving digest, from the image on
+    /// this host (no pull); `hard` restarts the serving container in place.
+    pub async fn restart(
+        self: &Arc<Self>,
+        app: &str,
+        hard: bool,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), EngineError> {
+        let app = self.find_app(app)?;
+        let serving = self.serving(&app)?;
+        let env = self.store.env(&app.name)?;
+        let plan = Plan {
+            digest: serving.digest.clone(),
+            hard,
+            restore_env: false,
+        };
+        self.begin(
+            app,
+            DeployKind::Restart,
+            serving.image.clone(),
+            plan,
+            env,
+            triggered_by,
+        )
+    }
+
+    /// Swaps to the serving digest with the App's current environment.
+    pub async fn apply_config(
+        self: &Arc<Self>,
+        app: &str,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), EngineError> {
+        let app = self.find_app(app)?;
+        let serving = self.serving(&app)?;
+        let env = self.store.env(&app.name)?;
+        let plan = Plan {
+            digest: serving.digest.clone(),
+            hard: false,
+            restore_env: false,
+        };
+        self.begin(
+            app,
+            DeployKind::Config,
+            serving.image.clone(),
+            plan,
+            env,
+            triggered_by,
+        )
+    }
+
+    /// Returns to the digest of an earlier succeeded deploy (by default the
+    /// one before the serving one), with its environment if `with_config`.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        app: &str,
+        target: Option<&str>,
+        with_config: bool,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), EngineError> {
+        let app = self.find_app(app)?;
+        let history = self.store.list_deploys(&app.name)?;
+        let target = match target {
+            Some(id) => {
+                let d = history.iter().find(|d| d.id == id).ok_or_else(|| {
+                    EngineError::NotFound(format!(
+                        "the App `{}` has no deploy `{id}`: see `molt deploys {}`",
+                        app.name, app.name
+                    ))
+                })?;
+                if d.status != DeployStatus::Succeeded {
+                    return Err(EngineError::invalid(
+                        "rollback_target_not_succeeded",
+                        format!(
+                            "deploy {id} {}; only a succeeded deploy can be rolled back to",
+                            match d.status {
+                                DeployStatus::Failed => "failed".to_string(),
+                                DeployStatus::Canceled => "was canceled".to_string(),
+                                s => format!("is still {s}"),
+                            }
+                        ),
+                    ));
+                }
+                d.clone()
+            }
+            None => history
+                .iter()
+                .filter(|d| {
+                    d.status == DeployStatus::Succeeded
+                        && Some(&d.id) != app.current_deploy.as_ref()
+                })
+                .find(|d| d.digest.is_some())
+                .cloned()
+                .ok_or_else(|| {
+                    EngineError::invalid(
+                        "no_rollback_target",
+                        format!(
+                            "the App `{}` has no earlier succeeded deploy to roll back to",
+                            app.name
+                        ),
+                    )
+                })?,
+        };
+        let digest = target.digest.clone().ok_or_else(|| {
+            EngineError::invalid(
+                "rollback_target_without_digest",
+                format!(
+                    "deploy {} recorded no digest, so its exact image cannot be run again",
+                    target.id
+                ),
+            )
+        })?;
+        let pinned = ImageRef::parse(&target.image)
+            .map_err(|e| EngineError::invalid("invalid_image", e.to_string()))?
+            .with_digest(&digest);
+        let env = if with_config {
+            target.env.clone()
+        } else {
+            self.store.env(&app.name)?
+        };
+        let plan = Plan {
+            digest: Some(digest),
+            hard: false,
+            restore_env: with_config,
+        };
+        let (app, mut deploy) = self.begin(
+            app,
+            DeployKind::Rollback,
+            pinned.to_string(),
+            plan,
+            env,
+            triggered_by,
+        )?;
+        let _ = self.store.event(
+            &deploy.id,
+            &format!("rolling back to deploy {} ({})", target.id, target.image),
+        );
+        deploy.image = pinned.to_string();
+        Ok((app, deploy))
+    }
+
+    fn begin(
+        self: &Arc<Self>,
+        app: AppRow,
+        kind: DeployKind,
+        image: String,
+        plan: Plan,
+        env: Vec<EnvEntry>,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), EngineError> {
         let previous = match &app.current_deploy {
             Some(id) => self.store.get_deploy(id)?,
             None => None,
         };
-        let deploy = new_deploy(
+        let mut deploy = new_deploy(
             &app.name,
             kind,
-            &image.to_string(),
+            &image,
             triggered_by,
             previous.as_ref().map(|p| p.id.clone()),
             previous.and_then(|p| p.digest),
         );
-        self.claim(&app.name, &deploy.id)?;
+        deploy.env = env;
+        let cancel = self.claim(&app.name, &deploy.id)?;
         if let Err(e) = self.store.start_deploy(&deploy) {
             self.release(&app.name);
             return Err(e.into());
         }
-        self.spawn(deploy.clone());
-        let app = self.store.get_app(app_name)?.unwrap_or(app);
+        self.spawn(deploy.clone(), plan, cancel);
+        let app = self.store.get_app(&app.name)?.unwrap_or(app);
         Ok((app, deploy))
     }
 
-    /// Deletes an App: its route, its containers, its environment and
-    /// history, then the App itself.
-    pub async fn delete_app(&self, name: &str) -> Result<(), EngineError> {
-        if self.store.get_app(name)?.is_none() {
-            return Err(EngineError::NotFound(format!("no App named `{name}`: see `molt apps list`")));
+    /// Sets and unsets variables; applied on the next deploy, or at once
+    /// with `apply` (a `config` deploy of the serving digest).
+    pub async fn change_env(
+        self: &Arc<Self>,
+        app: &str,
+        set: Vec<(String, String, bool)>,
+        unset: Vec<String>,
+        apply: bool,
+        triggered_by: &str,
+    ) -> Result<Option<DeployRow>, EngineError> {
+        let app = self.find_app(app)?;
+        let mut entries = Vec::new();
+        for (key, value, secret) in set {
+            molt_core::env::validate_key(&key)
+                .map_err(|e| EngineError::invalid("invalid_env", e))?;
+            molt_core::env::validate_value(&key, &value)
+                .map_err(|e| EngineError::invalid("invalid_env", e))?;
+            if key == "PORT" {
+                return Err(EngineError::invalid(
+                    "invalid_env",
+                    "PORT is set by Molt to the App's port; change the port instead",
+                ));
+            }
+            entries.push(if secret {
+                EnvEntry {
+                    sealed: Some(
+                        self.sealer
+                            .seal(&env_purpose(&app.name, &key), value.as_bytes())?,
+                    ),
+                    key,
+                    secret: true,
+                    value: None,
+                }
+            } else {
+                EnvEntry {
+                    key,
+                    secret: false,
+                    value: Some(value),
+                    sealed: None,
+                }
+            });
         }
-        self.claim(name, "delete")?;
+        for key in &unset {
+            molt_core::env::validate_key(key)
+                .map_err(|e| EngineError::invalid("invalid_env", e))?;
+        }
+        if apply {
+            // Refuse before changing anything when a deploy is running.
+            if let Some(running) = self.in_progress(&app.name) {
+                return Err(EngineError::Conflict {
+                    message: format!("the App `{}` is busy with deploy {running}; wait for it to finish or cancel it with `molt cancel {}`", app.name, app.name),
+                    deploy_id: Some(running),
+                });
+            }
+            self.serving(&app)?;
+        }
+        self.store.change_env(&app.name, &entries, &unset)?;
+        if apply {
+            let (_, deploy) = self.apply_config(&app.name, triggered_by).await?;
+            return Ok(Some(deploy));
+        }
+        Ok(None)
+    }
+
+    /// The environment a container gets: `PORT`, then the App's variables
+    /// with secrets opened.
+    fn container_env(&self, app: &AppRow, env: &[EnvEntry]) -> anyhow::Result<Vec<String>> {
+        let mut out = vec![format!("PORT={}", app.port)];
+        for e in env.iter().filter(|e| e.key != "PORT") {
+            let value = if e.secret {
+                let plain = self.sealer.open(
+                    &env_purpose(&app.name, &e.key),
+                    e.sealed.as_deref().unwrap_or_default(),
+                )?;
+                String::from_utf8_lossy(&plain).into_owned()
+            } else {
+                e.value.clone().unwrap_or_default()
+            };
+            out.push(format!("{}={value}", e.key));
+        }
+        Ok(out)
+    }
+
+    /// Deletes an App: cancels any deploy in progress, then removes its
+    /// route, its containers, its environment and history, and the App.
+    pub async fn delete_app(&self, name: &str) -> Result<(), EngineError> {
+        self.find_app(name)?;
+        if let Some(active) = self.active().get(name) {
+            active.cancel.cancel();
+        }
+        // Wait (bounded) for a canceled deploy to tear down its container.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let _cancel = loop {
+            match self.claim(name, "delete") {
+                Ok(token) => break token,
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
         let result = async {
             self.store.set_app_status(name, AppStatus::Deleting)?;
             self.proxy.remove_route(name).await?;
@@ -280,32 +752,57 @@ impl Engine {
         result.map_err(EngineError::Internal)
     }
 
-    fn spawn(self: &Arc<Self>, deploy: DeployRow) {
+    fn spawn(self: &Arc<Self>, deploy: DeployRow, plan: Plan, cancel: CancellationToken) {
         let engine = Arc::clone(self);
         tokio::spawn(async move {
             let app = deploy.app.clone();
-            engine.run(deploy).await;
+            engine.run(deploy, plan, cancel).await;
             engine.release(&app);
         });
     }
 
-    /// Runs a deploy to its end and records the outcome.
-    async fn run(&self, deploy: DeployRow) {
+    /// Runs a deploy to its end and records the outcome. Cancellation is
+    /// honoured until the swap; after it the deploy only moves forward.
+    async fn run(&self, deploy: DeployRow, plan: Plan, cancel: CancellationToken) {
         let mut new_container: Option<String> = None;
-        let outcome = self.execute(&deploy, &mut new_container).await;
+        let prepared = tokio::select! {
+            r = self.prepare(&deploy, &plan, &mut new_container) => r.map(Some),
+            _ = cancel.cancelled() => Ok(None),
+        };
+        let outcome = match prepared {
+            Ok(Some(ready)) => self.commit(&deploy, &plan, ready).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(f) => Err(f),
+        };
         let result = match outcome {
-            Ok(summary) => self
-                .store
-                .finish_deploy(&deploy.id, DeployStatus::Succeeded, None, &summary),
-            Err(Failure(error)) => {
-                tracing::warn!(app = %deploy.app, deploy = %deploy.id, "deploy failed: {error}");
-                if let Some(id) = &new_container {
-                    if let Err(e) = self.runtime.remove(id).await {
-                        tracing::error!("cannot remove the failed deploy's container {id}: {e:#}");
+            Ok(Some(summary)) => {
+                if plan.restore_env {
+                    if let Err(e) = self.store.replace_env(&deploy.app, &deploy.env) {
+                        tracing::error!(
+                            "cannot restore the environment of the rollback target: {e:#}"
+                        );
                     } else {
-                        let _ = self.store.event(&deploy.id, "removed the new container; the previous version kept serving");
+                        let _ = self.store.event(
+                            &deploy.id,
+                            "restored the environment of the rollback target",
+                        );
                     }
                 }
+                self.store
+                    .finish_deploy(&deploy.id, DeployStatus::Succeeded, None, &summary)
+            }
+            Ok(None) => {
+                self.tear_down(&deploy, new_container.as_deref()).await;
+                self.store.finish_deploy(
+                    &deploy.id,
+                    DeployStatus::Canceled,
+                    Some("canceled before traffic moved; the previous version kept serving"),
+                    "deploy canceled",
+                )
+            }
+            Err(Failure(error)) => {
+                tracing::warn!(app = %deploy.app, deploy = %deploy.id, "deploy failed: {error}");
+                self.tear_down(&deploy, new_container.as_deref()).await;
                 self.store.finish_deploy(
                     &deploy.id,
                     DeployStatus::Failed,
@@ -319,61 +816,70 @@ impl Engine {
         }
     }
 
-    async fn execute(&self, deploy: &DeployRow, new_container: &mut Option<String>) -> Result<String, Failure> {
+    /// Removes whatever a deploy that did not swap started, including a
+    /// container created just before a cancel.
+    async fn tear_down(&self, deploy: &DeployRow, known: Option<&str>) {
+        let mut ids: Vec<String> = known.map(str::to_string).into_iter().collect();
+        if let Ok(found) = self.runtime.list(Some(&deploy.app)).await {
+            ids.extend(
+                found
+                    .into_iter()
+                    .filter(|c| c.deploy == deploy.id)
+                    .map(|c| c.id),
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            match self.runtime.remove(&id).await {
+                Ok(()) => {
+                    let _ = self.store.event(
+                        &deploy.id,
+                        &format!(
+                            "removed the new container {}; the previous version kept serving",
+                            short(&id)
+                        ),
+                    );
+                }
+                Err(e) => tracing::error!(
+                    "cannot remove the container {id} of deploy {}: {e:#}",
+                    deploy.id
+                ),
+            }
+        }
+    }
+
+    /// Everything before the swap: pull, start beside the old one, health.
+    async fn prepare(
+        &self,
+        deploy: &DeployRow,
+        plan: &Plan,
+        new_container: &mut Option<String>,
+    ) -> Result<Ready, Failure> {
         let app = self
             .store
             .get_app(&deploy.app)?
             .ok_or_else(|| Failure(format!("the App `{}` was deleted", deploy.app)))?;
         let image = ImageRef::parse(&deploy.image)?;
-        let old = match &app.current_deploy {
-            Some(id) => self.store.get_deploy(id)?,
-            None => None,
-        };
+        if plan.hard {
+            return self.restart_in_place(deploy, &app).await;
+        }
 
-        // Pull.
-        self.store.advance(&deploy.id, DeployStatus::Pulling, &format!("pulling {image}"))?;
-        let cred = self
-            .credential(&image.registry)?
-            .map(|c| (c.username, c.password));
-        self.runtime
-            .pull(&image, cred)
-            .await
-            .map_err(|e| Failure(format!("pulling {image} failed: {e}")))?;
-        let digest = self.runtime.image_digest(&image).await?;
-        let run_ref = match &digest {
-            Some(d) => {
-                self.store.set_deploy_digest(&deploy.id, d)?;
-                let change = match &deploy.previous_digest {
-                    Some(prev) if prev == d => " (same digest as the serving version)",
-                    Some(_) => " (a new digest)",
-                    None => "",
-                };
-                self.store.event(&deploy.id, &format!("pulled {image}: {d}{change}"))?;
-                image.with_digest(d).to_string()
-            }
-            None => {
-                self.store.event(&deploy.id, &format!("pulled {image} (the engine reports no registry digest)"))?;
-                image.to_string()
-            }
-        };
+        let (run_ref, digest) = self.fetch(deploy, plan, &image).await?;
 
         // Start beside the old one.
         let name = format!("molt-{}-{}", app.name, deploy.id);
-        self.store.advance(&deploy.id, DeployStatus::Starting, &format!("starting container {name}"))?;
-        let mut env = vec![format!("PORT={}", app.port)];
-        env.extend(
-            self.store
-                .plain_env(&app.name)?
-                .into_iter()
-                .filter(|(k, _)| k != "PORT")
-                .map(|(k, v)| format!("{k}={v}")),
-        );
+        self.store.advance(
+            &deploy.id,
+            DeployStatus::Starting,
+            &format!("starting container {name}"),
+        )?;
         let spec = ContainerSpec {
             name: name.clone(),
             image: run_ref,
             app: app.name.clone(),
             deploy: deploy.id.clone(),
-            env,
+            env: self.container_env(&app, &deploy.env)?,
             memory_bytes: app.memory_bytes,
             cpus: app.cpus,
             gpus: app.gpus,
@@ -381,10 +887,102 @@ impl Engine {
         let id = self.runtime.start(&spec).await?;
         *new_container = Some(id.clone());
         self.store.set_deploy_container(&deploy.id, &id, &name)?;
-        self.store.event(&deploy.id, &format!("container {} started", short(&id)))?;
+        self.store
+            .event(&deploy.id, &format!("container {} started", short(&id)))?;
 
-        // Health.
-        let addr = self.wait_for_address(&id, app.port).await?;
+        let addr = self.check_new(deploy, &app, &id).await?;
+        Ok(Ready {
+            app,
+            image,
+            container: id,
+            addr,
+            digest,
+        })
+    }
+
+    /// Gets the image onto the host and says what exactly will run:
+    /// `repo@digest` whenever the digest is known.
+    async fn fetch(
+        &self,
+        deploy: &DeployRow,
+        plan: &Plan,
+        image: &ImageRef,
+    ) -> Result<(String, Option<String>), Failure> {
+        if let Some(digest) = &plan.digest {
+            let pinned = image.with_digest(digest);
+            self.store.set_deploy_digest(&deploy.id, digest)?;
+            if self.runtime.has_image(&pinned.to_string()).await {
+                self.store.event(
+                    &deploy.id,
+                    &format!("using {pinned}, already on this host (no pull)"),
+                )?;
+                return Ok((pinned.to_string(), Some(digest.clone())));
+            }
+            if deploy.kind == DeployKind::Restart {
+                return Err(Failure(format!(
+                    "the image {pinned} is no longer on this host, so it cannot be restarted without a pull: use `molt redeploy {}`",
+                    deploy.app
+                )));
+            }
+            self.store.advance(
+                &deploy.id,
+                DeployStatus::Pulling,
+                &format!("pulling {pinned}"),
+            )?;
+            let cred = self
+                .credential(&image.registry)?
+                .map(|c| (c.username, c.password));
+            self.runtime
+                .pull(&pinned, cred)
+                .await
+                .map_err(|e| Failure(format!("pulling {pinned} failed: {e}")))?;
+            self.store.event(&deploy.id, &format!("pulled {pinned}"))?;
+            return Ok((pinned.to_string(), Some(digest.clone())));
+        }
+        self.store.advance(
+            &deploy.id,
+            DeployStatus::Pulling,
+            &format!("pulling {image}"),
+        )?;
+        let cred = self
+            .credential(&image.registry)?
+            .map(|c| (c.username, c.password));
+        self.runtime
+            .pull(image, cred)
+            .await
+            .map_err(|e| Failure(format!("pulling {image} failed: {e}")))?;
+        match self.runtime.image_digest(image).await? {
+            Some(d) => {
+                self.store.set_deploy_digest(&deploy.id, &d)?;
+                let change = match &deploy.previous_digest {
+                    Some(prev) if *prev == d => {
+                        " (unchanged: the same digest as the serving version)"
+                    }
+                    Some(_) => " (changed: a new digest)",
+                    None => "",
+                };
+                self.store
+                    .event(&deploy.id, &format!("pulled {image}: {d}{change}"))?;
+                Ok((image.with_digest(&d).to_string(), Some(d)))
+            }
+            None => {
+                self.store.event(
+                    &deploy.id,
+                    &format!("pulled {image} (the engine reports no registry digest)"),
+                )?;
+                Ok((image.to_string(), None))
+            }
+        }
+    }
+
+    /// Waits for the new container's address and health.
+    async fn check_new(
+        &self,
+        deploy: &DeployRow,
+        app: &AppRow,
+        id: &str,
+    ) -> Result<String, Failure> {
+        let addr = self.wait_for_address(id, app.port).await?;
         self.store.set_deploy_target(&deploy.id, &addr)?;
         let what = match &app.health.path {
             Some(p) => format!("GET {p} on port {}", app.port),
@@ -398,20 +996,93 @@ impl Engine {
                 app.health.interval_ms, app.health.deploy_timeout_secs
             ),
         )?;
-        let healthy = self.wait_healthy(deploy, &app.health, &id, &addr).await?;
+        let healthy = self.wait_healthy(deploy, &app.health, id, &addr).await?;
         self.store.event(&deploy.id, &healthy)?;
+        Ok(addr)
+    }
 
-        // Swap.
-        self.store.advance(&deploy.id, DeployStatus::Swapping, "switching traffic to the new container")?;
+    /// `restart --hard`: the serving container is stopped and started again
+    /// in place; requests fail while it is down.
+    async fn restart_in_place(&self, deploy: &DeployRow, app: &AppRow) -> Result<Ready, Failure> {
+        let serving = self.serving(app).map_err(|e| Failure(e.to_string()))?;
+        let id = serving
+            .container_id
+            .clone()
+            .ok_or_else(|| Failure("the serving deploy has no container to restart".into()))?;
+        self.store.advance(
+            &deploy.id,
+            DeployStatus::Starting,
+            &format!(
+                "hard restart: stopping and starting container {} in place",
+                short(&id)
+            ),
+        )?;
+        self.runtime.stop(&id, STOP_TIMEOUT_SECS).await?;
+        self.runtime.start_existing(&id).await?;
+        self.store.set_deploy_container(
+            &deploy.id,
+            &id,
+            serving.container_name.as_deref().unwrap_or_default(),
+        )?;
+        let addr = self.check_new(deploy, app, &id).await?;
+        Ok(Ready {
+            app: app.clone(),
+            image: ImageRef::parse(&deploy.image)?,
+            container: id,
+            addr,
+            digest: serving.digest,
+        })
+    }
+
+    /// The swap and what follows it.
+    async fn commit(
+        &self,
+        deploy: &DeployRow,
+        plan: &Plan,
+        ready: Ready,
+    ) -> Result<String, Failure> {
+        let Ready {
+            app,
+            image,
+            container,
+            addr,
+            digest,
+        } = ready;
+        let old = match &app.current_deploy {
+            Some(id) => self.store.get_deploy(id)?,
+            None => None,
+        };
+        self.store.advance(
+            &deploy.id,
+            DeployStatus::Swapping,
+            "switching traffic to the new container",
+        )?;
         self.proxy
-            .set_route(route_for(&app, vec![Target { addr: addr.clone(), id: id.clone() }]))
+            .set_route(route_for(
+                &app,
+                vec![Target {
+                    addr: addr.clone(),
+                    id: container.clone(),
+                }],
+            ))
             .await
             .map_err(|e| Failure(format!("the proxy did not take the new route: {e:#}")))?;
-        self.store.record_swap(&deploy.id, &app.name, &image.to_string(), &format!("traffic switched to container {}", short(&id)))?;
+        // A rollback keeps following the App's reference; other kinds make
+        // the deployed reference the App's.
+        let followed = match deploy.kind {
+            DeployKind::Rollback | DeployKind::Restart | DeployKind::Config => app.image.clone(),
+            _ => image.to_string(),
+        };
+        self.store.record_swap(
+            &deploy.id,
+            &app.name,
+            &followed,
+            &format!("traffic switched to container {}", short(&container)),
+        )?;
         // From here on the new version serves: nothing below fails the deploy.
-        *new_container = None;
-
-        if let Some(old) = old {
+        if let Some(old) =
+            old.filter(|o| !plan.hard && o.container_id.as_deref() != Some(container.as_str()))
+        {
             self.retire(&app, &old, &deploy.id).await;
         }
         Ok(format!(
@@ -428,7 +1099,14 @@ impl Engine {
         };
         if let Some(addr) = &old.target_addr {
             let timeout = Duration::from_secs(app.drain_timeout_secs);
-            let _ = self.store.event(deploy_id, &format!("draining the old container {} (up to {} s)", short(old_id), app.drain_timeout_secs));
+            let _ = self.store.event(
+                deploy_id,
+                &format!(
+                    "draining the old container {} (up to {} s)",
+                    short(old_id),
+                    app.drain_timeout_secs
+                ),
+            );
             match self.proxy.wait_drained(&app.name, addr, timeout).await {
                 Ok((true, _)) => {
                     let _ = self.store.event(deploy_id, "the old container drained");
@@ -437,7 +1115,9 @@ impl Engine {
                     let _ = self.store.event(deploy_id, &format!("drain timeout reached: closed {closed} connection(s) still open on the old container"));
                 }
                 Err(e) => {
-                    let _ = self.store.event(deploy_id, &format!("could not wait for the drain: {e:#}"));
+                    let _ = self
+                        .store
+                        .event(deploy_id, &format!("could not wait for the drain: {e:#}"));
                 }
             }
         }
@@ -456,21 +1136,36 @@ impl Engine {
     async fn wait_for_address(&self, id: &str, port: u16) -> Result<String, Failure> {
         for _ in 0..100 {
             match self.runtime.state(id).await? {
-                Some(s) if s.ip.is_some() => return Ok(format!("{}:{port}", s.ip.unwrap_or_default())),
+                Some(s) if s.ip.is_some() => {
+                    return Ok(format!("{}:{port}", s.ip.unwrap_or_default()))
+                }
                 Some(s) if !s.running && !s.restarting => break,
-                None => return Err(Failure("the new container disappeared right after it started".into())),
+                None => {
+                    return Err(Failure(
+                        "the new container disappeared right after it started".into(),
+                    ))
+                }
                 _ => {}
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Err(self.crash_failure(id).await.unwrap_or_else(|| {
-            Failure(format!("the new container got no address on the network `{}`", self.runtime.network()))
+            Failure(format!(
+                "the new container got no address on the network `{}`",
+                self.runtime.network()
+            ))
         }))
     }
 
     /// Checks until the container is healthy, exits, or the deploy timeout
     /// passes. Records the first result and every change of result.
-    async fn wait_healthy(&self, deploy: &DeployRow, health: &HealthCheck, id: &str, addr: &str) -> Result<String, Failure> {
+    async fn wait_healthy(
+        &self,
+        deploy: &DeployRow,
+        health: &HealthCheck,
+        id: &str,
+        addr: &str,
+    ) -> Result<String, Failure> {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(health.deploy_timeout_secs);
         let check_timeout = Duration::from_millis(health.check_timeout_ms);
@@ -484,15 +1179,23 @@ impl Engine {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let probe = self
                 .prober
-                .check(addr, health.path.as_deref(), check_timeout.min(remaining.max(Duration::from_millis(10))))
+                .check(
+                    addr,
+                    health.path.as_deref(),
+                    check_timeout.min(remaining.max(Duration::from_millis(10))),
+                )
                 .await;
             if last.as_ref() != Some(&probe) && !probe.is_healthy() {
-                self.store.event(&deploy.id, &format!("health check: {probe}"))?;
+                self.store
+                    .event(&deploy.id, &format!("health check: {probe}"))?;
             }
             if probe.is_healthy() {
                 passes += 1;
                 if passes >= health.healthy_threshold.max(1) {
-                    return Ok(format!("healthy after {} ms: {probe}", started.elapsed().as_millis()));
+                    return Ok(format!(
+                        "healthy after {} ms: {probe}",
+                        started.elapsed().as_millis()
+                    ));
                 }
             } else {
                 passes = 0;
@@ -502,13 +1205,16 @@ impl Engine {
                 if let Some(failure) = self.crash_failure(id).await {
                     return Err(failure);
                 }
-                let last = last.map(|p| p.to_string()).unwrap_or_else(|| "no check completed".into());
+                let last = last
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "no check completed".into());
                 return Err(Failure(format!(
                     "the new container did not become healthy within {} s; last check: {last}",
                     health.deploy_timeout_secs
                 )));
             }
-            tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
+            tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
         }
     }
 
@@ -537,6 +1243,20 @@ impl Engine {
         }
         Some(Failure(message))
     }
+}
+
+/// What `prepare` hands to `commit`: a healthy new container.
+struct Ready {
+    app: AppRow,
+    image: ImageRef,
+    container: String,
+    addr: String,
+    digest: Option<String>,
+}
+
+/// What a secret variable's sealed value is bound to.
+fn env_purpose(app: &str, key: &str) -> String {
+    format!("env:{app}:{key}")
 }
 
 /// The proxy route of an App with the given targets.
@@ -572,6 +1292,7 @@ fn new_deploy(
         container_id: None,
         container_name: None,
         target_addr: None,
+        env: Vec::new(),
         created_at: now(),
         finished_at: None,
     }

@@ -88,7 +88,9 @@ impl Prober {
 async fn tcp(addr: &str, timeout: Duration) -> Probe {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Probe::Healthy(format!("TCP connect to port {} succeeded", port_of(addr))),
-        Ok(Err(e)) => Probe::Unhealthy(format!("TCP connect to port {} failed: {e}", port_of(addr))),
+        Ok(Err(e)) => {
+            Probe::Unhealthy(format!("TCP connect to port {} failed: {e}", port_of(addr)))
+        }
         Err(_) => Probe::Unhealthy(format!(
             "TCP connect to port {} timed out after {} ms",
             port_of(addr),
@@ -125,12 +127,18 @@ mod tests {
     async fn tcp_probe_sees_listener_and_refusal() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let p = Prober::new().check(&addr, None, Duration::from_secs(1)).await;
+        let p = Prober::new()
+            .check(&addr, None, Duration::from_secs(1))
+            .await;
         assert!(p.is_healthy(), "{p}");
         drop(listener);
-        let p = Prober::new().check(&addr, None, Duration::from_secs(1)).await;
+        let p = Prober::new()
+            .check(&addr, None, Duration::from_secs(1))
+            .await;
         assert!(!p.is_healthy(), "{p}");
-        let p = Prober::new().check(&addr, Some("/healthz"), Duration::from_secs(1)).await;
+        let p = Prober::new()
+            .check(&addr, Some("/healthz"), Duration::from_secs(1))
+            .await;
         assert!(p.to_string().contains("refused"), "{p}");
     }
 }

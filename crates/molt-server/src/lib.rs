@@ -4,6 +4,7 @@
 pub mod api;
 pub mod datadir;
 pub mod engine;
+pub mod events;
 pub mod health;
 pub mod proxy_link;
 pub mod reconcile;

@@ -19,7 +19,8 @@ pub struct ProxyLink {
 
 impl ProxyLink {
     pub fn new(data_dir: &Path, listen: SocketAddr) -> Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the molt binary to start the proxy")?;
+        let exe =
+            std::env::current_exe().context("cannot find the molt binary to start the proxy")?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             listen,
@@ -153,7 +154,12 @@ impl ProxyLink {
 
     /// Waits for a retired target to drain; returns whether it drained
     /// before the timeout and how many connections were cut if not.
-    pub async fn wait_drained(&self, app: &str, addr: &str, timeout: Duration) -> Result<(bool, u64)> {
+    pub async fn wait_drained(
+        &self,
+        app: &str,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(bool, u64)> {
         let response = self
             .call(
                 &Request::WaitDrained {
@@ -164,6 +170,9 @@ impl ProxyLink {
                 timeout + Duration::from_secs(5),
             )
             .await?;
-        Ok((response.drained.unwrap_or(true), response.closed.unwrap_or(0)))
+        Ok((
+            response.drained.unwrap_or(true),
+            response.closed.unwrap_or(0),
+        ))
     }
 }

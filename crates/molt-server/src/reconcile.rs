@@ -74,7 +74,13 @@ pub async fn reconcile(engine: &Engine) -> Result<Report> {
             if current.target_addr.as_deref() != Some(addr.as_str()) {
                 engine.store.set_deploy_target(&current.id, &addr)?;
             }
-            let wanted = route_for(app, vec![Target { addr, id: container.clone() }]);
+            let wanted = route_for(
+                app,
+                vec![Target {
+                    addr,
+                    id: container.clone(),
+                }],
+            );
             if routes.iter().find(|r| r.app == app.name) != Some(&wanted) {
                 engine.proxy.set_route(wanted).await?;
                 report.routes_set += 1;
@@ -113,7 +119,12 @@ async fn settle(
     report: &mut Report,
 ) -> Result<()> {
     let Some(app) = engine.store.get_app(&deploy.app)? else {
-        engine.store.finish_deploy(&deploy.id, DeployStatus::Failed, Some("the App was deleted"), "deploy ended: the App no longer exists")?;
+        engine.store.finish_deploy(
+            &deploy.id,
+            DeployStatus::Failed,
+            Some("the App was deleted"),
+            "deploy ended: the App no longer exists",
+        )?;
         report.failed += 1;
         return Ok(());
     };
@@ -128,7 +139,12 @@ async fn settle(
         || (deploy.status == DeployStatus::Swapping && proxy_points_here);
     if moved {
         if !deploy.status.traffic_moved() {
-            engine.store.record_swap(&deploy.id, &app.name, &deploy.image, "traffic had switched to the new container (found by the reconciler)")?;
+            engine.store.record_swap(
+                &deploy.id,
+                &app.name,
+                &deploy.image,
+                "traffic had switched to the new container (found by the reconciler)",
+            )?;
         }
         engine.store.finish_deploy(
             &deploy.id,
@@ -147,7 +163,12 @@ async fn settle(
             "the server stopped during `{}` before traffic moved; the new container was removed and the previous version kept serving",
             deploy.status
         );
-        engine.store.finish_deploy(&deploy.id, DeployStatus::Failed, Some(&error), &format!("deploy failed: {error}"))?;
+        engine.store.finish_deploy(
+            &deploy.id,
+            DeployStatus::Failed,
+            Some(&error),
+            &format!("deploy failed: {error}"),
+        )?;
         report.failed += 1;
     }
     Ok(())

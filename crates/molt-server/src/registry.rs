@@ -131,7 +131,9 @@ pub async fn verify_credential(host: &str, cred: &Credential) -> Result<(), Regi
         })
     };
     let Some(realm) = field("realm") else {
-        return Err(refused(format!("{status}: no token realm in the challenge")));
+        return Err(refused(format!(
+            "{status}: no token realm in the challenge"
+        )));
     };
     let mut query = vec![("account", cred.username.clone())];
     if let Some(service) = field("service") {
@@ -156,7 +158,10 @@ pub async fn verify_credential(host: &str, cred: &Credential) -> Result<(), Regi
 /// The preflight of a new image: the registry answers, the credential (if
 /// any) is accepted, the manifest exists, and a multi-platform image has
 /// `linux/amd64`. Returns the manifest's digest.
-pub async fn preflight(image: &ImageRef, cred: Option<&Credential>) -> Result<String, RegistryError> {
+pub async fn preflight(
+    image: &ImageRef,
+    cred: Option<&Credential>,
+) -> Result<String, RegistryError> {
     let reference: Reference = image
         .to_string()
         .parse()
@@ -216,7 +221,11 @@ fn check_platforms(image: &ImageRef, manifest: &[u8]) -> Result<(), RegistryErro
     }
 }
 
-fn map_oci_error(image: &ImageRef, cred: Option<&Credential>, e: OciDistributionError) -> RegistryError {
+fn map_oci_error(
+    image: &ImageRef,
+    cred: Option<&Credential>,
+    e: OciDistributionError,
+) -> RegistryError {
     let host = image.registry.clone();
     let needs_or_refused = |reason: String| match cred {
         Some(c) => RegistryError::CredentialRefused {
@@ -238,7 +247,9 @@ fn map_oci_error(image: &ImageRef, cred: Option<&Credential>, e: OciDistribution
             host,
             reason: plain_reqwest_error(&e),
         },
-        OciDistributionError::UnauthorizedError { .. } => needs_or_refused("401 Unauthorized".into()),
+        OciDistributionError::UnauthorizedError { .. } => {
+            needs_or_refused("401 Unauthorized".into())
+        }
         OciDistributionError::AuthenticationFailure(reason) => needs_or_refused(reason),
         OciDistributionError::ImageManifestNotFoundError(reason) => not_found(reason),
         OciDistributionError::RegistryError { envelope, .. } => {
@@ -249,19 +260,31 @@ fn map_oci_error(image: &ImageRef, cred: Option<&Credential>, e: OciDistribution
             match first.map(|e| &e.code) {
                 Some(OciErrorCode::ManifestUnknown) => not_found(format!(
                     "the tag `{}` does not exist in {} ({reason})",
-                    image.tag.as_deref().or(image.digest.as_deref()).unwrap_or("latest"),
+                    image
+                        .tag
+                        .as_deref()
+                        .or(image.digest.as_deref())
+                        .unwrap_or("latest"),
                     image.name()
                 )),
                 Some(OciErrorCode::NameUnknown) => not_found(format!(
                     "the repository {} does not exist ({reason})",
                     image.name()
                 )),
-                Some(OciErrorCode::Unauthorized) | Some(OciErrorCode::Denied) => needs_or_refused(reason),
+                Some(OciErrorCode::Unauthorized) | Some(OciErrorCode::Denied) => {
+                    needs_or_refused(reason)
+                }
                 _ => RegistryError::Other { host, reason },
             }
         }
-        OciDistributionError::ServerError { code: 404, message, .. } => not_found(message),
-        OciDistributionError::ServerError { code: 401 | 403, message, .. } => needs_or_refused(message),
+        OciDistributionError::ServerError {
+            code: 404, message, ..
+        } => not_found(message),
+        OciDistributionError::ServerError {
+            code: 401 | 403,
+            message,
+            ..
+        } => needs_or_refused(message),
         other => RegistryError::Other {
             host,
             reason: other.to_string(),
@@ -317,7 +340,9 @@ mod tests {
     fn platform_check() {
         let image = ImageRef::parse("reg.io/app:v1").unwrap();
         let index = |p: &str| {
-            format!(r#"{{"manifests":[{{"digest":"sha256:x","platform":{{"os":"linux","architecture":"{p}"}}}}]}}"#)
+            format!(
+                r#"{{"manifests":[{{"digest":"sha256:x","platform":{{"os":"linux","architecture":"{p}"}}}}]}}"#
+            )
         };
         assert!(check_platforms(&image, index("amd64").as_bytes()).is_ok());
         let e = check_platforms(&image, index("arm64").as_bytes()).unwrap_err();
@@ -328,7 +353,10 @@ mod tests {
     #[test]
     fn reasons_from_bodies() {
         let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#;
-        assert_eq!(registry_reason(body), " (UNAUTHORIZED: authentication required)");
+        assert_eq!(
+            registry_reason(body),
+            " (UNAUTHORIZED: authentication required)"
+        );
         assert_eq!(registry_reason("nope"), "");
     }
 

@@ -92,7 +92,12 @@ impl Runtime {
 
     /// Creates Molt's bridge network unless it exists.
     pub async fn ensure_network(&self) -> Result<()> {
-        if self.docker.inspect_network(&self.network, None).await.is_ok() {
+        if self
+            .docker
+            .inspect_network(&self.network, None)
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         let created = self
@@ -107,14 +112,29 @@ impl Runtime {
         match created {
             Ok(_) => Ok(()),
             // Another server created it at the same moment.
-            Err(_) if self.docker.inspect_network(&self.network, None).await.is_ok() => Ok(()),
-            Err(e) => Err(anyhow!("cannot create the Docker network `{}`: {e}", self.network)),
+            Err(_)
+                if self
+                    .docker
+                    .inspect_network(&self.network, None)
+                    .await
+                    .is_ok() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(anyhow!(
+                "cannot create the Docker network `{}`: {e}",
+                self.network
+            )),
         }
     }
 
     /// Pulls an image. The error is the registry's own reason, as the engine
     /// reports it.
-    pub async fn pull(&self, image: &ImageRef, credentials: Option<(String, String)>) -> Result<()> {
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        credentials: Option<(String, String)>,
+    ) -> Result<()> {
         let (from_image, tag) = match (&image.digest, &image.tag) {
             (Some(digest), _) => (format!("{}@{}", image.name(), digest), None),
             (None, Some(tag)) => (image.name(), Some(tag.clone())),
@@ -136,7 +156,9 @@ impl Runtime {
             match item {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail {
-                        return Err(anyhow!(detail.message.unwrap_or_else(|| "unknown error".into())));
+                        return Err(anyhow!(detail
+                            .message
+                            .unwrap_or_else(|| "unknown error".into())));
                     }
                 }
                 Err(e) => return Err(anyhow!(engine_message(&e))),
@@ -149,18 +171,25 @@ impl Runtime {
     pub async fn image_digest(&self, image: &ImageRef) -> Result<Option<String>> {
         let reference = image.to_string();
         let inspect = self.docker.inspect_image(&reference).await.map_err(|e| {
-            anyhow!("the image {reference} is not on this host: {}", engine_message(&e))
+            anyhow!(
+                "the image {reference} is not on this host: {}",
+                engine_message(&e)
+            )
         })?;
         let name = image.name();
         let short_name = image
             .name()
             .strip_prefix("docker.io/")
             .map(|n| n.trim_start_matches("library/").to_string());
-        Ok(inspect.repo_digests.unwrap_or_default().into_iter().find_map(|rd| {
-            let (repo, digest) = rd.split_once('@')?;
-            (repo == name || Some(repo) == short_name.as_deref() || repo == image.repository)
-                .then(|| digest.to_string())
-        }))
+        Ok(inspect
+            .repo_digests
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|rd| {
+                let (repo, digest) = rd.split_once('@')?;
+                (repo == name || Some(repo) == short_name.as_deref() || repo == image.repository)
+                    .then(|| digest.to_string())
+            }))
     }
 
     /// Whether the image (by reference or `repo@digest`) is on this host.
@@ -219,11 +248,21 @@ impl Runtime {
                 body,
             )
             .await
-            .map_err(|e| anyhow!("the engine refused to create the container: {}", engine_message(&e)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "the engine refused to create the container: {}",
+                    engine_message(&e)
+                )
+            })?;
         self.docker
             .start_container(&created.id, None)
             .await
-            .map_err(|e| anyhow!("the engine could not start the container: {}", engine_message(&e)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "the engine could not start the container: {}",
+                    engine_message(&e)
+                )
+            })?;
         Ok(created.id)
     }
 
@@ -231,7 +270,12 @@ impl Runtime {
         let inspect = match self.docker.inspect_container(id, None).await {
             Ok(i) => i,
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(anyhow!("cannot inspect container {id}: {}", engine_message(&e))),
+            Err(e) => {
+                return Err(anyhow!(
+                    "cannot inspect container {id}: {}",
+                    engine_message(&e)
+                ))
+            }
         };
         let state = inspect.state.unwrap_or_default();
         let ip = inspect
@@ -279,7 +323,10 @@ impl Runtime {
         match self.docker.stop_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(()),
-            Err(e) => Err(anyhow!("cannot stop container {id}: {}", engine_message(&e))),
+            Err(e) => Err(anyhow!(
+                "cannot stop container {id}: {}",
+                engine_message(&e)
+            )),
         }
     }
 
@@ -287,7 +334,10 @@ impl Runtime {
         match self.docker.start_container(id, None).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_modified(&e) => Ok(()),
-            Err(e) => Err(anyhow!("cannot start container {id}: {}", engine_message(&e))),
+            Err(e) => Err(anyhow!(
+                "cannot start container {id}: {}",
+                engine_message(&e)
+            )),
         }
     }
 
@@ -303,8 +353,13 @@ impl Runtime {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             // Removal already in progress (a concurrent cleanup).
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-            Err(e) => Err(anyhow!("cannot remove container {id}: {}", engine_message(&e))),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(anyhow!(
+                "cannot remove container {id}: {}",
+                engine_message(&e)
+            )),
         }
     }
 
@@ -338,10 +393,7 @@ impl Runtime {
                         .to_string(),
                     app: labels.get(LABEL_APP)?.clone(),
                     deploy: labels.get(LABEL_DEPLOY).cloned().unwrap_or_default(),
-                    running: c
-                        .state
-                        .map(|s| s.to_string() == "running")
-                        .unwrap_or(false),
+                    running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
                 })
             })
             .collect())
@@ -349,11 +401,23 @@ impl Runtime {
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 fn is_not_modified(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 304, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
 }
 
 /// The engine's own words for an error, without bollard's wrapping.

@@ -99,7 +99,9 @@ mod tests {
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(s.open("registry:a", &sealed).unwrap(), b"hunter2");
         assert!(s.open("registry:b", &sealed).is_err());
-        assert!(Sealer::from_key(&[8; 32]).open("registry:a", &sealed).is_err());
+        assert!(Sealer::from_key(&[8; 32])
+            .open("registry:a", &sealed)
+            .is_err());
         assert!(s.open("registry:a", &sealed[..10]).is_err());
     }
 

@@ -25,8 +25,11 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     crate::tls::init();
     let dir = &config.data_dir;
     datadir::prepare(dir)?;
-    let token = datadir::read_or_create_secret(&dir.join(datadir::TOKEN_FILE), || datadir::random_hex(32))?;
-    let instance = datadir::read_or_create_secret(&dir.join(datadir::INSTANCE_FILE), || datadir::random_hex(8))?;
+    let token =
+        datadir::read_or_create_secret(&dir.join(datadir::TOKEN_FILE), || datadir::random_hex(32))?;
+    let instance = datadir::read_or_create_secret(&dir.join(datadir::INSTANCE_FILE), || {
+        datadir::random_hex(8)
+    })?;
     let sealer = Arc::new(Sealer::load(dir)?);
     let store = Arc::new(Store::open(&dir.join(datadir::DATABASE_FILE))?);
 
@@ -47,7 +50,12 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} for the API: is another molt server running? choose another with --api", config.api))?;
     tracing::info!(api = %config.api, proxy = %config.proxy, data_dir = %dir.display(), "molt server is ready");
-    eprintln!("molt server listening on http://{} (proxy on http://{}, data in {})", config.api, config.proxy, dir.display());
+    eprintln!(
+        "molt server listening on http://{} (proxy on http://{}, data in {})",
+        config.api,
+        config.proxy,
+        dir.display()
+    );
     let app = api::router(ApiState {
         engine,
         token: Arc::new(token),

@@ -44,6 +44,7 @@ CREATE TABLE deploys (
     container_id TEXT,
     container_name TEXT,
     target_addr TEXT,
+    env_snapshot TEXT NOT NULL DEFAULT '[]',
     created_at TEXT NOT NULL,
     finished_at TEXT
 );
@@ -119,8 +120,44 @@ pub struct DeployRow {
     pub container_id: Option<String>,
     pub container_name: Option<String>,
     pub target_addr: Option<String>,
+    /// The environment this deploy runs with (secrets stay sealed).
+    pub env: Vec<EnvEntry>,
     pub created_at: String,
     pub finished_at: Option<String>,
+}
+
+/// One environment variable of an App. A secret has no `value`, only its
+/// `sealed` bytes (base64 in JSON snapshots).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EnvEntry {
+    pub key: String,
+    pub secret: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "sealed_b64")]
+    pub sealed: Option<Vec<u8>>,
+}
+
+mod sealed_b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let raw: Option<String> = Option::deserialize(d)?;
+        raw.map(|r| {
+            base64::engine::general_purpose::STANDARD
+                .decode(r)
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +184,9 @@ pub struct Store {
 /// Now, as RFC 3339 in UTC with milliseconds.
 pub fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
@@ -206,7 +245,7 @@ impl Store {
 
     /// Creates an App and its first deploy together, so that no App exists
     /// without the deploy that brings it up.
-    pub fn create_app(&self, app: &AppRow, env: &[(String, String)], deploy: &DeployRow) -> Result<()> {
+    pub fn create_app(&self, app: &AppRow, env: &[EnvEntry], deploy: &DeployRow) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -231,11 +270,8 @@ impl Store {
                 app.updated_at,
             ],
         )?;
-        for (key, value) in env {
-            tx.execute(
-                "INSERT OR REPLACE INTO env (app, key, secret, value) VALUES (?1, ?2, 0, ?3)",
-                params![app.name, key, value],
-            )?;
+        for e in env {
+            put_env(&tx, &app.name, e)?;
         }
         insert_deploy(&tx, deploy)?;
         tx.commit()?;
@@ -356,7 +392,9 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let status: String =
-            tx.query_row("SELECT status FROM deploys WHERE id = ?", [id], |r| r.get(0))?;
+            tx.query_row("SELECT status FROM deploys WHERE id = ?", [id], |r| {
+                r.get(0)
+            })?;
         let status = status.parse().unwrap_or(DeployStatus::Pending);
         let event = insert_event(&tx, id, status, message)?;
         tx.commit()?;
@@ -422,9 +460,14 @@ impl Store {
             params![id, status.as_str(), error, at],
         )?;
         insert_event(&tx, id, status, message)?;
-        let app: String = tx.query_row("SELECT app FROM deploys WHERE id = ?", [id], |r| r.get(0))?;
+        let app: String =
+            tx.query_row("SELECT app FROM deploys WHERE id = ?", [id], |r| r.get(0))?;
         let serving: Option<String> = tx
-            .query_row("SELECT current_deploy FROM apps WHERE name = ?", [&app], |r| r.get(0))
+            .query_row(
+                "SELECT current_deploy FROM apps WHERE name = ?",
+                [&app],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten();
         let app_status = AppStatus::after_deploy(serving.is_some());
@@ -455,23 +498,44 @@ impl Store {
 
     // ---- environment ----
 
-    /// Sets a plain variable of an App.
-    pub fn set_env_plain(&self, app: &str, key: &str, value: &str) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO env (app, key, secret, value, sealed) VALUES (?1, ?2, 0, ?3, NULL)
-             ON CONFLICT(app, key) DO UPDATE SET secret = 0, value = excluded.value, sealed = NULL",
-            params![app, key, value],
-        )?;
-        Ok(())
+    /// An App's variables, by key.
+    pub fn env(&self, app: &str) -> Result<Vec<EnvEntry>> {
+        env_of(&self.conn(), app)
     }
 
-    /// An App's plain variables, by key.
-    pub fn plain_env(&self, app: &str) -> Result<Vec<(String, String)>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT key, value FROM env WHERE app = ? AND secret = 0 ORDER BY key")?;
-        let rows = stmt.query_map([app], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// Sets and unsets variables in one transaction; returns how many of
+    /// `unset` existed.
+    pub fn change_env(&self, app: &str, set: &[EnvEntry], unset: &[String]) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for e in set {
+            put_env(&tx, app, e)?;
+        }
+        let mut removed = 0;
+        for key in unset {
+            removed += tx.execute(
+                "DELETE FROM env WHERE app = ?1 AND key = ?2",
+                params![app, key],
+            )?;
+        }
+        tx.execute(
+            "UPDATE apps SET updated_at = ?2 WHERE name = ?1",
+            params![app, now()],
+        )?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Replaces an App's whole environment (rollback `--with-config`).
+    pub fn replace_env(&self, app: &str, entries: &[EnvEntry]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM env WHERE app = ?", [app])?;
+        for e in entries {
+            put_env(&tx, app, e)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     // ---- registries ----
@@ -491,7 +555,11 @@ impl Store {
     pub fn get_registry(&self, host: &str) -> Result<Option<RegistryRow>> {
         Ok(self
             .conn()
-            .query_row("SELECT * FROM registries WHERE host = ?", [host], registry_from_row)
+            .query_row(
+                "SELECT * FROM registries WHERE host = ?",
+                [host],
+                registry_from_row,
+            )
             .optional()?)
     }
 
@@ -515,8 +583,8 @@ fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
     conn.execute(
         "INSERT INTO deploys (id, app, kind, image, digest, status, error, triggered_by,
             previous_deploy, previous_digest, container_id, container_name, target_addr,
-            created_at, finished_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            env_snapshot, created_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             d.id,
             d.app,
@@ -531,15 +599,56 @@ fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
             d.container_id,
             d.container_name,
             d.target_addr,
+            serde_json::to_string(&d.env)?,
             d.created_at,
             d.finished_at,
         ],
     )?;
-    insert_event(conn, &d.id, d.status, &format!("{} of {} requested", d.kind, d.image))?;
+    insert_event(
+        conn,
+        &d.id,
+        d.status,
+        &format!("{} of {} requested", d.kind, d.image),
+    )?;
     Ok(())
 }
 
-fn insert_event(conn: &Connection, id: &str, status: DeployStatus, message: &str) -> Result<EventRow> {
+fn put_env(conn: &Connection, app: &str, e: &EnvEntry) -> Result<()> {
+    conn.execute(
+        "INSERT INTO env (app, key, secret, value, sealed) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(app, key) DO UPDATE SET secret = excluded.secret,
+            value = excluded.value, sealed = excluded.sealed",
+        params![
+            app,
+            e.key,
+            e.secret,
+            if e.secret { None } else { e.value.clone() },
+            e.sealed
+        ],
+    )?;
+    Ok(())
+}
+
+fn env_of(conn: &Connection, app: &str) -> Result<Vec<EnvEntry>> {
+    let mut stmt =
+        conn.prepare("SELECT key, secret, value, sealed FROM env WHERE app = ? ORDER BY key")?;
+    let rows = stmt.query_map([app], |r| {
+        Ok(EnvEntry {
+            key: r.get(0)?,
+            secret: r.get(1)?,
+            value: r.get(2)?,
+            sealed: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn insert_event(
+    conn: &Connection,
+    id: &str,
+    status: DeployStatus,
+    message: &str,
+) -> Result<EventRow> {
     let seq: i64 = conn.query_row(
         "SELECT COALESCE(MAX(seq), 0) + 1 FROM deploy_events WHERE deploy_id = ?",
         [id],
@@ -610,6 +719,7 @@ fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
         container_id: r.get("container_id")?,
         container_name: r.get("container_name")?,
         target_addr: r.get("target_addr")?,
+        env: json_col(r, "env_snapshot")?,
         created_at: r.get("created_at")?,
         finished_at: r.get("finished_at")?,
     })

@@ -1,0 +1,92 @@
+//! The response body the proxy sends: either the upstream's, streamed
+//! through frame by frame while holding the target's in-flight count, or a
+//! small page of the proxy's own.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::target::InFlightGuard;
+
+pub enum ProxyBody {
+    /// The request counts as in flight until this body ends or is dropped
+    /// (client gone), so a drain waits for slow downloads too.
+    Upstream {
+        body: Incoming,
+        guard: Option<InFlightGuard>,
+    },
+    Fixed(Full<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
+        let mut this = ProxyBody::Upstream {
+            body,
+            guard: Some(guard),
+        };
+        this.release_if_done();
+        this
+    }
+
+    pub fn fixed(bytes: impl Into<Bytes>) -> Self {
+        ProxyBody::Fixed(Full::new(bytes.into()))
+    }
+
+    pub fn empty() -> Self {
+        ProxyBody::Fixed(Full::new(Bytes::new()))
+    }
+
+    /// Drops the in-flight guard as soon as the upstream body is over.
+    fn release_if_done(&mut self) {
+        if let ProxyBody::Upstream { body, guard } = self {
+            if body.is_end_stream() {
+                guard.take();
+            }
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match this {
+            ProxyBody::Upstream { body, guard } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+                    guard.take();
+                }
+                polled
+            }
+            ProxyBody::Fixed(full) => {
+                return Pin::new(full)
+                    .poll_frame(cx)
+                    .map_err(|never| match never {})
+            }
+        };
+        this.release_if_done();
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Fixed(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Fixed(full) => full.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! The routing table: host → App → an immutable set of targets behind an
+//! `ArcSwap`. A deploy builds the next set and stores it in one pointer
+//! swap, so a request sees either the old set or the new one, never none.
+//! Targets that leave a set are retired: they take no new requests and are
+//! closed once drained or when their drain timeout passes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use crate::admin::{Route, Target};
+use crate::host;
+use crate::metrics::ResponseCounts;
+use crate::persist;
+use crate::target::{IdleWait, InFlightGuard, TargetState};
+
+/// An immutable target set; the cursor only breaks ties between equally
+/// loaded targets (round robin).
+pub struct TargetSet {
+    targets: Vec<Arc<TargetState>>,
+    cursor: AtomicUsize,
+}
+
+impl TargetSet {
+    fn new(targets: Vec<Arc<TargetState>>) -> Self {
+        TargetSet {
+            targets,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Targets ordered from least to most outstanding work, starting the
+    /// scan at a rotating offset so ties go round robin.
+    fn by_load(&self) -> Vec<&Arc<TargetState>> {
+        let n = self.targets.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        let mut order: Vec<(usize, &Arc<TargetState>)> = (0..n)
+            .map(|i| {
+                let t = &self.targets[(start + i) % n];
+                (t.in_flight(), t)
+            })
+            .collect();
+        // Stable sort keeps the rotation among equals.
+        order.sort_by_key(|(load, _)| *load);
+        order.into_iter().map(|(_, t)| t).collect()
+    }
+}
+
+/// What a route says beyond its targets.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub hosts: Vec<String>,
+    pub upstream_timeout_ms: u64,
+    pub drain_timeout_ms: u64,
+}
+
+struct Retired {
+    target: Arc<TargetState>,
+    epoch: u64,
+}
+
+/// How an attempt to end a retirement went.
+enum Finish {
+    /// Not (or no longer) retired under that epoch: someone else handled it.
+    NotRetired,
+    /// Work came back in through a stale set; wait again.
+    Busy,
+    /// Closed and forgotten; how many requests/connections were cut.
+    Closed(u64),
+}
+
+pub struct RouteState {
+    pub app: String,
+    settings: ArcSwap<RouteSettings>,
+    active: ArcSwap<TargetSet>,
+    retired: Mutex<Vec<Retired>>,
+    pub counts: ResponseCounts,
+}
+
+impl RouteState {
+    fn new(route: &Route) -> Result<Arc<Self>, String> {
+        let targets = route
+            .targets
+            .iter()
+            .map(|t| TargetState::new(t.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(RouteState {
+            app: route.app.clone(),
+            settings: ArcSwap::from_pointee(settings_of(route)),
+            active: ArcSwap::from_pointee(TargetSet::new(targets)),
+            retired: Mutex::new(Vec::new()),
+            counts: ResponseCounts::default(),
+        }))
+    }
+
+    pub fn settings(&self) -> Arc<RouteSettings> {
+        self.settings.load_full()
+    }
+
+    /// Picks the least loaded live target and counts the request on it.
+    /// `None` means the route has no target to send to (503).
+    pub fn acquire(&self) -> Option<InFlightGuard> {
+        // A set loaded just before a swap may hold a target that drained and
+        // closed meanwhile; acquiring fails on those, and a fresh load sees
+        // the new set. Bounded: a swap storm cannot keep us here.
+        for _ in 0..4 {
+            let set = self.active.load();
+            if set.targets.is_empty() {
+                return None;
+            }
+            if let Some(guard) = set.by_load().into_iter().find_map(|t| t.try_acquire()) {
+                return Some(guard);
+            }
+        }
+        None
+    }
+
+    /// The route as the admin protocol describes it.
+    pub fn snapshot(&self) -> Route {
+        let settings = self.settings.load();
+        Route {
+            app: self.app.clone(),
+            hosts: settings.hosts.clone(),
+            targets: self
+                .active
+                .load()
+                .targets
+                .iter()
+                .map(|t| t.target.clone())
+                .collect(),
+            upstream_timeout_ms: settings.upstream_timeout_ms,
+            drain_timeout_ms: settings.drain_timeout_ms,
+        }
+    }
+
+    /// Everything in flight on this App, active and retired targets alike.
+    pub fn in_flight(&self) -> usize {
+        let active: usize = self
+            .active
+            .load()
+            .targets
+            .iter()
+            .map(|t| t.in_flight())
+            .sum();
+        let retired: usize = self
+            .lock_retired()
+            .iter()
+            .map(|r| r.target.in_flight())
+            .sum();
+        active + retired
+    }
+
+    /// Installs `route`'s settings and target set. Targets that stay keep
+    /// their state (pool, counters); targets that come back from retirement
+    /// are put back in service; targets that leave are retired.
+    fn apply(self: &Arc<Self>, route: &Route) -> Result<(), String> {
+        // Build what may fail before touching anything.
+        let current = self.active.load_full();
+        let mut fresh: HashMap<&Target, Arc<TargetState>> = HashMap::new();
+        for t in &route.targets {
+            if !current.targets.iter().any(|s| s.target == *t) {
+                fresh.insert(t, TargetState::new(t.clone())?);
+            }
+        }
+
+        let mut retired = self.lock_retired();
+        let mut next = Vec::with_capacity(route.targets.len());
+        for t in &route.targets {
+            if let Some(kept) = current.targets.iter().find(|s| s.target == *t) {
+                next.push(Arc::clone(kept));
+            } else if let Some(pos) = retired
+                .iter()
+                .position(|r| r.target.target == *t && !r.target.is_closed())
+            {
+                let back = retired.swap_remove(pos).target;
+                back.bump_epoch();
+                next.push(back);
+            } else if let Some(new) = fresh.remove(t) {
+                next.push(new);
+            }
+        }
+        self.settings.store(Arc::new(settings_of(route)));
+        self.active.store(Arc::new(TargetSet::new(next.clone())));
+
+        for old in &current.targets {
+            if !next.iter().any(|n| Arc::ptr_eq(n, old)) {
+                self.retire(&mut retired, Arc::clone(old));
+            }
+        }
+        Ok(())
+    }
+
+    /// Retires every target: the route is going away.
+    fn retire_all(self: &Arc<Self>) {
+        let mut retired = self.lock_retired();
+        let current = self.active.swap(Arc::new(TargetSet::new(Vec::new())));
+        for old in &current.targets {
+            self.retire(&mut retired, Arc::clone(old));
+        }
+    }
+
+    fn retire(self: &Arc<Self>, retired: &mut Vec<Retired>, target: Arc<TargetState>) {
+        let epoch = target.bump_epoch();
+        retired.push(Retired {
+            target: Arc::clone(&target),
+            epoch,
+        });
+        let timeout = Duration::from_millis(self.settings.load().drain_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        tracing::info!(app = %self.app, addr = %target.target.addr, id = %target.target.id,
+            ?timeout, "target retired, draining");
+        let route = Arc::clone(self);
+        // The background half of a retirement: close the target when idle,
+        // or cut what is left at the deadline.
+        tokio::spawn(async move {
+            route.settle(&target, epoch, deadline).await;
+        });
+    }
+
+    /// Waits for a retired target to go idle or for `deadline`, then closes
+    /// it. Returns how many requests/connections were cut, `None` when it
+    /// drained (or stopped being retired) on its own.
+    async fn settle(&self, target: &TargetState, epoch: u64, deadline: Instant) -> Option<u64> {
+        // Each Busy means a request slipped in through a stale set and must
+        // finish; the deadline bounds the loop.
+        loop {
+            match target.wait_idle(epoch, deadline).await {
+                IdleWait::Superseded => return None,
+                IdleWait::Idle => match self.finish(target, epoch, false) {
+                    Finish::Busy => continue,
+                    Finish::NotRetired | Finish::Closed(_) => return None,
+                },
+                IdleWait::TimedOut => {
+                    return match self.finish(target, epoch, true) {
+                        Finish::Closed(cut) => Some(cut),
+                        Finish::NotRetired | Finish::Busy => None,
+                    };
+                }
+            }
+        }
+    }
+
+    fn finish(&self, target: &TargetState, epoch: u64, force: bool) -> Finish {
+        let mut retired = self.lock_retired();
+        let Some(pos) = retired
+            .iter()
+            .position(|r| std::ptr::eq(Arc::as_ptr(&r.target), target) && r.epoch == epoch)
+        else {
+            return Finish::NotRetired;
+        };
+        let cut = if force {
+            target.force_close()
+        } else if target.close_if_idle() {
+            0
+        } else {
+            return Finish::Busy;
+        };
+        retired.swap_remove(pos);
+        let addr = &target.target.addr;
+        if cut > 0 {
+            tracing::warn!(app = %self.app, %addr, cut, "drain timeout passed, closed what remained");
+        } else {
+            tracing::info!(app = %self.app, %addr, "target drained and closed");
+        }
+        Finish::Closed(cut)
+    }
+
+    /// Waits for the retired target(s) at `addr` to drain, closing what
+    /// remains after `timeout`. Returns (drained, cut). An address that is
+    /// not retired counts as drained.
+    pub async fn wait_drained(&self, addr: &str, timeout: Duration) -> (bool, u64) {
+        let waiting: Vec<(Arc<TargetState>, u64)> = self
+            .lock_retired()
+            .iter()
+            .filter(|r| r.target.target.addr == addr)
+            .map(|r| (Arc::clone(&r.target), r.epoch))
+            .collect();
+        let deadline = Instant::now() + timeout;
+        let mut cut_total = 0;
+        let mut drained = true;
+        for (target, epoch) in waiting {
+            if let Some(cut) = self.settle(&target, epoch, deadline).await {
+                drained = false;
+                cut_total += cut;
+            }
+        }
+        (drained, cut_total)
+    }
+
+    /// Shutdown: cut everything, active and retired.
+    pub fn close_all(&self) {
+        for t in self.active.load().targets.iter() {
+            t.force_close();
+        }
+        for r in self.lock_retired().drain(..) {
+            r.target.force_close();
+        }
+    }
+
+    fn lock_retired(&self) -> std::sync::MutexGuard<'_, Vec<Retired>> {
+        self.retired.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn settings_of(route: &Route) -> RouteSettings {
+    RouteSettings {
+        hosts: route.hosts.clone(),
+        upstream_timeout_ms: route.upstream_timeout_ms,
+        drain_timeout_ms: route.drain_timeout_ms,
+    }
+}
+
+/// Checks a route from the admin socket and puts its hosts in key form.
+pub fn validate(mut route: Route) -> Result<Route, String> {
+    if route.app.trim().is_empty() {
+        return Err("a route needs an app name".into());
+    }
+    let mut hosts = Vec::with_capacity(route.hosts.len());
+    for raw in &route.hosts {
+        let h = host::normalize(raw).ok_or_else(|| format!("`{raw}` is not a host name"))?;
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    route.hosts = hosts;
+    let mut seen = HashSet::new();
+    for t in &route.targets {
+        if !seen.insert(t.addr.as_str()) {
+            return Err(format!("target `{}` is listed twice", t.addr));
+        }
+        TargetState::new(t.clone())?;
+    }
+    Ok(route)
+}
+
+/// All routes, by host for the data path and by App for the admin side.
+pub struct Routes {
+    by_host: ArcSwap<HashMap<String, Arc<RouteState>>>,
+    by_app: Mutex<BTreeMap<String, Arc<RouteState>>>,
+    /// Serializes changes and their write to disk.
+    changes: tokio::sync::Mutex<()>,
+    file: PathBuf,
+    /// Answers for hosts no App claims (404s, 400s).
+    pub unrouted: ResponseCounts,
+}
+
+impl Routes {
+    /// Loads the persisted routes from `file` and serves them at once.
+    pub fn load(file: PathBuf) -> anyhow::Result<Self> {
+        let routes = Routes {
+            by_host: ArcSwap::from_pointee(HashMap::new()),
+            by_app: Mutex::new(BTreeMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+            file,
+            unrouted: ResponseCounts::default(),
+        };
+        for route in persist::load(&routes.file)? {
+            let route = validate(route)
+                .map_err(|e| anyhow::anyhow!("{}: invalid route: {e}", routes.file.display()))?;
+            let state = RouteState::new(&route).map_err(anyhow::Error::msg)?;
+            routes.lock_apps().insert(route.app.clone(), state);
+        }
+        routes.rebuild_hosts();
+        Ok(routes)
+    }
+
+    pub fn lookup(&self, host: &str) -> Option<Arc<RouteState>> {
+        self.by_host.load().get(host).cloned()
+    }
+
+    pub fn app(&self, app: &str) -> Option<Arc<RouteState>> {
+        self.lock_apps().get(app).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<RouteState>> {
+        self.lock_apps().values().cloned().collect()
+    }
+
+    pub fn list(&self) -> Vec<Route> {
+        self.lock_apps().values().map(|r| r.snapshot()).collect()
+    }
+
+    /// Creates or replaces a route; persisted before it returns.
+    pub async fn set_route(&self, route: Route) -> Result<(), String> {
+        let route = validate(route)?;
+        let _changing = self.changes.lock().await;
+        let mut next = Vec::new();
+        for other in self.all() {
+            if other.app == route.app {
+                continue;
+            }
+            let settings = other.settings();
+            if let Some(taken) = route.hosts.iter().find(|h| settings.hosts.contains(h)) {
+                return Err(format!(
+                    "host `{taken}` is already routed to App `{}`",
+                    other.app
+                ));
+            }
+            next.push(other.snapshot());
+        }
+        next.push(route.clone());
+        next.sort_by(|a, b| a.app.cmp(&b.app));
+        self.save(next).await?;
+
+        let existing = self.app(&route.app);
+        match existing {
+            Some(state) => state.apply(&route)?,
+            None => {
+                let state = RouteState::new(&route)?;
+                self.lock_apps().insert(route.app.clone(), state);
+            }
+        }
+        self.rebuild_hosts();
+        tracing::info!(app = %route.app, hosts = ?route.hosts,
+            targets = ?route.targets.iter().map(|t| &t.addr).collect::<Vec<_>>(), "route set");
+        Ok(())
+    }
+
+    /// Removes a route; its targets drain. Removing an unknown App is ok.
+    pub async fn remove_route(&self, app: &str) -> Result<(), String> {
+        let _changing = self.changes.lock().await;
+        if self.app(app).is_none() {
+            return Ok(());
+        }
+        let next: Vec<Route> = self
+            .all()
+            .into_iter()
+            .filter(|r| r.app != app)
+            .map(|r| r.snapshot())
+            .collect();
+        self.save(next).await?;
+        let removed = self.lock_apps().remove(app);
+        self.rebuild_hosts();
+        if let Some(state) = removed {
+            state.retire_all();
+        }
+        tracing::info!(%app, "route removed");
+        Ok(())
+    }
+
+    /// Shutdown: cut every target's remaining work.
+    pub fn close_all(&self) {
+        for route in self.all() {
+            route.close_all();
+        }
+    }
+
+    async fn save(&self, routes: Vec<Route>) -> Result<(), String> {
+        persist::save(&self.file, routes)
+            .await
+            .map_err(|e| format!("could not save {}: {e}", self.file.display()))
+    }
+
+    fn rebuild_hosts(&self) {
+        let mut map = HashMap::new();
+        for route in self.all() {
+            for h in &route.settings().hosts {
+                map.insert(h.clone(), Arc::clone(&route));
+            }
+        }
+        self.by_host.store(Arc::new(map));
+    }
+
+    fn lock_apps(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<RouteState>>> {
+        self.by_app.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

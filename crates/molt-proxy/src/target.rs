@@ -1,0 +1,276 @@
+//! One upstream (a container) as the proxy sees it: a keep-alive client to it
+//! and a count of what is in flight on it, so that draining is "wait until
+//! zero or timeout".
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::uri::Authority;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::admin::Target;
+
+/// The client a target sends requests with; bodies stream straight from the
+/// user's connection.
+pub type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// How long an upstream may take to accept a TCP connection before a 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle keep-alive connections to an upstream are closed after this.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything that changes about a target, in one watch channel so that
+/// "acquire unless closed" and "close unless busy" are each atomic.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    /// Requests in flight plus upgraded connections open.
+    in_flight: usize,
+    /// Terminal: the target was drained or cut; nothing new may start on it.
+    closed: bool,
+    /// Bumped whenever the target is retired or brought back, so a drain
+    /// started for an older retirement knows it no longer applies.
+    epoch: u64,
+}
+
+/// How waiting for a retired target to go idle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleWait {
+    /// Nothing in flight any more.
+    Idle,
+    /// The target was put back in service (or retired anew) meanwhile.
+    Superseded,
+    /// The deadline passed with work still in flight.
+    TimedOut,
+}
+
+pub struct TargetState {
+    pub target: Target,
+    /// `addr` parsed once, for building upstream URIs.
+    pub authority: Authority,
+    /// Dropped on close, which closes the idle pooled connections.
+    client: Mutex<Option<UpstreamClient>>,
+    load: watch::Sender<Load>,
+}
+
+impl TargetState {
+    pub fn new(target: Target) -> Result<Arc<Self>, String> {
+        let authority: Authority = target
+            .addr
+            .parse()
+            .map_err(|e| format!("target address `{}` is not host:port: {e}", target.addr))?;
+        if authority.port_u16().is_none() {
+            return Err(format!("target address `{}` has no port", target.addr));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Ok(Arc::new(TargetState {
+            target,
+            authority,
+            client: Mutex::new(Some(client)),
+            load: watch::Sender::new(Load::default()),
+        }))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.load.borrow().in_flight
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.load.borrow().closed
+    }
+
+    /// Counts one more request or connection, unless the target is closed.
+    /// The count goes down when the guard drops, whatever path the request
+    /// takes.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<InFlightGuard> {
+        let acquired = self.load.send_if_modified(|load| {
+            if load.closed {
+                false
+            } else {
+                load.in_flight += 1;
+                true
+            }
+        });
+        acquired.then(|| InFlightGuard {
+            target: Arc::clone(self),
+        })
+    }
+
+    /// The client to send with; `None` once closed.
+    pub fn client(&self) -> Option<UpstreamClient> {
+        self.client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Resolves once the target is closed; in-flight work races against it.
+    pub async fn closed(&self) {
+        let mut rx = self.load.subscribe();
+        // An error means the sender is gone, i.e. the target itself: done.
+        let _ = rx.wait_for(|load| load.closed).await;
+    }
+
+    /// Marks a retirement or a return to service; returns the new epoch.
+    pub fn bump_epoch(&self) -> u64 {
+        let mut epoch = 0;
+        self.load.send_modify(|load| {
+            load.epoch += 1;
+            epoch = load.epoch;
+        });
+        epoch
+    }
+
+    /// Waits until nothing is in flight, the epoch moves on, or `deadline`.
+    pub async fn wait_idle(&self, epoch: u64, deadline: Instant) -> IdleWait {
+        let mut rx = self.load.subscribe();
+        let waited = tokio::time::timeout_at(
+            deadline,
+            rx.wait_for(|load| load.in_flight == 0 || load.epoch != epoch || load.closed),
+        )
+        .await;
+        match waited {
+            Ok(Ok(load)) if load.epoch != epoch => IdleWait::Superseded,
+            Ok(_) => IdleWait::Idle,
+            Err(_) => IdleWait::TimedOut,
+        }
+    }
+
+    /// Closes the target if nothing is in flight; false if something is
+    /// (it raced in through a stale target set).
+    pub fn close_if_idle(&self) -> bool {
+        let closed = self.load.send_if_modified(|load| {
+            if load.in_flight == 0 && !load.closed {
+                load.closed = true;
+                true
+            } else {
+                false
+            }
+        });
+        if closed || self.is_closed() {
+            self.drop_client();
+            return true;
+        }
+        false
+    }
+
+    /// Closes the target whatever is in flight: pending requests answer 502
+    /// and upgraded connections are cut. Returns how many were cut.
+    pub fn force_close(&self) -> u64 {
+        let mut cut = 0;
+        self.load.send_if_modified(|load| {
+            if load.closed {
+                return false;
+            }
+            cut = load.in_flight;
+            load.closed = true;
+            true
+        });
+        self.drop_client();
+        u64::try_from(cut).unwrap_or(u64::MAX)
+    }
+
+    fn drop_client(&self) {
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(client);
+    }
+}
+
+/// One unit of in-flight work on a target; decrements on drop.
+pub struct InFlightGuard {
+    target: Arc<TargetState>,
+}
+
+impl InFlightGuard {
+    pub fn target(&self) -> &Arc<TargetState> {
+        &self.target
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.target.load.send_modify(|load| {
+            load.in_flight = load.in_flight.saturating_sub(1);
+        });
+    }
+}
+
+impl std::fmt::Debug for InFlightGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlightGuard")
+            .field("addr", &self.target.target.addr)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Arc<TargetState> {
+        TargetState::new(Target {
+            addr: "127.0.0.1:9".into(),
+            id: "c1".into(),
+        })
+        .expect("valid target")
+    }
+
+    #[tokio::test]
+    async fn guard_counts_and_close_blocks_new_work() {
+        let t = target();
+        let g = t.try_acquire().expect("open");
+        assert_eq!(t.in_flight(), 1);
+        assert!(!t.close_if_idle());
+        drop(g);
+        assert_eq!(t.in_flight(), 0);
+        assert!(t.close_if_idle());
+        assert!(t.try_acquire().is_none());
+        assert!(t.client().is_none());
+    }
+
+    #[tokio::test]
+    async fn wait_idle_sees_release_and_supersede() {
+        let t = target();
+        let epoch = t.bump_epoch();
+        let g = t.try_acquire().expect("open");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let waiter = {
+            let t = Arc::clone(&t);
+            tokio::spawn(async move { t.wait_idle(epoch, deadline).await })
+        };
+        drop(g);
+        assert_eq!(waiter.await.expect("join"), IdleWait::Idle);
+
+        let _g = t.try_acquire().expect("open");
+        let waiter = {
+            let t = Arc::clone(&t);
+            tokio::spawn(async move { t.wait_idle(epoch, deadline).await })
+        };
+        t.bump_epoch();
+        assert_eq!(waiter.await.expect("join"), IdleWait::Superseded);
+        assert_eq!(t.force_close(), 1);
+    }
+
+    #[test]
+    fn rejects_addr_without_port() {
+        let bad = TargetState::new(Target {
+            addr: "10.0.0.1".into(),
+            id: "x".into(),
+        });
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,360 @@
+//! `molt apps ...`: create, list, show and delete Apps.
+
+use super::client::{usage, Client, OK};
+use super::follow;
+use super::output::{key_values, or_none, short_digest, short_time, table, NONE};
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use molt_core::api::{AppView, CreateAppRequest, DeployStarted};
+use std::io::{BufRead, IsTerminal, Write};
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Create an App and deploy its first version.
+    Create(Box<CreateArgs>),
+    /// List the Apps.
+    List(JsonFlag),
+    /// Show one App.
+    Show(ShowArgs),
+    /// Delete an App: its containers stop and its routes go away.
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print the API's JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The App's name: lowercase letters, digits and `-`; it serves at NAME.localhost.
+    pub name: String,
+    /// The image to run, e.g. `nginx:1.27` or `ghcr.io/acme/web@sha256:...`.
+    #[arg(long, value_name = "REF", required_unless_present = "from")]
+    pub image: Option<String>,
+    /// The port the container listens on.
+    #[arg(long, value_name = "PORT", required_unless_present = "from")]
+    pub port: Option<u16>,
+    /// HTTP path that answers 2xx when healthy (else a TCP connect is the check).
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// Seconds a deploy waits for the new version to become healthy.
+    #[arg(long, value_name = "SECS")]
+    pub health_timeout: Option<u64>,
+    /// A host routed to the App besides NAME.localhost (repeatable).
+    #[arg(long = "domain", value_name = "HOST")]
+    pub domains: Vec<String>,
+    /// An environment variable (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Memory limit, e.g. `512m` or `2g`.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU limit, e.g. `0.5`.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// GPUs to give each container.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// How many containers serve the App.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
+    /// How a new version replaces the old one.
+    #[arg(long, value_parser = ["auto", "bluegreen", "recreate", "rolling"])]
+    pub strategy: Option<String>,
+    /// Copy the settings of an existing App.
+    #[arg(long, value_name = "APP")]
+    pub from: Option<String>,
+    /// Return once the deploy has started instead of following it.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub name: String,
+    /// Print the API's JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    pub name: String,
+    /// Delete without asking.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub async fn run(client: &Client, command: AppsCommand) -> Result<u8> {
+    match command {
+        AppsCommand::Create(args) => create(client, *args).await,
+        AppsCommand::List(args) => list(client, args.json).await,
+        AppsCommand::Show(args) => show(client, &args.name, args.json).await,
+        AppsCommand::Delete(args) => delete(client, &args.name, args.yes).await,
+    }
+}
+
+/// The request body for `apps create`, from the flags.
+pub fn create_request(args: &CreateArgs) -> Result<CreateAppRequest> {
+    if let Some(from) = &args.from {
+        return Err(usage(format!(
+            "--from {from} is not supported yet: give --image and --port (see `molt apps show {from}` for its settings)"
+        )));
+    }
+    let (Some(image), Some(port)) = (&args.image, args.port) else {
+        return Err(usage("give --image REF and --port PORT"));
+    };
+    Ok(CreateAppRequest {
+        name: args.name.clone(),
+        image: image.clone(),
+        port,
+        health_path: args.health_path.clone(),
+        health_timeout: args.health_timeout,
+        domains: args.domains.clone(),
+        env: args.env.clone(),
+        memory: args.memory.clone(),
+        cpus: args.cpus,
+        gpus: args.gpus,
+        replicas: args.replicas,
+        strategy: args.strategy.clone(),
+        ..CreateAppRequest::default()
+    })
+}
+
+async fn create(client: &Client, args: CreateArgs) -> Result<u8> {
+    let body = serde_json::to_value(create_request(&args)?)?;
+    let answer = client.post(&["apps"], &body).await?;
+    let started: DeployStarted = answer.decode("a started deploy")?;
+    follow::started(client, started, args.detach).await
+}
+
+async fn list(client: &Client, json: bool) -> Result<u8> {
+    let value = client.get(&["apps"]).await?;
+    if json {
+        value.print()?;
+        return Ok(OK);
+    }
+    let apps: Vec<AppView> = value.decode("a list of Apps")?;
+    if apps.is_empty() {
+        outln!("No Apps yet. Create one with: molt apps create NAME --image REF --port PORT");
+        return Ok(OK);
+    }
+    out!("{}", apps_table(&apps));
+    Ok(OK)
+}
+
+/// NAME STATUS IMAGE DIGEST REPLICAS LAST DEPLOY.
+pub fn apps_table(apps: &[AppView]) -> String {
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.status.to_string(),
+                a.image.clone(),
+                short_digest(a.digest.as_deref()),
+                a.replicas.to_string(),
+                a.last_deploy.as_ref().map_or_else(
+                    || NONE.to_string(),
+                    |d| format!("{} {}, {}", d.kind, d.status, short_time(&d.created_at)),
+                ),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATUS",
+            "IMAGE",
+            "DIGEST",
+            "REPLICAS",
+            "LAST DEPLOY",
+        ],
+        &rows,
+    )
+}
+
+async fn show(client: &Client, name: &str, json: bool) -> Result<u8> {
+    let value = client.get(&["apps", name]).await?;
+    if json {
+        value.print()?;
+        return Ok(OK);
+    }
+    let app: AppView = value.decode("an App")?;
+    out!("{}", app_details(&app));
+    Ok(OK)
+}
+
+/// `apps show` as `key: value` lines.
+pub fn app_details(a: &AppView) -> String {
+    let health = match &a.health.path {
+        Some(p) => format!("GET {p} answers 2xx"),
+        None => format!("TCP connect to port {}", a.port),
+    };
+    let mut pairs = vec![
+        ("name", a.name.clone()),
+        ("status", a.status.to_string()),
+        ("image", a.image.clone()),
+        ("digest", or_none(a.digest.as_deref())),
+        ("port", a.port.to_string()),
+        (
+            "health",
+            format!("{health}, within {} s", a.health.deploy_timeout_secs),
+        ),
+        ("domains", a.domains.join(", ")),
+        ("replicas", a.replicas.to_string()),
+        ("strategy", a.strategy.clone()),
+        (
+            "memory",
+            a.memory_bytes
+                .map_or_else(|| "no limit".to_string(), format_bytes),
+        ),
+        (
+            "cpus",
+            a.cpus
+                .map_or_else(|| "no limit".to_string(), |c| c.to_string()),
+        ),
+        ("gpus", a.gpus.to_string()),
+        ("drain timeout", format!("{} s", a.drain_timeout_secs)),
+        ("current deploy", or_none(a.current_deploy.as_deref())),
+    ];
+    if let Some(d) = &a.last_deploy {
+        pairs.push((
+            "last deploy",
+            format!(
+                "{} {} {}, {}",
+                d.id,
+                d.kind,
+                d.status,
+                short_time(&d.created_at)
+            ),
+        ));
+        if let Some(e) = &d.error {
+            pairs.push(("last error", e.clone()));
+        }
+    }
+    pairs.push(("created", short_time(&a.created_at)));
+    pairs.push(("updated", short_time(&a.updated_at)));
+    key_values(&pairs)
+}
+
+/// `512 MiB` rather than a long number of bytes.
+pub fn format_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if b >= size && b.is_multiple_of(size) {
+            return format!("{} {unit}", b / size);
+        }
+    }
+    format!("{b} bytes")
+}
+
+async fn delete(client: &Client, name: &str, yes: bool) -> Result<u8> {
+    if !yes {
+        confirm_delete(name)?;
+    }
+    client.delete(&["apps", name]).await?;
+    outln!("Deleted App {name}.");
+    Ok(OK)
+}
+
+/// Asks on a terminal for the App's name; refuses without one, so a script
+/// never deletes by accident.
+fn confirm_delete(name: &str) -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(usage(format!(
+            "refusing to delete App {name} without confirmation: pass --yes"
+        )));
+    }
+    eprint!(
+        "Delete App {name}? Its containers stop and its domains stop answering. Type the name to confirm: "
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if answer.trim() != name {
+        return Err(usage(format!(
+            "not deleted: the name typed was not `{name}`"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(subcommand)]
+        apps: AppsCommand,
+    }
+
+    fn create_args(argv: &[&str]) -> CreateArgs {
+        let mut all = vec!["t", "create"];
+        all.extend(argv);
+        match T::try_parse_from(all).unwrap().apps {
+            AppsCommand::Create(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn create_flags_become_the_request() {
+        let a = create_args(&[
+            "web",
+            "--image",
+            "nginx:1",
+            "--port",
+            "80",
+            "--domain",
+            "a.com",
+            "--domain",
+            "b.com",
+            "--env",
+            "A=1",
+            "--strategy",
+            "rolling",
+            "--replicas",
+            "2",
+        ]);
+        let r = create_request(&a).unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.image.as_str(), r.port),
+            ("web", "nginx:1", 80)
+        );
+        assert_eq!(r.domains, vec!["a.com", "b.com"]);
+        assert_eq!(r.env, vec!["A=1"]);
+        assert_eq!(r.strategy.as_deref(), Some("rolling"));
+        assert_eq!(r.replicas, Some(2));
+    }
+
+    #[test]
+    fn from_is_refused_for_now() {
+        let a = create_args(&["web", "--from", "api"]);
+        let e = create_request(&a).unwrap_err();
+        assert_eq!(super::super::client::exit_code(&e), 2);
+    }
+
+    #[test]
+    fn image_and_port_are_required() {
+        assert!(T::try_parse_from(["t", "create", "web", "--port", "80"]).is_err());
+    }
+
+    #[test]
+    fn bytes_read_well() {
+        assert_eq!(format_bytes(512 << 20), "512 MiB");
+        assert_eq!(format_bytes(2 << 30), "2 GiB");
+        assert_eq!(format_bytes(1000), "1000 bytes");
+    }
+}

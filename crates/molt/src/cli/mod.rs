@@ -1,0 +1,12 @@
+//! The subcommands of `molt`, one module per group. Each client command
+//! returns its exit code; errors carry theirs (see [`client::exit_code`]).
+
+pub mod apps;
+pub mod client;
+pub mod deploys;
+pub mod follow;
+pub mod lifecycle;
+pub mod logs;
+pub mod output;
+pub mod registries;
+pub mod serve;

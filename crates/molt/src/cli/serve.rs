@@ -1,0 +1,86 @@
+//! `molt server` and `molt proxy`: the two long-running processes. One
+//! binary holds both so that the server can start the proxy as
+//! `molt proxy` from its own executable.
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// How log lines look on stderr; RUST_LOG picks what is logged (default info).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Where the HTTP API listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    pub api: SocketAddr,
+    /// Where the proxy serves the Apps' HTTP traffic.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub proxy: SocketAddr,
+    /// The Docker network Molt creates and puts App containers on.
+    #[arg(long, value_name = "NAME", default_value = "molt")]
+    pub network: String,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Where the proxy serves the Apps' HTTP traffic.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default `info`).
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colors only for people: not in log files, not with NO_COLOR.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// `data_dir` is the global `--data-dir`.
+pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
+    init_tracing(args.log.log_format);
+    molt_server::server::run(molt_server::server::ServerConfig {
+        data_dir: molt_server::datadir::resolve(data_dir),
+        api: args.api,
+        proxy: args.proxy,
+        network: args.network,
+    })
+    .await
+}
+
+pub async fn proxy(args: ProxyArgs, data_dir: Option<PathBuf>) -> Result<()> {
+    init_tracing(args.log.log_format);
+    molt_proxy::run(molt_proxy::ProxyConfig {
+        data_dir: molt_server::datadir::resolve(data_dir),
+        listen: args.listen,
+        metrics: args.metrics,
+    })
+    .await
+}
