@@ -64,9 +64,14 @@ pub struct CreateArgs {
     /// How a new version replaces the old one.
     #[arg(long, value_parser = ["auto", "bluegreen", "recreate", "rolling"])]
     pub strategy: Option<String>,
-    /// Copy the settings of an existing App.
+    /// Copy the settings of an existing App (a template): its image by
+    /// digest, port, health check, resources, replicas, strategy and plain
+    /// environment. Flags given here override the copied values.
     #[arg(long, value_name = "APP")]
     pub from: Option<String>,
+    /// With --from: copy the App's secret variables too.
+    #[arg(long, requires = "from")]
+    pub with_secrets: bool,
     /// Return once the deploy has started instead of following it.
     #[arg(long)]
     pub detach: bool,
@@ -99,18 +104,17 @@ pub async fn run(client: &Client, command: AppsCommand) -> Result<u8> {
 
 /// The request body for `apps create`, from the flags.
 pub fn create_request(args: &CreateArgs) -> Result<CreateAppRequest> {
-    if let Some(from) = &args.from {
-        return Err(usage(format!(
-            "--from {from} is not supported yet: give --image and --port (see `molt apps show {from}` for its settings)"
-        )));
+    if args.from.is_none() && (args.image.is_none() || args.port.is_none()) {
+        return Err(usage(
+            "give --image REF and --port PORT (or --from APP to copy an App)",
+        ));
     }
-    let (Some(image), Some(port)) = (&args.image, args.port) else {
-        return Err(usage("give --image REF and --port PORT"));
-    };
     Ok(CreateAppRequest {
         name: args.name.clone(),
-        image: image.clone(),
-        port,
+        image: args.image.clone().unwrap_or_default(),
+        port: args.port.unwrap_or(0),
+        from: args.from.clone(),
+        with_secrets: args.with_secrets,
         health_path: args.health_path.clone(),
         health_timeout: args.health_timeout,
         domains: args.domains.clone(),
@@ -340,10 +344,12 @@ mod tests {
     }
 
     #[test]
-    fn from_is_refused_for_now() {
-        let a = create_args(&["web", "--from", "api"]);
-        let e = create_request(&a).unwrap_err();
-        assert_eq!(super::super::client::exit_code(&e), 2);
+    fn from_copies_an_app() {
+        let a = create_args(&["web", "--from", "api", "--with-secrets"]);
+        let r = create_request(&a).unwrap();
+        assert_eq!(r.from.as_deref(), Some("api"));
+        assert!(r.with_secrets);
+        assert_eq!(r.port, 0);
     }
 
     #[test]

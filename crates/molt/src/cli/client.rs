@@ -268,6 +268,11 @@ impl Client {
             .await
     }
 
+    pub async fn patch(&self, segments: &[&str], body: &Value) -> Result<Answer> {
+        self.json(Method::PATCH, self.url(segments), Some(body))
+            .await
+    }
+
     pub async fn delete(&self, segments: &[&str]) -> Result<()> {
         self.send(Method::DELETE, self.url(segments), None, None)
             .await?;

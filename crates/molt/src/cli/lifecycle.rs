@@ -104,16 +104,19 @@ pub async fn env(client: &Client, command: EnvCommand) -> Result<u8> {
             secret,
             apply,
         } => {
+            let mut set = Vec::new();
             for p in &pairs {
-                molt_core::env::parse_assignment(p).map_err(super::client::usage)?;
+                let (key, value) =
+                    molt_core::env::parse_assignment(p).map_err(super::client::usage)?;
+                set.push(json!({ "key": key, "value": value, "secret": secret }));
             }
-            let body = json!({ "set": pairs, "secret": secret, "apply": apply });
-            let answer = client.post(&["apps", &name, "env"], &body).await?;
+            let body = json!({ "set": set, "apply": apply });
+            let answer = client.patch(&["apps", &name, "env"], &body).await?;
             env_changed(client, &name, answer, apply).await
         }
         EnvCommand::Unset { name, keys, apply } => {
             let body = json!({ "unset": keys, "apply": apply });
-            let answer = client.post(&["apps", &name, "env"], &body).await?;
+            let answer = client.patch(&["apps", &name, "env"], &body).await?;
             env_changed(client, &name, answer, apply).await
         }
         EnvCommand::List { name, json } => {
