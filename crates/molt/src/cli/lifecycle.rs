@@ -7,7 +7,7 @@ use super::follow;
 use super::output::table;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use molt_core::api::DeployStarted;
+use molt_core::api::{DeployStarted, EnvChanged};
 use serde_json::{json, Value};
 
 #[derive(Debug, Args)]
@@ -132,8 +132,10 @@ pub async fn env(client: &Client, command: EnvCommand) -> Result<u8> {
 }
 
 async fn env_changed(client: &Client, name: &str, answer: Answer, apply: bool) -> Result<u8> {
-    if apply && answer.value().is_ok_and(|v| v.get("deploy").is_some()) {
-        return started(client, answer, false).await;
+    let changed: EnvChanged = answer.decode("an environment change")?;
+    if let (true, Some(deploy)) = (apply, changed.deploy) {
+        let app = client.get(&["apps", name]).await?.decode("an App")?;
+        return follow::started(client, DeployStarted { app, deploy }, false).await;
     }
     outln!(
         "Updated the environment of {name}; it takes effect on the next deploy (or pass --apply)."
