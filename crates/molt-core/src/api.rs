@@ -230,3 +230,31 @@ pub struct EnvChanged {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy: Option<DeployView>,
 }
+
+/// `GET /api/v1/apps/{name}/debug`: what is wrong with an App, each finding
+/// with a hint.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DebugReport {
+    pub app: String,
+    pub status: AppStatus,
+    /// The digest serving now, if any.
+    pub serving_digest: Option<String>,
+    /// The latest failed deploy, when it is newer than the serving one.
+    pub failed_deploy: Option<DeployView>,
+    /// Empty when nothing looks wrong.
+    pub findings: Vec<Finding>,
+}
+
+/// One diagnosis.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Finding {
+    /// A stable kind: `image_not_found`, `registry_unauthorized`,
+    /// `registry_unreachable`, `crash`, `crash_loop`, `oom_killed`,
+    /// `health_check_failing`, `port_mismatch`, `deploy_timeout`, `other`.
+    pub kind: String,
+    pub summary: String,
+    /// Evidence: exit code and last output, health result, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub hint: String,
+}

@@ -64,6 +64,40 @@ pub enum Request {
         addr: String,
         timeout_ms: u64,
     },
+    /// Holds the App's new requests (they are not sent upstream) until
+    /// `resume`. A request held `max_pause_ms` gets a 503; with `max_queued`
+    /// requests already held, further ones get a 503 at once. Pausing a
+    /// paused route only changes the limits. `set_route` does not unpause:
+    /// the usual recreate is pause, set_route to the new container, resume.
+    ///
+    /// Pause state lives in memory only: it is not written to `routes.json`,
+    /// so a proxy that restarts serves unpaused (a pause nobody will resume
+    /// must not outlive the process). It does survive a handover.
+    Pause {
+        app: String,
+        max_pause_ms: u64,
+        max_queued: usize,
+    },
+    /// Releases the App's held requests to whatever targets are current now.
+    /// Resuming a route that is not paused, or unknown, is ok.
+    Resume {
+        app: String,
+    },
+    /// Sent by a new `molt proxy --takeover` for the same data dir: the
+    /// answer carries the listening sockets (SCM_RIGHTS), the data dir's lock
+    /// and the routes; the sender then answers `handover_done` on the same
+    /// connection once it serves and owns the admin socket.
+    Handover,
+    /// The second half of `handover`, valid only on its connection.
+    HandoverDone,
+}
+
+/// A paused route's limits, as `list_routes` and `handover` report them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    pub app: String,
+    pub max_pause_ms: u64,
+    pub max_queued: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -84,6 +118,17 @@ pub struct Response {
     pub drained: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed: Option<u64>,
+    /// For `ping`: identifies the proxy's binary (see `exe_id`), so the
+    /// server can tell it was started from another build than its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_id: Option<String>,
+    /// For `list_routes` and `handover`: the routes that are paused now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Vec<Paused>>,
+    /// For `handover`: what the descriptors passed with the answer are, in
+    /// their order (`http`, `lock`, `metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fds: Option<Vec<String>>,
 }
 
 impl Response {
@@ -132,6 +177,9 @@ pub enum AdminError {
 pub struct PingInfo {
     pub pid: u32,
     pub version: String,
+    /// `None` from a proxy that predates in-place upgrades (it cannot hand
+    /// its sockets over).
+    pub exe_id: Option<String>,
 }
 
 /// How a `wait_drained` ended.
@@ -173,6 +221,14 @@ impl AdminClient {
         Ok(AdminClient { socket })
     }
 
+    /// A client for the socket at `socket`, without checking that anything
+    /// listens there yet.
+    pub fn at(socket: impl Into<PathBuf>) -> Self {
+        AdminClient {
+            socket: socket.into(),
+        }
+    }
+
     pub fn socket_path(&self) -> &Path {
         &self.socket
     }
@@ -180,7 +236,11 @@ impl AdminClient {
     pub async fn ping(&self) -> Result<PingInfo, AdminError> {
         let resp = self.call(&Request::Ping, CALL_TIMEOUT).await?;
         match (resp.pid, resp.version) {
-            (Some(pid), Some(version)) => Ok(PingInfo { pid, version }),
+            (Some(pid), Some(version)) => Ok(PingInfo {
+                pid,
+                version,
+                exe_id: resp.exe_id,
+            }),
             _ => Err(AdminError::Protocol(
                 "ping answer without pid or version".into(),
             )),
@@ -204,6 +264,37 @@ impl AdminClient {
     pub async fn list_routes(&self) -> Result<Vec<Route>, AdminError> {
         let resp = self.call(&Request::ListRoutes, CALL_TIMEOUT).await?;
         Ok(resp.routes.unwrap_or_default())
+    }
+
+    /// Holds `app`'s new requests until `resume` (see `Request::Pause`).
+    pub async fn pause(
+        &self,
+        app: &str,
+        max_pause: Duration,
+        max_queued: usize,
+    ) -> Result<(), AdminError> {
+        let req = Request::Pause {
+            app: app.to_string(),
+            max_pause_ms: u64::try_from(max_pause.as_millis()).unwrap_or(u64::MAX),
+            max_queued,
+        };
+        self.call(&req, CALL_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Releases `app`'s held requests to its current targets.
+    pub async fn resume(&self, app: &str) -> Result<(), AdminError> {
+        let req = Request::Resume {
+            app: app.to_string(),
+        };
+        self.call(&req, CALL_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// The routes that are paused now, with their limits.
+    pub async fn paused(&self) -> Result<Vec<Paused>, AdminError> {
+        let resp = self.call(&Request::ListRoutes, CALL_TIMEOUT).await?;
+        Ok(resp.paused.unwrap_or_default())
     }
 
     /// Waits until the retired target `addr` of `app` has drained, or closes

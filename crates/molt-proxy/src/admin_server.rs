@@ -1,35 +1,153 @@
 //! The proxy's side of the admin socket: JSON lines in, one JSON line out
 //! per request. Only the socket's owner can connect (mode 0600).
+//!
+//! Also the giving side of a handover (see `handover` for the taking
+//! side): changes are fenced while the successor starts from our snapshot,
+//! and afterwards every request that still reaches us is relayed to it.
 
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch, RwLock};
 
-use crate::admin::{read_line, Request, Response};
+use crate::admin::{read_line, AdminClient, AdminError, Request, Response};
+use crate::fdpass;
+use crate::hold::PauseLimits;
+use crate::instance::{exe_id, sibling, OwnFile};
 use crate::routes::Routes;
 
-/// Binds the socket and restricts it to its owner before anyone can use it
-/// for anything (connections are only served once this returns).
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    let listener = UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("binding admin socket {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| anyhow::anyhow!("restricting admin socket {}: {e}", path.display()))?;
-    Ok(listener)
+/// How long a successor may take, once it has our sockets, to say it serves
+/// and owns the admin socket; past it we take everything back.
+const HANDOVER_CONFIRM: Duration = Duration::from_secs(20);
+
+/// Binds the socket at a temporary path, restricts it to its owner, then
+/// renames it over `path`: whoever connects to `path` reaches either the
+/// previous socket or this one, never nothing (a successor replaces its
+/// predecessor's socket this way), and never one anyone else could use.
+pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, OwnFile)> {
+    let tmp = sibling(path, "new");
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)
+        .map_err(|e| anyhow::anyhow!("binding admin socket {}: {e}", tmp.display()))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| anyhow::anyhow!("restricting admin socket {}: {e}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .map_err(|e| anyhow::anyhow!("placing admin socket {}: {e}", path.display()))
+        });
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((listener, OwnFile::at(path)))
+}
+
+/// Where admin requests are carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Authority {
+    Here,
+    /// Handed over: the successor answers, at this socket path.
+    Successor(PathBuf),
+}
+
+/// The descriptors a handover passes on (duplicates of ours: passing them
+/// does not disturb our own serving until the successor confirms).
+pub struct Handoff {
+    pub http: OwnedFd,
+    pub lock: OwnedFd,
+    pub metrics: Option<OwnedFd>,
+    /// Where users reach us, hence the successor too.
+    pub http_addr: SocketAddr,
+}
+
+/// What the admin side works with.
+pub struct Admin {
+    routes: Arc<Routes>,
+    path: PathBuf,
+    /// Changes take it for reading; a handover takes it for writing from
+    /// its snapshot until the successor confirms, so no change can land
+    /// between the two and be lost.
+    authority: RwLock<Authority>,
+    socket: Mutex<OwnFile>,
+    handoff: Mutex<Option<Handoff>>,
+    /// Set once handed over: the serving task stops accepting.
+    handed_over: watch::Sender<bool>,
+    /// A fresh listener for the serve loop when we must put our socket
+    /// back (a successor that replaced it, then failed).
+    rebind: mpsc::Sender<UnixListener>,
+}
+
+impl Admin {
+    pub fn new(
+        routes: Arc<Routes>,
+        path: PathBuf,
+        socket: OwnFile,
+        handoff: Handoff,
+    ) -> (Arc<Admin>, mpsc::Receiver<UnixListener>) {
+        let (rebind, rebound) = mpsc::channel(1);
+        let admin = Arc::new(Admin {
+            routes,
+            path,
+            authority: RwLock::new(Authority::Here),
+            socket: Mutex::new(socket),
+            handoff: Mutex::new(Some(handoff)),
+            handed_over: watch::Sender::new(false),
+            rebind,
+        });
+        (admin, rebound)
+    }
+
+    pub fn handed_over(&self) -> watch::Receiver<bool> {
+        self.handed_over.subscribe()
+    }
+
+    /// Closes our spare copies of the listening sockets and the lock (at
+    /// the end): they would keep the port listening and the data dir
+    /// locked after this proxy stopped.
+    pub fn drop_handoff(&self) {
+        let spare = self
+            .handoff
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(spare);
+    }
+
+    /// Removes the admin socket if it is still ours (at shutdown).
+    pub fn release_socket(&self) {
+        self.socket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove_if_ours();
+    }
 }
 
 /// Accepts admin connections until the task is dropped.
-pub async fn serve(listener: UnixListener, routes: Arc<Routes>) {
+pub async fn serve(
+    mut listener: UnixListener,
+    admin: Arc<Admin>,
+    mut rebound: mpsc::Receiver<UnixListener>,
+) {
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(fresh) = rebound.recv() => {
+                listener = fresh;
+                continue;
+            }
+        };
+        match accepted {
             Ok((stream, _)) => {
-                let routes = Arc::clone(&routes);
+                let admin = Arc::clone(&admin);
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, &routes).await {
+                    if let Err(e) = connection(stream, &admin).await {
                         tracing::debug!(error = %e, "admin connection ended");
                     }
                 });
@@ -43,7 +161,7 @@ pub async fn serve(listener: UnixListener, routes: Arc<Routes>) {
     }
 }
 
-async fn connection(stream: UnixStream, routes: &Routes) -> std::io::Result<()> {
+async fn connection(stream: UnixStream, admin: &Arc<Admin>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
@@ -53,21 +171,52 @@ async fn connection(stream: UnixStream, routes: &Routes) -> std::io::Result<()> 
             return Ok(());
         }
         let resp = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => answer(req, routes).await,
+            Ok(Request::Handover) => {
+                give(admin, &mut reader, &mut write).await?;
+                continue;
+            }
+            Ok(req) => answer(req, admin).await,
             Err(e) => Response::error(format!("invalid request: {e}")),
         };
-        let mut out = serde_json::to_vec(&resp).map_err(std::io::Error::other)?;
-        out.push(b'\n');
-        write.write_all(&out).await?;
+        send(&mut write, &resp).await?;
     }
 }
 
-/// Carries out one request.
-pub async fn answer(req: Request, routes: &Routes) -> Response {
+async fn send(write: &mut OwnedWriteHalf, resp: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(resp).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+/// Carries out one request, or relays it once we have handed over.
+async fn answer(req: Request, admin: &Admin) -> Response {
+    let routes = &*admin.routes;
+    // Reads and waits need no fence; changes do (see `Admin::authority`).
+    let changes = matches!(
+        req,
+        Request::SetRoute { .. }
+            | Request::RemoveRoute { .. }
+            | Request::Pause { .. }
+            | Request::Resume { .. }
+    );
+    let fence = if changes {
+        Some(admin.authority.read().await)
+    } else {
+        None
+    };
+    let authority = match &fence {
+        Some(guard) => (**guard).clone(),
+        None => admin.authority.read().await.clone(),
+    };
+    if let Authority::Successor(path) = authority {
+        drop(fence);
+        return relay(&path, &req).await;
+    }
     match req {
         Request::Ping => Response {
             pid: Some(std::process::id()),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            exe_id: Some(exe_id()),
             ..Response::ok()
         },
         Request::SetRoute { route } => match routes.set_route(route).await {
@@ -80,6 +229,7 @@ pub async fn answer(req: Request, routes: &Routes) -> Response {
         },
         Request::ListRoutes => Response {
             routes: Some(routes.list()),
+            paused: Some(routes.paused()),
             ..Response::ok()
         },
         Request::WaitDrained {
@@ -101,5 +251,170 @@ pub async fn answer(req: Request, routes: &Routes) -> Response {
                 ..Response::ok()
             }
         }
+        Request::Pause {
+            app,
+            max_pause_ms,
+            max_queued,
+        } => match routes.pause(
+            &app,
+            PauseLimits {
+                max_pause_ms,
+                max_queued,
+            },
+        ) {
+            Ok(()) => Response::ok(),
+            Err(e) => Response::error(e),
+        },
+        Request::Resume { app } => {
+            routes.resume(&app);
+            Response::ok()
+        }
+        Request::Handover => Response::error("handover is answered on its own connection"),
+        Request::HandoverDone => Response::error(
+            "handover_done is only valid on the connection that asked for a handover",
+        ),
     }
+}
+
+/// A request that reached us after we handed over (it connected before the
+/// successor's socket took the path): the successor answers it.
+async fn relay(path: &Path, req: &Request) -> Response {
+    let client = AdminClient::at(path);
+    let timeout = match req {
+        Request::WaitDrained { timeout_ms, .. } => {
+            Duration::from_millis(*timeout_ms) + Duration::from_secs(15)
+        }
+        _ => Duration::from_secs(15),
+    };
+    match client.call(req, timeout).await {
+        Ok(resp) => resp,
+        Err(AdminError::Refused(message)) => Response::error(message),
+        Err(e) => Response::error(format!(
+            "this proxy handed over to a new one, which did not answer: {e}"
+        )),
+    }
+}
+
+/// The giving side of a handover, on the connection that asked for it:
+/// fence changes, answer with our routes and pauses and pass our sockets and
+/// lock, then wait for the successor's `handover_done`. Confirmed: we relay
+/// admin requests to it and stop accepting (the serving task drains what it
+/// has). Not confirmed in time: we keep serving as if nothing happened, and
+/// put our admin socket back if the successor had replaced it.
+async fn give(
+    admin: &Arc<Admin>,
+    reader: &mut BufReader<OwnedReadHalf>,
+    write: &mut OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let mut authority = admin.authority.write().await;
+    if *authority != Authority::Here {
+        return send(
+            write,
+            &Response::error("this proxy has already handed over"),
+        )
+        .await;
+    }
+    let handoff = admin
+        .handoff
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let Some(handoff) = handoff else {
+        return send(
+            write,
+            &Response::error("this proxy has already handed over"),
+        )
+        .await;
+    };
+    let mut names = vec!["http".to_string(), "lock".to_string()];
+    let mut fds: Vec<BorrowedFd<'_>> = vec![handoff.http.as_fd(), handoff.lock.as_fd()];
+    if let Some(metrics) = &handoff.metrics {
+        names.push("metrics".into());
+        fds.push(metrics.as_fd());
+    }
+    let resp = Response {
+        pid: Some(std::process::id()),
+        version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        exe_id: Some(exe_id()),
+        routes: Some(admin.routes.list()),
+        paused: Some(admin.routes.paused()),
+        fds: Some(names),
+        ..Response::ok()
+    };
+    let mut line = serde_json::to_vec(&resp).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    tracing::info!("handing the listening sockets over to a new proxy");
+    let confirmed = match fdpass::send_with_fds(write.as_ref(), &line, &fds).await {
+        Ok(()) => {
+            let mut answer = Vec::new();
+            match tokio::time::timeout(HANDOVER_CONFIRM, read_line(reader, &mut answer)).await {
+                Ok(Ok(())) => matches!(
+                    serde_json::from_slice::<Request>(&answer),
+                    Ok(Request::HandoverDone)
+                ),
+                Ok(Err(_)) | Err(_) => false,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "passing the sockets failed");
+            false
+        }
+    };
+    if !confirmed {
+        tracing::warn!("the new proxy did not confirm the handover; this proxy keeps serving");
+        *admin.handoff.lock().unwrap_or_else(PoisonError::into_inner) = Some(handoff);
+        reclaim_socket(admin).await;
+        return Ok(());
+    }
+    *authority = Authority::Successor(admin.path.clone());
+    drop(authority);
+    // Stop accepting first, so that requests relayed to the successor (held
+    // ones, see `Routes::hand_over`) are not accepted back by us.
+    admin.handed_over.send_replace(true);
+    tokio::task::yield_now().await;
+    admin.routes.hand_over(successor_addr(handoff.http_addr));
+    tracing::info!("handed over to the new proxy; finishing what is in flight");
+    // Our copies of the sockets and the lock close here; the successor's
+    // keep them open (and locked).
+    drop(handoff);
+    // The successor does not need this answer; it may be gone already.
+    let _ = send(write, &Response::ok()).await;
+    Ok(())
+}
+
+/// Puts our admin socket back at its path if a failed successor replaced
+/// it (if it is still ours, there is nothing to do).
+async fn reclaim_socket(admin: &Arc<Admin>) {
+    let ours = admin
+        .socket
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_ours();
+    if ours {
+        return;
+    }
+    match bind(&admin.path) {
+        Ok((listener, own)) => {
+            *admin.socket.lock().unwrap_or_else(PoisonError::into_inner) = own;
+            if admin.rebind.send(listener).await.is_err() {
+                tracing::error!("cannot serve the reclaimed admin socket");
+            } else {
+                tracing::info!(path = %admin.path.display(), "admin socket reclaimed");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot reclaim the admin socket"),
+    }
+}
+
+/// The address a held request is relayed to: the shared listener, reached
+/// over loopback when it listens on every address.
+fn successor_addr(listen: SocketAddr) -> SocketAddr {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
 }

@@ -31,6 +31,12 @@ impl ProxyBody {
         this
     }
 
+    /// A body passed through without a target to count it on (a request
+    /// relayed to the successor proxy after a handover).
+    pub fn relayed(body: Incoming) -> Self {
+        ProxyBody::Upstream { body, guard: None }
+    }
+
     pub fn fixed(bytes: impl Into<Bytes>) -> Self {
         ProxyBody::Fixed(Full::new(bytes.into()))
     }

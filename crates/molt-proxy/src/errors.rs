@@ -71,3 +71,73 @@ pub fn timeout(app: &str, ms: u64) -> Response<ProxyBody> {
         format!("the App `{app}` did not answer within {ms} ms."),
     )
 }
+
+/// A held request whose wait ran out: the redeploy took longer than the
+/// pause allows.
+pub fn held_too_long(app: &str, max_pause_ms: u64) -> Response<ProxyBody> {
+    retry_soon(page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the App `{app}` is being redeployed and did not come back within {}.",
+            seconds(max_pause_ms)
+        ),
+    ))
+}
+
+/// Too many requests are held already; this one is not queued.
+pub fn hold_full(app: &str, max_queued: usize) -> Response<ProxyBody> {
+    retry_soon(page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the App `{app}` is being redeployed and {max_queued} requests are already waiting for it; try again shortly."
+        ),
+    ))
+}
+
+/// The successor proxy could not be reached for a request held across a
+/// handover.
+pub fn successor_failed(app: &str) -> Response<ProxyBody> {
+    page(
+        StatusCode::BAD_GATEWAY,
+        format!("the App `{app}` was paused while the proxy was upgraded, and the new proxy did not answer."),
+    )
+}
+
+/// A held upgrade (WebSocket) request when this proxy handed over: it is
+/// not relayed, the client retries against the new proxy.
+pub fn handed_over(app: &str) -> Response<ProxyBody> {
+    retry_soon(page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the App `{app}` is being redeployed while the proxy is upgraded; try again."),
+    ))
+}
+
+/// `Retry-After: 1`: the condition is expected to pass quickly.
+fn retry_soon(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// `1500` → `1.5 s`, `30000` → `30 s`.
+fn seconds(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        let tenths = ms.div_ceil(100);
+        format!("{}.{} s", tenths / 10, tenths % 10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds;
+
+    #[test]
+    fn seconds_read_well() {
+        assert_eq!(seconds(30_000), "30 s");
+        assert_eq!(seconds(1_500), "1.5 s");
+        assert_eq!(seconds(300), "0.3 s");
+        assert_eq!(seconds(1), "0.1 s");
+    }
+}

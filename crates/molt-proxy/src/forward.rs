@@ -17,9 +17,10 @@ use hyper_util::rt::TokioIo;
 use crate::body::ProxyBody;
 use crate::errors;
 use crate::headers;
+use crate::hold::Admission;
 use crate::host;
 use crate::routes::{RouteState, Routes};
-use crate::target::InFlightGuard;
+use crate::target::{InFlightGuard, UpstreamClient};
 
 /// Serves one request from `client`.
 pub async fn handle(
@@ -45,7 +46,15 @@ pub async fn handle(
         routes.unrouted.record(StatusCode::NOT_FOUND);
         return errors::unknown_host(&host);
     };
-    let resp = forward(&route, client, host_value, req).await;
+    let app = route.app.as_str();
+    // A paused route holds the request here, before any target is chosen,
+    // so it goes to whatever targets are current when it is released.
+    let resp = match route.hold.admit().await {
+        Admission::Go => forward(&route, client, host_value, req).await,
+        Admission::HandedOver => relay(routes.successor(), app, client, host_value, req).await,
+        Admission::TimedOut { max_pause_ms } => errors::held_too_long(app, max_pause_ms),
+        Admission::Full { max_queued } => errors::hold_full(app, max_queued),
+    };
     route.counts.record(resp.status());
     resp
 }
@@ -115,6 +124,56 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, ProxyBody::upstream(body, guard))
+}
+
+/// A request that was held when this proxy handed its sockets over: the
+/// successor inherited the pause and the routes, and this process will not
+/// hear the resume, so it passes the request on to the successor's listener
+/// (the same socket, now accepted by the new process) unchanged. The
+/// successor appends this hop (a loopback address) to `X-Forwarded-For`.
+/// Upgrades are not relayed: the client gets a 503 and reconnects.
+async fn relay(
+    successor: Option<SocketAddr>,
+    app: &str,
+    client: SocketAddr,
+    host: HeaderValue,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let Some(successor) = successor.filter(|_| !upgrade) else {
+        return errors::handed_over(app);
+    };
+    let (mut parts, body) = req.into_parts();
+    let authority = match Authority::try_from(successor.to_string()) {
+        Ok(a) => a,
+        Err(_) => return errors::successor_failed(app),
+    };
+    parts.uri = match upstream_uri(&authority, &parts.uri) {
+        Some(uri) => uri,
+        None => return errors::bad_request("the request target cannot be forwarded"),
+    };
+    parts.version = Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    if !parts.headers.contains_key(HOST) {
+        parts.headers.insert(HOST, host.clone());
+    }
+    headers::set_forwarded(&mut parts.headers, client.ip(), &host);
+    let relay_client: UpstreamClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    match relay_client.request(Request::from_parts(parts, body)).await {
+        Ok(resp) => {
+            tracing::info!(%app, %successor, "held request passed on to the new proxy");
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            Response::from_parts(parts, ProxyBody::relayed(body))
+        }
+        Err(e) => {
+            tracing::warn!(%app, %successor, error = %error_chain(&e),
+                "passing a held request on to the new proxy failed");
+            errors::successor_failed(app)
+        }
+    }
 }
 
 /// `fut` bounded by `ms` milliseconds (0: unbounded); `None` on timeout.

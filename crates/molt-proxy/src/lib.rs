@@ -5,14 +5,21 @@
 //! - `run(ProxyConfig)` is `molt proxy`: serves until SIGTERM/SIGINT.
 //! - `Proxy::start` / `Proxy::shutdown` run it in-process (tests), and
 //!   `run_until` stops on any future.
-//! - `AdminClient` is how the server sets routes and waits for drains.
+//! - `AdminClient` is how the server sets routes, pauses and resumes them,
+//!   and waits for drains.
+//! - `ProxyConfig::takeover` starts a proxy that takes the listening
+//!   sockets over from the running one (an upgrade without a refused
+//!   connection); `exe_id` tells whether a running proxy is another build.
 
 pub mod admin;
 mod admin_server;
 mod body;
 mod errors;
+mod fdpass;
 mod forward;
+mod handover;
 mod headers;
+mod hold;
 mod host;
 mod instance;
 mod metrics;
@@ -22,5 +29,6 @@ mod routes;
 mod server;
 mod target;
 
-pub use admin::{AdminClient, AdminError, DrainOutcome, PingInfo};
+pub use admin::{AdminClient, AdminError, DrainOutcome, Paused, PingInfo};
+pub use instance::exe_id;
 pub use server::{run, run_until, Proxy, ProxyConfig};

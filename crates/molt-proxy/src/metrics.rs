@@ -55,6 +55,38 @@ pub fn render(routes: &Routes) -> String {
             route.in_flight()
         );
     }
+    out.push_str("# HELP molt_proxy_paused Whether the App's route is paused (1) or not (0).\n");
+    out.push_str("# TYPE molt_proxy_paused gauge\n");
+    for route in &apps {
+        let _ = writeln!(
+            out,
+            "molt_proxy_paused{{app=\"{}\"}} {}",
+            escape(&route.app),
+            u8::from(route.hold.limits().is_some())
+        );
+    }
+    out.push_str("# HELP molt_proxy_held_requests Requests held now by a paused route.\n");
+    out.push_str("# TYPE molt_proxy_held_requests gauge\n");
+    for route in &apps {
+        let _ = writeln!(
+            out,
+            "molt_proxy_held_requests{{app=\"{}\"}} {}",
+            escape(&route.app),
+            route.hold.waiting()
+        );
+    }
+    out.push_str(
+        "# HELP molt_proxy_held_requests_total Requests that were held by a paused route.\n",
+    );
+    out.push_str("# TYPE molt_proxy_held_requests_total counter\n");
+    for route in &apps {
+        let _ = writeln!(
+            out,
+            "molt_proxy_held_requests_total{{app=\"{}\"}} {}",
+            escape(&route.app),
+            route.hold.held_total()
+        );
+    }
     out
 }
 

@@ -5,15 +5,17 @@
 //! closed once drained or when their drain timeout passes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use crate::admin::{Route, Target};
+use crate::admin::{Paused, Route, Target};
+use crate::hold::{Hold, PauseLimits};
 use crate::host;
 use crate::metrics::ResponseCounts;
 use crate::persist;
@@ -83,6 +85,8 @@ pub struct RouteState {
     active: ArcSwap<TargetSet>,
     retired: Mutex<Vec<Retired>>,
     pub counts: ResponseCounts,
+    /// Pause state and the requests it holds (in memory only).
+    pub hold: Hold,
 }
 
 impl RouteState {
@@ -98,6 +102,7 @@ impl RouteState {
             active: ArcSwap::from_pointee(TargetSet::new(targets)),
             retired: Mutex::new(Vec::new()),
             counts: ResponseCounts::default(),
+            hold: Hold::default(),
         }))
     }
 
@@ -310,6 +315,13 @@ impl RouteState {
     }
 }
 
+fn limits_of(p: &Paused) -> PauseLimits {
+    PauseLimits {
+        max_pause_ms: p.max_pause_ms,
+        max_queued: p.max_queued,
+    }
+}
+
 fn settings_of(route: &Route) -> RouteSettings {
     RouteSettings {
         hosts: route.hosts.clone(),
@@ -350,26 +362,95 @@ pub struct Routes {
     file: PathBuf,
     /// Answers for hosts no App claims (404s, 400s).
     pub unrouted: ResponseCounts,
+    /// Set once this proxy handed over: the successor's users' address.
+    successor: OnceLock<SocketAddr>,
 }
 
 impl Routes {
     /// Loads the persisted routes from `file` and serves them at once.
     pub fn load(file: PathBuf) -> anyhow::Result<Self> {
-        let routes = Routes {
+        let persisted = persist::load(&file)?;
+        let origin = file.display().to_string();
+        Self::with(file, persisted, &[], &origin)
+    }
+
+    /// The routes (and pauses) a previous proxy handed over; `file` is where
+    /// later changes are persisted. `origin` names where they came from, for
+    /// errors.
+    pub fn with(
+        file: PathBuf,
+        routes: Vec<Route>,
+        paused: &[Paused],
+        origin: &str,
+    ) -> anyhow::Result<Self> {
+        let table = Routes {
             by_host: ArcSwap::from_pointee(HashMap::new()),
             by_app: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
             file,
             unrouted: ResponseCounts::default(),
+            successor: OnceLock::new(),
         };
-        for route in persist::load(&routes.file)? {
-            let route = validate(route)
-                .map_err(|e| anyhow::anyhow!("{}: invalid route: {e}", routes.file.display()))?;
+        for route in routes {
+            let route =
+                validate(route).map_err(|e| anyhow::anyhow!("{origin}: invalid route: {e}"))?;
             let state = RouteState::new(&route).map_err(anyhow::Error::msg)?;
-            routes.lock_apps().insert(route.app.clone(), state);
+            table.lock_apps().insert(route.app.clone(), state);
         }
-        routes.rebuild_hosts();
-        Ok(routes)
+        for p in paused {
+            // A pause for a route that is gone has nothing to hold.
+            let _ = table.pause(&p.app, limits_of(p));
+        }
+        table.rebuild_hosts();
+        Ok(table)
+    }
+
+    /// Pauses `app` (see `Request::Pause`); unknown Apps are refused, since
+    /// there would be nothing to hold requests for.
+    pub fn pause(&self, app: &str, limits: PauseLimits) -> Result<(), String> {
+        let route = self
+            .app(app)
+            .ok_or_else(|| format!("no route for App `{app}` to pause"))?;
+        route.hold.pause(limits);
+        tracing::info!(%app, max_pause_ms = limits.max_pause_ms, max_queued = limits.max_queued,
+            "route paused: holding new requests");
+        Ok(())
+    }
+
+    /// Resumes `app`; a route that is unknown or not paused is left as is.
+    pub fn resume(&self, app: &str) {
+        if let Some(route) = self.app(app) {
+            let held = route.hold.waiting();
+            route.hold.resume();
+            tracing::info!(%app, held, "route resumed");
+        }
+    }
+
+    pub fn successor(&self) -> Option<SocketAddr> {
+        self.successor.get().copied()
+    }
+
+    /// The paused routes and their limits.
+    pub fn paused(&self) -> Vec<Paused> {
+        self.all()
+            .iter()
+            .filter_map(|r| {
+                r.hold.limits().map(|l| Paused {
+                    app: r.app.clone(),
+                    max_pause_ms: l.max_pause_ms,
+                    max_queued: l.max_queued,
+                })
+            })
+            .collect()
+    }
+
+    /// After a handover: held requests go on to the successor, reached at
+    /// `successor` (the users' address both processes share).
+    pub fn hand_over(&self, successor: SocketAddr) {
+        let _ = self.successor.set(successor);
+        for route in self.all() {
+            route.hold.hand_over();
+        }
     }
 
     pub fn lookup(&self, host: &str) -> Option<Arc<RouteState>> {
@@ -441,6 +522,8 @@ impl Routes {
         self.rebuild_hosts();
         if let Some(state) = removed {
             state.retire_all();
+            // Its held requests learn there is nothing to wait for (503).
+            state.hold.resume();
         }
         tracing::info!(%app, "route removed");
         Ok(())

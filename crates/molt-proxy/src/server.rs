@@ -5,8 +5,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,18 +17,22 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::{ROUTES_FILE, SOCKET_FILE};
-use crate::admin_server;
+use crate::admin_server::{self, Admin, Handoff};
 use crate::forward;
-use crate::instance::Instance;
+use crate::handover::{self, Inherited};
+use crate::instance::{exe_id, Instance};
 use crate::metrics_server;
 use crate::routes::Routes;
 
 /// How long in-flight requests get to finish once the proxy is told to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// After a handover, how long busy keep-alive connections get to receive a
+/// `Connection: close` answer before idle ones are closed.
+const HANDOVER_LINGER: Duration = Duration::from_secs(1);
 /// A client must send its request headers within this (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,6 +44,11 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// Where `GET /metrics` is served, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Take the listening sockets, lock and routes over from the proxy that
+    /// runs for this data dir (an upgrade with no refused connection; that
+    /// proxy finishes what it has in flight and exits). With none running,
+    /// start afresh.
+    pub takeover: bool,
 }
 
 /// A running proxy. Dropping it stops it too (without waiting).
@@ -45,12 +56,13 @@ pub struct Proxy {
     http_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
+    handed_over: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
 
 impl Proxy {
     /// Starts serving; returns once the listeners and the admin socket are
-    /// bound and the persisted routes are live.
+    /// bound and the persisted (or handed-over) routes are live.
     pub async fn start(config: ProxyConfig) -> anyhow::Result<Proxy> {
         let dir = &config.data_dir;
         std::fs::DirBuilder::new()
@@ -58,31 +70,102 @@ impl Proxy {
             .mode(0o700)
             .create(dir)
             .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", dir.display()))?;
-        let instance = Instance::claim(dir)?;
-        let routes = Arc::new(Routes::load(dir.join(ROUTES_FILE))?);
-
-        let http = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
-        let http_addr = http.local_addr()?;
-        let metrics = match config.metrics {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("metrics listener on {addr}: {e}"))?,
-            ),
-            None => None,
-        };
-        let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
-
-        // We hold the lock, so a socket file left here is a dead proxy's.
+        // Pin the binary's identity before anything can replace the file.
+        let _ = exe_id();
         let socket = dir.join(SOCKET_FILE);
-        match std::fs::remove_file(&socket) {
-            Ok(()) => tracing::info!(path = %socket.display(), "removed stale admin socket"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => anyhow::bail!("removing stale socket {}: {e}", socket.display()),
+        let inherited = if config.takeover {
+            handover::request(&socket).await?
+        } else {
+            None
+        };
+        let Some(inherited) = inherited else {
+            if config.takeover {
+                tracing::info!("no running proxy to take over; starting afresh");
+            }
+            let instance = Instance::claim(dir)?;
+            let routes = Routes::load(dir.join(ROUTES_FILE))?;
+            let http = TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
+            let metrics = match config.metrics {
+                Some(addr) => Some(bind_metrics(addr).await?),
+                None => None,
+            };
+            return Self::serve(dir, routes, http, metrics, instance, None).await;
+        };
+
+        // Taking over. Any error before `confirm` drops the handover's
+        // connection, and the running proxy goes on as if asked nothing.
+        let Inherited {
+            http,
+            metrics,
+            lock,
+            routes,
+            paused,
+            from_pid,
+            from_version,
+            conn,
+        } = inherited;
+        let routes = Routes::with(
+            dir.join(ROUTES_FILE),
+            routes,
+            &paused,
+            "the handed-over routes",
+        )?;
+        let http = tokio_listener(http)?;
+        let http_addr = http.local_addr()?;
+        if config.listen.port() != 0 && config.listen != http_addr {
+            anyhow::bail!(
+                "the running proxy listens on {http_addr}, not {}: a takeover keeps the address",
+                config.listen
+            );
         }
-        let admin = admin_server::bind(&socket)?;
+        let metrics = match (config.metrics, metrics) {
+            (Some(want), Some(got)) => {
+                let got = tokio_listener(got)?;
+                if want.port() == 0 || got.local_addr()? == want {
+                    Some(got)
+                } else {
+                    Some(bind_metrics(want).await?)
+                }
+            }
+            (Some(want), None) => Some(bind_metrics(want).await?),
+            (None, _) => None,
+        };
+        let instance = Instance::adopt(dir, lock)?;
+        let proxy = Self::serve(dir, routes, http, metrics, instance, Some(conn)).await?;
+        tracing::info!(from_pid = ?from_pid, from_version = ?from_version, "took over from the running proxy");
+        Ok(proxy)
+    }
+
+    /// Serves with what `start` gathered; `handover` is the connection to
+    /// confirm a takeover on, once everything here is live.
+    async fn serve(
+        dir: &std::path::Path,
+        routes: Routes,
+        http: TcpListener,
+        metrics: Option<TcpListener>,
+        instance: Instance,
+        handover: Option<tokio::net::UnixStream>,
+    ) -> anyhow::Result<Proxy> {
+        let routes = Arc::new(routes);
+        let http_addr = http.local_addr()?;
+        let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
+        // Duplicates of our descriptors, kept for handing over to a
+        // successor in turn.
+        let handoff = Handoff {
+            http: http.as_fd().try_clone_to_owned()?,
+            lock: instance.lock().as_fd().try_clone_to_owned()?,
+            metrics: metrics
+                .as_ref()
+                .map(|l| l.as_fd().try_clone_to_owned())
+                .transpose()?,
+            http_addr,
+        };
+        let socket = dir.join(SOCKET_FILE);
+        let (admin_listener, own_socket) = admin_server::bind(&socket)?;
+        let (admin, rebound) = Admin::new(Arc::clone(&routes), socket, own_socket, handoff);
+        let handed_over = admin.handed_over();
 
         tracing::info!(listen = %http_addr, metrics = ?metrics_addr, routes = routes.list().len(),
             data_dir = %dir.display(), "proxy started");
@@ -90,22 +173,42 @@ impl Proxy {
         let serving = Serving {
             http,
             routes: Arc::clone(&routes),
-            socket,
+            admin: Arc::clone(&admin),
             instance,
+            closing: Arc::new(AtomicBool::new(false)),
         };
-        let admin_task = tokio::spawn(admin_server::serve(admin, Arc::clone(&routes)));
+        let admin_task = tokio::spawn(admin_server::serve(admin_listener, admin, rebound));
         let metrics_task = metrics.map(|l| tokio::spawn(metrics_server::serve(l, routes)));
+        if let Some(t) = &metrics_task {
+            // After a handover the successor answers scrapes; ours would
+            // report a proxy that is winding down.
+            let abort = t.abort_handle();
+            let mut handed_over = handed_over.clone();
+            tokio::spawn(async move {
+                // An error means the proxy is gone: nothing to do.
+                if handed_over.wait_for(|v| *v).await.is_ok() {
+                    abort.abort();
+                }
+            });
+        }
+        let watch_handover = handed_over.clone();
         let task = tokio::spawn(async move {
-            serving.run(stopped).await;
+            serving.run(stopped, watch_handover).await;
             admin_task.abort();
             if let Some(t) = metrics_task {
                 t.abort();
             }
         });
+        if let Some(conn) = handover {
+            if let Err(e) = handover::confirm(conn).await {
+                tracing::warn!(error = %e, "the previous proxy did not acknowledge the takeover");
+            }
+        }
         Ok(Proxy {
             http_addr,
             metrics_addr,
             stop,
+            handed_over,
             task,
         })
     }
@@ -119,6 +222,21 @@ impl Proxy {
         self.metrics_addr
     }
 
+    /// Resolves once a successor has taken over (this proxy then accepts
+    /// nothing new and winds down on its own; see `finished`).
+    pub async fn handed_over(&self) {
+        wait_true(self.handed_over.clone()).await;
+    }
+
+    /// Waits for a proxy that handed over to finish what it had in flight
+    /// (bounded by its routes' drain timeout).
+    pub async fn finished(self) -> anyhow::Result<()> {
+        let Proxy { stop, task, .. } = self;
+        let result = task.await;
+        drop(stop);
+        result.map_err(|e| anyhow::anyhow!("proxy task failed: {e}"))
+    }
+
     /// Stops accepting, lets in-flight requests finish for a few seconds,
     /// then cuts what remains and releases the data dir.
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -129,20 +247,38 @@ impl Proxy {
     }
 }
 
-/// Runs until SIGTERM or SIGINT.
+/// Runs until SIGTERM or SIGINT, or until a successor took over and this
+/// process finished what it had in flight.
 pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     run_until(config, stop_signal()).await
 }
 
-/// Runs until `shutdown` resolves.
+/// Runs until `shutdown` resolves, or until handed over and drained (a
+/// `shutdown` during that drain cuts it short).
 pub async fn run_until(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let proxy = Proxy::start(config).await?;
-    shutdown.await;
-    tracing::info!("proxy stopping");
-    proxy.shutdown().await
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => {
+            tracing::info!("proxy stopping");
+            return proxy.shutdown().await;
+        }
+        () = proxy.handed_over() => {}
+    }
+    let Proxy { stop, task, .. } = proxy;
+    tokio::pin!(task);
+    let result = tokio::select! {
+        result = &mut task => result,
+        () = &mut shutdown => {
+            tracing::info!("told to stop while finishing after a handover");
+            let _ = stop.send(());
+            task.await
+        }
+    };
+    result.map_err(|e| anyhow::anyhow!("proxy task failed: {e}"))
 }
 
 async fn stop_signal() {
@@ -165,12 +301,22 @@ async fn stop_signal() {
 struct Serving {
     http: TcpListener,
     routes: Arc<Routes>,
-    socket: PathBuf,
+    admin: Arc<Admin>,
     instance: Instance,
+    /// Set after a handover: HTTP/1 responses say `Connection: close`, so
+    /// busy keep-alive clients move to the successor between requests
+    /// instead of racing a close.
+    closing: Arc<AtomicBool>,
+}
+
+/// Why the accept loop ended.
+enum Stop {
+    Shutdown,
+    HandedOver,
 }
 
 impl Serving {
-    async fn run(self, mut stopped: oneshot::Receiver<()>) {
+    async fn run(self, mut stopped: oneshot::Receiver<()>, handed_over: watch::Receiver<bool>) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -178,10 +324,13 @@ impl Serving {
             .header_read_timeout(HEADER_READ_TIMEOUT);
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
-        loop {
+        let handover = wait_true(handed_over);
+        tokio::pin!(handover);
+        let why = loop {
             let (stream, peer) = tokio::select! {
                 // A dropped `Proxy` stops it too.
-                _ = &mut stopped => break,
+                _ = &mut stopped => break Stop::Shutdown,
+                () = &mut handover => break Stop::HandedOver,
                 accepted = self.http.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -193,9 +342,24 @@ impl Serving {
             };
             let _ = stream.set_nodelay(true);
             let routes = Arc::clone(&self.routes);
-            let svc = service_fn(move |req| {
+            let closing = Arc::clone(&self.closing);
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let routes = Arc::clone(&routes);
-                async move { Ok::<_, Infallible>(forward::handle(&routes, peer, req).await) }
+                let closing = Arc::clone(&closing);
+                async move {
+                    let http1 = req.version() <= http::Version::HTTP_11;
+                    let mut resp = forward::handle(&routes, peer, req).await;
+                    if http1
+                        && closing.load(Ordering::Relaxed)
+                        && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -206,17 +370,85 @@ impl Serving {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
             });
-        }
+        };
+        // Ours only: after a handover the successor's keep the socket
+        // listening (and the data dir locked).
         drop(self.http);
-        let _ = std::fs::remove_file(&self.socket);
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after the grace period; closing them");
+        self.admin.drop_handoff();
+        match why {
+            Stop::Shutdown => {
+                self.admin.release_socket();
+                if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("connections still open after the grace period; closing them");
+                }
+            }
+            Stop::HandedOver => {
+                self.closing.store(true, Ordering::Relaxed);
+                let grace = handover_grace(&self.routes);
+                let routes = Arc::clone(&self.routes);
+                let drain = async move {
+                    // Busy keep-alive connections get a moment to end on a
+                    // response that says so; then idle ones are closed
+                    // (HTTP/2 gets a GOAWAY) and in-flight ones finish.
+                    let linger = tokio::time::Instant::now() + HANDOVER_LINGER;
+                    while graceful.count() > 0 && tokio::time::Instant::now() < linger {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    graceful.shutdown().await;
+                    // Upgraded connections (WebSockets) outlive their HTTP
+                    // connection; they get the same grace.
+                    while routes.all().iter().any(|r| r.in_flight() > 0) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                };
+                tokio::select! {
+                    finished = tokio::time::timeout(grace, drain) => if finished.is_err() {
+                        tracing::warn!(?grace, "still busy after the handover grace; closing what remains");
+                    },
+                    _ = &mut stopped => {
+                        tracing::warn!("told to stop while finishing after a handover; closing what remains");
+                    }
+                }
+            }
         }
         self.routes.close_all();
         drop(self.instance);
         tracing::info!("proxy stopped");
     }
+}
+
+/// How long a proxy that handed over keeps serving what it has: its
+/// longest drain timeout (what a deploy would give a retired target),
+/// 30 s without routes, within [5 s, 10 min].
+fn handover_grace(routes: &Routes) -> Duration {
+    let longest = routes
+        .all()
+        .iter()
+        .map(|r| r.settings().drain_timeout_ms)
+        .max()
+        .unwrap_or(30_000);
+    Duration::from_millis(longest.clamp(5_000, 600_000))
+}
+
+/// Resolves once `rx` reads true; never if its sender goes away first.
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("metrics listener on {addr}: {e}"))
+}
+
+/// A listener passed over as a descriptor, ready for tokio (it is
+/// non-blocking already; setting it again costs nothing and is certain).
+fn tokio_listener(listener: std::net::TcpListener) -> anyhow::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener)?)
 }

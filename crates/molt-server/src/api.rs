@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use molt_core::api::{
-    AddRegistryRequest, ApiError, ApiErrorBody, AppView, CreateAppRequest, DeployEvent,
-    DeployRequest, DeployStarted, DeployView, EnvChangeRequest, EnvChanged, EnvVarView,
-    RegistryView, RestartRequest, RollbackRequest,
+    AddRegistryRequest, ApiError, ApiErrorBody, AppView, CreateAppRequest, DebugReport,
+    DeployEvent, DeployRequest, DeployStarted, DeployView, EnvChangeRequest, EnvChanged,
+    EnvVarView, Finding, RegistryView, RestartRequest, RollbackRequest,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ const BODY_LIMIT: usize = 256 * 1024;
     paths(
         list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
         crate::events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
-        list_registries, add_registry, remove_registry, openapi_json
+        list_registries, add_registry, remove_registry, openapi_json, crate::logs::app_logs, debug_app
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -75,6 +75,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/rollback", post(rollback))
         .route("/apps/{name}/cancel", post(cancel))
         .route("/apps/{name}/env", get(list_env).patch(change_env))
+        .route("/apps/{name}/logs", get(crate::logs::app_logs))
+        .route("/apps/{name}/debug", get(debug_app))
         .route("/registries", get(list_registries).post(add_registry))
         .route("/openapi.json", get(openapi_json))
         .route("/registries/{host}", axum::routing::delete(remove_registry))
@@ -89,8 +91,22 @@ pub fn router(state: ApiState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(server_metrics))
         .nest("/api/v1", api)
+        .merge(crate::dashboard::router(state.clone()))
         .with_state(state)
+}
+
+/// Prometheus text; like `/healthz` it needs no token, so scrapers work
+/// without one (it names Apps, nothing secret).
+async fn server_metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.engine.metrics.render(),
+    )
 }
 
 /// An API error response.
@@ -111,6 +127,15 @@ impl ApiFailure {
                 },
             },
         }
+    }
+
+    /// The stable error code, for callers that show the error themselves.
+    pub(crate) fn code(&self) -> &str {
+        &self.body.error.code
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.body.error.message
     }
 }
 
@@ -394,6 +419,65 @@ async fn start_deploy(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/apps/{name}/debug", tag = "apps", params(("name" = String, Path, description = "App name")), responses((status = 200, description = "What is wrong, with hints", body = DebugReport), (status = 404, body = ApiError)))]
+async fn debug_app(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<DebugReport>, ApiFailure> {
+    let app = find_app(&s.engine, &name)?;
+    let deploys = s.engine.store.list_deploys(&name)?;
+    // The newest failed deploy that came after the serving one.
+    let failed = deploys
+        .iter()
+        .take_while(|d| Some(&d.id) != app.current_deploy.as_ref())
+        .find(|d| d.status == molt_core::DeployStatus::Failed)
+        .cloned();
+    let mut findings = Vec::new();
+    if let Some(f) = &failed {
+        findings.push(crate::debug::classify(
+            f.error.as_deref().unwrap_or_default(),
+            &name,
+            app.memory_bytes,
+        ));
+    }
+    let serving = deploys
+        .iter()
+        .find(|d| Some(&d.id) == app.current_deploy.as_ref());
+    if let Some(container) = serving.and_then(|d| d.container_id.clone()) {
+        match s.engine.runtime.state(&container).await? {
+            None => findings.push(Finding {
+                kind: "container_missing".into(),
+                summary: "the serving container is gone".into(),
+                detail: None,
+                hint: format!("deploy again (`molt redeploy {name}`); the server also recreates routes when it restarts"),
+            }),
+            Some(state) if state.oom_killed => findings.push(crate::debug::classify("the container was killed for using more memory than its limit", &name, app.memory_bytes)),
+            Some(state) if state.restarting || !state.running || state.restart_count > 0 => {
+                let logs = s.engine.runtime.logs_tail(&container, 20).await;
+                findings.push(Finding {
+                    kind: "crash_loop".into(),
+                    summary: format!(
+                        "the serving container {} (last exit code {}, restarted {} time(s) by the engine)",
+                        if state.running && !state.restarting { "is running but has crashed before" } else { "keeps crashing" },
+                        state.exit_code.unwrap_or(-1),
+                        state.restart_count
+                    ),
+                    detail: (!logs.is_empty()).then_some(logs),
+                    hint: format!("its last output says why; roll back with `molt rollback {name}` while you fix it"),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Json(DebugReport {
+        app: app.name.clone(),
+        status: app.status,
+        serving_digest: serving.and_then(|d| d.digest.clone()),
+        failed_deploy: failed.map(|d| deploy_view(&d, Vec::new())),
+        findings,
+    }))
+}
+
 /// The answer to every request that started a deploy on an existing App.
 fn started(
     s: &ApiState,
@@ -578,6 +662,24 @@ async fn add_registry(
     State(s): State<ApiState>,
     ApiJson(req): ApiJson<AddRegistryRequest>,
 ) -> Result<(StatusCode, Json<RegistryView>), ApiFailure> {
+    let row = save_registry(&s.engine, &req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RegistryView {
+            host: row.host,
+            username: row.username,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }),
+    ))
+}
+
+/// Verifies a registry credential with the registry, then seals and saves
+/// it. Shared by the API and the dashboard, so both apply the same checks.
+pub(crate) async fn save_registry(
+    engine: &Engine,
+    req: &AddRegistryRequest,
+) -> Result<crate::store::RegistryRow, ApiFailure> {
     let host = normalize_host(&req.host)?;
     if req.username.is_empty() || req.password.is_empty() {
         return Err(ApiFailure::new(
@@ -593,27 +695,17 @@ async fn add_registry(
     registry::verify_credential(&host, &cred)
         .await
         .map_err(|e| ApiFailure::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
-    let sealed = s
-        .engine
+    let sealed = engine
         .sealer
         .seal(&format!("registry:{host}"), req.password.as_bytes())?;
-    s.engine
+    engine
         .store
         .upsert_registry(&host, &req.username, &sealed)?;
-    let row = s
-        .engine
+    let row = engine
         .store
         .get_registry(&host)?
         .ok_or_else(|| anyhow::anyhow!("the credential vanished right after it was saved"))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(RegistryView {
-            host: row.host,
-            username: row.username,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        }),
-    ))
+    Ok(row)
 }
 
 #[utoipa::path(delete, path = "/api/v1/registries/{host}", tag = "registries", params(("host" = String, Path, description = "Registry host")), responses((status = 204, description = "Removed"), (status = 404, body = ApiError)))]
@@ -634,7 +726,7 @@ async fn remove_registry(
 }
 
 /// A registry host as images name it (`ghcr.io`, `127.0.0.1:5000`).
-fn normalize_host(raw: &str) -> Result<String, ApiFailure> {
+pub(crate) fn normalize_host(raw: &str) -> Result<String, ApiFailure> {
     let host = raw
         .trim()
         .trim_start_matches("https://")

@@ -3,6 +3,7 @@
 //! taken. A failure before the swap removes the new container and leaves the
 //! old one serving; after the swap the deploy only moves forward.
 
+use crate::capacity::{self, Capacity, Need, Strategy};
 use crate::health::{Probe, Prober};
 use crate::proxy_link::ProxyLink;
 use crate::registry::{self, Credential, RegistryError};
@@ -12,7 +13,7 @@ use crate::store::{now, AppRow, DeployRow, EnvEntry, Store};
 use molt_core::api::CreateAppRequest;
 use molt_core::health::HealthCheck;
 use molt_core::{AppName, AppStatus, DeployKind, DeployStatus, ImageRef};
-use molt_proxy::admin::{Route, Target};
+use molt_proxy::admin::{Request, Route, Target};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,6 +78,27 @@ struct Plan {
     /// On success, make the deploy's environment the App's (rollback
     /// `--with-config`).
     restore_env: bool,
+    /// Stop the old version before starting the new one (the host cannot
+    /// hold both), holding requests meanwhile.
+    recreate: bool,
+}
+
+impl Plan {
+    fn new(digest: Option<String>) -> Self {
+        Self {
+            digest,
+            hard: false,
+            restore_env: false,
+            recreate: false,
+        }
+    }
+}
+
+/// How a deploy ended, before it is recorded.
+enum Outcome {
+    Succeeded(String),
+    Canceled,
+    Failed(String),
 }
 
 pub struct Engine {
@@ -85,6 +107,9 @@ pub struct Engine {
     pub proxy: Arc<ProxyLink>,
     pub sealer: Arc<Sealer>,
     prober: Prober,
+    /// What the host offers Apps.
+    capacity: Capacity,
+    pub metrics: crate::metrics::Metrics,
     /// The deploy in progress per App: the one-operation-at-a-time rule.
     active: Mutex<HashMap<String, Active>>,
 }
@@ -95,6 +120,7 @@ impl Engine {
         runtime: Runtime,
         proxy: Arc<ProxyLink>,
         sealer: Arc<Sealer>,
+        capacity: Capacity,
     ) -> Self {
         Self {
             store,
@@ -102,12 +128,18 @@ impl Engine {
             proxy,
             sealer,
             prober: Prober::new(),
+            capacity,
+            metrics: Default::default(),
             active: Mutex::new(HashMap::new()),
         }
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn prober(&self) -> &Prober {
+        &self.prober
     }
 
     /// The credential saved for a registry host, opened.
@@ -125,11 +157,17 @@ impl Engine {
     }
 
     /// Reserves the App for one operation, or names the one in progress.
-    fn claim(&self, app: &str, deploy_id: &str) -> Result<CancellationToken, EngineError> {
+    pub(crate) fn claim(
+        &self,
+        app: &str,
+        deploy_id: &str,
+    ) -> Result<CancellationToken, EngineError> {
         let mut active = self.active();
         if let Some(running) = active.get(app) {
             let message = if running.deploy_id == "delete" {
                 format!("the App `{app}` is being deleted")
+            } else if running.deploy_id == "resync" {
+                format!("the App `{app}` is being resynced after a container restart; try again in a moment")
             } else {
                 format!(
                     "the App `{app}` is busy with deploy {}; wait for it to finish or cancel it with `molt cancel {app}`",
@@ -166,7 +204,7 @@ impl Engine {
             )));
         }
         match self.active().get(app) {
-            Some(a) if a.deploy_id != "delete" => {
+            Some(a) if a.deploy_id != "delete" && a.deploy_id != "resync" => {
                 a.cancel.cancel();
                 Ok(a.deploy_id.clone())
             }
@@ -177,7 +215,7 @@ impl Engine {
         }
     }
 
-    fn release(&self, app: &str) {
+    pub(crate) fn release(&self, app: &str) {
         self.active().remove(app);
     }
 
@@ -306,6 +344,14 @@ impl Engine {
             });
         }
 
+        let needed = AppRow {
+            memory_bytes,
+            gpus: req.gpus.or(base.as_ref().map(|b| b.gpus)).unwrap_or(0),
+            ..placeholder_app(name.as_str())
+        };
+        capacity::choose(&needed, false, self.in_use()?, self.capacity)
+            .map_err(|e| EngineError::invalid("insufficient_resources", e))?;
+
         let cred = self.credential(&image.registry)?;
         registry::preflight(&image, cred.as_ref()).await?;
 
@@ -345,11 +391,7 @@ impl Engine {
             self.release(&app.name);
             return Err(e.into());
         }
-        let plan = Plan {
-            digest: image.digest.clone(),
-            hard: false,
-            restore_env: false,
-        };
+        let plan = Plan::new(image.digest.clone());
         self.spawn(deploy.clone(), plan, cancel);
         Ok((app, deploy))
     }
@@ -395,6 +437,19 @@ impl Engine {
         Ok((source, env, image))
     }
 
+    /// What every serving container of this installation reserves.
+    fn in_use(&self) -> anyhow::Result<Need> {
+        let mut total = Need::default();
+        for app in self.store.list_apps()? {
+            if app.current_deploy.is_some() {
+                let n = Need::of(&app);
+                total.memory_bytes += n.memory_bytes * app.replicas as u64;
+                total.gpus += n.gpus * app.replicas;
+            }
+        }
+        Ok(total)
+    }
+
     fn domain_owner(&self, domain: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .store
@@ -433,11 +488,7 @@ impl Engine {
         let image = ImageRef::parse(image)
             .map_err(|e| EngineError::invalid("invalid_image", e.to_string()))?;
         let env = self.store.env(&app.name)?;
-        let plan = Plan {
-            digest: image.digest.clone(),
-            hard: false,
-            restore_env: false,
-        };
+        let plan = Plan::new(image.digest.clone());
         self.begin(
             app,
             DeployKind::Deploy,
@@ -458,11 +509,7 @@ impl Engine {
         let app = self.find_app(app)?;
         let env = self.store.env(&app.name)?;
         let image = app.image.clone();
-        let plan = Plan {
-            digest: None,
-            hard: false,
-            restore_env: false,
-        };
+        let plan = Plan::new(None);
         self.begin(app, DeployKind::Redeploy, image, plan, env, triggered_by)
     }
 
@@ -478,9 +525,8 @@ impl Engine {
         let serving = self.serving(&app)?;
         let env = self.store.env(&app.name)?;
         let plan = Plan {
-            digest: serving.digest.clone(),
             hard,
-            restore_env: false,
+            ..Plan::new(serving.digest.clone())
         };
         self.begin(
             app,
@@ -501,11 +547,7 @@ impl Engine {
         let app = self.find_app(app)?;
         let serving = self.serving(&app)?;
         let env = self.store.env(&app.name)?;
-        let plan = Plan {
-            digest: serving.digest.clone(),
-            hard: false,
-            restore_env: false,
-        };
+        let plan = Plan::new(serving.digest.clone());
         self.begin(
             app,
             DeployKind::Config,
@@ -586,9 +628,8 @@ impl Engine {
             self.store.env(&app.name)?
         };
         let plan = Plan {
-            digest: Some(digest),
-            hard: false,
             restore_env: with_config,
+            ..Plan::new(Some(digest))
         };
         let (app, mut deploy) = self.begin(
             app,
@@ -611,10 +652,18 @@ impl Engine {
         app: AppRow,
         kind: DeployKind,
         image: String,
-        plan: Plan,
+        mut plan: Plan,
         env: Vec<EnvEntry>,
         triggered_by: &str,
     ) -> Result<(AppRow, DeployRow), EngineError> {
+        let strategy = capacity::choose(
+            &app,
+            app.current_deploy.is_some(),
+            self.in_use()?,
+            self.capacity,
+        )
+        .map_err(|e| EngineError::invalid("insufficient_resources", e))?;
+        plan.recreate = strategy == Strategy::Recreate && !plan.hard;
         let previous = match &app.current_deploy {
             Some(id) => self.store.get_deploy(id)?,
             None => None,
@@ -764,18 +813,37 @@ impl Engine {
     /// Runs a deploy to its end and records the outcome. Cancellation is
     /// honoured until the swap; after it the deploy only moves forward.
     async fn run(&self, deploy: DeployRow, plan: Plan, cancel: CancellationToken) {
+        let started = Instant::now();
         let mut new_container: Option<String> = None;
-        let prepared = tokio::select! {
-            r = self.prepare(&deploy, &plan, &mut new_container) => r.map(Some),
-            _ = cancel.cancelled() => Ok(None),
+        let outcome = if plan.recreate {
+            self.recreate(&deploy, &plan, &cancel, &mut new_container)
+                .await
+        } else {
+            let prepared = tokio::select! {
+                r = self.prepare(&deploy, &plan, &mut new_container) => r.map(Some),
+                _ = cancel.cancelled() => Ok(None),
+            };
+            match prepared {
+                Ok(Some(ready)) => match self.commit(&deploy, &plan, ready).await {
+                    Ok(summary) => Outcome::Succeeded(summary),
+                    Err(Failure(e)) => Outcome::Failed(e),
+                },
+                Ok(None) => Outcome::Canceled,
+                Err(Failure(e)) => Outcome::Failed(e),
+            }
         };
-        let outcome = match prepared {
-            Ok(Some(ready)) => self.commit(&deploy, &plan, ready).await.map(Some),
-            Ok(None) => Ok(None),
-            Err(f) => Err(f),
+        let label = match &outcome {
+            Outcome::Succeeded(_) => "succeeded",
+            Outcome::Canceled => "canceled",
+            Outcome::Failed(_) => "failed",
         };
+        self.metrics
+            .deploy_finished(&deploy.app, deploy.kind.as_str(), label, started.elapsed());
+        if deploy.triggered_by == "autoheal" && label == "succeeded" {
+            self.metrics.autoheal_replaced(&deploy.app);
+        }
         let result = match outcome {
-            Ok(Some(summary)) => {
+            Outcome::Succeeded(summary) => {
                 if plan.restore_env {
                     if let Err(e) = self.store.replace_env(&deploy.app, &deploy.env) {
                         tracing::error!(
@@ -791,7 +859,7 @@ impl Engine {
                 self.store
                     .finish_deploy(&deploy.id, DeployStatus::Succeeded, None, &summary)
             }
-            Ok(None) => {
+            Outcome::Canceled => {
                 self.tear_down(&deploy, new_container.as_deref()).await;
                 self.store.finish_deploy(
                     &deploy.id,
@@ -800,7 +868,7 @@ impl Engine {
                     "deploy canceled",
                 )
             }
-            Err(Failure(error)) => {
+            Outcome::Failed(error) => {
                 tracing::warn!(app = %deploy.app, deploy = %deploy.id, "deploy failed: {error}");
                 self.tear_down(&deploy, new_container.as_deref()).await;
                 self.store.finish_deploy(
@@ -814,6 +882,248 @@ impl Engine {
         if let Err(e) = result {
             tracing::error!(deploy = %deploy.id, "cannot record the end of the deploy: {e:#}");
         }
+    }
+
+    /// A recreate, for a host that cannot hold the old and the new version
+    /// at once: pull first; phase 1 holds the App's requests, drains and stops
+    /// the old container (kept); phase 2 starts the new one and, once it is
+    /// healthy, points the route at it and releases the held requests. If the
+    /// new one fails or the deploy is canceled, the old one is started again
+    /// and the requests flow to it.
+    async fn recreate(
+        &self,
+        deploy: &DeployRow,
+        plan: &Plan,
+        cancel: &CancellationToken,
+        new_container: &mut Option<String>,
+    ) -> Outcome {
+        let setup = async {
+            let app = self
+                .store
+                .get_app(&deploy.app)?
+                .ok_or_else(|| Failure(format!("the App `{}` was deleted", deploy.app)))?;
+            let image = ImageRef::parse(&deploy.image)?;
+            let old = self.serving(&app).map_err(|e| Failure(e.to_string()))?;
+            let fetched = self.fetch(deploy, plan, &image).await?;
+            Ok::<_, Failure>((app, image, old, fetched))
+        };
+        let (app, image, old, (run_ref, digest)) = tokio::select! {
+            r = setup => match r {
+                Ok(v) => v,
+                Err(Failure(e)) => return Outcome::Failed(e),
+            },
+            _ = cancel.cancelled() => return Outcome::Canceled,
+        };
+        let (Some(old_id), Some(old_addr)) = (old.container_id.clone(), old.target_addr.clone())
+        else {
+            return Outcome::Failed("the serving deploy has no container to replace".into());
+        };
+
+        // Phase 1: stop the old deployment while requests wait.
+        let held_for =
+            Duration::from_secs(app.health.deploy_timeout_secs + app.drain_timeout_secs + 60);
+        let phase1 = async {
+            self.store.event(&deploy.id, "phase 1 of 2: stopping the old deployment (the host cannot hold both versions; new requests are held)")?;
+            self.proxy
+                .call(
+                    &Request::Pause {
+                        app: app.name.clone(),
+                        max_pause_ms: held_for.as_millis() as u64,
+                        max_queued: 10_000,
+                    },
+                    Duration::from_secs(10),
+                )
+                .await?;
+            self.proxy.set_route(route_for(&app, Vec::new())).await?;
+            let (drained, closed) = self
+                .proxy
+                .wait_drained(
+                    &app.name,
+                    &old_addr,
+                    Duration::from_secs(app.drain_timeout_secs),
+                )
+                .await?;
+            self.store.event(
+                &deploy.id,
+                &if drained {
+                    "the old container drained".to_string()
+                } else {
+                    format!(
+                        "drain timeout reached: closed {closed} connection(s) on the old container"
+                    )
+                },
+            )?;
+            self.runtime.stop(&old_id, STOP_TIMEOUT_SECS).await?;
+            self.store.event(
+                &deploy.id,
+                &format!(
+                    "stopped the old container {} (kept until the new one is healthy)",
+                    short(&old_id)
+                ),
+            )?;
+            Ok::<(), anyhow::Error>(())
+        };
+        if let Err(e) = phase1.await {
+            let message = format!("stopping the old deployment failed: {e:#}");
+            self.restore_old(deploy, &app, &old_id).await;
+            return Outcome::Failed(message);
+        }
+
+        // Phase 2: deploy the new one.
+        let phase2 = async {
+            let name = format!("molt-{}-{}", app.name, deploy.id);
+            self.store.advance(
+                &deploy.id,
+                DeployStatus::Starting,
+                &format!("phase 2 of 2: deploying the new one: starting container {name}"),
+            )?;
+            let spec = ContainerSpec {
+                name: name.clone(),
+                image: run_ref,
+                app: app.name.clone(),
+                deploy: deploy.id.clone(),
+                env: self.container_env(&app, &deploy.env)?,
+                memory_bytes: app.memory_bytes,
+                cpus: app.cpus,
+                gpus: app.gpus,
+            };
+            let id = self.runtime.start(&spec).await?;
+            *new_container = Some(id.clone());
+            self.store.set_deploy_container(&deploy.id, &id, &name)?;
+            self.store
+                .event(&deploy.id, &format!("container {} started", short(&id)))?;
+            let addr = self.check_new(deploy, &app, &id).await?;
+            Ok::<_, Failure>((id, addr))
+        };
+        let started = tokio::select! {
+            r = phase2 => r.map(Some),
+            _ = cancel.cancelled() => Ok(None),
+        };
+        let (id, addr) = match started {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                self.tear_down(deploy, new_container.as_deref()).await;
+                *new_container = None;
+                self.restore_old(deploy, &app, &old_id).await;
+                return Outcome::Canceled;
+            }
+            Err(Failure(e)) => {
+                self.tear_down(deploy, new_container.as_deref()).await;
+                *new_container = None;
+                self.restore_old(deploy, &app, &old_id).await;
+                return Outcome::Failed(e);
+            }
+        };
+
+        // Swap and release the held requests to the new version.
+        let swapped = async {
+            self.store.advance(
+                &deploy.id,
+                DeployStatus::Swapping,
+                "pointing the route at the new container and releasing held requests",
+            )?;
+            self.proxy
+                .set_route(route_for(
+                    &app,
+                    vec![Target {
+                        addr: addr.clone(),
+                        id: id.clone(),
+                    }],
+                ))
+                .await?;
+            self.proxy
+                .call(
+                    &Request::Resume {
+                        app: app.name.clone(),
+                    },
+                    Duration::from_secs(10),
+                )
+                .await?;
+            Ok::<(), anyhow::Error>(())
+        };
+        if let Err(e) = swapped.await {
+            let message = format!("the proxy did not take the new route: {e:#}");
+            self.tear_down(deploy, Some(&id)).await;
+            *new_container = None;
+            self.restore_old(deploy, &app, &old_id).await;
+            return Outcome::Failed(message);
+        }
+        *new_container = None;
+        let followed = match deploy.kind {
+            DeployKind::Rollback | DeployKind::Restart | DeployKind::Config => app.image.clone(),
+            _ => image.to_string(),
+        };
+        if let Err(e) = self.store.record_swap(
+            &deploy.id,
+            &app.name,
+            &followed,
+            &format!("traffic switched to container {}", short(&id)),
+        ) {
+            tracing::error!("cannot record the swap of {}: {e:#}", deploy.id);
+        }
+        let removed = self.runtime.remove(&old_id).await;
+        let _ = self.store.event(&deploy.id, &match removed {
+            Ok(()) => format!("removed the old container {}", short(&old_id)),
+            Err(e) => format!("could not remove the old container {} ({e:#}); it will be removed at the next reconcile", short(&old_id)),
+        });
+        Outcome::Succeeded(format!(
+            "deploy succeeded (recreate): {} serves {}",
+            digest.as_deref().map(short_digest).unwrap_or(&deploy.image),
+            app.name
+        ))
+    }
+
+    /// After a failed recreate: starts the old container again, points the
+    /// route back at it and releases the held requests.
+    async fn restore_old(&self, deploy: &DeployRow, app: &AppRow, old_id: &str) {
+        let restored = async {
+            self.runtime.start_existing(old_id).await?;
+            let addr = self
+                .wait_for_address(old_id, app.port)
+                .await
+                .map_err(|Failure(e)| anyhow::anyhow!(e))?;
+            let health = HealthCheck {
+                deploy_timeout_secs: app.health.deploy_timeout_secs.max(30),
+                ..app.health.clone()
+            };
+            self.wait_healthy(deploy, &health, old_id, &addr)
+                .await
+                .map_err(|Failure(e)| anyhow::anyhow!(e))?;
+            self.proxy
+                .set_route(route_for(
+                    app,
+                    vec![Target {
+                        addr: addr.clone(),
+                        id: old_id.to_string(),
+                    }],
+                ))
+                .await?;
+            if let Some(current) = &app.current_deploy {
+                self.store.set_deploy_target(current, &addr)?;
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        let resumed = self
+            .proxy
+            .call(
+                &Request::Resume {
+                    app: app.name.clone(),
+                },
+                Duration::from_secs(10),
+            )
+            .await;
+        let message = match (restored, resumed) {
+            (Ok(()), Ok(_)) => format!(
+                "started the old container {} again; it serves the held requests",
+                short(old_id)
+            ),
+            (Err(e), _) | (_, Err(e)) => format!(
+                "could not bring the old container {} back: {e:#}",
+                short(old_id)
+            ),
+        };
+        let _ = self.store.event(&deploy.id, &message);
     }
 
     /// Removes whatever a deploy that did not swap started, including a
@@ -831,6 +1141,19 @@ impl Engine {
         ids.sort();
         ids.dedup();
         for id in ids {
+            // Keep the failed container's last words in the deploy's record
+            // before the container goes.
+            let output = self.runtime.logs_tail(&id, 30).await;
+            if !output.is_empty() {
+                let _ = self.store.event(
+                    &deploy.id,
+                    &format!(
+                        "last output of container {}:\n{}",
+                        short(&id),
+                        indent(&output)
+                    ),
+                );
+            }
             match self.runtime.remove(&id).await {
                 Ok(()) => {
                     let _ = self.store.event(
@@ -1205,13 +1528,30 @@ impl Engine {
                 if let Some(failure) = self.crash_failure(id).await {
                     return Err(failure);
                 }
+                let refused = last
+                    .as_ref()
+                    .is_some_and(|p| p.to_string().contains("refused"));
                 let last = last
                     .map(|p| p.to_string())
                     .unwrap_or_else(|| "no check completed".into());
-                return Err(Failure(format!(
+                let mut message = format!(
                     "the new container did not become healthy within {} s; last check: {last}",
                     health.deploy_timeout_secs
-                )));
+                );
+                if refused {
+                    let port = addr.rsplit(':').next().unwrap_or_default();
+                    let ports = self.runtime.listening_ports(id).await;
+                    if !ports.is_empty() && !ports.iter().any(|p| p.to_string() == port) {
+                        let list = ports
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let noun = if ports.len() == 1 { "port" } else { "ports" };
+                        message.push_str(&format!("; the container listens on {noun} {list}, not on port {port}: set the App's port to the one it listens on"));
+                    }
+                }
+                return Err(Failure(message));
             }
             tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now())))
                 .await;
@@ -1221,16 +1561,36 @@ impl Engine {
     /// A failure describing a container that exited (or is being restarted
     /// by the engine after exiting), with its exit code and last output.
     async fn crash_failure(&self, id: &str) -> Option<Failure> {
-        let state = self.runtime.state(id).await.ok()??;
+        let mut state = self.runtime.state(id).await.ok()??;
         if state.running && !state.restarting && state.restart_count == 0 {
             return None;
         }
-        let code = state.exit_code.unwrap_or(-1);
+        // The engine restarted it already (unless-stopped): the exit code of
+        // the crash is only visible while it is down again, so look closely
+        // for a moment.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while state.running && !state.restarting && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            state = self.runtime.state(id).await.ok()??;
+        }
+        let memory = self.runtime.memory_limit(id).await;
         let logs = self.runtime.logs_tail(id, 20).await;
-        let mut message = if state.oom_killed {
-            format!("the new container was killed for using more memory than its limit (exit code {code}); raise --memory")
-        } else {
-            format!("the new container exited with code {code} before becoming healthy")
+        let mut message = match state.exit_code {
+            _ if state.oom_killed => format!(
+                "the new container was killed for using more memory than its limit{} (exit code 137); raise --memory",
+                memory.map(|m| format!(" of {}", crate::capacity::human_bytes(m))).unwrap_or_default()
+            ),
+            Some(137) if memory.is_some() => format!(
+                "the new container was killed (exit code 137, SIGKILL), most likely for using more memory than its limit of {}; raise --memory",
+                crate::capacity::human_bytes(memory.unwrap_or_default())
+            ),
+            Some(code) if !state.running || state.restarting => {
+                format!("the new container exited with code {code} before becoming healthy")
+            }
+            _ => format!(
+                "the new container crashed before becoming healthy and was restarted {} time(s) by the engine",
+                state.restart_count
+            ),
         };
         if let Some(err) = state.error {
             message.push_str(&format!(" ({err})"));
@@ -1252,6 +1612,27 @@ struct Ready {
     container: String,
     addr: String,
     digest: Option<String>,
+}
+
+/// An App row with only a name, for capacity checks before it exists.
+fn placeholder_app(name: &str) -> AppRow {
+    AppRow {
+        name: name.to_string(),
+        status: AppStatus::Creating,
+        image: String::new(),
+        port: 0,
+        health: HealthCheck::default(),
+        domains: Vec::new(),
+        replicas: 1,
+        strategy: "auto".into(),
+        memory_bytes: None,
+        cpus: None,
+        gpus: 0,
+        drain_timeout_secs: 30,
+        current_deploy: None,
+        created_at: String::new(),
+        updated_at: String::new(),
+    }
 }
 
 /// What a secret variable's sealed value is bound to.

@@ -2,10 +2,16 @@
 //! drives (the Docker engine, registries, health checks, the proxy, state).
 
 pub mod api;
+pub mod autoheal;
+pub mod capacity;
+pub mod dashboard;
 pub mod datadir;
+pub mod debug;
 pub mod engine;
 pub mod events;
 pub mod health;
+pub mod logs;
+pub mod metrics;
 pub mod proxy_link;
 pub mod reconcile;
 pub mod registry;
@@ -14,3 +20,4 @@ pub mod seal;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod watch;

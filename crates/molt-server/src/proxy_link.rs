@@ -61,12 +61,16 @@ impl ProxyLink {
         self.call(&Request::Ping, Duration::from_secs(2)).await
     }
 
-    /// Makes sure a proxy serves this data dir, starting one if needed.
+    /// Makes sure a proxy serves this data dir, starting one if needed. A
+    /// running proxy started from another build than this server's (the
+    /// binary was upgraded) is upgraded in place: a new one takes its
+    /// listening socket over, so no connection is refused.
     pub async fn ensure_running(&self) -> Result<()> {
-        if self.ping().await.is_ok() {
+        if let Ok(running) = self.ping().await {
+            self.upgrade_if_stale(&running).await;
             return Ok(());
         }
-        self.spawn()?;
+        self.spawn(false)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let mut last = None;
         while tokio::time::Instant::now() < deadline {
@@ -83,33 +87,105 @@ impl ProxyLink {
         ))
     }
 
+    /// Upgrades the running proxy when its binary is not ours. Never fails:
+    /// an old proxy that keeps serving beats none.
+    async fn upgrade_if_stale(&self, running: &Response) {
+        let ours = molt_proxy::exe_id();
+        let pid = running.pid.unwrap_or_default();
+        let version = running.version.as_deref().unwrap_or("unknown");
+        match running.exe_id.as_deref() {
+            Some(theirs) if theirs == ours => {}
+            Some(_) => {
+                tracing::info!(
+                    pid,
+                    version,
+                    "the running proxy is another build than this server; upgrading it in place"
+                );
+                match self.take_over(pid).await {
+                    Ok(new_pid) => {
+                        tracing::info!(old_pid = pid, new_pid, "proxy upgraded in place")
+                    }
+                    Err(e) => tracing::warn!(
+                        "could not upgrade the proxy in place; the running one keeps serving: {e:#}"
+                    ),
+                }
+            }
+            None => tracing::warn!(
+                pid,
+                version,
+                "the running proxy predates in-place upgrades, so it keeps serving; \
+                 stop it (kill {pid}) to have this server start its own"
+            ),
+        }
+    }
+
+    /// Starts `molt proxy --takeover` and waits until the proxy that
+    /// answers is the new one; returns its pid.
+    async fn take_over(&self, old_pid: u32) -> Result<u32> {
+        let mut exited = self.spawn(true)?;
+        let ours = molt_proxy::exe_id();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(answer) = self.ping().await {
+                if let Some(pid) = answer.pid.filter(|pid| *pid != old_pid) {
+                    if answer.exe_id.as_deref() == Some(ours.as_str()) {
+                        return Ok(pid);
+                    }
+                }
+            }
+            if let Ok(status) = exited.try_recv() {
+                bail!(
+                    "the new proxy exited ({status}) before taking over; see {}",
+                    self.data_dir.join("proxy.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "the new proxy did not take over within 30 s; see {}",
+            self.data_dir.join("proxy.log").display()
+        )
+    }
+
     /// Starts `molt proxy` in its own process group, so that it outlives
-    /// this server (the whole point of a separate data plane).
-    fn spawn(&self) -> Result<()> {
+    /// this server (the whole point of a separate data plane). With
+    /// `takeover`, it takes the running proxy's sockets over. The receiver
+    /// learns how the process exited.
+    fn spawn(&self, takeover: bool) -> Result<tokio::sync::oneshot::Receiver<String>> {
         use std::os::unix::process::CommandExt;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.data_dir.join("proxy.log"))
             .context("cannot open the proxy's log file")?;
-        let mut child = std::process::Command::new(&self.exe)
+        let mut command = std::process::Command::new(&self.exe);
+        command
             .arg("proxy")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
-            .arg(self.listen.to_string())
+            .arg(self.listen.to_string());
+        if takeover {
+            command.arg("--takeover");
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0)
             .spawn()
             .context("cannot start `molt proxy`")?;
-        tracing::info!(pid = child.id(), listen = %self.listen, "started molt proxy");
+        tracing::info!(pid = child.id(), listen = %self.listen, takeover, "started molt proxy");
         // Reap it when it exits so it never lingers as a zombie.
+        let (exited, exit) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            let _ = child.wait();
+            let status = match child.wait() {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("unknown status: {e}"),
+            };
+            let _ = exited.send(status);
         });
-        Ok(())
+        Ok(exit)
     }
 
     /// Restarts the proxy within a second of it dying.
@@ -136,6 +212,34 @@ impl ProxyLink {
     pub async fn remove_route(&self, app: &str) -> Result<()> {
         self.call(
             &Request::RemoveRoute {
+                app: app.to_string(),
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Holds `app`'s new requests (they wait, unsent) until `resume`, each
+    /// for at most `max_pause`, at most `max_queued` at once; past either
+    /// they get a 503. Used by a recreate while no container serves.
+    pub async fn pause(&self, app: &str, max_pause: Duration, max_queued: usize) -> Result<()> {
+        self.call(
+            &Request::Pause {
+                app: app.to_string(),
+                max_pause_ms: u64::try_from(max_pause.as_millis()).unwrap_or(u64::MAX),
+                max_queued,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Releases `app`'s held requests to its current targets.
+    pub async fn resume(&self, app: &str) -> Result<()> {
+        self.call(
+            &Request::Resume {
                 app: app.to_string(),
             },
             Duration::from_secs(10),

@@ -7,8 +7,9 @@ use crate::engine::{route_for, short, Engine};
 use crate::store::DeployRow;
 use anyhow::Result;
 use molt_core::{AppStatus, DeployStatus};
-use molt_proxy::admin::Target;
+use molt_proxy::admin::{Request, Target};
 use std::collections::HashSet;
+use std::time::Duration;
 
 /// What one pass did, for the log.
 #[derive(Debug, Default)]
@@ -86,6 +87,20 @@ pub async fn reconcile(engine: &Engine) -> Result<Report> {
                 report.routes_set += 1;
             }
         }
+        // A recreate interrupted in phase 1 or 2 left the route paused:
+        // the serving container is back, so let requests flow.
+        if let Err(e) = engine
+            .proxy
+            .call(
+                &Request::Resume {
+                    app: app.name.clone(),
+                },
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            tracing::warn!(app = %app.name, "cannot resume the route: {e:#}");
+        }
         if app.status != AppStatus::Running {
             engine.store.set_app_status(&app.name, AppStatus::Running)?;
         }
@@ -103,6 +118,24 @@ pub async fn reconcile(engine: &Engine) -> Result<Report> {
     // 4. Orphans: containers of this installation that nothing serves from.
     for c in engine.runtime.list(None).await? {
         if !keep.contains(&c.id) {
+            // An old version whose drain the crash interrupted may still be
+            // finishing requests: let the proxy drain it first.
+            if let (Some(app), Ok(Some(state))) = (
+                apps.iter().find(|a| a.name == c.app),
+                engine.runtime.state(&c.id).await,
+            ) {
+                if let Some(ip) = state.ip {
+                    let addr = format!("{ip}:{}", app.port);
+                    let _ = engine
+                        .proxy
+                        .wait_drained(
+                            &app.name,
+                            &addr,
+                            Duration::from_secs(app.drain_timeout_secs),
+                        )
+                        .await;
+                }
+            }
             tracing::info!(app = %c.app, container = %c.name, "removing an orphan container");
             engine.runtime.remove(&c.id).await?;
             report.orphans_removed += 1;

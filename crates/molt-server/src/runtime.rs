@@ -55,6 +55,16 @@ pub struct ContainerState {
     /// Its address on Molt's network, once it has one.
     pub ip: Option<String>,
     pub restart_count: i64,
+    /// When the container last started (RFC 3339), for autoheal's grace.
+    pub started_at: Option<String>,
+}
+
+/// A container event of this installation, from the engine's event stream.
+#[derive(Debug, Clone)]
+pub struct ContainerEvent {
+    pub action: String,
+    pub container: String,
+    pub app: String,
 }
 
 /// A container found by its labels.
@@ -88,6 +98,17 @@ impl Runtime {
 
     pub fn network(&self) -> &str {
         &self.network
+    }
+
+    /// The memory the engine's host has.
+    pub async fn host_memory(&self) -> Result<u64> {
+        let info = self.docker.info().await.map_err(|e| {
+            anyhow!(
+                "cannot read the engine's host memory: {}",
+                engine_message(&e)
+            )
+        })?;
+        Ok(info.mem_total.unwrap_or(0).max(0) as u64)
     }
 
     /// Creates Molt's bridge network unless it exists.
@@ -221,6 +242,9 @@ impl Runtime {
             network_mode: Some(self.network.clone()),
             security_opt: Some(vec!["no-new-privileges".into()]),
             memory: spec.memory_bytes.map(|m| m as i64),
+            // No swap beyond the limit, so exceeding it is an OOM kill that
+            // Molt can report, not a slow crawl.
+            memory_swap: spec.memory_bytes.map(|m| m as i64),
             nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
             device_requests,
             ..Default::default()
@@ -292,7 +316,39 @@ impl Runtime {
             error: state.error.filter(|e| !e.is_empty()),
             ip,
             restart_count: inspect.restart_count.unwrap_or(0),
+            started_at: state.started_at.filter(|s| !s.starts_with("0001-")),
         }))
+    }
+
+    /// The TCP ports a running container listens on, read from its network
+    /// namespace through the host's `/proc` (works for images without a
+    /// shell). Empty when that cannot be read.
+    pub async fn listening_ports(&self, id: &str) -> Vec<u16> {
+        let Ok(inspect) = self.docker.inspect_container(id, None).await else {
+            return Vec::new();
+        };
+        let Some(pid) = inspect.state.and_then(|s| s.pid).filter(|p| *p > 0) else {
+            return Vec::new();
+        };
+        let mut ports = Vec::new();
+        for table in ["tcp", "tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) {
+                ports.extend(parse_listening(&text));
+            }
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    /// The memory limit a container runs with, if any.
+    pub async fn memory_limit(&self, id: &str) -> Option<u64> {
+        let inspect = self.docker.inspect_container(id, None).await.ok()?;
+        inspect
+            .host_config
+            .and_then(|h| h.memory)
+            .filter(|m| *m > 0)
+            .map(|m| m as u64)
     }
 
     /// The last `lines` lines of a container's output, stdout and stderr.
@@ -312,6 +368,33 @@ impl Runtime {
             }
         }
         out.trim_end().to_string()
+    }
+
+    /// A container's output as it comes, line by line: the last `tail`
+    /// lines (all when `None`), from `since` (unix seconds), then new ones
+    /// while `follow`.
+    pub fn log_lines(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+        since: Option<i64>,
+    ) -> impl futures_util::Stream<Item = String> + Send + 'static {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow,
+            tail: tail.map_or_else(|| "all".to_string(), |t| t.to_string()),
+            since: since.unwrap_or(0).clamp(0, i32::MAX as i64) as i32,
+            ..Default::default()
+        };
+        self.docker
+            .logs(id, Some(options))
+            .take_while(|r| futures_util::future::ready(r.is_ok()))
+            .filter_map(|r| async move {
+                r.ok()
+                    .map(|c| String::from_utf8_lossy(&c.into_bytes()).into_owned())
+            })
     }
 
     /// Sends SIGTERM and, after `timeout_secs`, SIGKILL.
@@ -363,6 +446,35 @@ impl Runtime {
         }
     }
 
+    /// The engine's container events for this installation's containers
+    /// (start, die, oom, ...). The stream ends when the connection breaks;
+    /// the caller reconnects and resyncs.
+    pub fn events(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent>> + Send + 'static {
+        let options = bollard::query_parameters::EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "label".to_string(),
+                    vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+                ),
+            ])),
+            ..Default::default()
+        };
+        self.docker.events(Some(options)).map(|item| {
+            let message = item
+                .map_err(|e| anyhow!("the engine's event stream broke: {}", engine_message(&e)))?;
+            let actor = message.actor.unwrap_or_default();
+            let attributes = actor.attributes.unwrap_or_default();
+            Ok(ContainerEvent {
+                action: message.action.unwrap_or_default(),
+                container: actor.id.unwrap_or_default(),
+                app: attributes.get(LABEL_APP).cloned().unwrap_or_default(),
+            })
+        })
+    }
+
     /// Every container of this installation, or of one App.
     pub async fn list(&self, app: Option<&str>) -> Result<Vec<LabeledContainer>> {
         let mut label_filters = vec![format!("{LABEL_INSTANCE}={}", self.instance)];
@@ -400,6 +512,21 @@ impl Runtime {
     }
 }
 
+/// Ports in state LISTEN (0A) in a `/proc/net/tcp` table.
+fn parse_listening(table: &str) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            (state == "0A").then_some(())?;
+            u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+        })
+        .collect()
+}
+
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
@@ -426,5 +553,16 @@ pub fn engine_message(e: &bollard::errors::Error) -> String {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         bollard::errors::Error::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listening_ports_from_proc() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:A000 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        assert_eq!(super::parse_listening(table), vec![9000]);
     }
 }

@@ -2,6 +2,7 @@
 //! the proxy, reconciles, then serves the API until told to stop.
 
 use crate::api::{self, ApiState};
+use crate::capacity::Capacity;
 use crate::datadir;
 use crate::engine::Engine;
 use crate::proxy_link::ProxyLink;
@@ -19,6 +20,11 @@ pub struct ServerConfig {
     pub proxy: SocketAddr,
     /// The Docker bridge network App containers join.
     pub network: String,
+    /// Memory the host offers Apps; detected from the engine when not given.
+    pub memory_bytes: Option<u64>,
+    /// GPUs the host offers Apps; detected when not given.
+    pub gpus: Option<u32>,
+    pub autoheal: crate::autoheal::AutohealConfig,
 }
 
 pub async fn run(config: ServerConfig) -> Result<()> {
@@ -39,12 +45,28 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     let proxy = Arc::new(ProxyLink::new(dir, config.proxy)?);
     proxy.ensure_running().await?;
 
-    let engine = Arc::new(Engine::new(store, runtime, Arc::clone(&proxy), sealer));
+    let capacity = Capacity {
+        memory_bytes: match config.memory_bytes {
+            Some(m) => m,
+            None => runtime.host_memory().await?,
+        },
+        gpus: config.gpus.unwrap_or_else(crate::capacity::detect_gpus),
+    };
+    tracing::info!(memory = %crate::capacity::human_bytes(capacity.memory_bytes), gpus = capacity.gpus, "host capacity for Apps");
+    let engine = Arc::new(Engine::new(
+        store,
+        runtime,
+        Arc::clone(&proxy),
+        sealer,
+        capacity,
+    ));
     let report = crate::reconcile::reconcile(&engine)
         .await
         .context("reconciling state at start failed")?;
     tracing::info!(?report, "reconciled");
     proxy.supervise();
+    crate::watch::spawn(Arc::clone(&engine));
+    crate::autoheal::spawn(Arc::clone(&engine), config.autoheal);
 
     let listener = tokio::net::TcpListener::bind(config.api)
         .await

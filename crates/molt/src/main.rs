@@ -29,7 +29,7 @@ use cli::apps::AppsCommand;
 use cli::client::{exit_code, Client, ClientOpts};
 use cli::deploys::{DeployArgs, DeploysArgs};
 use cli::lifecycle::{EnvCommand, RedeployArgs, RestartArgs, RollbackArgs};
-use cli::logs::LogsArgs;
+use cli::logs::{DebugArgs, LogsArgs};
 use cli::registries::RegistriesCommand;
 use cli::serve::{ProxyArgs, ServerArgs};
 use std::process::ExitCode;
@@ -101,8 +101,12 @@ enum Command {
         #[command(flatten)]
         args: LogsArgs,
     },
-    /// What the server knows about an App, for finding out what is wrong.
-    Debug { name: String },
+    /// What is wrong with an App: its latest failed deploy and its
+    /// containers, each finding with a hint.
+    Debug {
+        #[command(flatten)]
+        args: DebugArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -152,7 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Env { command } => lifecycle::env(&client()?, command).await,
         Command::Registries { command } => registries::run(&client()?, command).await,
         Command::Logs { args } => logs::logs(&client()?, args).await,
-        Command::Debug { name } => logs::debug(&client()?, &name).await,
+        Command::Debug { args } => logs::debug(&client()?, args).await,
     }
 }
 

@@ -164,6 +164,7 @@ pub fn config(dir: &std::path::Path) -> ProxyConfig {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         metrics: None,
+        takeover: false,
     }
 }
 

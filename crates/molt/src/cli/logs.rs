@@ -4,6 +4,7 @@
 use super::client::{Client, OK};
 use anyhow::Result;
 use clap::Args;
+use molt_core::api::DebugReport;
 use reqwest::Method;
 use std::io::Write;
 
@@ -13,9 +14,20 @@ pub struct LogsArgs {
     /// Keep printing new lines as they come.
     #[arg(long, short)]
     pub follow: bool,
-    /// Start with the last N lines.
+    /// Start with the last N lines of each container.
     #[arg(long, value_name = "N")]
     pub tail: Option<u64>,
+    /// Only lines newer than this, e.g. `10m`, `2h`, `30s`.
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DebugArgs {
+    pub name: String,
+    /// Print the API's JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Streams the server's answer to stdout as it arrives.
@@ -26,6 +38,9 @@ pub async fn logs(client: &Client, a: LogsArgs) -> Result<u8> {
         q.append_pair("follow", if a.follow { "true" } else { "false" });
         if let Some(n) = a.tail {
             q.append_pair("tail", &n.to_string());
+        }
+        if let Some(since) = &a.since {
+            q.append_pair("since", since);
         }
     }
     // Following has no end, so no timeout: a day is "forever" here.
@@ -40,8 +55,73 @@ pub async fn logs(client: &Client, a: LogsArgs) -> Result<u8> {
     Ok(OK)
 }
 
-pub async fn debug(client: &Client, name: &str) -> Result<u8> {
-    let value = client.get(&["apps", name, "debug"]).await?;
-    value.print()?;
+/// What is wrong with an App, each finding with its evidence and a hint.
+pub async fn debug(client: &Client, a: DebugArgs) -> Result<u8> {
+    let answer = client.get(&["apps", &a.name, "debug"]).await?;
+    if a.json {
+        answer.print()?;
+        return Ok(OK);
+    }
+    let report: DebugReport = answer.decode("a debug report")?;
+    outln!("{}", render(&report));
     Ok(OK)
+}
+
+fn render(r: &DebugReport) -> String {
+    let mut out = format!("App {} is {}", r.app, r.status);
+    match &r.serving_digest {
+        Some(d) => out.push_str(&format!(", serving {}", &d[..d.len().min(19)])),
+        None => out.push_str(", serving nothing yet"),
+    }
+    out.push('\n');
+    if let Some(d) = &r.failed_deploy {
+        out.push_str(&format!(
+            "latest failed deploy: {} ({} of {})\n",
+            d.id, d.kind, d.image
+        ));
+    }
+    if r.findings.is_empty() {
+        out.push_str("\nNothing looks wrong.");
+        return out;
+    }
+    for f in &r.findings {
+        out.push_str(&format!("\n✗ {}\n", f.summary));
+        if let Some(detail) = &f.detail {
+            for line in detail.lines() {
+                out.push_str(&format!("    {}\n", line.trim_start()));
+            }
+        }
+        out.push_str(&format!("  hint: {}\n", f.hint));
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use molt_core::api::Finding;
+
+    #[test]
+    fn renders_findings_with_hints() {
+        let r = DebugReport {
+            app: "web".into(),
+            status: molt_core::AppStatus::Running,
+            serving_digest: Some("sha256:0123456789abcdef0123".into()),
+            failed_deploy: None,
+            findings: vec![Finding {
+                kind: "crash".into(),
+                summary: "the container exited with code 3".into(),
+                detail: Some("  boom".into()),
+                hint: "read its output".into(),
+            }],
+        };
+        let text = render(&r);
+        assert!(text.contains("serving sha256:0123456789ab"), "{text}");
+        assert!(
+            text.contains("✗ the container exited with code 3"),
+            "{text}"
+        );
+        assert!(text.contains("    boom"), "{text}");
+        assert!(text.contains("hint: read its output"), "{text}");
+    }
 }

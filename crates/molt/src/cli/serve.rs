@@ -33,8 +33,33 @@ pub struct ServerArgs {
     /// The Docker network Molt creates and puts App containers on.
     #[arg(long, value_name = "NAME", default_value = "molt")]
     pub network: String,
+    /// Memory the host offers Apps (e.g. `16g`); detected from the engine
+    /// when not given. Apps' `--memory` is reserved against it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// GPUs the host offers Apps; detected from the NVIDIA driver when not
+    /// given. Apps' `--gpus` is reserved against it.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Autoheal: how long after a container starts before it is judged.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub autoheal_grace: std::time::Duration,
+    /// Autoheal: time between health checks of serving containers.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub autoheal_interval: std::time::Duration,
+    /// Autoheal: consecutive failed checks that get a container replaced.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub autoheal_threshold: u32,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    molt_server::logs::parse_duration(raw).map(std::time::Duration::from_secs)
+}
+
+fn parse_size(raw: &str) -> Result<u64, String> {
+    molt_core::size::parse_size(raw)
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +70,11 @@ pub struct ProxyArgs {
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Take the listening sockets over from the proxy running for this data
+    /// dir, which then finishes its in-flight requests and exits: upgrades
+    /// the proxy with no refused connection. Starts afresh if none runs.
+    #[arg(long)]
+    pub takeover: bool,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -71,6 +101,15 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         api: args.api,
         proxy: args.proxy,
         network: args.network,
+        memory_bytes: args.memory,
+        gpus: args.gpus,
+        autoheal: molt_server::autoheal::AutohealConfig {
+            grace: args.autoheal_grace,
+            interval: args
+                .autoheal_interval
+                .max(std::time::Duration::from_secs(1)),
+            threshold: args.autoheal_threshold.max(1),
+        },
     })
     .await
 }
@@ -81,6 +120,7 @@ pub async fn proxy(args: ProxyArgs, data_dir: Option<PathBuf>) -> Result<()> {
         data_dir: molt_server::datadir::resolve(data_dir),
         listen: args.listen,
         metrics: args.metrics,
+        takeover: args.takeover,
     })
     .await
 }

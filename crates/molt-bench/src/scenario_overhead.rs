@@ -1,0 +1,168 @@
+//! *Proxy overhead*: the same load generator against the same upstream
+//! container three ways: through `molt proxy`, directly, and through nginx
+//! with one worker process.
+//!
+//! The upstream is the container Molt runs for the App, and all three paths
+//! reach it at its address on Molt's bridge network (that is how Molt's proxy
+//! reaches containers). A published 127.0.0.1 port would put Docker's
+//! userland proxy in front of the direct and nginx paths only, which would
+//! flatter Molt; the bridge address keeps the upstream hop identical.
+//!
+//! Rounds alternate the order of the three so slow drifts of the machine
+//! (other work on it, thermal) spread over all of them; each run starts with
+//! a warm-up second that is not counted.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::docker::container_ip;
+use crate::load::{LoadResult, LoadRun, Summary, Target};
+use crate::nginx::Nginx;
+use crate::Ctx;
+
+const WARMUP: Duration = Duration::from_secs(1);
+
+/// One way of reaching the upstream.
+pub struct PathResult {
+    pub name: String,
+    /// All measured rounds together.
+    pub summary: Summary,
+    /// Throughput of each round, to show the spread.
+    pub rounds: Vec<f64>,
+    /// Throughput at each connection count of the sweep.
+    pub sweep: Vec<(usize, Summary)>,
+}
+
+pub struct OverheadReport {
+    pub connections: usize,
+    pub duration: Duration,
+    pub upstream: SocketAddr,
+    pub paths: Vec<PathResult>,
+    pub notes: Vec<String>,
+}
+
+impl OverheadReport {
+    pub fn path(&self, prefix: &str) -> Option<&PathResult> {
+        self.paths.iter().find(|p| p.name.starts_with(prefix))
+    }
+}
+
+async fn measure(ctx: &Ctx, target: &Target, connections: usize, duration: Duration) -> LoadResult {
+    let cfg = ctx.load_config(connections, WARMUP + duration);
+    let run = LoadRun::start(&ctx.load_rt, target.clone(), cfg);
+    tokio::time::sleep(WARMUP + duration).await;
+    run.stop().await
+}
+
+pub async fn run(ctx: &Ctx) -> Result<OverheadReport> {
+    let app = "bench-overhead";
+    let first = ctx
+        .server
+        .create_app_ready(serde_json::json!({
+            "name": app,
+            "image": ctx.image("v1"),
+            "port": 8080,
+            "health_path": "/healthz",
+        }))
+        .await?;
+    let container = ctx.server.container_of(&first.id).await?;
+    let upstream = SocketAddr::new(container_ip(&container).await?, 8080);
+
+    let mut targets = vec![
+        (
+            "molt proxy".to_string(),
+            Target {
+                addr: ctx.server.proxy_addr(),
+                host: format!("{app}.localhost"),
+                path: "/".into(),
+            },
+        ),
+        (
+            "direct to the container".to_string(),
+            Target {
+                addr: upstream,
+                host: "bench".into(),
+                path: "/".into(),
+            },
+        ),
+    ];
+    let mut notes = Vec::new();
+    let nginx = match &ctx.nginx {
+        Some(bin) => Some(
+            Nginx::start(bin, upstream, 1)
+                .await
+                .context("starting nginx")?,
+        ),
+        None => {
+            notes.push("nginx is not installed: no nginx column".to_string());
+            None
+        }
+    };
+    if let Some(n) = &nginx {
+        targets.push((
+            "nginx, 1 worker".to_string(),
+            Target {
+                addr: n.addr(),
+                host: "bench".into(),
+                path: "/".into(),
+            },
+        ));
+    }
+
+    let duration = Duration::from_secs(ctx.opts.duration);
+    let c = ctx.opts.connections;
+    let mut results: Vec<Vec<LoadResult>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..ctx.opts.rounds {
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let (name, target) = &targets[i];
+            let r = measure(ctx, target, c, duration).await;
+            let s = r.summary_after(WARMUP);
+            eprintln!(
+                "   round {} {name:<24} {:>8.0} req/s  p50 {:>6} ms  p99 {:>6} ms  failed {}",
+                round + 1,
+                s.throughput,
+                crate::util::ms(s.p50),
+                crate::util::ms(s.p99),
+                s.failed()
+            );
+            results[i].push(r);
+        }
+    }
+
+    let mut paths = Vec::new();
+    for ((name, target), runs) in targets.iter().zip(results) {
+        let summary = crate::load::combined(&runs, WARMUP);
+        let rounds = runs
+            .iter()
+            .map(|r| r.summary_after(WARMUP).throughput)
+            .collect();
+        let mut sweep = Vec::new();
+        for &conns in &ctx.opts.sweep {
+            let r = measure(ctx, target, conns, Duration::from_secs(3)).await;
+            let s = r.summary_after(WARMUP);
+            eprintln!(
+                "   sweep {name:<24} {conns:>4} connections {:>8.0} req/s  p99 {:>6} ms",
+                s.throughput,
+                crate::util::ms(s.p99)
+            );
+            sweep.push((conns, s));
+        }
+        paths.push(PathResult {
+            name: name.clone(),
+            summary,
+            rounds,
+            sweep,
+        });
+    }
+    drop(nginx);
+    Ok(OverheadReport {
+        connections: c,
+        duration,
+        upstream,
+        paths,
+        notes,
+    })
+}

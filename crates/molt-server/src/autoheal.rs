@@ -1,0 +1,143 @@
+//! Autoheal: after a grace period from its start, each serving container is
+//! health-checked continuously; one that fails a threshold of consecutive
+//! checks is replaced through the swap (a fresh container of the same
+//! digest first, then the sick one drained and removed), and the App's
+//! history records why.
+
+use crate::engine::{short, Engine};
+use crate::health::Probe;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When and how often serving containers are checked.
+#[derive(Debug, Clone, Copy)]
+pub struct AutohealConfig {
+    /// No judgement during this long after a container starts.
+    pub grace: Duration,
+    pub interval: Duration,
+    /// Consecutive failed checks that get a container replaced.
+    pub threshold: u32,
+}
+
+impl Default for AutohealConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            threshold: 3,
+        }
+    }
+}
+
+pub fn spawn(engine: Arc<Engine>, config: AutohealConfig) {
+    tokio::spawn(async move {
+        // Consecutive failures per container.
+        let mut failures: HashMap<String, (u32, Probe)> = HashMap::new();
+        loop {
+            tokio::time::sleep(config.interval).await;
+            if let Err(e) = round(&engine, &config, &mut failures).await {
+                tracing::warn!("autoheal round failed: {e:#}");
+            }
+        }
+    });
+}
+
+async fn round(
+    engine: &Arc<Engine>,
+    config: &AutohealConfig,
+    failures: &mut HashMap<String, (u32, Probe)>,
+) -> anyhow::Result<()> {
+    let mut checked = Vec::new();
+    for app in engine.store.list_apps()? {
+        if engine.in_progress(&app.name).is_some() {
+            continue;
+        }
+        let Some(current) = app
+            .current_deploy
+            .as_ref()
+            .map(|id| engine.store.get_deploy(id))
+            .transpose()?
+            .flatten()
+        else {
+            continue;
+        };
+        let (Some(container), Some(addr)) =
+            (current.container_id.clone(), current.target_addr.clone())
+        else {
+            continue;
+        };
+        let Some(state) = engine.runtime.state(&container).await? else {
+            continue;
+        };
+        if !in_service(state.started_at.as_deref(), config.grace) {
+            continue;
+        }
+        checked.push(container.clone());
+        let probe = engine
+            .prober()
+            .check(
+                &addr,
+                app.health.path.as_deref(),
+                Duration::from_millis(app.health.check_timeout_ms),
+            )
+            .await;
+        if probe.is_healthy() {
+            if failures.remove(&container).is_some() {
+                tracing::info!(app = %app.name, "container {} recovered", short(&container));
+            }
+            continue;
+        }
+        let entry = failures
+            .entry(container.clone())
+            .or_insert((0, probe.clone()));
+        entry.0 += 1;
+        entry.1 = probe.clone();
+        tracing::warn!(app = %app.name, failures = entry.0, "container {} failed a health check: {probe}", short(&container));
+        if entry.0 < config.threshold {
+            continue;
+        }
+        let count = entry.0;
+        failures.remove(&container);
+        match engine.restart(&app.name, false, "autoheal").await {
+            Ok((_, deploy)) => {
+                let _ = engine.store.event(
+                    &deploy.id,
+                    &format!("autoheal: container {} failed {count} consecutive health checks; last: {probe}", short(&container)),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(app = %app.name, "autoheal could not replace the container: {e}")
+            }
+        }
+    }
+    failures.retain(|c, _| checked.contains(c));
+    Ok(())
+}
+
+/// Whether a container started at `started_at` is past its grace period.
+fn in_service(started_at: Option<&str>, grace: Duration) -> bool {
+    let Some(started) = started_at.and_then(|s| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    }) else {
+        return false;
+    };
+    let age = time::OffsetDateTime::now_utc() - started;
+    age.whole_milliseconds() >= grace.as_millis() as i128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace() {
+        let long_ago = "2020-01-01T00:00:00.123456789Z";
+        assert!(in_service(Some(long_ago), Duration::from_secs(60)));
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        assert!(!in_service(Some(&now), Duration::from_secs(60)));
+        assert!(!in_service(None, Duration::ZERO));
+    }
+}

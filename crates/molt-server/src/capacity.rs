@@ -1,0 +1,206 @@
+//! What the host offers Apps (memory, GPUs) and what a deploy may use. An
+//! App's `--memory` and `--gpus` are reserved against the host; a deploy that
+//! cannot hold the old and the new container at once becomes a recreate.
+
+use crate::store::AppRow;
+
+/// The host's resources, declared with `molt server --memory/--gpus` or
+/// detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub memory_bytes: u64,
+    pub gpus: u32,
+}
+
+/// How a deploy replaces the serving version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// New beside old, then an atomic swap.
+    BlueGreen,
+    /// Old stopped first (requests held), then the new one started.
+    Recreate,
+}
+
+/// What one container of an App reserves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Need {
+    pub memory_bytes: u64,
+    pub gpus: u32,
+}
+
+impl Need {
+    pub fn of(app: &AppRow) -> Self {
+        Self {
+            memory_bytes: app.memory_bytes.unwrap_or(0),
+            gpus: app.gpus,
+        }
+    }
+
+    fn plus(self, other: Need) -> Need {
+        Need {
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+            gpus: self.gpus.saturating_add(other.gpus),
+        }
+    }
+
+    fn fits(self, capacity: Capacity) -> bool {
+        self.memory_bytes <= capacity.memory_bytes && self.gpus <= capacity.gpus
+    }
+}
+
+/// Chooses how to deploy `app`: `in_use` is what every serving container of
+/// the installation reserves, this App's included (`serving` says whether it
+/// has one). Errors when even a recreate cannot fit.
+pub fn choose(
+    app: &AppRow,
+    serving: bool,
+    in_use: Need,
+    capacity: Capacity,
+) -> Result<Strategy, String> {
+    let need = Need::of(app);
+    let others = if serving {
+        Need {
+            memory_bytes: in_use.memory_bytes.saturating_sub(need.memory_bytes),
+            gpus: in_use.gpus.saturating_sub(need.gpus),
+        }
+    } else {
+        in_use
+    };
+    if !others.plus(need).fits(capacity) {
+        return Err(format!(
+            "the host cannot hold the App `{}`: it needs {} and {} GPU(s) per container, and {} and {} GPU(s) of the host's {} and {} GPU(s) are reserved by other Apps",
+            app.name,
+            human_bytes(need.memory_bytes),
+            need.gpus,
+            human_bytes(others.memory_bytes),
+            others.gpus,
+            human_bytes(capacity.memory_bytes),
+            capacity.gpus
+        ));
+    }
+    let both_fit = !serving || others.plus(need).plus(need).fits(capacity);
+    Ok(match app.strategy.as_str() {
+        "recreate" if serving => Strategy::Recreate,
+        "auto" if !both_fit => Strategy::Recreate,
+        _ => Strategy::BlueGreen,
+    })
+}
+
+/// GPUs the host has, from the NVIDIA driver's view of the machine (no
+/// driver: none).
+pub fn detect_gpus() -> u32 {
+    std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .map(|d| d.flatten().count() as u32)
+        .unwrap_or(0)
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if b >= size {
+            let v = b as f64 / size as f64;
+            return if v.fract() == 0.0 {
+                format!("{v:.0} {unit}")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{b} bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(memory_mb: u64, gpus: u32, strategy: &str) -> AppRow {
+        AppRow {
+            name: "gpu".into(),
+            status: molt_core::AppStatus::Running,
+            image: "x".into(),
+            port: 80,
+            health: Default::default(),
+            domains: vec![],
+            replicas: 1,
+            strategy: strategy.into(),
+            memory_bytes: (memory_mb > 0).then_some(memory_mb << 20),
+            cpus: None,
+            gpus,
+            drain_timeout_secs: 30,
+            current_deploy: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    const HOST: Capacity = Capacity {
+        memory_bytes: 1 << 30,
+        gpus: 1,
+    };
+
+    #[test]
+    fn blue_green_when_both_fit() {
+        let a = app(256, 0, "auto");
+        let used = Need {
+            memory_bytes: 256 << 20,
+            gpus: 0,
+        };
+        assert_eq!(choose(&a, true, used, HOST), Ok(Strategy::BlueGreen));
+    }
+
+    #[test]
+    fn recreate_when_old_and_new_do_not_fit() {
+        let a = app(0, 1, "auto");
+        let used = Need {
+            memory_bytes: 0,
+            gpus: 1,
+        };
+        assert_eq!(choose(&a, true, used, HOST), Ok(Strategy::Recreate));
+        let a = app(600, 0, "auto");
+        let used = Need {
+            memory_bytes: 600 << 20,
+            gpus: 0,
+        };
+        assert_eq!(choose(&a, true, used, HOST), Ok(Strategy::Recreate));
+    }
+
+    #[test]
+    fn first_deploy_is_never_a_recreate() {
+        let a = app(0, 1, "recreate");
+        assert_eq!(
+            choose(&a, false, Need::default(), HOST),
+            Ok(Strategy::BlueGreen)
+        );
+    }
+
+    #[test]
+    fn explicit_strategies() {
+        assert_eq!(
+            choose(&app(0, 0, "recreate"), true, Need::default(), HOST),
+            Ok(Strategy::Recreate)
+        );
+        assert_eq!(
+            choose(&app(0, 0, "bluegreen"), true, Need::default(), HOST),
+            Ok(Strategy::BlueGreen)
+        );
+    }
+
+    #[test]
+    fn refuses_what_never_fits() {
+        let a = app(0, 2, "auto");
+        let e = choose(&a, false, Need::default(), HOST).unwrap_err();
+        assert!(e.contains("cannot hold"), "{e}");
+        let a = app(512, 0, "auto");
+        let used_by_others = Need {
+            memory_bytes: 768 << 20,
+            gpus: 0,
+        };
+        assert!(choose(&a, false, used_by_others, HOST).is_err());
+    }
+
+    #[test]
+    fn bytes() {
+        assert_eq!(human_bytes(512 << 20), "512 MiB");
+        assert_eq!(human_bytes(1536 << 20), "1.5 GiB");
+    }
+}

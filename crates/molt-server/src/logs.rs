@@ -1,0 +1,137 @@
+//! `GET /api/v1/apps/{name}/logs`: the output of every container of an App,
+//! each line prefixed with the deploy it belongs to. Following keeps going
+//! across deploys: containers that appear later are picked up within a
+//! second.
+
+use crate::api::{ApiFailure, ApiState};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+    tail: Option<u64>,
+    /// How far back, e.g. `10m`, `2h`, `30s`.
+    since: Option<String>,
+}
+
+/// Parses `30s`, `10m`, `2h`, `1d` into seconds.
+pub fn parse_duration(raw: &str) -> Result<u64, String> {
+    let raw = raw.trim();
+    let (digits, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a duration: write it like `30s`, `10m` or `2h`"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{raw}` is not a duration: write it like `30s`, `10m` or `2h`"
+            ))
+        }
+    };
+    Ok(n.saturating_mul(scale))
+}
+
+#[utoipa::path(get, path = "/api/v1/apps/{name}/logs", tag = "apps", params(("name" = String, Path, description = "App name"), ("follow" = Option<bool>, Query, description = "Keep streaming, across deploys"), ("tail" = Option<u64>, Query, description = "Start with the last N lines of each container"), ("since" = Option<String>, Query, description = "Only lines newer than this, e.g. 10m")), responses((status = 200, description = "Plain text, one line per output line, prefixed with `[DEPLOY]`", content_type = "text/plain"), (status = 404, body = molt_core::api::ApiError)))]
+pub async fn app_logs(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiFailure> {
+    if s.engine.store.get_app(&name)?.is_none() {
+        return Err(ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no App named `{}`: see `molt apps list`",
+                name.chars().take(80).collect::<String>()
+            ),
+        ));
+    }
+    let since = match &q.since {
+        Some(raw) => {
+            let secs = parse_duration(raw)
+                .map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_since", e))?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            Some(now - secs as i64)
+        }
+        None => None,
+    };
+    let runtime = s.engine.runtime.clone();
+    let (tx, rx) = mpsc::channel::<String>(256);
+    tokio::spawn(async move {
+        let mut seen = HashSet::new();
+        let mut first_round = true;
+        loop {
+            let containers = runtime.list(Some(&name)).await.unwrap_or_default();
+            for c in containers {
+                if !seen.insert(c.id.clone()) {
+                    continue;
+                }
+                // Containers that appear while following start from their
+                // beginning; the first ones honour tail and since.
+                let (tail, since) = if first_round {
+                    (q.tail, since)
+                } else {
+                    (None, None)
+                };
+                let prefix = format!("[{}] ", c.deploy);
+                let lines = runtime.log_lines(&c.id, q.follow, tail, since);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    futures_util::pin_mut!(lines);
+                    while let Some(chunk) = lines.next().await {
+                        for line in chunk.lines() {
+                            if tx.send(format!("{prefix}{line}\n")).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+            if !q.follow || tx.is_closed() {
+                break;
+            }
+            first_round = false;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<String>,
+) -> impl futures_util::Stream<Item = Result<String, std::convert::Infallible>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(30));
+        assert_eq!(parse_duration("10m"), Ok(600));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("45"), Ok(45));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5w").is_err());
+    }
+}

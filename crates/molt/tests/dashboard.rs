@@ -1,0 +1,643 @@
+//! The dashboard in a real browser (Debian's chromium through chromedriver)
+//! against a real server, engine and password-protected registry: log in,
+//! save a registry credential, create an App from the form, deploy from the
+//! Deploy field and watch it succeed without a reload, see a failing image
+//! fail while the old version keeps serving, roll back from the history,
+//! set a secret and see it masked, delete with confirmation. Also takes the
+//! screenshots in docs/screenshots/.
+//!
+//! The HTTP-level checks (login required, CSRF, docs as Markdown) need no
+//! browser and run in their own test.
+
+mod support;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Bound for anything a deploy does (pull, start, health check, swap).
+const DEPLOY_WAIT: Duration = Duration::from_secs(120);
+
+/// chromedriver on a free port of 127.0.0.1, killed on drop.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+    /// The browser's fresh profile directory.
+    profile: tempfile::TempDir,
+}
+
+impl Chromedriver {
+    fn start() -> Chromedriver {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(bin).exists(),
+                "{bin} is missing: install Debian's chromium and chromium-driver (scripts/test-deps does)"
+            );
+        }
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver failed");
+        let profile = tempfile::Builder::new()
+            .prefix("molt-chromium-")
+            .tempdir()
+            .expect("creating a chromium profile dir failed");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            wait_until_sync(Duration::from_secs(20), || http_get(addr, "/status")
+                .is_ok_and(|r| r.status == 200)),
+            "chromedriver did not answer on port {port} within 20 s"
+        );
+        Chromedriver {
+            child,
+            port,
+            profile,
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    "--hide-scrollbars",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", self.profile.path().display()),
+                ]
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("opening a chromium session through chromedriver failed")
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn screenshots_dir() -> PathBuf {
+    let dir = workspace_root().join("docs/screenshots");
+    std::fs::create_dir_all(&dir).expect("creating docs/screenshots failed");
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("taking a screenshot failed");
+    std::fs::write(screenshots_dir().join(name), png).expect("saving a screenshot failed");
+}
+
+async fn css(c: &Client, selector: &str) -> fantoccini::elements::Element {
+    match c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(selector))
+        .await
+    {
+        Ok(el) => el,
+        Err(e) => {
+            let url = c.current_url().await.map(|u| u.to_string());
+            let text = text_of(c, "body").await.unwrap_or_default();
+            panic!("no element `{selector}` on {url:?} ({e}); the page says:\n{text}")
+        }
+    }
+}
+
+async fn fill(c: &Client, selector: &str, text: &str) {
+    let el = css(c, selector).await;
+    el.clear().await.expect("clearing a field failed");
+    el.send_keys(text)
+        .await
+        .expect("typing into a field failed");
+}
+
+async fn click(c: &Client, selector: &str) {
+    css(c, selector)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking `{selector}` failed: {e}"));
+}
+
+/// The text of the first element matching `selector`, if there is one.
+async fn text_of(c: &Client, selector: &str) -> Option<String> {
+    let el = c.find(Locator::Css(selector)).await.ok()?;
+    el.text().await.ok()
+}
+
+/// Waits until the newest deploy in the history has `status`; returns the
+/// row's text.
+async fn wait_newest(c: &Client, status: &str) -> String {
+    let sel = "[data-region=history] tbody tr:first-child";
+    let found = wait_for(DEPLOY_WAIT, || async {
+        let el = c.find(Locator::Css(sel)).await.ok()?;
+        let s = el.attr("data-status").await.ok()??;
+        if s == status {
+            el.text().await.ok()
+        } else {
+            None
+        }
+    })
+    .await;
+    match found {
+        Some(t) => t,
+        None => panic!(
+            "the newest deploy did not reach `{status}` within {DEPLOY_WAIT:?}; the row: {:?}",
+            text_of(c, sel).await
+        ),
+    }
+}
+
+/// A value set in the page's JavaScript; gone if the page was reloaded.
+async fn mark_page(c: &Client) {
+    c.execute("window.__moltMark = 'still here'; return true;", vec![])
+        .await
+        .expect("running a script in the page failed");
+}
+
+async fn page_was_not_reloaded(c: &Client) -> bool {
+    c.execute("return window.__moltMark === 'still here';", vec![])
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
+
+async fn served(server: &MoltServer, host: &str) -> String {
+    match get(server.proxy_addr(), host, "/").await {
+        Ok((200, body)) => body.trim().to_string(),
+        Ok((status, body)) => format!("HTTP {status}: {body}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
+    let registry = Registry::start(true);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let v2 = push(&registry, "testapp", "v2", "v2");
+    let crash = push(&registry, "testapp", "crash", "crash");
+    let server = MoltServer::start(None);
+    let base = server.api_url();
+    let driver = Chromedriver::start();
+    let c = driver.browser().await;
+
+    // Logging in: a page that needs a session sends us to the login form.
+    c.goto(&format!("{base}/registries")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+    fill(&c, "#login-token", "not-the-token").await;
+    click(&c, "button[type=submit]").await;
+    let err = text_of(&c, "#login-token-error").await.unwrap_or_default();
+    assert!(err.contains("not this server's admin token"), "{err}");
+    fill(&c, "#login-token", server.token()).await;
+    click(&c, "button[type=submit]").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/registries");
+
+    // A registry credential: a refused one is explained next to the
+    // password; an accepted one is listed without its secret.
+    fill(&c, "#add-host", &registry.host()).await;
+    fill(&c, "#add-username", registry.username()).await;
+    fill(&c, "#add-password", "not-the-password").await;
+    click(&c, "#add button[type=submit]").await;
+    let err = text_of(&c, "#add-password-error").await.unwrap_or_default();
+    assert!(err.contains("refused"), "{err}");
+    fill(&c, "#add-password", registry.password()).await;
+    click(&c, "#add button[type=submit]").await;
+    css(&c, &format!("tr[data-host=\"{}\"]", registry.host())).await;
+    assert!(!c.source().await.unwrap().contains(registry.password()));
+
+    // Creating an App from the form: a bad name is refused next to the
+    // name field, with what was typed kept.
+    c.goto(&format!("{base}/")).await.unwrap();
+    fill(&c, "#create-name", "Web_1").await;
+    fill(&c, "#create-image", &v1).await;
+    fill(&c, "#create-port", "8080").await;
+    fill(&c, "#create-health_path", "/healthz").await;
+    click(&c, "#create button[type=submit]").await;
+    let err = text_of(&c, "#create-name-error").await.unwrap_or_default();
+    assert!(!err.is_empty(), "no error next to the name field");
+    assert_eq!(
+        css(&c, "#create-image")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(v1.as_str())
+    );
+    fill(&c, "#create-name", "web").await;
+    click(&c, "#create button[type=submit]").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/apps/web");
+    mark_page(&c).await;
+    let row = wait_newest(&c, "succeeded").await;
+    assert!(row.contains("create"), "{row}");
+    assert!(page_was_not_reloaded(&c).await, "the page reloaded");
+    assert_eq!(served(&server, "web.localhost").await, "testapp v1");
+
+    // Deploying a new image from the Deploy field: the entry goes to
+    // succeeded without a reload.
+    fill(&c, "#deploy-image", &v2).await;
+    click(&c, "#deploy button.primary").await;
+    mark_page(&c).await;
+    // The screenshot for the docs: mid-deploy, once past the pull if we
+    // catch it there.
+    c.set_window_size(1280, 1180).await.unwrap();
+    wait_until(Duration::from_secs(10), || async {
+        let s = c
+            .find(Locator::Css("[data-region=progress] .badge"))
+            .await
+            .ok()
+            .map(|el| async move { el.attr("data-status").await.ok().flatten() });
+        match s {
+            Some(f) => matches!(
+                f.await.as_deref(),
+                Some("starting" | "health_checking" | "swapping" | "draining" | "succeeded")
+            ),
+            None => false,
+        }
+    })
+    .await;
+    screenshot(&c, "app-deploying.png").await;
+    c.set_window_size(1280, 900).await.unwrap();
+    let row = wait_newest(&c, "succeeded").await;
+    assert!(row.contains("deploy") && row.contains(":v2"), "{row}");
+    assert!(page_was_not_reloaded(&c).await, "the page reloaded");
+    assert_eq!(served(&server, "web.localhost").await, "testapp v2");
+    let status = text_of(&c, "[data-region=head] .badge")
+        .await
+        .unwrap_or_default();
+    assert_eq!(status, "running");
+
+    // A deploy started from the CLI shows up too.
+    mark_page(&c).await;
+    let out = molt(&server, &["redeploy", "web", "--detach"]);
+    assert!(out.success(), "{out}");
+    let found = wait_for(Duration::from_secs(20), || async {
+        let t = text_of(&c, "[data-region=history] tbody tr:first-child").await?;
+        t.contains("redeploy").then_some(())
+    })
+    .await;
+    assert!(found.is_some(), "the CLI's redeploy did not appear");
+    wait_newest(&c, "succeeded").await;
+    assert!(page_was_not_reloaded(&c).await, "the page reloaded");
+
+    // A failing image fails with its error; the old version serves the
+    // whole time.
+    fill(&c, "#deploy-image", &crash).await;
+    click(&c, "#deploy button.primary").await;
+    mark_page(&c).await;
+    let failed = wait_for(DEPLOY_WAIT, || async {
+        assert_eq!(served(&server, "web.localhost").await, "testapp v2");
+        let el = c
+            .find(Locator::Css("[data-region=history] tbody tr:first-child"))
+            .await
+            .ok()?;
+        let s = el.attr("data-status").await.ok()??;
+        (s == "failed").then_some(())
+    })
+    .await;
+    assert!(failed.is_some(), "the crashing deploy did not fail");
+    let err = text_of(&c, "[data-region=history] tbody tr:first-child .error-text")
+        .await
+        .unwrap_or_default();
+    assert!(
+        err.contains("exit"),
+        "the error says what went wrong: {err}"
+    );
+    let progress = text_of(&c, "[data-region=progress]")
+        .await
+        .unwrap_or_default();
+    assert!(progress.contains("Failed"), "{progress}");
+    assert!(page_was_not_reloaded(&c).await, "the page reloaded");
+    assert_eq!(served(&server, "web.localhost").await, "testapp v2");
+    assert_eq!(
+        text_of(&c, "[data-region=head] .badge")
+            .await
+            .unwrap_or_default(),
+        "running"
+    );
+
+    // Rolling back from the history to the first deploy (v1).
+    click(
+        &c,
+        "[data-region=history] tr[data-status=succeeded]:not(.serving):last-child button",
+    )
+    .await;
+    let row = wait_newest(&c, "succeeded").await;
+    assert!(row.contains("rollback"), "{row}");
+    assert_eq!(served(&server, "web.localhost").await, "testapp v1");
+
+    // A secret: set from the form, shown masked, its value never in the page.
+    fill(&c, "#env-nk", "API_KEY").await;
+    click(&c, "#env-ns").await;
+    fill(&c, "#env-nv", "s3cr3t-value-42").await;
+    click(&c, "#env button.primary").await;
+    let row = css(&c, "tr[data-key=API_KEY]").await.text().await.unwrap();
+    assert!(row.contains("••••") && row.to_lowercase().contains("secret"), "{row}");
+    assert!(!c.source().await.unwrap().contains("s3cr3t-value-42"));
+    let out = molt(&server, &["env", "list", "web", "--json"]);
+    assert!(!out.stdout.contains("s3cr3t-value-42"), "{out}");
+
+    // The Apps list, for the docs; and a phone-width look at the App
+    // (kept out of the repository).
+    c.goto(&format!("{base}/")).await.unwrap();
+    css(&c, "tr[data-app=web]").await;
+    screenshot(&c, "apps.png").await;
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/apps/web")).await.unwrap();
+    let png = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("molt-dashboard-phone.png"), png);
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // Delete: the button stays disabled until the name is typed; then the
+    // App is gone and its route with it.
+    c.goto(&format!("{base}/apps/web")).await.unwrap();
+    let button = css(&c, "#delete button[type=submit]").await;
+    assert!(
+        !button.is_enabled().await.unwrap(),
+        "delete enabled before confirming"
+    );
+    fill(&c, "#delete-confirm", "web").await;
+    assert!(button.is_enabled().await.unwrap());
+    button.click().await.unwrap();
+    let notice = css(&c, ".notice").await.text().await.unwrap();
+    assert!(notice.contains("Deleted web"), "{notice}");
+    assert_eq!(c.current_url().await.unwrap().path(), "/");
+    assert!(c.find(Locator::Css("tr[data-app=web]")).await.is_err());
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            served(&server, "web.localhost")
+                .await
+                .starts_with("HTTP 404")
+        })
+        .await
+    );
+
+    c.close().await.unwrap();
+}
+
+/// `application/x-www-form-urlencoded`, as a browser sends a form.
+fn form_body(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Form posts, logins and docs over plain HTTP: no browser needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_needs_a_login_and_a_csrf_token_and_serves_the_docs() {
+    let server = MoltServer::start(None);
+    let base = server.api_url();
+    // Plain HTTP, no redirects followed.
+    let http = proxy_client(Duration::from_secs(30));
+
+    // Pages need a session; docs do not.
+    let r = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login");
+    let r = http.get(format!("{base}/apps/web")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/login?next=%2Fapps%2Fweb");
+    let r = http
+        .post(format!("{base}/apps/web/deploy"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("image", "x")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+
+    // Logging in needs the login form's cookie and the right token.
+    let r = http.get(format!("{base}/login")).send().await.unwrap();
+    let login_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"));
+    let login_cookie = login_cookie.split(';').next().unwrap().to_string();
+    let csrf = login_cookie.split_once('=').unwrap().1.to_string();
+    let r = http
+        .post(format!("{base}/login"))
+        .header("cookie", &login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("token", "wrong"), ("csrf", csrf.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("token", server.token()),
+            ("csrf", csrf.as_str()),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a login without the form's cookie");
+    let r = http
+        .post(format!("{base}/login"))
+        .header("cookie", &login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("token", server.token()),
+            ("csrf", csrf.as_str()),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("molt_session="))
+        .expect("a session cookie");
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
+    assert!(session.contains("Path=/"));
+    let session = session.split(';').next().unwrap().to_string();
+
+    // With the session, pages render; they carry a strict CSP.
+    let r = http
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    let page = r.text().await.unwrap();
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF field in the page")
+        .to_string();
+
+    // A POST without the CSRF token, or with a wrong one, does nothing.
+    for form in [vec![("name", "x")], vec![("name", "x"), ("csrf", "nope")]] {
+        let r = http
+            .post(format!("{base}/apps"))
+            .header("cookie", &session)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&form))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    // With it, a bad form comes back with the error next to its field.
+    let r = http
+        .post(format!("{base}/apps"))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("csrf", token.as_str()),
+            ("name", "<b>Bad Name</b>"),
+            ("image", "nginx:1"),
+            ("port", "80"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let page = http
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("id=\"create-name-error\""),
+        "no error next to the name"
+    );
+    assert!(
+        page.contains("&lt;b&gt;Bad Name&lt;/b&gt;"),
+        "the value is kept, escaped"
+    );
+    assert!(!page.contains("<b>Bad Name</b>"));
+
+    // Logging out ends the session.
+    let r = http
+        .post(format!("{base}/logout"))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("csrf", token.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = http
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+
+    // Docs: HTML with a "View as Markdown" link, and the Markdown itself,
+    // headed by its source URL and date.
+    let html = http
+        .get(format!("{base}/docs/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for page in [
+        "deploy-a-new-version",
+        "roll-back",
+        "redeploy-vs-restart",
+        "environment-and-secrets",
+        "private-registries",
+        "gpu-and-recreate-deploys",
+        "replicas",
+        "debugging-failed-deploys",
+        "running-in-production",
+    ] {
+        assert!(
+            html.contains(&format!("href=\"/docs/{page}\"")),
+            "{page} listed"
+        );
+        let r = http
+            .get(format!("{base}/docs/{page}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(&format!("href=\"/docs/{page}.md\"")),
+            "{page}"
+        );
+        assert!(body.contains("View as Markdown"), "{page}");
+        let r = http
+            .get(format!("{base}/docs/{page}.md"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{page}.md");
+        assert_eq!(r.headers()["content-type"], "text/markdown; charset=utf-8");
+        let md = r.text().await.unwrap();
+        let mut lines = md.lines();
+        assert_eq!(
+            lines.next(),
+            Some(format!("Source: {base}/docs/{page}").as_str()),
+            "{page}.md"
+        );
+        assert!(
+            lines.next().unwrap_or("").starts_with("Updated: 20"),
+            "{page}.md"
+        );
+        assert!(md.contains("\n# "), "{page}.md has its title");
+    }
+    let r = http
+        .get(format!("{base}/docs/no-such-page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

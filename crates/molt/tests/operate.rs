@@ -1,0 +1,217 @@
+//! Running Apps: the debugger explains failures, logs show what containers
+//! print, a killed container comes back, a container whose health turns bad
+//! is replaced, and the metrics endpoint answers.
+
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::*;
+
+fn json(out: &CliOutput) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let crash = push(&registry, "testapp", "crash", "crash");
+    let otherport = push(&registry, "testapp", "otherport", "otherport");
+    let server = MoltServer::start(None);
+
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "create",
+            "web",
+            "--image",
+            &v1,
+            "--port",
+            "8080",
+            "--health-timeout",
+            "4",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    let out = molt(&server, &["debug", "web"]);
+    assert_eq!(out.status, 0, "{out}");
+    assert!(out.stdout.contains("Nothing looks wrong"), "{out}");
+
+    // A crash: exit code and last output.
+    assert_eq!(molt(&server, &["deploy", "web", &crash]).status, 1);
+    let out = molt(&server, &["debug", "web"]);
+    assert!(out.stdout.contains("exited with code 3"), "{out}");
+    assert!(out.stdout.contains("simulated crash"), "{out}");
+    assert!(out.stdout.contains("hint:"), "{out}");
+    let report = json(&molt(&server, &["debug", "web", "--json"]));
+    assert_eq!(report["findings"][0]["kind"], "crash", "{report}");
+
+    // Nothing listens on the configured port: say where it does listen.
+    assert_eq!(molt(&server, &["deploy", "web", &otherport]).status, 1);
+    let out = molt(&server, &["debug", "web"]);
+    assert!(out.stdout.contains("listens on port 9000"), "{out}");
+    let report = json(&molt(&server, &["debug", "web", "--json"]));
+    assert_eq!(report["findings"][0]["kind"], "port_mismatch", "{report}");
+
+    // Out of memory: a container that allocates past its limit.
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "create",
+            "hungry",
+            "--image",
+            &v1,
+            "--port",
+            "8080",
+            "--memory",
+            "32m",
+            "--env",
+            "ALLOC_MB_AT_START=256",
+        ],
+    );
+    assert_eq!(out.status, 1, "{out}");
+    let report = json(&molt(&server, &["debug", "hungry", "--json"]));
+    assert_eq!(report["findings"][0]["kind"], "oom_killed", "{report}");
+    let out = molt(&server, &["debug", "hungry"]);
+    assert!(out.stdout.contains("32 MiB"), "the limit is named: {out}");
+    assert!(out.stdout.contains("--memory"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_autoheal_killed_containers_and_metrics() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start_with(
+        None,
+        &[
+            "--autoheal-grace",
+            "1s",
+            "--autoheal-interval",
+            "1s",
+            "--autoheal-threshold",
+            "2",
+        ],
+        &[],
+    );
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "create",
+            "web",
+            "--image",
+            &v1,
+            "--port",
+            "8080",
+            "--health-path",
+            "/healthz",
+            "--env",
+            "LOG_REQUESTS=1",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    assert_eq!(
+        get(server.proxy_addr(), "web.localhost", "/version")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+
+    // Logs: the App's output, prefixed with its deploy.
+    let deploy = json(&molt(&server, &["deploys", "web", "--json"]))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = molt(&server, &["logs", "web", "--tail", "50"]);
+    assert_eq!(out.status, 0, "{out}");
+    assert!(out.stdout.contains("testapp v1 listening on"), "{out}");
+    assert!(out.stdout.contains(&format!("[{deploy}]")), "{out}");
+    assert!(out.stdout.contains("/version"), "{out}");
+    let out = molt(&server, &["logs", "web", "--since", "1h"]);
+    assert!(out.stdout.contains("listening on"), "{out}");
+
+    // A container that dies is restarted by the engine and serves again.
+    let instance = server.instance_id().unwrap();
+    let id = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=molt.instance={instance}"),
+    ])
+    .trim()
+    .to_string();
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", &id])
+        .trim()
+        .to_string();
+    std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    let back = wait_until(Duration::from_secs(30), || async {
+        matches!(
+            get(server.proxy_addr(), "web.localhost", "/").await,
+            Ok((200, _))
+        ) && docker(&["inspect", "--format", "{{.RestartCount}}", &id]).trim() != "0"
+    })
+    .await;
+    assert!(back, "the killed container did not come back");
+
+    // Health turns bad: replaced within grace + threshold x interval (plus a deploy).
+    let (status, _) = get(
+        server.proxy_addr(),
+        "web.localhost",
+        "/health/set?status=500",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let healed = wait_for(Duration::from_secs(40), || async {
+        let deploys = json(&molt(&server, &["deploys", "web", "--json"]));
+        let newest = deploys[0].clone();
+        (newest["triggered_by"] == "autoheal" && newest["status"] == "succeeded").then_some(newest)
+    })
+    .await
+    .expect("no autoheal replacement within 40 s");
+    let shown = molt(
+        &server,
+        &["deploys", "show", "web", healed["id"].as_str().unwrap()],
+    );
+    assert!(
+        shown.stdout.contains("failed 2 consecutive health checks"),
+        "{shown}"
+    );
+    assert!(
+        shown.stdout.contains("GET /healthz answered 500"),
+        "{shown}"
+    );
+    let (status, _) = get(server.proxy_addr(), "web.localhost", "/healthz")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the replacement is healthy");
+
+    // Metrics.
+    let text = proxy_client(Duration::from_secs(10))
+        .get(format!("{}/metrics", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("molt_deploys_total{app=\"web\",kind=\"create\",outcome=\"succeeded\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("molt_deploy_duration_seconds_count"),
+        "{text}"
+    );
+    assert!(
+        text.contains("molt_autoheal_replacements_total{app=\"web\"} 1"),
+        "{text}"
+    );
+}
