@@ -292,7 +292,13 @@ impl RouteState {
         let mut cut_total = 0;
         let mut drained = true;
         for (target, epoch) in waiting {
-            if let Some(cut) = self.settle(&target, epoch, deadline).await {
+            // The background half of the retirement may have cut it at the
+            // same deadline: its count is kept on the target.
+            let cut = match self.settle(&target, epoch, deadline).await {
+                Some(cut) => cut,
+                None => target.cut_on_close(),
+            };
+            if cut > 0 {
                 drained = false;
                 cut_total += cut;
             }

@@ -32,6 +32,9 @@ struct Load {
     in_flight: usize,
     /// Terminal: the target was drained or cut; nothing new may start on it.
     closed: bool,
+    /// What the close cut (requests and upgraded connections still open),
+    /// so whoever waits on the drain can report it truthfully.
+    cut: usize,
     /// Bumped whenever the target is retired or brought back, so a drain
     /// started for an older retirement knows it no longer applies.
     epoch: u64,
@@ -174,10 +177,16 @@ impl TargetState {
             }
             cut = load.in_flight;
             load.closed = true;
+            load.cut = cut;
             true
         });
         self.drop_client();
         u64::try_from(cut).unwrap_or(u64::MAX)
+    }
+
+    /// How much the close cut: 0 when it drained on its own or is open.
+    pub fn cut_on_close(&self) -> u64 {
+        u64::try_from(self.load.borrow().cut).unwrap_or(u64::MAX)
     }
 
     fn drop_client(&self) {

@@ -807,6 +807,7 @@ impl Engine {
             let app = deploy.app.clone();
             engine.run(deploy, plan, cancel).await;
             engine.release(&app);
+            crate::watch::settle_app(&engine, &app).await;
         });
     }
 

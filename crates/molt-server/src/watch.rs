@@ -43,8 +43,61 @@ async fn resync_all(engine: &Engine) {
     let Ok(apps) = engine.store.list_apps() else {
         return;
     };
-    for app in apps {
+    for app in &apps {
         resync_app(engine, &app.name).await;
+    }
+    remove_orphans(engine, &apps).await;
+}
+
+/// After a deploy ended: the route points at whatever serves now (the
+/// engine may have moved it meanwhile) and nothing the deploy left remains.
+pub async fn settle_app(engine: &Engine, app: &str) {
+    resync_app(engine, app).await;
+    if let Ok(apps) = engine.store.list_apps() {
+        let apps: Vec<_> = apps.into_iter().filter(|a| a.name == app).collect();
+        if !apps.is_empty() {
+            remove_orphans(engine, &apps).await;
+        }
+    }
+}
+
+/// Containers of this installation that no App serves from and no deploy in
+/// progress owns: e.g. a failed deploy's container that the engine brought
+/// back after its restart, before the deploy could remove it.
+async fn remove_orphans(engine: &Engine, apps: &[crate::store::AppRow]) {
+    let Ok(containers) = engine.runtime.list(None).await else {
+        return;
+    };
+    let only_these = apps.len() == 1;
+    for c in containers {
+        if only_these && c.app != apps[0].name {
+            continue;
+        }
+        let app = apps.iter().find(|a| a.name == c.app);
+        let serving = app.and_then(|a| a.current_deploy.as_deref()) == Some(c.deploy.as_str());
+        let in_progress = engine.in_progress(&c.app).as_deref() == Some(c.deploy.as_str());
+        if serving || in_progress {
+            continue;
+        }
+        if let Some(app) = app {
+            if let Ok(Some(state)) = engine.runtime.state(&c.id).await {
+                if let Some(ip) = state.ip {
+                    let addr = format!("{ip}:{}", app.port);
+                    let _ = engine
+                        .proxy
+                        .wait_drained(
+                            &app.name,
+                            &addr,
+                            Duration::from_secs(app.drain_timeout_secs),
+                        )
+                        .await;
+                }
+            }
+        }
+        tracing::info!(app = %c.app, container = %c.name, "removing an orphan container");
+        if let Err(e) = engine.runtime.remove(&c.id).await {
+            tracing::warn!("cannot remove the orphan {}: {e:#}", c.name);
+        }
     }
 }
 

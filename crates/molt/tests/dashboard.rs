@@ -144,6 +144,16 @@ async fn click(c: &Client, selector: &str) {
         .unwrap_or_else(|e| panic!("clicking `{selector}` failed: {e}"));
 }
 
+/// The text of the element matching `selector`, waiting for it to appear
+/// (after a form post the new page may still be loading).
+async fn text_wait(c: &Client, selector: &str) -> String {
+    css(c, selector)
+        .await
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("reading the text of `{selector}` failed: {e}"))
+}
+
 /// The text of the first element matching `selector`, if there is one.
 async fn text_of(c: &Client, selector: &str) -> Option<String> {
     let el = c.find(Locator::Css(selector)).await.ok()?;
@@ -212,7 +222,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     assert!(c.current_url().await.unwrap().path().starts_with("/login"));
     fill(&c, "#login-token", "not-the-token").await;
     click(&c, "button[type=submit]").await;
-    let err = text_of(&c, "#login-token-error").await.unwrap_or_default();
+    let err = text_wait(&c, "#login-token-error").await;
     assert!(err.contains("not this server's admin token"), "{err}");
     fill(&c, "#login-token", server.token()).await;
     click(&c, "button[type=submit]").await;
@@ -224,7 +234,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     fill(&c, "#add-username", registry.username()).await;
     fill(&c, "#add-password", "not-the-password").await;
     click(&c, "#add button[type=submit]").await;
-    let err = text_of(&c, "#add-password-error").await.unwrap_or_default();
+    let err = text_wait(&c, "#add-password-error").await;
     assert!(err.contains("refused"), "{err}");
     fill(&c, "#add-password", registry.password()).await;
     click(&c, "#add button[type=submit]").await;
@@ -239,7 +249,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     fill(&c, "#create-port", "8080").await;
     fill(&c, "#create-health_path", "/healthz").await;
     click(&c, "#create button[type=submit]").await;
-    let err = text_of(&c, "#create-name-error").await.unwrap_or_default();
+    let err = text_wait(&c, "#create-name-error").await;
     assert!(!err.is_empty(), "no error next to the name field");
     assert_eq!(
         css(&c, "#create-image")
@@ -358,7 +368,10 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     fill(&c, "#env-nv", "s3cr3t-value-42").await;
     click(&c, "#env button.primary").await;
     let row = css(&c, "tr[data-key=API_KEY]").await.text().await.unwrap();
-    assert!(row.contains("••••") && row.to_lowercase().contains("secret"), "{row}");
+    assert!(
+        row.contains("••••") && row.to_lowercase().contains("secret"),
+        "{row}"
+    );
     assert!(!c.source().await.unwrap().contains("s3cr3t-value-42"));
     let out = molt(&server, &["env", "list", "web", "--json"]);
     assert!(!out.stdout.contains("s3cr3t-value-42"), "{out}");
@@ -372,6 +385,22 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     c.goto(&format!("{base}/apps/web")).await.unwrap();
     let png = c.screenshot().await.unwrap();
     let _ = std::fs::write(std::env::temp_dir().join("molt-dashboard-phone.png"), png);
+    // Nothing sticks out sideways at phone width.
+    let wide = c
+        .execute(
+            "const w = document.documentElement.clientWidth; \
+             return [...document.querySelectorAll('body *')] \
+               .filter(e => e.getBoundingClientRect().right > w + 1) \
+               .slice(0, 5).map(e => e.tagName + '.' + e.className + ': ' + e.textContent.slice(0, 60));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        wide,
+        serde_json::json!([]),
+        "elements wider than a phone screen"
+    );
     c.set_window_size(1280, 900).await.unwrap();
 
     // Delete: the button stays disabled until the name is typed; then the

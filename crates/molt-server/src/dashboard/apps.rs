@@ -71,10 +71,10 @@ fn app_url(name: &str) -> String {
 }
 
 /// The App, or a redirect to the list saying it is gone.
-fn require_app(s: &DashState, auth: &Authed, name: &str) -> Result<AppRow, Response> {
+fn require_app(s: &DashState, auth: &Authed, name: &str) -> Result<AppRow, Box<Response>> {
     match s.api.engine.store.get_app(name) {
         Ok(Some(app)) => Ok(app),
-        Ok(None) => Err(flash_to(
+        Ok(None) => Err(Box::new(flash_to(
             s,
             auth,
             Flash::notice(format!(
@@ -82,8 +82,8 @@ fn require_app(s: &DashState, auth: &Authed, name: &str) -> Result<AppRow, Respo
                 name.chars().take(80).collect::<String>()
             )),
             "/",
-        )),
-        Err(e) => Err(internal_page(e)),
+        ))),
+        Err(e) => Err(Box::new(internal_page(e))),
     }
 }
 
@@ -580,6 +580,32 @@ fn steps(d: &DeployRow, events: &[crate::store::EventRow]) -> Markup {
     }
 }
 
+/// The two phases of a recreate deploy (stopping the old deployment, then
+/// deploying the new one), when the timeline says the deploy is one.
+fn recreate_phases(status: DeployStatus, events: &[crate::store::EventRow]) -> Markup {
+    let current = events
+        .iter()
+        .filter_map(|e| e.message.strip_prefix("phase "))
+        .filter_map(|rest| rest.chars().next().and_then(|c| c.to_digit(10)))
+        .max();
+    let Some(current) = current else {
+        return html! {};
+    };
+    let state = |n: u32| match status {
+        DeployStatus::Succeeded => "done",
+        _ if n < current => "done",
+        DeployStatus::Failed | DeployStatus::Canceled if n == current => "failed",
+        _ if n == current => "current",
+        _ => "todo",
+    };
+    html! {
+        ol.phases aria-label="Recreate deploy phases" {
+            li class=(state(1)) { span.phase-n { "1" } "Stopping the old deployment" span.sr-only { " (" (state(1)) ")" } }
+            li class=(state(2)) { span.phase-n { "2" } "Deploying the new one" span.sr-only { " (" (state(2)) ")" } }
+        }
+    }
+}
+
 fn timeline(events: &[crate::store::EventRow]) -> Markup {
     html! {
         @if events.is_empty() {
@@ -624,6 +650,7 @@ fn progress_region(s: &DashState, csrf: &str, d: &AppData) -> Markup {
             }
         }
         div.small { code.image { (dep.image) } }
+        (recreate_phases(dep.status, &events))
         (steps(dep, &events))
         @if let Some(err) = &dep.error {
             div class={ "callout " (if dep.status == DeployStatus::Failed { "bad" } else { "muted" }) } role="note" {
@@ -941,6 +968,7 @@ fn deploy_region(s: &DashState, csrf: &str, app: &AppRow, dep: &DeployRow) -> Ma
             div { dt { "Duration" } dd { (layout::duration(&dep.created_at, dep.finished_at.as_deref())) } }
             div { dt { "Started by" } dd { (dep.triggered_by) } }
         }
+        (recreate_phases(dep.status, &events))
         (steps(dep, &events))
         @if let Some(err) = &dep.error {
             div class={ "callout " (if dep.status == DeployStatus::Failed { "bad" } else { "muted" }) } {
@@ -1052,7 +1080,7 @@ pub async fn deploy(
     let CsrfForm { session, form } = f;
     let app = match require_app(&s, &session, &name) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let back = app_url(&app.name);
     let image = form.image.trim();
@@ -1136,7 +1164,7 @@ pub async fn redeploy(
 ) -> Response {
     let app = match require_app(&s, &f.session, &name) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let r = s.api.engine.redeploy(&app.name, TRIGGER).await;
     started(
@@ -1162,7 +1190,7 @@ pub async fn restart(
 ) -> Response {
     let app = match require_app(&s, &f.session, &name) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let hard = checked(&f.form.hard);
     let r = s.api.engine.restart(&app.name, hard, TRIGGER).await;
@@ -1181,7 +1209,7 @@ pub async fn cancel(
 ) -> Response {
     let app = match require_app(&s, &f.session, &name) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let back = app_url(&app.name);
     match s.api.engine.cancel(&app.name) {
@@ -1220,7 +1248,7 @@ pub async fn rollback(
 ) -> Response {
     let app = match require_app(&s, &f.session, &name) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let target = opt(&f.form.deploy_id);
     let r = s
@@ -1312,7 +1340,7 @@ pub async fn change_env(
 ) -> Response {
     let app = match require_app(&s, &f.session, &name) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let back = app_url(&app.name);
     let stored = match s.api.engine.store.env(&app.name) {
@@ -1381,7 +1409,7 @@ pub async fn template(
 ) -> Response {
     let app = match require_app(&s, &f.session, &name) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let back = app_url(&app.name);
     let new_name = f.form.new_name.trim().to_string();
@@ -1441,7 +1469,7 @@ pub async fn delete(
 ) -> Response {
     let app = match require_app(&s, &f.session, &name) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let back = app_url(&app.name);
     if f.form.confirm.trim() != app.name {
@@ -1555,6 +1583,37 @@ mod tests {
         assert!(st.error("nk").is_some());
         let (_, _, st) = read_env_form(&pairs(&[("nk", "1BAD"), ("nv", "x")]), &[]);
         assert!(st.error("nk").is_some());
+    }
+
+    fn event(seq: i64, message: &str) -> crate::store::EventRow {
+        crate::store::EventRow {
+            seq,
+            at: "2026-01-01T00:00:00Z".into(),
+            status: DeployStatus::Starting,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn recreate_phases_follow_the_timeline() {
+        let events = vec![
+            event(1, "pulling x"),
+            event(2, "phase 1 of 2: stopping the old deployment"),
+        ];
+        let m = recreate_phases(DeployStatus::Swapping, &events).into_string();
+        assert!(m.contains(r#"<li class="current">"#), "{m}");
+        assert!(m.contains(r#"<li class="todo">"#), "{m}");
+        let events = vec![event(1, "phase 1 of 2: x"), event(2, "phase 2 of 2: y")];
+        let m = recreate_phases(DeployStatus::Failed, &events).into_string();
+        assert!(
+            m.contains(r#"<li class="done">"#) && m.contains(r#"<li class="failed">"#),
+            "{m}"
+        );
+        assert!(
+            recreate_phases(DeployStatus::Failed, &[event(1, "pulling")])
+                .into_string()
+                .is_empty()
+        );
     }
 
     #[test]

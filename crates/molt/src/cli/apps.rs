@@ -64,6 +64,10 @@ pub struct CreateArgs {
     /// How a new version replaces the old one.
     #[arg(long, value_parser = ["auto", "bluegreen", "recreate", "rolling"])]
     pub strategy: Option<String>,
+    /// How long an old version keeps its in-flight requests and open
+    /// WebSockets after a swap before they are closed (default 30).
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
     /// Copy the settings of an existing App (a template): its image by
     /// digest, port, health check, resources, replicas, strategy and plain
     /// environment. Flags given here override the copied values.
@@ -124,6 +128,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateAppRequest> {
         gpus: args.gpus,
         replicas: args.replicas,
         strategy: args.strategy.clone(),
+        drain_timeout_secs: args.drain_timeout,
         ..CreateAppRequest::default()
     })
 }
