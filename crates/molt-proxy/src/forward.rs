@@ -19,6 +19,7 @@ use crate::errors;
 use crate::headers;
 use crate::hold::Admission;
 use crate::host;
+use crate::metrics::UpstreamError;
 use crate::routes::{RouteState, Routes};
 use crate::target::{InFlightGuard, UpstreamClient};
 
@@ -47,6 +48,7 @@ pub async fn handle(
         return errors::unknown_host(&host);
     };
     let app = route.app.as_str();
+    let started = std::time::Instant::now();
     // A paused route holds the request here, before any target is chosen,
     // so it goes to whatever targets are current when it is released.
     let resp = match route.hold.admit().await {
@@ -56,6 +58,7 @@ pub async fn handle(
         Admission::Full { max_queued } => errors::hold_full(app, max_queued),
     };
     route.counts.record(resp.status());
+    route.counts.latency(started.elapsed());
     resp
 }
 
@@ -103,12 +106,17 @@ async fn forward(
             tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
                 error = %error_chain(&e), "upstream request failed");
             return if e.is_connect() {
+                route.counts.upstream_error(UpstreamError::Refused);
                 errors::refused(app)
             } else {
+                route.counts.upstream_error(UpstreamError::Failed);
                 errors::upstream_failed(app)
             };
         }
-        None => return errors::timeout(app, limit),
+        None => {
+            route.counts.upstream_error(UpstreamError::Timeout);
+            return errors::timeout(app, limit);
+        }
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

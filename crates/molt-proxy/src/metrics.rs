@@ -8,16 +8,53 @@ use http::StatusCode;
 
 use crate::routes::Routes;
 
-/// Responses by status class (1xx..5xx).
+/// Upper bounds (seconds) of the latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Why an upstream request failed.
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamError {
+    /// The connection was refused or could not be made (502).
+    Refused,
+    /// The upstream broke off mid-exchange (502).
+    Failed,
+    /// It did not answer within the route's timeout (504).
+    Timeout,
+}
+
+/// Responses by status class (1xx..5xx), their latency (until the response
+/// head), and upstream errors by kind.
 #[derive(Debug, Default)]
 pub struct ResponseCounts {
     by_class: [AtomicU64; 5],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_sum_micros: AtomicU64,
+    latency_count: AtomicU64,
+    upstream_errors: [AtomicU64; 3],
 }
 
 impl ResponseCounts {
     pub fn record(&self, status: StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn latency(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     fn get(&self, class: usize) -> u64 {
@@ -28,6 +65,7 @@ impl ResponseCounts {
 /// Renders every counter in the Prometheus text format.
 pub fn render(routes: &Routes) -> String {
     let mut out = String::new();
+    render_latency_and_errors(routes, &mut out);
     out.push_str("# HELP molt_proxy_requests_total Responses sent, by App and status class.\n");
     out.push_str("# TYPE molt_proxy_requests_total counter\n");
     let apps = routes.all();
@@ -110,5 +148,55 @@ mod tests {
         assert_eq!(c.get(0), 1);
         assert_eq!(c.get(1), 1);
         assert_eq!(c.get(4), 1);
+    }
+}
+
+fn render_latency_and_errors(routes: &Routes, out: &mut String) {
+    let apps = routes.all();
+    out.push_str(
+        "# HELP molt_proxy_request_duration_seconds Time until the response head, by App.\n",
+    );
+    out.push_str("# TYPE molt_proxy_request_duration_seconds histogram\n");
+    for r in apps.iter() {
+        let c = &r.counts;
+        let app = &r.app;
+        for (bucket, bound) in c.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            let _ = writeln!(
+                out,
+                "molt_proxy_request_duration_seconds_bucket{{app=\"{app}\",le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = c.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "molt_proxy_request_duration_seconds_bucket{{app=\"{app}\",le=\"+Inf\"}} {count}"
+        );
+        let sum = c.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "molt_proxy_request_duration_seconds_sum{{app=\"{app}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "molt_proxy_request_duration_seconds_count{{app=\"{app}\"}} {count}"
+        );
+    }
+    out.push_str(
+        "# HELP molt_proxy_upstream_errors_total Upstream requests that failed, by App and kind.\n",
+    );
+    out.push_str("# TYPE molt_proxy_upstream_errors_total counter\n");
+    for r in apps.iter() {
+        for (kind, n) in ["refused", "failed", "timeout"]
+            .iter()
+            .zip(&r.counts.upstream_errors)
+        {
+            let _ = writeln!(
+                out,
+                "molt_proxy_upstream_errors_total{{app=\"{}\",kind=\"{kind}\"}} {}",
+                r.app,
+                n.load(Ordering::Relaxed)
+            );
+        }
     }
 }

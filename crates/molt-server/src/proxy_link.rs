@@ -14,16 +14,19 @@ use tokio::net::UnixStream;
 pub struct ProxyLink {
     data_dir: PathBuf,
     listen: SocketAddr,
+    /// Where the proxy serves its Prometheus metrics, if anywhere.
+    metrics: Option<SocketAddr>,
     exe: PathBuf,
 }
 
 impl ProxyLink {
-    pub fn new(data_dir: &Path, listen: SocketAddr) -> Result<Self> {
+    pub fn new(data_dir: &Path, listen: SocketAddr, metrics: Option<SocketAddr>) -> Result<Self> {
         let exe =
             std::env::current_exe().context("cannot find the molt binary to start the proxy")?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             listen,
+            metrics,
             exe,
         })
     }
@@ -165,6 +168,9 @@ impl ProxyLink {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(self.listen.to_string());
+        if let Some(metrics) = self.metrics {
+            command.arg("--metrics").arg(metrics.to_string());
+        }
         if takeover {
             command.arg("--takeover");
         }

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     /// GPUs the host offers Apps; detected when not given.
     pub gpus: Option<u32>,
     pub autoheal: crate::autoheal::AutohealConfig,
+    /// Where the proxy serves its Prometheus metrics, if anywhere.
+    pub proxy_metrics: Option<SocketAddr>,
 }
 
 pub async fn run(config: ServerConfig) -> Result<()> {
@@ -42,7 +44,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     let runtime = Runtime::connect(&instance, &config.network).await?;
     runtime.ensure_network().await?;
 
-    let proxy = Arc::new(ProxyLink::new(dir, config.proxy)?);
+    let proxy = Arc::new(ProxyLink::new(dir, config.proxy, config.proxy_metrics)?);
     proxy.ensure_running().await?;
 
     let capacity = Capacity {

@@ -84,6 +84,8 @@ async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
 async fn logs_autoheal_killed_containers_and_metrics() {
     let registry = Registry::start(false);
     let v1 = push(&registry, "testapp", "v1", "v1");
+    let metrics_port = free_port().to_string();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let server = MoltServer::start_with(
         None,
         &[
@@ -93,6 +95,8 @@ async fn logs_autoheal_killed_containers_and_metrics() {
             "1s",
             "--autoheal-threshold",
             "2",
+            "--proxy-metrics",
+            &metrics_addr,
         ],
         &[],
     );
@@ -214,4 +218,24 @@ async fn logs_autoheal_killed_containers_and_metrics() {
         text.contains("molt_autoheal_replacements_total{app=\"web\"} 1"),
         "{text}"
     );
+
+    // The proxy's own metrics: requests by App and status class, latency,
+    // in-flight, upstream errors, held requests.
+    let text = proxy_client(Duration::from_secs(10))
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "molt_proxy_requests_total{app=\"web\",code_class=\"2xx\"}",
+        "molt_proxy_request_duration_seconds_count{app=\"web\"}",
+        "molt_proxy_in_flight",
+        "molt_proxy_upstream_errors_total{app=\"web\",kind=\"refused\"}",
+        "molt_proxy_held_requests",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
 }

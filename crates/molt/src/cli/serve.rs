@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// given. Apps' `--gpus` is reserved against it.
     #[arg(long, value_name = "N")]
     pub gpus: Option<u32>,
+    /// Where the proxy serves Prometheus metrics (`GET /metrics`): requests by
+    /// App and status class, latency, in-flight, held requests.
+    #[arg(long, value_name = "ADDR")]
+    pub proxy_metrics: Option<SocketAddr>,
     /// Autoheal: how long after a container starts before it is judged.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub autoheal_grace: std::time::Duration,
@@ -103,6 +107,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         network: args.network,
         memory_bytes: args.memory,
         gpus: args.gpus,
+        proxy_metrics: args.proxy_metrics,
         autoheal: molt_server::autoheal::AutohealConfig {
             grace: args.autoheal_grace,
             interval: args
