@@ -62,7 +62,7 @@ async fn killing_the_server_at_any_step_loses_no_request_and_no_record() {
             let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
             tokio::spawn(async move {
                 let client = proxy_client(Duration::from_secs(30));
-                let deadline = Instant::now() + Duration::from_secs(300);
+                let deadline = Instant::now() + Duration::from_secs(1800);
                 let mut errors = Vec::new();
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     match client
@@ -100,7 +100,12 @@ async fn killing_the_server_at_any_step_loses_no_request_and_no_record() {
         "draining",
     ];
     let mut exercised = Vec::new();
-    for (round, step) in steps.iter().cycle().take(10).enumerate() {
+    // CI runs 10 rounds; MOLT_CHAOS_ROUNDS runs a longer soak (docs/reliability.md).
+    let rounds: usize = std::env::var("MOLT_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    for (round, step) in steps.iter().cycle().take(rounds).enumerate() {
         // slowstart gives health checking a wide window; others are quick.
         let image = if *step == "health_checking" {
             &slow
@@ -191,11 +196,11 @@ async fn killing_the_server_at_any_step_loses_no_request_and_no_record() {
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     eprintln!(
-        "kill points exercised: {} of 10 ({exercised:?}); requests: {ok} ok, {failed} failed",
+        "kill points exercised: {} of {rounds} ({exercised:?}); requests: {ok} ok, {failed} failed",
         exercised.len()
     );
     assert!(
-        exercised.len() >= 4,
+        exercised.len() >= rounds * 2 / 5,
         "too few kill points were hit: {exercised:?}"
     );
     assert!(ok > 100);
