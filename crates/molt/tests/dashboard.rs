@@ -3,8 +3,10 @@
 //! save a registry credential, create an App from the form, deploy from the
 //! Deploy field and watch it succeed without a reload, see a failing image
 //! fail while the old version keeps serving, roll back from the history,
-//! set a secret and see it masked, delete with confirmation. Also takes the
-//! screenshots in docs/screenshots/.
+//! set a secret and see it masked, delete with confirmation, and follow the
+//! two phases of a recreate deploy. Also takes the screenshots in
+//! docs/screenshots/ (`MOLT_UPDATE_SCREENSHOTS=1 cargo test -p molt --test
+//! dashboard` refreshes them).
 //!
 //! The HTTP-level checks (login required, CSRF, docs as Markdown) need no
 //! browser and run in their own test.
@@ -12,6 +14,7 @@
 mod support;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -39,7 +42,10 @@ impl Chromedriver {
             );
         }
         let port = free_port();
+        // Its own process group, so that dropping it also ends the browsers
+        // it started, even when a test panics before closing its session.
         let child = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdin(Stdio::null())
@@ -96,14 +102,30 @@ impl Chromedriver {
 
 impl Drop for Chromedriver {
     fn drop(&mut self) {
+        // The whole group: chromedriver and the chromium processes under it.
+        let _ = run_bounded(
+            Command::new("kill")
+                .arg("-KILL")
+                .arg("--")
+                .arg(format!("-{}", self.child.id())),
+            None,
+            Duration::from_secs(10),
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// Where screenshots go: `docs/screenshots/` when `MOLT_UPDATE_SCREENSHOTS`
+/// is set (to refresh the committed ones), else a temp dir, so a test run
+/// leaves the work tree as it was.
 fn screenshots_dir() -> PathBuf {
-    let dir = workspace_root().join("docs/screenshots");
-    std::fs::create_dir_all(&dir).expect("creating docs/screenshots failed");
+    let dir = if std::env::var_os("MOLT_UPDATE_SCREENSHOTS").is_some() {
+        workspace_root().join("docs/screenshots")
+    } else {
+        std::env::temp_dir().join("molt-screenshots")
+    };
+    std::fs::create_dir_all(&dir).expect("creating the screenshots dir failed");
     dir
 }
 
@@ -298,6 +320,21 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     assert!(row.contains("deploy") && row.contains(":v2"), "{row}");
     assert!(page_was_not_reloaded(&c).await, "the page reloaded");
     assert_eq!(served(&server, "web.localhost").await, "testapp v2");
+    // The Logs card follows the serving container's output.
+    let logs = wait_for(Duration::from_secs(15), || async {
+        let t = text_of(&c, "[data-region=logs] pre.logs").await?;
+        t.contains("v2").then_some(t)
+    })
+    .await;
+    assert!(logs.is_some(), "the Logs card shows no output of v2");
+    c.execute(
+        "document.getElementById('history').scrollIntoView(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let png = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("molt-app-lower.png"), png);
     let status = text_of(&c, "[data-region=head] .badge")
         .await
         .unwrap_or_default();
@@ -376,10 +413,53 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     let out = molt(&server, &["env", "list", "web", "--json"]);
     assert!(!out.stdout.contains("s3cr3t-value-42"), "{out}");
 
+    // A recreate deploy shows its two phases, live, and both end done.
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "create",
+            "batch",
+            "--image",
+            &v1,
+            "--port",
+            "8080",
+            "--health-path",
+            "/healthz",
+            "--strategy",
+            "recreate",
+        ],
+    );
+    assert!(out.success(), "{out}");
+    c.goto(&format!("{base}/apps/batch")).await.unwrap();
+    fill(&c, "#deploy-image", &v2).await;
+    click(&c, "#deploy button.primary").await;
+    mark_page(&c).await;
+    css(&c, "[data-region=progress] ol.phases").await;
+    let row = wait_newest(&c, "succeeded").await;
+    assert!(row.contains(":v2"), "{row}");
+    let phases = text_of(&c, "[data-region=progress] ol.phases")
+        .await
+        .unwrap_or_default();
+    assert!(
+        phases.contains("Stopping the old deployment") && phases.contains("Deploying the new one"),
+        "{phases}"
+    );
+    assert_eq!(
+        c.find_all(Locator::Css("[data-region=progress] ol.phases li.done"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(page_was_not_reloaded(&c).await, "the page reloaded");
+    assert_eq!(served(&server, "batch.localhost").await, "testapp v2");
+
     // The Apps list, for the docs; and a phone-width look at the App
     // (kept out of the repository).
     c.goto(&format!("{base}/")).await.unwrap();
     css(&c, "tr[data-app=web]").await;
+    css(&c, "tr[data-app=batch]").await;
     screenshot(&c, "apps.png").await;
     c.set_window_size(390, 844).await.unwrap();
     c.goto(&format!("{base}/apps/web")).await.unwrap();
@@ -426,6 +506,19 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
         })
         .await
     );
+
+    // The docs need no session; each page links its Markdown.
+    click(&c, "form.logout button").await;
+    c.goto(&format!("{base}/docs/gpu-and-recreate-deploys"))
+        .await
+        .unwrap();
+    let link = css(&c, "a[type=\"text/markdown\"]").await;
+    assert_eq!(
+        link.attr("href").await.unwrap().as_deref(),
+        Some("/docs/gpu-and-recreate-deploys.md")
+    );
+    let png = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("molt-docs-page.png"), png);
 
     c.close().await.unwrap();
 }
