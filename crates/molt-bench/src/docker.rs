@@ -186,7 +186,14 @@ pub async fn time_container_start(run_id: &str, image: &str, network: &str) -> R
     let body = serde_json::json!({
         "Image": image,
         "Labels": { LABEL: run_id },
-        "HostConfig": { "NetworkMode": network },
+        // What Molt's runtime asks for too (crates/molt-server/src/runtime.rs),
+        // so the comparison is like for like.
+        "HostConfig": {
+            "NetworkMode": network,
+            "RestartPolicy": { "Name": "unless-stopped" },
+            "SecurityOpt": ["no-new-privileges"],
+        },
+        "NetworkingConfig": { "EndpointsConfig": { network: {} } },
     });
     let created: Created =
         serde_json::from_slice(&engine(Method::POST, "/containers/create", Some(body)).await?)

@@ -61,11 +61,11 @@ pub struct Opts {
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Connection counts for the throughput sweep of "proxy overhead" (3 s
-    /// each); empty to skip.
-    #[arg(long, value_delimiter = ',', default_value = "8,32,128")]
-    pub sweep: Vec<usize>,
+    /// each, comma-separated); "none" to skip.
+    #[arg(long, default_value = "8,32,128", value_parser = parse_sweep)]
+    pub sweep: Sweep,
     /// Deploys measured in "swap latency".
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub swaps: usize,
     /// The `molt` binary to benchmark.
     #[arg(long, env = "MOLT_BENCH_MOLT")]
@@ -84,6 +84,24 @@ pub struct Opts {
     /// how long an unhealthy deploy takes.
     #[arg(long, default_value_t = 8)]
     pub health_timeout: u64,
+}
+
+/// The connection counts of `--sweep`.
+#[derive(Debug, Clone, Default)]
+pub struct Sweep(pub Vec<usize>);
+
+fn parse_sweep(s: &str) -> Result<Sweep, String> {
+    if s.trim().is_empty() || s.trim() == "none" {
+        return Ok(Sweep(Vec::new()));
+    }
+    s.split(',')
+        .map(|c| {
+            c.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{c:?} is not a connection count"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Sweep)
 }
 
 /// What every scenario uses.
@@ -182,7 +200,7 @@ fn validate(o: &Opts) -> Result<()> {
     if o.rounds == 0 || o.rounds > 20 {
         bail!("--rounds must be 1..=20");
     }
-    if o.sweep.iter().any(|&c| c == 0 || c > 10_000) {
+    if o.sweep.0.iter().any(|&c| c == 0 || c > 10_000) {
         bail!("--sweep values must be 1..=10000");
     }
     if o.client_threads == 0 || o.client_threads > 64 {

@@ -71,6 +71,11 @@ impl Nginx {
         Ok(nginx)
     }
 
+    /// The master process (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn addr(&self) -> SocketAddr {
         localhost(self.port)
     }

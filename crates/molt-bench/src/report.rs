@@ -311,6 +311,18 @@ fn deploys_section(
             .collect();
         median(&ok).unwrap_or(0.0)
     };
+    for r in [&d.molt, &d.molt_recreate].into_iter().flatten() {
+        let swaps: Vec<f64> = r.deploys.iter().filter_map(|x| x.swap_ms).collect();
+        if let Some(m) = median(&swaps) {
+            let _ = writeln!(
+                o,
+                "- {}: \"healthy\" event → first response from the new version under this load: median {m:.1} ms, max {} ms ({} deploys).",
+                r.name,
+                opt_ms(max(&swaps)),
+                swaps.len()
+            );
+        }
+    }
     for r in [&d.molt, &d.molt_recreate, &d.stop_start, &d.nginx]
         .into_iter()
         .flatten()
@@ -381,13 +393,13 @@ fn overhead_section(
         .path("direct")
         .map(|p| p.summary.throughput)
         .unwrap_or(0.0);
-    let _ = writeln!(o, "| path | req/s | of direct | p50 ms | p99 ms | max ms | failed | req/s per round |\n|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "| path | req/s | of direct | p50 ms | p99 ms | max ms | failed | proxy CPU µs/request | req/s per round |\n|---|---|---|---|---|---|---|---|---|");
     for p in &r.paths {
         let s: &Summary = &p.summary;
         let rounds: Vec<String> = p.rounds.iter().map(|t| format!("{t:.0}")).collect();
         let _ = writeln!(
             o,
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
             p.name,
             s.throughput,
             ratio(s.throughput, direct),
@@ -395,15 +407,25 @@ fn overhead_section(
             ms(s.p99),
             ms(s.max),
             s.failed(),
+            p.cpu_us_per_request
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_else(|| "–".into()),
             rounds.join(", ")
         );
     }
     let _ = writeln!(o);
     if let (Some(m), Some(n)) = (r.path("molt"), r.path("nginx")) {
         let (ms_, ns) = (&m.summary, &n.summary);
+        let cpu = match (m.cpu_us_per_request, n.cpu_us_per_request) {
+            (Some(a), Some(b)) => format!(
+                "; CPU per request {a:.1} µs vs {b:.1} µs ({} of nginx's)",
+                ratio(a, b)
+            ),
+            _ => String::new(),
+        };
         let _ = writeln!(
             o,
-            "molt / nginx (1 worker): throughput {}, p99 {} ms vs {} ms.\n",
+            "molt / nginx (1 worker): throughput {}, p99 {} ms vs {} ms{cpu}.\n",
             ratio(ms_.throughput, ns.throughput),
             ms(ms_.p99),
             ms(ns.p99)
@@ -458,7 +480,7 @@ fn swap_section(o: &mut String, r: &SwapReport, targets: &mut Vec<(String, Strin
     let _ = writeln!(o, "### Swap latency\n");
     let _ = writeln!(
         o,
-        "{} blue-green deploys of an idle App while 4 connections loop `GET /` through the proxy; the deploy's timeline \
+        "{} blue-green deploys of an idle App while 2 connections loop `GET /` through the proxy; the deploy's timeline \
          events (ms precision) against the first response carrying the new `X-Testapp-Version`. Health checks every {} ms.\n",
         r.swaps.len(),
         r.health_interval_ms
@@ -499,6 +521,11 @@ fn swap_section(o: &mut String, r: &SwapReport, targets: &mut Vec<(String, Strin
     );
     let deploy = r.column(|s| s.deploy_to_serving);
     row("**deploy request → new version serving**", deploy.clone());
+    let added = r.column(|s| s.added);
+    row(
+        "**what the deploy adds**: deploy request → serving, minus its engine create + start",
+        added.clone(),
+    );
     row(
         "container's own start-up: engine create + start",
         r.own_started.clone(),
@@ -518,7 +545,7 @@ fn swap_section(o: &mut String, r: &SwapReport, targets: &mut Vec<(String, Strin
         own_health.clone(),
     );
     let _ = writeln!(o);
-    let added = match (median(&deploy), median(&r.own_serving)) {
+    let versus_own = match (median(&deploy), median(&r.own_serving)) {
         (Some(d), Some(c)) => Some(d - c),
         _ => None,
     };
@@ -528,26 +555,47 @@ fn swap_section(o: &mut String, r: &SwapReport, targets: &mut Vec<(String, Strin
     };
     let _ = writeln!(
         o,
-        "A deploy adds {} ms (median) to the container's own start-up, of which health polling adds {} ms \
-         (container started → healthy, minus the container's own start → first 2xx).\n",
-        opt_ms(added),
-        opt_ms(polling_added)
+        "A deploy adds {} ms (median, max {}) to the container's start-up as the engine performed it in that deploy, \
+         of which health polling adds {} ms (container started → healthy, minus the container's own start → first 2xx). \
+         Against the separately measured start-up the difference of medians is {} ms; the engine's create + start \
+         varies by hundreds of ms from one container to the next, so that figure is mostly noise.\n",
+        opt_ms(median(&added)),
+        opt_ms(max(&added)),
+        opt_ms(polling_added),
+        opt_ms(versus_own)
     );
     for n in &r.notes {
         let _ = writeln!(o, "- {n}");
     }
     if let Some(s) = median(&swap) {
+        let worst = max(&swap).unwrap_or(s);
         targets.push((
             "swap latency < 10 ms".into(),
-            format!("median {s:.1} ms, max {} ms", opt_ms(max(&swap))),
-            yes(max(&swap).unwrap_or(s) < 10.0),
+            format!("median {s:.1} ms, max {worst:.1} ms"),
+            if worst < 10.0 {
+                "**met**"
+            } else if s < 10.0 {
+                "met at the median, **missed** at the max"
+            } else {
+                "**missed**"
+            },
         ));
     }
-    if let Some(p) = polling_added {
+    if let Some(a) = median(&added) {
+        let worst = max(&added).unwrap_or(a);
         targets.push((
-            "health polling adds < 150 ms to start-up".into(),
-            format!("{p:.1} ms (whole deploy adds {} ms)", opt_ms(added)),
-            yes(p < 150.0),
+            "a deploy adds < 150 ms to the container's own start-up".into(),
+            format!(
+                "median {a:.1} ms, max {worst:.1} ms; health polling's part {} ms",
+                opt_ms(polling_added)
+            ),
+            if worst < 150.0 {
+                "**met**"
+            } else if a < 150.0 {
+                "met at the median, **missed** at the max"
+            } else {
+                "**missed**"
+            },
         ));
     }
 }
@@ -559,11 +607,9 @@ pub fn write_into(path: &Path, section: &str) -> Result<()> {
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let out = match (existing.find(START), existing.find(END)) {
         (Some(a), Some(b)) if b > a => {
-            format!(
-                "{}{block}{}",
-                &existing[..a],
-                existing[b + END.len()..].trim_start_matches('\n')
-            )
+            let rest = existing[b + END.len()..].trim_start_matches('\n');
+            let sep = if rest.is_empty() { "" } else { "\n" };
+            format!("{}{block}{sep}{rest}", &existing[..a])
         }
         _ if existing.is_empty() => format!("# Benchmarks\n\n{block}"),
         _ => format!("{}\n\n{block}", existing.trim_end()),

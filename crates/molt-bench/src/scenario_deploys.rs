@@ -33,6 +33,9 @@ pub struct DeployOutcome {
     /// For recreates: whether the timeline shows the two recreate phases.
     pub was_recreate: bool,
     pub error: Option<String>,
+    /// Molt's succeeded deploys: its "healthy" event → the first response
+    /// from the new version under this load (ms).
+    pub swap_ms: Option<f64>,
 }
 
 /// One system's run: its deploys and the load's numbers.
@@ -192,6 +195,7 @@ async fn molt_deploys(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut windows = Vec::new();
     let mut outcomes = Vec::new();
+    let mut timelines = Vec::new();
     for (i, (variant, expected)) in plan.iter().enumerate() {
         if load.is_exhausted() {
             bail!("the load run hit its bound after {i} deploys");
@@ -222,12 +226,20 @@ async fn molt_deploys(
             status: d.status.clone(),
             took: t.elapsed(),
             error: d.error.clone(),
+            swap_ms: None,
         });
+        timelines.push((*variant, t, d));
         // A short pause so consecutive windows do not touch.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok((load.stop().await, windows, outcomes))
+    let load = load.stop().await;
+    for (outcome, (variant, posted, d)) in outcomes.iter_mut().zip(&timelines) {
+        if d.status == "succeeded" {
+            outcome.swap_ms = crate::scenario_swap::swap_ms(d, &load, variant, *posted);
+        }
+    }
+    Ok((load, windows, outcomes))
 }
 
 async fn molt_bluegreen(ctx: &Ctx, n: usize, failing: usize) -> Result<SystemRun> {
@@ -335,6 +347,7 @@ async fn stop_then_start(ctx: &Ctx, n: usize) -> Result<SystemRun> {
             took: t.elapsed(),
             was_recreate: false,
             error: None,
+            swap_ms: None,
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -399,6 +412,7 @@ async fn nginx_reload(ctx: &Ctx, bin: &std::path::Path, n: usize) -> Result<Syst
             took: t.elapsed(),
             was_recreate: false,
             error: None,
+            swap_ms: None,
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

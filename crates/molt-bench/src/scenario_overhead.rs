@@ -8,6 +8,12 @@
 //! userland proxy in front of the direct and nginx paths only, which would
 //! flatter Molt; the bridge address keeps the upstream hop identical.
 //!
+//! The machine is shared and small, so besides throughput the proxy's own
+//! CPU time per request is reported (utime + stime of the proxy processes
+//! from /proc over the run, divided by the requests): it says how much work
+//! each proxy does per request, which other load on the machine barely
+//! changes.
+//!
 //! Rounds alternate the order of the three so slow drifts of the machine
 //! (other work on it, thermal) spread over all of them; each run starts with
 //! a warm-up second that is not counted.
@@ -33,6 +39,9 @@ pub struct PathResult {
     pub rounds: Vec<f64>,
     /// Throughput at each connection count of the sweep.
     pub sweep: Vec<(usize, Summary)>,
+    /// CPU time of the proxy's processes per request (µs), over the measured
+    /// rounds; None for the direct path.
+    pub cpu_us_per_request: Option<f64>,
 }
 
 pub struct OverheadReport {
@@ -56,6 +65,49 @@ async fn measure(ctx: &Ctx, target: &Target, connections: usize, duration: Durat
     run.stop().await
 }
 
+/// Processes whose CPU time counts for a path: the process and its children
+/// (nginx's workers).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if stat_fields(child).and_then(|f| f.get(1)?.parse::<u32>().ok()) == Some(pid) {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+/// The fields of /proc/PID/stat after "(comm)": state, ppid, ...
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
+/// utime + stime of `pids`, in clock ticks (fields 14 and 15 of stat).
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|&p| {
+            let f = stat_fields(p)?;
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux in practice).
+async fn ticks_per_second() -> f64 {
+    crate::util::run_stdout("getconf", &["CLK_TCK"], Duration::from_secs(10))
+        .await
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100.0)
+}
+
 pub async fn run(ctx: &Ctx) -> Result<OverheadReport> {
     let app = "bench-overhead";
     let first = ctx
@@ -70,6 +122,11 @@ pub async fn run(ctx: &Ctx) -> Result<OverheadReport> {
     let container = ctx.server.container_of(&first.id).await?;
     let upstream = SocketAddr::new(container_ip(&container).await?, 8080);
 
+    let proxy_pid = ctx
+        .server
+        .proxy_pid()
+        .context("the proxy wrote no pid file")?;
+    // (name, target, pid whose process tree is the proxy)
     let mut targets = vec![
         (
             "molt proxy".to_string(),
@@ -78,6 +135,7 @@ pub async fn run(ctx: &Ctx) -> Result<OverheadReport> {
                 host: format!("{app}.localhost"),
                 path: "/".into(),
             },
+            Some(proxy_pid),
         ),
         (
             "direct to the container".to_string(),
@@ -86,6 +144,7 @@ pub async fn run(ctx: &Ctx) -> Result<OverheadReport> {
                 host: "bench".into(),
                 path: "/".into(),
             },
+            None,
         ),
     ];
     let mut notes = Vec::new();
@@ -108,17 +167,25 @@ pub async fn run(ctx: &Ctx) -> Result<OverheadReport> {
                 host: "bench".into(),
                 path: "/".into(),
             },
+            Some(n.pid()),
         ));
     }
 
     let duration = Duration::from_secs(ctx.opts.duration);
     let c = ctx.opts.connections;
+    let tck = ticks_per_second().await;
     let mut results: Vec<Vec<LoadResult>> = targets.iter().map(|_| Vec::new()).collect();
+    // (CPU seconds, requests) per path over the measured rounds.
+    let mut cpu: Vec<(f64, u64)> = targets.iter().map(|_| (0.0, 0)).collect();
     for round in 0..ctx.opts.rounds {
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
-            let (name, target) = &targets[i];
+            let (name, target, pid) = &targets[i];
+            let pids = pid.map(process_tree).unwrap_or_default();
+            let before = cpu_ticks(&pids);
             let r = measure(ctx, target, c, duration).await;
+            cpu[i].0 += cpu_ticks(&pids).saturating_sub(before) as f64 / tck;
+            cpu[i].1 += r.samples.len() as u64;
             let s = r.summary_after(WARMUP);
             eprintln!(
                 "   round {} {name:<24} {:>8.0} req/s  p50 {:>6} ms  p99 {:>6} ms  failed {}",
@@ -133,14 +200,14 @@ pub async fn run(ctx: &Ctx) -> Result<OverheadReport> {
     }
 
     let mut paths = Vec::new();
-    for ((name, target), runs) in targets.iter().zip(results) {
+    for (((name, target, pid), runs), (cpu_s, requests)) in targets.iter().zip(results).zip(cpu) {
         let summary = crate::load::combined(&runs, WARMUP);
         let rounds = runs
             .iter()
             .map(|r| r.summary_after(WARMUP).throughput)
             .collect();
         let mut sweep = Vec::new();
-        for &conns in &ctx.opts.sweep {
+        for &conns in &ctx.opts.sweep.0 {
             let r = measure(ctx, target, conns, Duration::from_secs(3)).await;
             let s = r.summary_after(WARMUP);
             eprintln!(
@@ -155,6 +222,8 @@ pub async fn run(ctx: &Ctx) -> Result<OverheadReport> {
             summary,
             rounds,
             sweep,
+            cpu_us_per_request: (pid.is_some() && requests > 0)
+                .then(|| cpu_s * 1e6 / requests as f64),
         });
     }
     drop(nginx);

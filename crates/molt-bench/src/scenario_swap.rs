@@ -8,9 +8,9 @@
 //! when traffic was switched. Both clocks are this machine's wall clock, so
 //! the differences are good to about a millisecond (the events' precision).
 //!
-//! The container's own start-up is measured separately: create + start
-//! through the engine API (as Molt does), then `GET /` on its address every
-//! millisecond until it answers.
+//! The container's own start-up is measured before each deploy, under the
+//! same load: create + start through the engine API (as Molt does), then
+//! `GET /` on its address every millisecond until it answers.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,15 +18,13 @@ use anyhow::{bail, Result};
 
 use crate::docker::time_container_start;
 use crate::images::GOOD;
-use crate::load::{LoadRun, Target};
+use crate::load::{LoadResult, LoadRun, Target};
 use crate::server::Deploy;
 use crate::Ctx;
 
-/// Connections of the tight loop: enough that some request is always about
-/// to be sent, few enough not to load the machine.
-const CONNECTIONS: usize = 4;
-/// Samples of the container's own start-up.
-const OWN_STARTS: usize = 5;
+/// Connections of the tight loop: a request is always about to be sent
+/// (each takes well under a millisecond), and one core stays for the rest.
+const CONNECTIONS: usize = 2;
 
 /// One deploy's timings, all in ms (None when an event was missing).
 #[derive(Debug, Clone, Default)]
@@ -46,6 +44,11 @@ pub struct SwapTiming {
     pub swap: Option<f64>,
     /// POST → first response from the new version.
     pub deploy_to_serving: Option<f64>,
+    /// `deploy_to_serving` minus the engine's create + start inside this
+    /// deploy (`start`): what the deploy adds to the container's start-up,
+    /// measured within one deploy, so the engine's large run-to-run variance
+    /// cancels out.
+    pub added: Option<f64>,
 }
 
 pub struct SwapReport {
@@ -99,6 +102,16 @@ fn diff_ms(a: Option<i128>, b: Option<i128>) -> Option<f64> {
     Some((b? - a?) as f64 / 1e6)
 }
 
+/// A deploy's "healthy" event → the first response of `version` to a
+/// request sent after `posted`, in ms.
+pub fn swap_ms(d: &Deploy, load: &LoadResult, version: &str, posted: Instant) -> Option<f64> {
+    let healthy = event_ns(d, |m| m.starts_with("healthy after"));
+    let served = load
+        .first_response_of(version, posted)
+        .map(|c| load.unix_nanos(c.received));
+    diff_ms(healthy, served)
+}
+
 pub async fn run(ctx: &Ctx) -> Result<SwapReport> {
     let app = "bench-swap";
     ctx.server
@@ -111,19 +124,8 @@ pub async fn run(ctx: &Ctx) -> Result<SwapReport> {
         .await?;
     let mut notes = Vec::new();
 
-    // The container's own start-up, on the same network Molt uses.
     let mut own_started = Vec::new();
     let mut own_serving = Vec::new();
-    for _ in 0..OWN_STARTS {
-        let t = time_container_start(
-            &ctx.run_id,
-            &crate::images::local("v1"),
-            ctx.server.network(),
-        )
-        .await?;
-        own_started.push(t.started.as_secs_f64() * 1e3);
-        own_serving.push(t.serving.as_secs_f64() * 1e3);
-    }
 
     let target = Target {
         addr: ctx.server.proxy_addr(),
@@ -138,6 +140,18 @@ pub async fn run(ctx: &Ctx) -> Result<SwapReport> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut pending = Vec::new();
     for i in 0..ctx.opts.swaps {
+        // The container's own start-up, on the network Molt uses, under the
+        // same conditions as the deploy right after it.
+        let t = time_container_start(
+            &ctx.run_id,
+            &crate::images::local("v1"),
+            ctx.server.network(),
+        )
+        .await?;
+        own_started.push(t.started.as_secs_f64() * 1e3);
+        own_serving.push(t.serving.as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
         let version = GOOD[(i + 1) % GOOD.len()];
         let posted = Instant::now();
         let posted_wall = SystemTime::now();
@@ -204,6 +218,9 @@ pub async fn run(ctx: &Ctx) -> Result<SwapReport> {
             switched_to_served: diff_ms(switched, served),
             swap: diff_ms(healthy, served),
             deploy_to_serving: diff_ms(post, served),
+            added: diff_ms(post, served)
+                .zip(diff_ms(pulled, started))
+                .map(|(d, s)| d - s),
         });
     }
     let health_interval_ms = ctx.server.app_json(app).await?["health"]["interval_ms"]

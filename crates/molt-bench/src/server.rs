@@ -153,6 +153,16 @@ impl MoltServer {
         Ok(server)
     }
 
+    /// The running proxy's pid, from `DATA/proxy.pid`.
+    pub fn proxy_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data.path().join("proxy.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| process_matches(*p, "molt"))
+    }
+
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy
     }
@@ -322,10 +332,7 @@ impl Drop for MoltServer {
         }
         // The proxy runs in its own process group on purpose (it outlives the
         // server); stop it by its pid file, checking it really is molt.
-        let pid = std::fs::read_to_string(self.data.path().join("proxy.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        if let Some(pid) = pid.filter(|p| process_matches(*p, "molt")) {
+        if let Some(pid) = self.proxy_pid() {
             terminate(pid, "molt", Duration::from_secs(5));
         }
         if let Some(id) = self.instance_id() {

@@ -32,6 +32,32 @@ pub struct AppView {
     pub last_deploy: Option<DeployView>,
     pub created_at: String,
     pub updated_at: String,
+    /// The serving containers, one per replica.
+    #[serde(default)]
+    pub containers: Vec<ContainerView>,
+}
+
+/// One serving container of an App.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ContainerView {
+    /// The replica it is, from 0 (its `molt.replica` label).
+    pub replica: u32,
+    /// The engine's container id.
+    pub id: String,
+    pub name: String,
+    /// Where the proxy reaches it (`ip:port`), once known.
+    pub address: Option<String>,
+    /// False while autoheal keeps it out of the proxy's rotation because
+    /// its health check fails.
+    pub in_rotation: bool,
+}
+
+/// `POST /api/v1/apps/{name}/scale`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// How many containers should serve the App (1 to 100).
+    pub replicas: u32,
 }
 
 /// One deploy; `events` is filled when a single deploy is asked for.

@@ -31,6 +31,9 @@ pub enum DeployKind {
     Restart,
     Rollback,
     Config,
+    /// A change of the number of replicas: containers of the serving digest
+    /// are added or drained and removed; the others keep serving.
+    Scale,
 }
 
 /// What an App is doing, as users see it.
@@ -117,12 +120,19 @@ impl DeployKind {
             Self::Restart => "restart",
             Self::Rollback => "rollback",
             Self::Config => "config",
+            Self::Scale => "scale",
         }
     }
 
     /// Whether this kind fetches the image from its registry.
     pub fn pulls(self) -> bool {
         !matches!(self, Self::Restart)
+    }
+
+    /// Whether a deploy of this kind can be rolled back to by default: a
+    /// scale ran nothing new, so returning to it would change nothing.
+    pub fn is_version(self) -> bool {
+        !matches!(self, Self::Scale)
     }
 }
 
@@ -189,7 +199,8 @@ str_enum!(
         DeployKind::Redeploy,
         DeployKind::Restart,
         DeployKind::Rollback,
-        DeployKind::Config
+        DeployKind::Config,
+        DeployKind::Scale
     ]
 );
 str_enum!(
@@ -261,6 +272,9 @@ mod tests {
             assert_eq!(s.as_str().parse::<DeployStatus>(), Ok(s));
         }
         assert_eq!("rollback".parse::<DeployKind>(), Ok(DeployKind::Rollback));
+        assert_eq!("scale".parse::<DeployKind>(), Ok(DeployKind::Scale));
+        assert_eq!(DeployKind::Scale.as_str(), "scale");
+        assert!(!DeployKind::Scale.is_version());
         assert!("nope".parse::<AppStatus>().is_err());
         assert_eq!(
             serde_json::to_string(&HealthChecking).unwrap(),

@@ -135,22 +135,6 @@ fn escape(label: &str) -> String {
         .replace('\n', "\\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classes_clamp() {
-        let c = ResponseCounts::default();
-        c.record(StatusCode::OK);
-        c.record(StatusCode::BAD_GATEWAY);
-        c.record(StatusCode::SWITCHING_PROTOCOLS);
-        assert_eq!(c.get(0), 1);
-        assert_eq!(c.get(1), 1);
-        assert_eq!(c.get(4), 1);
-    }
-}
-
 fn render_latency_and_errors(routes: &Routes, out: &mut String) {
     let apps = routes.all();
     out.push_str(
@@ -198,5 +182,21 @@ fn render_latency_and_errors(routes: &Routes, out: &mut String) {
                 n.load(Ordering::Relaxed)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_clamp() {
+        let c = ResponseCounts::default();
+        c.record(StatusCode::OK);
+        c.record(StatusCode::BAD_GATEWAY);
+        c.record(StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(c.get(0), 1);
+        assert_eq!(c.get(1), 1);
+        assert_eq!(c.get(4), 1);
     }
 }

@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use molt_core::api::{
-    AddRegistryRequest, ApiError, ApiErrorBody, AppView, CreateAppRequest, DebugReport,
-    DeployEvent, DeployRequest, DeployStarted, DeployView, EnvChangeRequest, EnvChanged,
-    EnvVarView, Finding, RegistryView, RestartRequest, RollbackRequest,
+    AddRegistryRequest, ApiError, ApiErrorBody, AppView, ContainerView, CreateAppRequest,
+    DebugReport, DeployEvent, DeployRequest, DeployStarted, DeployView, EnvChangeRequest,
+    EnvChanged, EnvVarView, Finding, RegistryView, RestartRequest, RollbackRequest, ScaleRequest,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -29,7 +29,8 @@ const BODY_LIMIT: usize = 256 * 1024;
     paths(
         list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
         crate::events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
-        list_registries, add_registry, remove_registry, openapi_json, crate::logs::app_logs, debug_app
+        list_registries, add_registry, remove_registry, openapi_json, dashboard_link, crate::logs::app_logs, debug_app,
+        scale
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -47,6 +48,42 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// A one-time dashboard login link.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DashboardLink {
+    /// Open it in a browser within five minutes; it works once.
+    pub url: String,
+    pub expires_at: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/dashboard-link", tag = "meta", responses((status = 200, description = "A one-time login URL for the dashboard", body = DashboardLink)))]
+async fn dashboard_link(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<DashboardLink>, ApiFailure> {
+    let (token, expires) = crate::dashboard::link::issue(&s.engine.sealer)?;
+    // The address the client reached the API at is where the dashboard is.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+        })
+        .unwrap_or("127.0.0.1:7700");
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(expires as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    Ok(Json(DashboardLink {
+        url: format!("http://{host}/login/link?token={token}"),
+        expires_at,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses((status = 200, description = "This document")))]
@@ -74,11 +111,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/restart", post(restart))
         .route("/apps/{name}/rollback", post(rollback))
         .route("/apps/{name}/cancel", post(cancel))
+        .route("/apps/{name}/scale", post(scale))
         .route("/apps/{name}/env", get(list_env).patch(change_env))
         .route("/apps/{name}/logs", get(crate::logs::app_logs))
         .route("/apps/{name}/debug", get(debug_app))
         .route("/registries", get(list_registries).post(add_registry))
         .route("/openapi.json", get(openapi_json))
+        .route("/dashboard-link", post(dashboard_link))
         .route("/registries/{host}", axum::routing::delete(remove_registry))
         .fallback(|| async {
             ApiFailure::new(
@@ -172,12 +211,34 @@ impl From<anyhow::Error> for ApiFailure {
 }
 
 fn internal(e: anyhow::Error) -> ApiFailure {
+    if is_disk_full(&e) {
+        tracing::error!("the data dir is out of space: {e:#}");
+        return ApiFailure::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            "Molt's data dir is out of space (database or disk is full), so nothing was changed: free space on its disk and try again",
+        );
+    }
     tracing::error!("internal error: {e:#}");
     ApiFailure::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         format!("{e:#}"),
     )
+}
+
+/// Whether an error comes from a full disk (SQLite's SQLITE_FULL or ENOSPC).
+fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        if let Some(rusqlite::Error::SqliteFailure(f, _)) = cause.downcast_ref::<rusqlite::Error>()
+        {
+            return f.code == rusqlite::ErrorCode::DiskFull;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::StorageFull;
+        }
+        cause.to_string().contains("No space left on device")
+    })
 }
 
 /// `Json` whose rejections are API errors (400, 413, 415) rather than
@@ -305,6 +366,17 @@ fn app_view(engine: &Engine, app: &AppRow) -> anyhow::Result<AppView> {
         None => None,
     };
     let last = engine.store.latest_deploy(&app.name)?;
+    let containers = engine
+        .serving_rows(app)?
+        .into_iter()
+        .map(|r| ContainerView {
+            in_rotation: !engine.is_benched(&r.container_id),
+            replica: r.replica,
+            id: r.container_id,
+            name: r.container_name,
+            address: r.addr,
+        })
+        .collect();
     Ok(AppView {
         name: app.name.clone(),
         status: app.status,
@@ -324,6 +396,7 @@ fn app_view(engine: &Engine, app: &AppRow) -> anyhow::Result<AppView> {
         last_deploy: last.map(|d| deploy_view(&d, Vec::new())),
         created_at: app.created_at.clone(),
         updated_at: app.updated_at.clone(),
+        containers,
     })
 }
 
@@ -443,21 +516,41 @@ async fn debug_app(
     let serving = deploys
         .iter()
         .find(|d| Some(&d.id) == app.current_deploy.as_ref());
-    if let Some(container) = serving.and_then(|d| d.container_id.clone()) {
-        match s.engine.runtime.state(&container).await? {
+    // Every serving container; with several, each finding names its replica.
+    let rows = s.engine.serving_rows(&app)?;
+    let many = rows.len() > 1;
+    for row in &rows {
+        let container = &row.container_id;
+        let (the, replica) = if many {
+            (
+                format!("serving container of replica {}", row.replica),
+                format!(" (replica {})", row.replica),
+            )
+        } else {
+            ("serving container".to_string(), String::new())
+        };
+        match s.engine.runtime.state(container).await? {
             None => findings.push(Finding {
                 kind: "container_missing".into(),
-                summary: "the serving container is gone".into(),
+                summary: format!("the {the} is gone"),
                 detail: None,
                 hint: format!("deploy again (`molt redeploy {name}`); the server also recreates routes when it restarts"),
             }),
-            Some(state) if state.oom_killed => findings.push(crate::debug::classify("the container was killed for using more memory than its limit", &name, app.memory_bytes)),
+            Some(state) if state.oom_killed => {
+                let mut f = crate::debug::classify(
+                    "the container was killed for using more memory than its limit",
+                    &name,
+                    app.memory_bytes,
+                );
+                f.summary.push_str(&replica);
+                findings.push(f);
+            }
             Some(state) if state.restarting || !state.running || state.restart_count > 0 => {
-                let logs = s.engine.runtime.logs_tail(&container, 20).await;
+                let logs = s.engine.runtime.logs_tail(container, 20).await;
                 findings.push(Finding {
                     kind: "crash_loop".into(),
                     summary: format!(
-                        "the serving container {} (last exit code {}, restarted {} time(s) by the engine)",
+                        "the {the} {} (last exit code {}, restarted {} time(s) by the engine)",
                         if state.running && !state.restarting { "is running but has crashed before" } else { "keeps crashing" },
                         state.exit_code.unwrap_or(-1),
                         state.restart_count
@@ -466,6 +559,12 @@ async fn debug_app(
                     hint: format!("its last output says why; roll back with `molt rollback {name}` while you fix it"),
                 });
             }
+            Some(_) if s.engine.is_benched(container) => findings.push(Finding {
+                kind: "health_check_failing".into(),
+                summary: format!("the {the} fails its health check and is out of the proxy's rotation"),
+                detail: None,
+                hint: "autoheal replaces it after the failure threshold; the other replicas serve meanwhile".into(),
+            }),
             Some(_) => {}
         }
     }
@@ -534,6 +633,20 @@ async fn rollback(
             req.with_config,
             triggered_by(&headers),
         )
+        .await?;
+    started(&s, r)
+}
+
+#[utoipa::path(post, path = "/api/v1/apps/{name}/scale", tag = "deploys", params(("name" = String, Path, description = "App name")), request_body = ScaleRequest, responses((status = 202, description = "A `scale` deploy started: new replicas are health-checked before they join the route; removed ones drain first", body = DeployStarted), (status = 400, description = "Invalid count, unchanged, or the host cannot hold it", body = ApiError), (status = 404, body = ApiError), (status = 409, description = "Another deploy is in progress, or nothing serves yet", body = ApiError)))]
+async fn scale(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ScaleRequest>,
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    let r = s
+        .engine
+        .scale(&name, req.replicas, triggered_by(&headers))
         .await?;
     started(&s, r)
 }

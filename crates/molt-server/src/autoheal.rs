@@ -2,11 +2,13 @@
 //! health-checked continuously; one that fails a threshold of consecutive
 //! checks is replaced through the swap (a fresh container of the same
 //! digest first, then the sick one drained and removed), and the App's
-//! history records why.
+//! history records why. With several replicas only the sick one is
+//! replaced, and it leaves the proxy's rotation at its first failed check
+//! (the others take its requests) and comes back if it recovers.
 
 use crate::engine::{short, Engine};
 use crate::health::Probe;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,69 +51,84 @@ async fn round(
     failures: &mut HashMap<String, (u32, Probe)>,
 ) -> anyhow::Result<()> {
     let mut checked = Vec::new();
+    let mut serving = HashSet::new();
     for app in engine.store.list_apps()? {
+        let rows = engine.serving_rows(&app)?;
+        serving.extend(rows.iter().map(|r| r.container_id.clone()));
         if engine.in_progress(&app.name).is_some() {
             continue;
         }
-        let Some(current) = app
-            .current_deploy
-            .as_ref()
-            .map(|id| engine.store.get_deploy(id))
-            .transpose()?
-            .flatten()
-        else {
-            continue;
-        };
-        let (Some(container), Some(addr)) =
-            (current.container_id.clone(), current.target_addr.clone())
-        else {
-            continue;
-        };
-        let Some(state) = engine.runtime.state(&container).await? else {
-            continue;
-        };
-        if !in_service(state.started_at.as_deref(), config.grace) {
-            continue;
-        }
-        checked.push(container.clone());
-        let probe = engine
-            .prober()
-            .check(
-                &addr,
-                app.health.path.as_deref(),
-                Duration::from_millis(app.health.check_timeout_ms),
-            )
-            .await;
-        if probe.is_healthy() {
-            if failures.remove(&container).is_some() {
-                tracing::info!(app = %app.name, "container {} recovered", short(&container));
+        let many = rows.len() > 1;
+        for row in &rows {
+            let container = &row.container_id;
+            let Some(addr) = &row.addr else {
+                continue;
+            };
+            let Some(state) = engine.runtime.state(container).await? else {
+                continue;
+            };
+            if !in_service(state.started_at.as_deref(), config.grace) {
+                continue;
             }
-            continue;
-        }
-        let entry = failures
-            .entry(container.clone())
-            .or_insert((0, probe.clone()));
-        entry.0 += 1;
-        entry.1 = probe.clone();
-        tracing::warn!(app = %app.name, failures = entry.0, "container {} failed a health check: {probe}", short(&container));
-        if entry.0 < config.threshold {
-            continue;
-        }
-        let count = entry.0;
-        failures.remove(&container);
-        match engine.restart(&app.name, false, "autoheal").await {
-            Ok((_, deploy)) => {
-                let _ = engine.store.event(
-                    &deploy.id,
-                    &format!("autoheal: container {} failed {count} consecutive health checks; last: {probe}", short(&container)),
-                );
+            checked.push(container.clone());
+            let probe = engine
+                .prober()
+                .check(
+                    addr,
+                    app.health.path.as_deref(),
+                    Duration::from_millis(app.health.check_timeout_ms),
+                )
+                .await;
+            if probe.is_healthy() {
+                if failures.remove(container).is_some() {
+                    tracing::info!(app = %app.name, replica = row.replica, "container {} recovered", short(container));
+                }
+                if engine.unbench(container) {
+                    tracing::info!(app = %app.name, replica = row.replica, "container {} is back in rotation", short(container));
+                    crate::watch::resync_app(engine, &app.name).await;
+                }
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(app = %app.name, "autoheal could not replace the container: {e}")
+            let entry = failures
+                .entry(container.clone())
+                .or_insert((0, probe.clone()));
+            entry.0 += 1;
+            entry.1 = probe.clone();
+            tracing::warn!(app = %app.name, replica = row.replica, failures = entry.0, "container {} failed a health check: {probe}", short(container));
+            // Out of rotation at once, while the others serve.
+            if many && engine.bench(container) {
+                tracing::warn!(app = %app.name, replica = row.replica, "container {} is out of rotation until it recovers", short(container));
+                crate::watch::resync_app(engine, &app.name).await;
             }
+            if entry.0 < config.threshold {
+                continue;
+            }
+            let count = entry.0;
+            failures.remove(container);
+            let started = if many {
+                engine
+                    .replace_replica(&app.name, row.replica, "autoheal")
+                    .await
+            } else {
+                engine.restart(&app.name, false, "autoheal").await
+            };
+            match started {
+                Ok((_, deploy)) => {
+                    let _ = engine.store.event(
+                        &deploy.id,
+                        &format!("autoheal: container {} failed {count} consecutive health checks; last: {probe}", short(container)),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(app = %app.name, "autoheal could not replace the container: {e}")
+                }
+            }
+            // One operation per App at a time: the others wait for the next round.
+            break;
         }
     }
     failures.retain(|c, _| checked.contains(c));
+    engine.retain_benched(&serving);
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! What the host offers Apps (memory, GPUs) and what a deploy may use. An
-//! App's `--memory` and `--gpus` are reserved against the host; a deploy that
-//! cannot hold the old and the new container at once becomes a recreate.
+//! App's `--memory` and `--gpus` are reserved against the host for each of
+//! its replicas. A deploy that cannot hold the old and the new set at once
+//! rolls one replica at a time (it needs room for one container more), and
+//! becomes a recreate when even that does not fit.
 
 use crate::store::AppRow;
 
@@ -15,8 +17,11 @@ pub struct Capacity {
 /// How a deploy replaces the serving version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
-    /// New beside old, then an atomic swap.
+    /// The whole new set beside the old one, then an atomic swap.
     BlueGreen,
+    /// One replica at a time: a new one beside the old set, swapped for one
+    /// old one, repeated.
+    Rolling,
     /// Old stopped first (requests held), then the new one started.
     Recreate,
 }
@@ -43,47 +48,85 @@ impl Need {
         }
     }
 
+    fn minus(self, other: Need) -> Need {
+        Need {
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+            gpus: self.gpus.saturating_sub(other.gpus),
+        }
+    }
+
+    /// What `n` containers of this need reserve.
+    pub fn times(self, n: u32) -> Need {
+        Need {
+            memory_bytes: self.memory_bytes.saturating_mul(n as u64),
+            gpus: self.gpus.saturating_mul(n),
+        }
+    }
+
     fn fits(self, capacity: Capacity) -> bool {
         self.memory_bytes <= capacity.memory_bytes && self.gpus <= capacity.gpus
     }
 }
 
-/// Chooses how to deploy `app`: `in_use` is what every serving container of
-/// the installation reserves, this App's included (`serving` says whether it
-/// has one). Errors when even a recreate cannot fit.
+/// Chooses how to deploy `app` (its `replicas` containers): `in_use` is what
+/// every serving container of the installation reserves, this App's included
+/// (`serving` says whether it has a serving set). Errors when even a recreate
+/// cannot fit.
 pub fn choose(
     app: &AppRow,
     serving: bool,
     in_use: Need,
     capacity: Capacity,
 ) -> Result<Strategy, String> {
-    let need = Need::of(app);
-    let others = if serving {
-        Need {
-            memory_bytes: in_use.memory_bytes.saturating_sub(need.memory_bytes),
-            gpus: in_use.gpus.saturating_sub(need.gpus),
-        }
-    } else {
-        in_use
-    };
-    if !others.plus(need).fits(capacity) {
-        return Err(format!(
-            "the host cannot hold the App `{}`: it needs {} and {} GPU(s) per container, and {} and {} GPU(s) of the host's {} and {} GPU(s) are reserved by other Apps",
-            app.name,
-            human_bytes(need.memory_bytes),
-            need.gpus,
-            human_bytes(others.memory_bytes),
-            others.gpus,
-            human_bytes(capacity.memory_bytes),
-            capacity.gpus
-        ));
+    let one = Need::of(app);
+    let n = app.replicas.max(1);
+    let set = one.times(n);
+    let others = if serving { in_use.minus(set) } else { in_use };
+    if !others.plus(set).fits(capacity) {
+        return Err(cannot_hold(app, n, others, capacity));
     }
-    let both_fit = !serving || others.plus(need).plus(need).fits(capacity);
+    if !serving {
+        return Ok(Strategy::BlueGreen);
+    }
+    let both_fit = others.plus(set).plus(set).fits(capacity);
+    let one_more_fits = others.plus(set).plus(one).fits(capacity);
     Ok(match app.strategy.as_str() {
-        "recreate" if serving => Strategy::Recreate,
-        "auto" if !both_fit => Strategy::Recreate,
+        "recreate" => Strategy::Recreate,
+        // With one replica, one at a time is the blue-green swap.
+        "rolling" if n > 1 => Strategy::Rolling,
+        "auto" if both_fit => Strategy::BlueGreen,
+        "auto" if n > 1 && one_more_fits => Strategy::Rolling,
+        "auto" => Strategy::Recreate,
         _ => Strategy::BlueGreen,
     })
+}
+
+/// Checks that `containers` containers of `app` fit, where `in_use` counts
+/// the App's serving set at its current `replicas` (a scale, or a replica
+/// replaced beside the others).
+pub fn fits(app: &AppRow, containers: u32, in_use: Need, capacity: Capacity) -> Result<(), String> {
+    let one = Need::of(app);
+    let others = in_use.minus(one.times(app.replicas));
+    if others.plus(one.times(containers)).fits(capacity) {
+        Ok(())
+    } else {
+        Err(cannot_hold(app, containers, others, capacity))
+    }
+}
+
+fn cannot_hold(app: &AppRow, containers: u32, others: Need, capacity: Capacity) -> String {
+    let need = Need::of(app);
+    format!(
+        "the host cannot hold the App `{}`: it needs {} and {} GPU(s) per container{}, and {} and {} GPU(s) of the host's {} and {} GPU(s) are reserved by other Apps",
+        app.name,
+        human_bytes(need.memory_bytes),
+        need.gpus,
+        if containers > 1 { format!(" for {containers} containers") } else { String::new() },
+        human_bytes(others.memory_bytes),
+        others.gpus,
+        human_bytes(capacity.memory_bytes),
+        capacity.gpus
+    )
 }
 
 /// GPUs the host has, from the NVIDIA driver's view of the machine (no
@@ -183,6 +226,61 @@ mod tests {
             choose(&app(0, 0, "bluegreen"), true, Need::default(), HOST),
             Ok(Strategy::BlueGreen)
         );
+    }
+
+    fn replicas(mut a: AppRow, n: u32) -> AppRow {
+        a.replicas = n;
+        a
+    }
+
+    #[test]
+    fn replicas_roll_when_two_sets_do_not_fit() {
+        // 3 x 256 MiB serve on a 1 GiB host: 6 do not fit, 4 do.
+        let a = replicas(app(256, 0, "auto"), 3);
+        let used = Need {
+            memory_bytes: 768 << 20,
+            gpus: 0,
+        };
+        assert_eq!(choose(&a, true, used, HOST), Ok(Strategy::Rolling));
+        // 2 x 128 MiB: both sets fit, so blue-green.
+        let a = replicas(app(128, 0, "auto"), 2);
+        let used = Need {
+            memory_bytes: 256 << 20,
+            gpus: 0,
+        };
+        assert_eq!(choose(&a, true, used, HOST), Ok(Strategy::BlueGreen));
+        // Not even one more fits: recreate.
+        let a = replicas(app(512, 0, "auto"), 2);
+        let used = Need {
+            memory_bytes: 1 << 30,
+            gpus: 0,
+        };
+        assert_eq!(choose(&a, true, used, HOST), Ok(Strategy::Recreate));
+        // Asked for: rolling with several replicas, blue-green with one.
+        let a = replicas(app(0, 0, "rolling"), 3);
+        assert_eq!(
+            choose(&a, true, Need::default(), HOST),
+            Ok(Strategy::Rolling)
+        );
+        let a = app(0, 0, "rolling");
+        assert_eq!(
+            choose(&a, true, Need::default(), HOST),
+            Ok(Strategy::BlueGreen)
+        );
+    }
+
+    #[test]
+    fn every_replica_reserves() {
+        let a = replicas(app(512, 0, "auto"), 3);
+        let e = choose(&a, false, Need::default(), HOST).unwrap_err();
+        assert!(e.contains("for 3 containers"), "{e}");
+        let a = replicas(app(256, 0, "auto"), 2);
+        let used = Need {
+            memory_bytes: 512 << 20,
+            gpus: 0,
+        };
+        assert_eq!(fits(&a, 4, used, HOST), Ok(()));
+        assert!(fits(&a, 5, used, HOST).is_err());
     }
 
     #[test]

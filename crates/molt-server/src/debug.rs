@@ -55,7 +55,7 @@ pub fn classify(error: &str, app: &str, memory_limit: Option<u64>) -> Finding {
             );
         }
     }
-    if lower.contains("more memory than its limit") || lower.contains("oom") {
+    if lower.contains("more memory than its limit") || lower.contains("out of memory") {
         let limit = memory_limit
             .map(|m| format!(" (its limit is {})", crate::capacity::human_bytes(m)))
             .unwrap_or_default();

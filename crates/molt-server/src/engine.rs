@@ -1,7 +1,16 @@
 //! The deploy engine: one operation per App at a time, each deploy a run of
 //! the state machine in `molt_core::deploy`, every step recorded before it is
-//! taken. A failure before the swap removes the new container and leaves the
-//! old one serving; after the swap the deploy only moves forward.
+//! taken. A failure before the swap removes the new containers and leaves the
+//! old set serving; after the swap the deploy only moves forward.
+//!
+//! An App runs `replicas` containers. A deploy's containers are rows of the
+//! store (`ReplicaRow`), and its rows describe its whole set, containers it
+//! kept from the version before included (a scale, one replica replaced by
+//! autoheal, a hard restart): the serving set is always the rows of the
+//! App's current deploy. Blue-green starts the whole new set and swaps it in
+//! at once; rolling replaces one replica at a time and, on failure, brings
+//! the replaced old containers back (they are stopped, not removed, until
+//! the deploy ends); recreate stops the old set first.
 
 use crate::capacity::{self, Capacity, Need, Strategy};
 use crate::health::{Probe, Prober};
@@ -9,12 +18,13 @@ use crate::proxy_link::ProxyLink;
 use crate::registry::{self, Credential, RegistryError};
 use crate::runtime::{ContainerSpec, Runtime};
 use crate::seal::Sealer;
-use crate::store::{now, AppRow, DeployRow, EnvEntry, Store};
+use crate::store::{now, AppRow, DeployRow, EnvEntry, ReplicaRow, Store};
+use futures_util::future::{join_all, try_join_all};
 use molt_core::api::CreateAppRequest;
 use molt_core::health::HealthCheck;
 use molt_core::{AppName, AppStatus, DeployKind, DeployStatus, ImageRef};
 use molt_proxy::admin::{Request, Route, Target};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -78,9 +88,15 @@ struct Plan {
     /// On success, make the deploy's environment the App's (rollback
     /// `--with-config`).
     restore_env: bool,
-    /// Stop the old version before starting the new one (the host cannot
-    /// hold both), holding requests meanwhile.
-    recreate: bool,
+    /// How the serving set is replaced; `begin` chooses it from the App's
+    /// strategy and the host's room unless it is given.
+    strategy: Option<Strategy>,
+    /// How many containers the deploy runs when done; 0 until `begin`
+    /// fills in the App's replicas (a scale gives its new count).
+    replicas: u32,
+    /// Only these replicas get new containers and the other serving ones
+    /// are kept (autoheal replacing one, a scale: none); `None` replaces all.
+    only: Option<Vec<u32>>,
 }
 
 impl Plan {
@@ -89,8 +105,39 @@ impl Plan {
             digest,
             hard: false,
             restore_env: false,
-            recreate: false,
+            strategy: None,
+            replicas: 0,
+            only: None,
         }
+    }
+}
+
+/// How a deploy changes the serving set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Layout {
+    /// Serving containers that stay as they are.
+    keep: Vec<ReplicaRow>,
+    /// Replicas that get a new container.
+    start: Vec<u32>,
+    /// Serving containers that go once their replacement (if any) serves.
+    retire: Vec<ReplicaRow>,
+}
+
+/// Splits the serving set for a deploy to `replicas` containers where only
+/// the replicas in `only` (all when `None`) are replaced: replicas beyond the
+/// count retire, missing ones are started.
+fn layout(serving: &[ReplicaRow], replicas: u32, only: Option<&[u32]>) -> Layout {
+    let (retire, keep): (Vec<ReplicaRow>, Vec<ReplicaRow>) = serving
+        .iter()
+        .cloned()
+        .partition(|row| row.replica >= replicas || only.is_none_or(|o| o.contains(&row.replica)));
+    let start = (0..replicas)
+        .filter(|i| !keep.iter().any(|k| k.replica == *i))
+        .collect();
+    Layout {
+        keep,
+        start,
+        retire,
     }
 }
 
@@ -112,6 +159,10 @@ pub struct Engine {
     pub metrics: crate::metrics::Metrics,
     /// The deploy in progress per App: the one-operation-at-a-time rule.
     active: Mutex<HashMap<String, Active>>,
+    /// Serving containers autoheal took out of the proxy's rotation while
+    /// their health check fails (in memory: after a restart every serving
+    /// container is in rotation until checked again).
+    benched: Mutex<HashSet<String>>,
 }
 
 impl Engine {
@@ -131,6 +182,7 @@ impl Engine {
             capacity,
             metrics: Default::default(),
             active: Mutex::new(HashMap::new()),
+            benched: Mutex::new(HashSet::new()),
         }
     }
 
@@ -347,6 +399,7 @@ impl Engine {
         let needed = AppRow {
             memory_bytes,
             gpus: req.gpus.or(base.as_ref().map(|b| b.gpus)).unwrap_or(0),
+            replicas,
             ..placeholder_app(name.as_str())
         };
         capacity::choose(&needed, false, self.in_use()?, self.capacity)
@@ -386,12 +439,17 @@ impl Engine {
             None,
         );
         deploy.env = env.clone();
+        deploy.replicas = replicas;
         let cancel = self.claim(&app.name, &deploy.id)?;
         if let Err(e) = self.store.create_app(&app, &env, &deploy) {
             self.release(&app.name);
             return Err(e.into());
         }
-        let plan = Plan::new(image.digest.clone());
+        let plan = Plan {
+            strategy: Some(Strategy::BlueGreen),
+            replicas,
+            ..Plan::new(image.digest.clone())
+        };
         self.spawn(deploy.clone(), plan, cancel);
         Ok((app, deploy))
     }
@@ -475,6 +533,169 @@ impl Engine {
             message: format!("the App `{}` has no serving version yet: deploy an image first with `molt deploy {} IMAGE`", app.name, app.name),
             deploy_id: None,
         })
+    }
+
+    /// The containers of the deploy that serves an App now (none before its
+    /// first deploy succeeded), by replica.
+    pub fn serving_rows(&self, app: &AppRow) -> anyhow::Result<Vec<ReplicaRow>> {
+        match &app.current_deploy {
+            Some(id) => self.store.replicas(id),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn benched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.benched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a container out of the proxy's rotation (applied by the next
+    /// route change, see `targets`); false if it was out already.
+    pub fn bench(&self, container: &str) -> bool {
+        self.benched().insert(container.to_string())
+    }
+
+    /// Puts a benched container back into rotation; false if it was in.
+    pub fn unbench(&self, container: &str) -> bool {
+        self.benched().remove(container)
+    }
+
+    pub fn is_benched(&self, container: &str) -> bool {
+        self.benched().contains(container)
+    }
+
+    /// Forgets benched containers that no longer serve.
+    pub fn retain_benched(&self, serving: &HashSet<String>) {
+        self.benched().retain(|c| serving.contains(c));
+    }
+
+    /// The proxy targets for a set of containers, by replica: those with an
+    /// address, without the benched ones, unless that would leave none (a
+    /// replica that fails its checks still beats a 503 for everyone).
+    pub fn targets<'a>(&self, rows: impl IntoIterator<Item = &'a ReplicaRow>) -> Vec<Target> {
+        let mut rows: Vec<&ReplicaRow> = rows.into_iter().filter(|r| r.addr.is_some()).collect();
+        rows.sort_by_key(|r| r.replica);
+        let target = |r: &&ReplicaRow| Target {
+            addr: r.addr.clone().unwrap_or_default(),
+            id: r.container_id.clone(),
+        };
+        let benched = self.benched();
+        let in_rotation: Vec<Target> = rows
+            .iter()
+            .filter(|r| !benched.contains(&r.container_id))
+            .map(target)
+            .collect();
+        if in_rotation.is_empty() {
+            rows.iter().map(target).collect()
+        } else {
+            in_rotation
+        }
+    }
+
+    /// Probes a container that was just started (by the reconciler) until
+    /// it is healthy or the App's deploy timeout passes; returns whether it
+    /// became healthy.
+    pub async fn wait_serving(&self, app: &AppRow, addr: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(app.health.deploy_timeout_secs);
+        let check_timeout = Duration::from_millis(app.health.check_timeout_ms);
+        loop {
+            let probe = self
+                .prober
+                .check(addr, app.health.path.as_deref(), check_timeout)
+                .await;
+            if probe.is_healthy() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(app.health.interval_ms)).await;
+        }
+    }
+
+    /// Changes how many containers serve an App, with no downtime: new
+    /// containers of the serving digest (with the serving deploy's
+    /// environment, so every replica runs the same) are health-checked and
+    /// added to the route; replicas beyond the count leave the route first,
+    /// drain, then stop and go. Recorded as a `scale` deploy.
+    pub async fn scale(
+        self: &Arc<Self>,
+        app: &str,
+        replicas: u32,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), EngineError> {
+        let app = self.find_app(app)?;
+        if !(1..=100).contains(&replicas) {
+            return Err(EngineError::invalid(
+                "invalid_replicas",
+                "replicas must be between 1 and 100",
+            ));
+        }
+        let serving = self.serving(&app)?;
+        if replicas == app.replicas {
+            return Err(EngineError::invalid(
+                "replicas_unchanged",
+                format!("the App `{}` already runs {replicas} replica(s)", app.name),
+            ));
+        }
+        if replicas > app.replicas {
+            capacity::fits(&app, replicas, self.in_use()?, self.capacity)
+                .map_err(|e| EngineError::invalid("insufficient_resources", e))?;
+        }
+        let from = app.replicas;
+        let plan = Plan {
+            strategy: Some(Strategy::BlueGreen),
+            replicas,
+            only: Some(Vec::new()),
+            ..Plan::new(serving.digest.clone())
+        };
+        let (app, deploy) = self.begin(
+            app,
+            DeployKind::Scale,
+            serving.image.clone(),
+            plan,
+            serving.env.clone(),
+            triggered_by,
+        )?;
+        let _ = self.store.event(
+            &deploy.id,
+            &format!("scaling from {from} to {replicas} replica(s)"),
+        );
+        Ok((app, deploy))
+    }
+
+    /// Replaces one replica of an App beside the others (autoheal): a fresh
+    /// container of the serving digest and environment is health-checked and
+    /// takes the sick one's place, which then drains and goes. When the host
+    /// has no room for one container more, the whole App restarts through
+    /// its strategy instead.
+    pub async fn replace_replica(
+        self: &Arc<Self>,
+        app: &str,
+        replica: u32,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), EngineError> {
+        let app = self.find_app(app)?;
+        let serving = self.serving(&app)?;
+        if capacity::fits(&app, app.replicas + 1, self.in_use()?, self.capacity).is_err() {
+            return self.restart(&app.name, false, triggered_by).await;
+        }
+        let plan = Plan {
+            strategy: Some(Strategy::BlueGreen),
+            only: Some(vec![replica]),
+            ..Plan::new(serving.digest.clone())
+        };
+        let (app, deploy) = self.begin(
+            app,
+            DeployKind::Restart,
+            serving.image.clone(),
+            plan,
+            serving.env.clone(),
+            triggered_by,
+        )?;
+        let _ = self
+            .store
+            .event(&deploy.id, &format!("replacing replica {replica}"));
+        Ok((app, deploy))
     }
 
     /// Starts a deploy of `image` to an existing App.
@@ -596,6 +817,7 @@ impl Engine {
                 .iter()
                 .filter(|d| {
                     d.status == DeployStatus::Succeeded
+                        && d.kind.is_version()
                         && Some(&d.id) != app.current_deploy.as_ref()
                 })
                 .find(|d| d.digest.is_some())
@@ -656,14 +878,20 @@ impl Engine {
         env: Vec<EnvEntry>,
         triggered_by: &str,
     ) -> Result<(AppRow, DeployRow), EngineError> {
-        let strategy = capacity::choose(
-            &app,
-            app.current_deploy.is_some(),
-            self.in_use()?,
-            self.capacity,
-        )
-        .map_err(|e| EngineError::invalid("insufficient_resources", e))?;
-        plan.recreate = strategy == Strategy::Recreate && !plan.hard;
+        if plan.strategy.is_none() {
+            plan.strategy = Some(
+                capacity::choose(
+                    &app,
+                    app.current_deploy.is_some(),
+                    self.in_use()?,
+                    self.capacity,
+                )
+                .map_err(|e| EngineError::invalid("insufficient_resources", e))?,
+            );
+        }
+        if plan.replicas == 0 {
+            plan.replicas = app.replicas.max(1);
+        }
         let previous = match &app.current_deploy {
             Some(id) => self.store.get_deploy(id)?,
             None => None,
@@ -677,6 +905,7 @@ impl Engine {
             previous.and_then(|p| p.digest),
         );
         deploy.env = env;
+        deploy.replicas = plan.replicas;
         let cancel = self.claim(&app.name, &deploy.id)?;
         if let Err(e) = self.store.start_deploy(&deploy) {
             self.release(&app.name);
@@ -812,25 +1041,34 @@ impl Engine {
     }
 
     /// Runs a deploy to its end and records the outcome. Cancellation is
-    /// honoured until the swap; after it the deploy only moves forward.
+    /// honoured until the swap (a rolling deploy: until its last replica
+    /// moved, and it brings the old ones back); after it the deploy only
+    /// moves forward.
     async fn run(&self, deploy: DeployRow, plan: Plan, cancel: CancellationToken) {
         let started = Instant::now();
-        let mut new_container: Option<String> = None;
-        let outcome = if plan.recreate {
-            self.recreate(&deploy, &plan, &cancel, &mut new_container)
-                .await
-        } else {
-            let prepared = tokio::select! {
-                r = self.prepare(&deploy, &plan, &mut new_container) => r.map(Some),
-                _ = cancel.cancelled() => Ok(None),
-            };
-            match prepared {
-                Ok(Some(ready)) => match self.commit(&deploy, &plan, ready).await {
-                    Ok(summary) => Outcome::Succeeded(summary),
+        let mut new_containers: Vec<String> = Vec::new();
+        let outcome = match plan.strategy {
+            Some(Strategy::Recreate) if !plan.hard => {
+                self.recreate(&deploy, &plan, &cancel, &mut new_containers)
+                    .await
+            }
+            Some(Strategy::Rolling) if !plan.hard => {
+                self.rolling(&deploy, &plan, &cancel, &mut new_containers)
+                    .await
+            }
+            _ => {
+                let prepared = tokio::select! {
+                    r = self.prepare(&deploy, &plan, &mut new_containers) => r.map(Some),
+                    _ = cancel.cancelled() => Ok(None),
+                };
+                match prepared {
+                    Ok(Some(ready)) => match self.commit(&deploy, &plan, ready).await {
+                        Ok(summary) => Outcome::Succeeded(summary),
+                        Err(Failure(e)) => Outcome::Failed(e),
+                    },
+                    Ok(None) => Outcome::Canceled,
                     Err(Failure(e)) => Outcome::Failed(e),
-                },
-                Ok(None) => Outcome::Canceled,
-                Err(Failure(e)) => Outcome::Failed(e),
+                }
             }
         };
         let label = match &outcome {
@@ -861,7 +1099,7 @@ impl Engine {
                     .finish_deploy(&deploy.id, DeployStatus::Succeeded, None, &summary)
             }
             Outcome::Canceled => {
-                self.tear_down(&deploy, new_container.as_deref()).await;
+                self.tear_down(&deploy, &new_containers).await;
                 self.store.finish_deploy(
                     &deploy.id,
                     DeployStatus::Canceled,
@@ -871,7 +1109,7 @@ impl Engine {
             }
             Outcome::Failed(error) => {
                 tracing::warn!(app = %deploy.app, deploy = %deploy.id, "deploy failed: {error}");
-                self.tear_down(&deploy, new_container.as_deref()).await;
+                self.tear_down(&deploy, &new_containers).await;
                 self.store.finish_deploy(
                     &deploy.id,
                     DeployStatus::Failed,
@@ -885,40 +1123,49 @@ impl Engine {
         }
     }
 
+    /// The App, the serving deploy and its containers, and the image on the
+    /// host: what a recreate or a rolling deploy needs
+    /// before it touches the serving set.
+    async fn setup(
+        &self,
+        deploy: &DeployRow,
+        plan: &Plan,
+    ) -> Result<(AppRow, DeployRow, Vec<ReplicaRow>, Fetched), Failure> {
+        let app = self
+            .store
+            .get_app(&deploy.app)?
+            .ok_or_else(|| Failure(format!("the App `{}` was deleted", deploy.app)))?;
+        let image = ImageRef::parse(&deploy.image)?;
+        let old = self.serving(&app).map_err(|e| Failure(e.to_string()))?;
+        let rows = self.store.replicas(&old.id)?;
+        let fetched = self.fetch(deploy, plan, &image).await?;
+        Ok((app, old, rows, fetched))
+    }
+
     /// A recreate, for a host that cannot hold the old and the new version
     /// at once: pull first; phase 1 holds the App's requests, drains and stops
-    /// the old container (kept); phase 2 starts the new one and, once it is
-    /// healthy, points the route at it and releases the held requests. If the
-    /// new one fails or the deploy is canceled, the old one is started again
-    /// and the requests flow to it.
+    /// the old containers (kept); phase 2 starts the new ones and, once they
+    /// are healthy, points the route at them and releases the held requests.
+    /// If a new one fails or the deploy is canceled, the old ones are started
+    /// again and the requests flow to them.
     async fn recreate(
         &self,
         deploy: &DeployRow,
         plan: &Plan,
         cancel: &CancellationToken,
-        new_container: &mut Option<String>,
+        new_containers: &mut Vec<String>,
     ) -> Outcome {
-        let setup = async {
-            let app = self
-                .store
-                .get_app(&deploy.app)?
-                .ok_or_else(|| Failure(format!("the App `{}` was deleted", deploy.app)))?;
-            let image = ImageRef::parse(&deploy.image)?;
-            let old = self.serving(&app).map_err(|e| Failure(e.to_string()))?;
-            let fetched = self.fetch(deploy, plan, &image).await?;
-            Ok::<_, Failure>((app, image, old, fetched))
-        };
-        let (app, image, old, (run_ref, digest)) = tokio::select! {
-            r = setup => match r {
+        let (app, old, old_rows, (run_ref, digest)) = tokio::select! {
+            r = self.setup(deploy, plan) => match r {
                 Ok(v) => v,
                 Err(Failure(e)) => return Outcome::Failed(e),
             },
             _ = cancel.cancelled() => return Outcome::Canceled,
         };
-        let (Some(old_id), Some(old_addr)) = (old.container_id.clone(), old.target_addr.clone())
-        else {
+        if old_rows.is_empty() {
             return Outcome::Failed("the serving deploy has no container to replace".into());
-        };
+        }
+        let one = old_rows.len() == 1;
 
         // Phase 1: stop the old deployment while requests wait.
         let held_for =
@@ -936,82 +1183,96 @@ impl Engine {
                 )
                 .await?;
             self.proxy.set_route(route_for(&app, Vec::new())).await?;
-            let (drained, closed) = self
-                .proxy
-                .wait_drained(
-                    &app.name,
-                    &old_addr,
-                    Duration::from_secs(app.drain_timeout_secs),
-                )
-                .await?;
+            let drains = old_rows
+                .iter()
+                .filter_map(|r| r.addr.as_deref())
+                .map(|addr| {
+                    self.proxy.wait_drained(
+                        &app.name,
+                        addr,
+                        Duration::from_secs(app.drain_timeout_secs),
+                    )
+                });
+            let mut closed = 0;
+            for drained in join_all(drains).await {
+                closed += drained?.1;
+            }
+            let noun = if one { "container" } else { "containers" };
             self.store.event(
                 &deploy.id,
-                &if drained {
-                    "the old container drained".to_string()
+                &if closed == 0 {
+                    format!("the old {noun} drained")
                 } else {
                     format!(
-                        "drain timeout reached: closed {closed} connection(s) on the old container"
+                        "drain timeout reached: closed {closed} connection(s) on the old {noun}"
                     )
                 },
             )?;
-            self.runtime.stop(&old_id, STOP_TIMEOUT_SECS).await?;
+            for row in &old_rows {
+                self.runtime
+                    .stop(&row.container_id, STOP_TIMEOUT_SECS)
+                    .await?;
+            }
             self.store.event(
                 &deploy.id,
                 &format!(
-                    "stopped the old container {} (kept until the new one is healthy)",
-                    short(&old_id)
+                    "stopped the old {noun} {} (kept until the new {} healthy)",
+                    list_short(&old_rows),
+                    if one { "one is" } else { "ones are" }
                 ),
             )?;
             Ok::<(), anyhow::Error>(())
         };
         if let Err(e) = phase1.await {
             let message = format!("stopping the old deployment failed: {e:#}");
-            self.restore_old(deploy, &app, &old_id).await;
+            self.restore_old(deploy, &app, &old.id, &old_rows).await;
             return Outcome::Failed(message);
         }
 
         // Phase 2: deploy the new one.
         let phase2 = async {
-            let name = format!("molt-{}-{}", app.name, deploy.id);
+            let names: Vec<String> = (0..plan.replicas)
+                .map(|i| container_name(&app.name, &deploy.id, i))
+                .collect();
             self.store.advance(
                 &deploy.id,
                 DeployStatus::Starting,
-                &format!("phase 2 of 2: deploying the new one: starting container {name}"),
+                &format!(
+                    "phase 2 of 2: deploying the new one: starting {} {}",
+                    if names.len() == 1 {
+                        "container"
+                    } else {
+                        "containers"
+                    },
+                    names.join(", ")
+                ),
             )?;
-            let spec = ContainerSpec {
-                name: name.clone(),
-                image: run_ref,
-                app: app.name.clone(),
-                deploy: deploy.id.clone(),
-                env: self.container_env(&app, &deploy.env)?,
-                memory_bytes: app.memory_bytes,
-                cpus: app.cpus,
-                gpus: app.gpus,
-            };
-            let id = self.runtime.start(&spec).await?;
-            *new_container = Some(id.clone());
-            self.store.set_deploy_container(&deploy.id, &id, &name)?;
-            self.store
-                .event(&deploy.id, &format!("container {} started", short(&id)))?;
-            let addr = self.check_new(deploy, &app, &id).await?;
-            Ok::<_, Failure>((id, addr))
+            let mut fresh = Vec::new();
+            for i in 0..plan.replicas {
+                fresh.push(
+                    self.start_replica(deploy, &app, &run_ref, i, new_containers)
+                        .await?,
+                );
+            }
+            self.check_all(deploy, &app, &mut fresh).await?;
+            Ok::<_, Failure>(fresh)
         };
         let started = tokio::select! {
             r = phase2 => r.map(Some),
             _ = cancel.cancelled() => Ok(None),
         };
-        let (id, addr) = match started {
+        let fresh = match started {
             Ok(Some(v)) => v,
             Ok(None) => {
-                self.tear_down(deploy, new_container.as_deref()).await;
-                *new_container = None;
-                self.restore_old(deploy, &app, &old_id).await;
+                self.tear_down(deploy, new_containers).await;
+                new_containers.clear();
+                self.restore_old(deploy, &app, &old.id, &old_rows).await;
                 return Outcome::Canceled;
             }
             Err(Failure(e)) => {
-                self.tear_down(deploy, new_container.as_deref()).await;
-                *new_container = None;
-                self.restore_old(deploy, &app, &old_id).await;
+                self.tear_down(deploy, new_containers).await;
+                new_containers.clear();
+                self.restore_old(deploy, &app, &old.id, &old_rows).await;
                 return Outcome::Failed(e);
             }
         };
@@ -1021,16 +1282,17 @@ impl Engine {
             self.store.advance(
                 &deploy.id,
                 DeployStatus::Swapping,
-                "pointing the route at the new container and releasing held requests",
+                &format!(
+                    "pointing the route at the new {} and releasing held requests",
+                    if fresh.len() == 1 {
+                        "container"
+                    } else {
+                        "containers"
+                    }
+                ),
             )?;
             self.proxy
-                .set_route(route_for(
-                    &app,
-                    vec![Target {
-                        addr: addr.clone(),
-                        id: id.clone(),
-                    }],
-                ))
+                .set_route(route_for(&app, self.targets(&fresh)))
                 .await?;
             self.proxy
                 .call(
@@ -1044,67 +1306,68 @@ impl Engine {
         };
         if let Err(e) = swapped.await {
             let message = format!("the proxy did not take the new route: {e:#}");
-            self.tear_down(deploy, Some(&id)).await;
-            *new_container = None;
-            self.restore_old(deploy, &app, &old_id).await;
+            self.tear_down(deploy, new_containers).await;
+            new_containers.clear();
+            self.restore_old(deploy, &app, &old.id, &old_rows).await;
             return Outcome::Failed(message);
         }
-        *new_container = None;
-        let followed = match deploy.kind {
-            DeployKind::Rollback | DeployKind::Restart | DeployKind::Config => app.image.clone(),
-            _ => image.to_string(),
-        };
+        new_containers.clear();
         if let Err(e) = self.store.record_swap(
             &deploy.id,
             &app.name,
-            &followed,
-            &format!("traffic switched to container {}", short(&id)),
+            &followed_image(deploy, &app),
+            &format!("traffic switched to {}", describe_containers(&fresh)),
         ) {
             tracing::error!("cannot record the swap of {}: {e:#}", deploy.id);
         }
-        let removed = self.runtime.remove(&old_id).await;
-        let _ = self.store.event(&deploy.id, &match removed {
-            Ok(()) => format!("removed the old container {}", short(&old_id)),
-            Err(e) => format!("could not remove the old container {} ({e:#}); it will be removed at the next reconcile", short(&old_id)),
-        });
+        for row in &old_rows {
+            let removed = self.runtime.remove(&row.container_id).await;
+            let _ = self.store.event(&deploy.id, &match removed {
+                Ok(()) => format!("removed the old container {}", short(&row.container_id)),
+                Err(e) => format!("could not remove the old container {} ({e:#}); it will be removed at the next reconcile", short(&row.container_id)),
+            });
+        }
         Outcome::Succeeded(format!(
-            "deploy succeeded (recreate): {} serves {}",
+            "deploy succeeded (recreate): {} serves {}{}",
             digest.as_deref().map(short_digest).unwrap_or(&deploy.image),
-            app.name
+            app.name,
+            on_replicas(plan.replicas)
         ))
     }
 
-    /// After a failed recreate: starts the old container again, points the
-    /// route back at it and releases the held requests.
-    async fn restore_old(&self, deploy: &DeployRow, app: &AppRow, old_id: &str) {
-        let restored = async {
-            self.runtime.start_existing(old_id).await?;
-            let addr = self
-                .wait_for_address(old_id, app.port)
-                .await
-                .map_err(|Failure(e)| anyhow::anyhow!(e))?;
-            let health = HealthCheck {
-                deploy_timeout_secs: app.health.deploy_timeout_secs.max(30),
-                ..app.health.clone()
-            };
-            self.wait_healthy(deploy, &health, old_id, &addr)
-                .await
-                .map_err(|Failure(e)| anyhow::anyhow!(e))?;
-            self.proxy
-                .set_route(route_for(
-                    app,
-                    vec![Target {
-                        addr: addr.clone(),
-                        id: old_id.to_string(),
-                    }],
-                ))
-                .await?;
-            if let Some(current) = &app.current_deploy {
-                self.store.set_deploy_target(current, &addr)?;
+    /// After a failed recreate: starts the old containers again, points the
+    /// route back at them and releases the held requests.
+    async fn restore_old(
+        &self,
+        deploy: &DeployRow,
+        app: &AppRow,
+        serving_id: &str,
+        old_rows: &[ReplicaRow],
+    ) {
+        let mut back = Vec::new();
+        let mut errors = Vec::new();
+        for row in old_rows {
+            match self.bring_back(deploy, app, row).await {
+                Ok(addr) => {
+                    let _ = self.store.set_replica_addr(serving_id, row.replica, &addr);
+                    back.push(ReplicaRow {
+                        addr: Some(addr),
+                        ..row.clone()
+                    });
+                }
+                Err(Failure(e)) => errors.push(format!(
+                    "could not bring the old container {} back: {e}",
+                    short(&row.container_id)
+                )),
             }
-            Ok::<(), anyhow::Error>(())
         }
-        .await;
+        let routed = if back.is_empty() {
+            Ok(())
+        } else {
+            self.proxy
+                .set_route(route_for(app, self.targets(&back)))
+                .await
+        };
         let resumed = self
             .proxy
             .call(
@@ -1114,23 +1377,337 @@ impl Engine {
                 Duration::from_secs(10),
             )
             .await;
-        let message = match (restored, resumed) {
-            (Ok(()), Ok(_)) => format!(
-                "started the old container {} again; it serves the held requests",
-                short(old_id)
-            ),
-            (Err(e), _) | (_, Err(e)) => format!(
-                "could not bring the old container {} back: {e:#}",
-                short(old_id)
-            ),
+        if let Err(e) = routed.and(resumed.map(|_| ())) {
+            errors.push(format!(
+                "could not point the route back at the old containers: {e:#}"
+            ));
+        }
+        if !back.is_empty() {
+            let _ = self.store.event(
+                &deploy.id,
+                &format!(
+                    "started the old {} {} again; {} the held requests",
+                    if back.len() == 1 {
+                        "container"
+                    } else {
+                        "containers"
+                    },
+                    list_short(&back),
+                    if back.len() == 1 {
+                        "it serves"
+                    } else {
+                        "they serve"
+                    }
+                ),
+            );
+        }
+        for e in errors {
+            let _ = self.store.event(&deploy.id, &e);
+        }
+    }
+
+    /// Starts a stopped serving container again and waits until it is
+    /// healthy (at least 30 s: it served before); returns its address.
+    async fn bring_back(
+        &self,
+        deploy: &DeployRow,
+        app: &AppRow,
+        row: &ReplicaRow,
+    ) -> Result<String, Failure> {
+        self.runtime.start_existing(&row.container_id).await?;
+        let addr = self.wait_for_address(&row.container_id, app.port).await?;
+        let health = HealthCheck {
+            deploy_timeout_secs: app.health.deploy_timeout_secs.max(30),
+            ..app.health.clone()
         };
-        let _ = self.store.event(&deploy.id, &message);
+        self.wait_healthy(deploy, &health, &row.container_id, &addr, "")
+            .await?;
+        Ok(addr)
+    }
+
+    /// A rolling deploy: for each replica, a new container starts beside the
+    /// serving set, is health-checked, and takes the old one's place in the
+    /// route in one swap; the old one drains and is stopped (kept until the
+    /// deploy ends). The route never holds fewer than the App's replicas.
+    /// On failure or cancel the replaced old containers start again and take
+    /// their places back, one at a time, and the new ones go.
+    async fn rolling(
+        &self,
+        deploy: &DeployRow,
+        plan: &Plan,
+        cancel: &CancellationToken,
+        new_containers: &mut Vec<String>,
+    ) -> Outcome {
+        let (app, old, old_rows, (run_ref, digest)) = tokio::select! {
+            r = self.setup(deploy, plan) => match r {
+                Ok(v) => v,
+                Err(Failure(e)) => return Outcome::Failed(e),
+            },
+            _ = cancel.cancelled() => return Outcome::Canceled,
+        };
+        let plan_layout = layout(&old_rows, plan.replicas, plan.only.as_deref());
+        for row in &plan_layout.keep {
+            if let Err(e) = self.store.put_replica(&ReplicaRow {
+                deploy_id: deploy.id.clone(),
+                ..row.clone()
+            }) {
+                return Outcome::Failed(e.to_string());
+            }
+        }
+        // What the route holds, by replica.
+        let mut set: BTreeMap<u32, ReplicaRow> =
+            old_rows.iter().map(|r| (r.replica, r.clone())).collect();
+        // Replicas moved so far: the old container (stopped, kept for a
+        // roll-back) and its replacement.
+        let mut moved: Vec<(Option<ReplicaRow>, ReplicaRow)> = Vec::new();
+        let total = plan_layout.start.len();
+        for (step, &index) in plan_layout.start.iter().enumerate() {
+            let who = format!("replica {index}: ");
+            let start = async {
+                let name = container_name(&app.name, &deploy.id, index);
+                let message = format!("{who}starting container {name}");
+                if step == 0 {
+                    self.store.advance(
+                        &deploy.id,
+                        DeployStatus::Starting,
+                        &format!("rolling {total} replicas one at a time; {message}"),
+                    )?;
+                } else {
+                    self.store.event(&deploy.id, &message)?;
+                }
+                let row = self
+                    .start_replica(deploy, &app, &run_ref, index, new_containers)
+                    .await?;
+                if step == 0 {
+                    self.store.advance(
+                        &deploy.id,
+                        DeployStatus::HealthChecking,
+                        &health_message(&app),
+                    )?;
+                }
+                let addr = self.check_replica(deploy, &app, &row, &who).await?;
+                Ok::<_, Failure>(ReplicaRow {
+                    addr: Some(addr),
+                    ..row
+                })
+            };
+            let started = if cancel.is_cancelled() {
+                Ok(None)
+            } else {
+                tokio::select! {
+                    r = start => r.map(Some),
+                    _ = cancel.cancelled() => Ok(None),
+                }
+            };
+            let fresh = match started {
+                Ok(Some(row)) => row,
+                Ok(None) => {
+                    self.roll_back(deploy, &app, &old.id, &mut set, moved, "canceled")
+                        .await;
+                    return Outcome::Canceled;
+                }
+                Err(Failure(e)) => {
+                    let why = format!("replica {index} failed");
+                    self.roll_back(deploy, &app, &old.id, &mut set, moved, &why)
+                        .await;
+                    return Outcome::Failed(e);
+                }
+            };
+            if step == 0 {
+                let _ = self.store.advance(
+                    &deploy.id,
+                    DeployStatus::Swapping,
+                    "moving traffic one replica at a time",
+                );
+            }
+            let previous = set.insert(index, fresh.clone());
+            if let Err(e) = self
+                .proxy
+                .set_route(route_for(&app, self.targets(set.values())))
+                .await
+            {
+                match &previous {
+                    Some(p) => set.insert(index, p.clone()),
+                    None => set.remove(&index),
+                };
+                let error = format!("the proxy did not take the new route: {e:#}");
+                self.roll_back(deploy, &app, &old.id, &mut set, moved, &error)
+                    .await;
+                return Outcome::Failed(error);
+            }
+            let _ = self.store.event(
+                &deploy.id,
+                &format!(
+                    "{who}traffic moved to the new container {}",
+                    short(&fresh.container_id)
+                ),
+            );
+            if let Some(old_row) = &previous {
+                self.drain(&app, old_row, &deploy.id, "old").await;
+                let stopped = self
+                    .runtime
+                    .stop(&old_row.container_id, STOP_TIMEOUT_SECS)
+                    .await;
+                let _ = self.store.event(
+                    &deploy.id,
+                    &match stopped {
+                        Ok(()) => format!(
+                            "{who}stopped the old container {} (kept until the deploy ends)",
+                            short(&old_row.container_id)
+                        ),
+                        Err(e) => format!(
+                            "{who}could not stop the old container {}: {e:#}",
+                            short(&old_row.container_id)
+                        ),
+                    },
+                );
+            }
+            moved.push((previous, fresh));
+        }
+        // Replicas beyond the count, if it shrank: out of the route too.
+        let extra: Vec<ReplicaRow> = plan_layout
+            .retire
+            .iter()
+            .filter(|r| r.replica >= plan.replicas)
+            .cloned()
+            .collect();
+        if !extra.is_empty() {
+            for r in &extra {
+                set.remove(&r.replica);
+            }
+            if let Err(e) = self
+                .proxy
+                .set_route(route_for(&app, self.targets(set.values())))
+                .await
+            {
+                let error = format!("the proxy did not take the new route: {e:#}");
+                self.roll_back(deploy, &app, &old.id, &mut set, moved, &error)
+                    .await;
+                return Outcome::Failed(error);
+            }
+        }
+        new_containers.clear();
+        let fresh: Vec<ReplicaRow> = moved.iter().map(|(_, f)| f.clone()).collect();
+        if let Err(e) = self.store.record_swap(
+            &deploy.id,
+            &app.name,
+            &followed_image(deploy, &app),
+            &format!("traffic switched to {}", describe_containers(&fresh)),
+        ) {
+            tracing::error!("cannot record the swap of {}: {e:#}", deploy.id);
+        }
+        // From here on the new version serves: nothing below fails the deploy.
+        for old_row in moved.iter().filter_map(|(o, _)| o.as_ref()) {
+            let removed = self.runtime.remove(&old_row.container_id).await;
+            let _ = self.store.event(&deploy.id, &match removed {
+                Ok(()) => format!("removed the old container {}", short(&old_row.container_id)),
+                Err(e) => format!("could not remove the old container {} ({e:#}); it will be removed at the next reconcile", short(&old_row.container_id)),
+            });
+        }
+        self.retire(&app, &extra, &deploy.id).await;
+        Outcome::Succeeded(format!(
+            "deploy succeeded (rolling): {} serves {}{}",
+            digest.as_deref().map(short_digest).unwrap_or(&deploy.image),
+            app.name,
+            on_replicas(plan.replicas)
+        ))
+    }
+
+    /// Undoes the replicas a rolling deploy moved, newest first: the old
+    /// container starts again, takes its place back in the route, and the
+    /// new one drains and goes. An old container that cannot come back
+    /// leaves the new one serving in its place (recorded as serving), so the
+    /// App keeps its replicas.
+    async fn roll_back(
+        &self,
+        deploy: &DeployRow,
+        app: &AppRow,
+        serving_id: &str,
+        set: &mut BTreeMap<u32, ReplicaRow>,
+        moved: Vec<(Option<ReplicaRow>, ReplicaRow)>,
+        why: &str,
+    ) {
+        if moved.is_empty() {
+            return;
+        }
+        let _ = self.store.event(
+            &deploy.id,
+            &format!(
+                "{why}; rolling back: the {} replaced replica(s) return to the previous version",
+                moved.len()
+            ),
+        );
+        for (old, fresh) in moved.into_iter().rev() {
+            let who = format!("replica {}: ", fresh.replica);
+            let restored = match &old {
+                Some(old) => match self.bring_back(deploy, app, old).await {
+                    Ok(addr) => {
+                        let _ = self.store.set_replica_addr(serving_id, old.replica, &addr);
+                        Some(ReplicaRow {
+                            addr: Some(addr),
+                            ..old.clone()
+                        })
+                    }
+                    Err(Failure(e)) => {
+                        let _ = self.store.event(&deploy.id, &format!(
+                            "{who}could not bring the old container {} back ({e}); the new container {} keeps serving in its place",
+                            short(&old.container_id),
+                            short(&fresh.container_id)
+                        ));
+                        let _ = self.store.put_replica(&ReplicaRow {
+                            deploy_id: serving_id.to_string(),
+                            ..fresh.clone()
+                        });
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            match &restored {
+                Some(r) => set.insert(fresh.replica, r.clone()),
+                None => set.remove(&fresh.replica),
+            };
+            if let Err(e) = self
+                .proxy
+                .set_route(route_for(app, self.targets(set.values())))
+                .await
+            {
+                let _ = self.store.event(
+                    &deploy.id,
+                    &format!("{who}the proxy did not take the restored route: {e:#}"),
+                );
+            }
+            if let Some(r) = &restored {
+                let _ = self.store.event(
+                    &deploy.id,
+                    &format!(
+                        "{who}the old container {} serves again",
+                        short(&r.container_id)
+                    ),
+                );
+            }
+            self.drain(app, &fresh, &deploy.id, "new").await;
+            let removed = self.runtime.remove(&fresh.container_id).await;
+            let _ = self.store.event(
+                &deploy.id,
+                &match removed {
+                    Ok(()) => format!(
+                        "{who}removed the new container {}",
+                        short(&fresh.container_id)
+                    ),
+                    Err(e) => format!(
+                        "{who}could not remove the new container {}: {e:#}",
+                        short(&fresh.container_id)
+                    ),
+                },
+            );
+        }
     }
 
     /// Removes whatever a deploy that did not swap started, including a
-    /// container created just before a cancel.
-    async fn tear_down(&self, deploy: &DeployRow, known: Option<&str>) {
-        let mut ids: Vec<String> = known.map(str::to_string).into_iter().collect();
+    /// container created just before a cancel; never a serving container.
+    async fn tear_down(&self, deploy: &DeployRow, known: &[String]) {
+        let mut ids: Vec<String> = known.to_vec();
         if let Ok(found) = self.runtime.list(Some(&deploy.app)).await {
             ids.extend(
                 found
@@ -1139,9 +1716,24 @@ impl Engine {
                     .map(|c| c.id),
             );
         }
+        let serving: HashSet<String> = self
+            .store
+            .get_app(&deploy.app)
+            .ok()
+            .flatten()
+            .and_then(|app| self.serving_rows(&app).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.container_id)
+            .collect();
+        ids.retain(|id| !serving.contains(id));
         ids.sort();
         ids.dedup();
         for id in ids {
+            // A rolling deploy's roll-back removed some already.
+            if matches!(self.runtime.state(&id).await, Ok(None)) {
+                continue;
+            }
             // Keep the failed container's last words in the deploy's record
             // before the container goes.
             let output = self.runtime.logs_tail(&id, 30).await;
@@ -1173,12 +1765,14 @@ impl Engine {
         }
     }
 
-    /// Everything before the swap: pull, start beside the old one, health.
+    /// Everything before a blue-green swap: pull, start the new containers
+    /// beside the serving set, health-check them all. A scale or a replica
+    /// replacement starts only some and keeps the others.
     async fn prepare(
         &self,
         deploy: &DeployRow,
         plan: &Plan,
-        new_container: &mut Option<String>,
+        new_containers: &mut Vec<String>,
     ) -> Result<Ready, Failure> {
         let app = self
             .store
@@ -1188,40 +1782,129 @@ impl Engine {
         if plan.hard {
             return self.restart_in_place(deploy, &app).await;
         }
+        let serving = self.serving_rows(&app)?;
+        let plan_layout = layout(&serving, plan.replicas, plan.only.as_deref());
+        // Containers that stay belong to this deploy's set from the start,
+        // so its rows always describe the whole set it will serve with.
+        for row in &plan_layout.keep {
+            self.store.put_replica(&ReplicaRow {
+                deploy_id: deploy.id.clone(),
+                ..row.clone()
+            })?;
+        }
+        let mut fresh = Vec::new();
+        let digest = if plan_layout.start.is_empty() {
+            if let Some(d) = &plan.digest {
+                self.store.set_deploy_digest(&deploy.id, d)?;
+            }
+            plan.digest.clone()
+        } else {
+            let (run_ref, digest) = self.fetch(deploy, plan, &image).await?;
+            let names: Vec<String> = plan_layout
+                .start
+                .iter()
+                .map(|i| container_name(&app.name, &deploy.id, *i))
+                .collect();
+            self.store.advance(
+                &deploy.id,
+                DeployStatus::Starting,
+                &format!(
+                    "starting {}{}",
+                    if names.len() == 1 {
+                        "container "
+                    } else {
+                        "containers "
+                    },
+                    names.join(", ")
+                ),
+            )?;
+            for &i in &plan_layout.start {
+                fresh.push(
+                    self.start_replica(deploy, &app, &run_ref, i, new_containers)
+                        .await?,
+                );
+            }
+            self.check_all(deploy, &app, &mut fresh).await?;
+            digest
+        };
+        Ok(Ready {
+            app,
+            digest,
+            keep: plan_layout.keep,
+            fresh,
+            retire: plan_layout.retire,
+        })
+    }
 
-        let (run_ref, digest) = self.fetch(deploy, plan, &image).await?;
-
-        // Start beside the old one.
-        let name = format!("molt-{}-{}", app.name, deploy.id);
-        self.store.advance(
-            &deploy.id,
-            DeployStatus::Starting,
-            &format!("starting container {name}"),
-        )?;
+    /// Starts the container of one replica of a deploy and records it.
+    async fn start_replica(
+        &self,
+        deploy: &DeployRow,
+        app: &AppRow,
+        run_ref: &str,
+        replica: u32,
+        new_containers: &mut Vec<String>,
+    ) -> Result<ReplicaRow, Failure> {
+        let name = container_name(&app.name, &deploy.id, replica);
         let spec = ContainerSpec {
             name: name.clone(),
-            image: run_ref,
+            image: run_ref.to_string(),
             app: app.name.clone(),
             deploy: deploy.id.clone(),
-            env: self.container_env(&app, &deploy.env)?,
+            replica,
+            env: self.container_env(app, &deploy.env)?,
             memory_bytes: app.memory_bytes,
             cpus: app.cpus,
             gpus: app.gpus,
         };
         let id = self.runtime.start(&spec).await?;
-        *new_container = Some(id.clone());
-        self.store.set_deploy_container(&deploy.id, &id, &name)?;
-        self.store
-            .event(&deploy.id, &format!("container {} started", short(&id)))?;
+        new_containers.push(id.clone());
+        let row = ReplicaRow {
+            deploy_id: deploy.id.clone(),
+            replica,
+            container_id: id.clone(),
+            container_name: name,
+            addr: None,
+        };
+        self.store.put_replica(&row)?;
+        let who = if deploy.replicas > 1 {
+            format!(" (replica {replica})")
+        } else {
+            String::new()
+        };
+        self.store.event(
+            &deploy.id,
+            &format!("container {} started{who}", short(&id)),
+        )?;
+        Ok(row)
+    }
 
-        let addr = self.check_new(deploy, &app, &id).await?;
-        Ok(Ready {
-            app,
-            image,
-            container: id,
-            addr,
-            digest,
-        })
+    /// Health-checks new containers together; fails with the first failure.
+    async fn check_all(
+        &self,
+        deploy: &DeployRow,
+        app: &AppRow,
+        rows: &mut [ReplicaRow],
+    ) -> Result<(), Failure> {
+        self.store.advance(
+            &deploy.id,
+            DeployStatus::HealthChecking,
+            &health_message(app),
+        )?;
+        let many = rows.len() > 1;
+        let checks = rows.iter().map(|row| {
+            let who = if many {
+                format!("replica {}: ", row.replica)
+            } else {
+                String::new()
+            };
+            async move { self.check_replica(deploy, app, row, &who).await }
+        });
+        let addrs = try_join_all(checks).await?;
+        for (row, addr) in rows.iter_mut().zip(addrs) {
+            row.addr = Some(addr);
+        }
+        Ok(())
     }
 
     /// Gets the image onto the host and says what exactly will run:
@@ -1231,7 +1914,7 @@ impl Engine {
         deploy: &DeployRow,
         plan: &Plan,
         image: &ImageRef,
-    ) -> Result<(String, Option<String>), Failure> {
+    ) -> Result<Fetched, Failure> {
         if let Some(digest) = &plan.digest {
             let pinned = image.with_digest(digest);
             self.store.set_deploy_digest(&deploy.id, digest)?;
@@ -1299,66 +1982,121 @@ impl Engine {
         }
     }
 
-    /// Waits for the new container's address and health.
-    async fn check_new(
+    /// Waits for a new container's address (recorded on its row) and health.
+    async fn check_replica(
         &self,
         deploy: &DeployRow,
         app: &AppRow,
-        id: &str,
+        row: &ReplicaRow,
+        who: &str,
     ) -> Result<String, Failure> {
-        let addr = self.wait_for_address(id, app.port).await?;
-        self.store.set_deploy_target(&deploy.id, &addr)?;
-        let what = match &app.health.path {
-            Some(p) => format!("GET {p} on port {}", app.port),
-            None => format!("TCP connect to port {}", app.port),
-        };
-        self.store.advance(
-            &deploy.id,
-            DeployStatus::HealthChecking,
-            &format!(
-                "checking health: {what} every {} ms, for up to {} s",
-                app.health.interval_ms, app.health.deploy_timeout_secs
-            ),
-        )?;
-        let healthy = self.wait_healthy(deploy, &app.health, id, &addr).await?;
-        self.store.event(&deploy.id, &healthy)?;
+        let addr = self.wait_for_address(&row.container_id, app.port).await?;
+        self.store
+            .set_replica_addr(&deploy.id, row.replica, &addr)?;
+        let healthy = self
+            .wait_healthy(deploy, &app.health, &row.container_id, &addr, who)
+            .await?;
+        self.store.event(&deploy.id, &format!("{who}{healthy}"))?;
         Ok(addr)
     }
 
-    /// `restart --hard`: the serving container is stopped and started again
-    /// in place; requests fail while it is down.
+    /// `restart --hard`: each serving container is stopped and started again
+    /// in place, one after the other. With one replica requests fail while
+    /// it is down; with several, each leaves the route (and drains) before
+    /// it stops and comes back once healthy, so the others serve meanwhile.
     async fn restart_in_place(&self, deploy: &DeployRow, app: &AppRow) -> Result<Ready, Failure> {
         let serving = self.serving(app).map_err(|e| Failure(e.to_string()))?;
-        let id = serving
-            .container_id
-            .clone()
-            .ok_or_else(|| Failure("the serving deploy has no container to restart".into()))?;
+        let rows = self.store.replicas(&serving.id)?;
+        if rows.is_empty() {
+            return Err(Failure(
+                "the serving deploy has no container to restart".into(),
+            ));
+        }
         self.store.advance(
             &deploy.id,
             DeployStatus::Starting,
             &format!(
-                "hard restart: stopping and starting container {} in place",
-                short(&id)
+                "hard restart: stopping and starting {} {} in place",
+                if rows.len() == 1 {
+                    "container"
+                } else {
+                    "containers"
+                },
+                list_short(&rows)
             ),
         )?;
-        self.runtime.stop(&id, STOP_TIMEOUT_SECS).await?;
-        self.runtime.start_existing(&id).await?;
-        self.store.set_deploy_container(
-            &deploy.id,
-            &id,
-            serving.container_name.as_deref().unwrap_or_default(),
-        )?;
-        let addr = self.check_new(deploy, app, &id).await?;
+        let many = rows.len() > 1;
+        let mut set: BTreeMap<u32, ReplicaRow> =
+            rows.iter().map(|r| (r.replica, r.clone())).collect();
+        let mut done = Vec::new();
+        for (step, row) in rows.iter().enumerate() {
+            let who = if many {
+                format!("replica {}: ", row.replica)
+            } else {
+                String::new()
+            };
+            if many {
+                let others: Vec<&ReplicaRow> =
+                    set.values().filter(|r| r.replica != row.replica).collect();
+                self.proxy
+                    .set_route(route_for(app, self.targets(others)))
+                    .await
+                    .map_err(|e| Failure(format!("the proxy did not take the new route: {e:#}")))?;
+                self.drain(app, row, &deploy.id, "old").await;
+            }
+            self.runtime
+                .stop(&row.container_id, STOP_TIMEOUT_SECS)
+                .await?;
+            self.runtime.start_existing(&row.container_id).await?;
+            self.store.put_replica(&ReplicaRow {
+                deploy_id: deploy.id.clone(),
+                addr: None,
+                ..row.clone()
+            })?;
+            if step == 0 {
+                self.store.advance(
+                    &deploy.id,
+                    DeployStatus::HealthChecking,
+                    &health_message(app),
+                )?;
+            }
+            let addr = self
+                .check_replica(
+                    deploy,
+                    app,
+                    &ReplicaRow {
+                        deploy_id: deploy.id.clone(),
+                        ..row.clone()
+                    },
+                    &who,
+                )
+                .await?;
+            let back = ReplicaRow {
+                deploy_id: deploy.id.clone(),
+                addr: Some(addr),
+                ..row.clone()
+            };
+            set.insert(row.replica, back.clone());
+            if many {
+                self.proxy
+                    .set_route(route_for(app, self.targets(set.values())))
+                    .await
+                    .map_err(|e| Failure(format!("the proxy did not take the new route: {e:#}")))?;
+            }
+            done.push(back);
+        }
         Ok(Ready {
             app: app.clone(),
-            image: ImageRef::parse(&deploy.image)?,
-            container: id,
-            addr,
             digest: serving.digest,
+            keep: Vec::new(),
+            fresh: done,
+            retire: Vec::new(),
         })
     }
 
-    /// The swap and what follows it.
+    /// The swap and what follows it: the route gets the new set (the kept
+    /// containers and the fresh ones) in one store, the database records it,
+    /// and the retired containers drain and go.
     async fn commit(
         &self,
         deploy: &DeployRow,
@@ -1367,94 +2105,122 @@ impl Engine {
     ) -> Result<String, Failure> {
         let Ready {
             app,
-            image,
-            container,
-            addr,
             digest,
+            keep,
+            fresh,
+            retire,
         } = ready;
-        let old = match &app.current_deploy {
-            Some(id) => self.store.get_deploy(id)?,
-            None => None,
+        let set: Vec<&ReplicaRow> = keep.iter().chain(fresh.iter()).collect();
+        let (swapping, swapped) = if fresh.is_empty() {
+            (
+                format!("taking {} out of the route", describe_replicas(&retire)),
+                format!("{} left the route", describe_replicas(&retire)),
+            )
+        } else if !keep.is_empty() && !retire.is_empty() {
+            (
+                format!(
+                    "swapping {} for a new container beside the others",
+                    describe_replicas(&retire)
+                ),
+                format!(
+                    "{} switched to {}",
+                    describe_replicas(&fresh),
+                    describe_containers(&fresh)
+                ),
+            )
+        } else if !keep.is_empty() {
+            (
+                format!("adding {} to the route", describe_replicas(&fresh)),
+                format!(
+                    "{} serve{} beside the others",
+                    describe_containers(&fresh),
+                    if fresh.len() == 1 { "s" } else { "" }
+                ),
+            )
+        } else if fresh.len() == 1 {
+            (
+                "switching traffic to the new container".to_string(),
+                format!("traffic switched to {}", describe_containers(&fresh)),
+            )
+        } else {
+            (
+                format!("switching traffic to the {} new containers", fresh.len()),
+                format!("traffic switched to {}", describe_containers(&fresh)),
+            )
         };
-        self.store.advance(
-            &deploy.id,
-            DeployStatus::Swapping,
-            "switching traffic to the new container",
-        )?;
+        self.store
+            .advance(&deploy.id, DeployStatus::Swapping, &swapping)?;
         self.proxy
-            .set_route(route_for(
-                &app,
-                vec![Target {
-                    addr: addr.clone(),
-                    id: container.clone(),
-                }],
-            ))
+            .set_route(route_for(&app, self.targets(set)))
             .await
             .map_err(|e| Failure(format!("the proxy did not take the new route: {e:#}")))?;
-        // A rollback keeps following the App's reference; other kinds make
-        // the deployed reference the App's.
-        let followed = match deploy.kind {
-            DeployKind::Rollback | DeployKind::Restart | DeployKind::Config => app.image.clone(),
-            _ => image.to_string(),
-        };
         self.store.record_swap(
             &deploy.id,
             &app.name,
-            &followed,
-            &format!("traffic switched to container {}", short(&container)),
+            &followed_image(deploy, &app),
+            &swapped,
         )?;
-        // From here on the new version serves: nothing below fails the deploy.
-        if let Some(old) =
-            old.filter(|o| !plan.hard && o.container_id.as_deref() != Some(container.as_str()))
-        {
-            self.retire(&app, &old, &deploy.id).await;
+        // From here on the new set serves: nothing below fails the deploy.
+        if !plan.hard {
+            self.retire(&app, &retire, &deploy.id).await;
         }
-        Ok(format!(
-            "deploy succeeded: {} serves {}",
-            digest.as_deref().map(short_digest).unwrap_or(&deploy.image),
-            app.name
-        ))
+        let digest = digest.as_deref().map(short_digest).unwrap_or(&deploy.image);
+        Ok(if deploy.kind == DeployKind::Scale {
+            format!(
+                "scaled {} to {} replica(s) of {digest}",
+                app.name, deploy.replicas
+            )
+        } else {
+            format!(
+                "deploy succeeded: {digest} serves {}{}",
+                app.name,
+                on_replicas(deploy.replicas)
+            )
+        })
     }
 
-    /// Drains the old version, then stops and removes it.
-    async fn retire(&self, app: &AppRow, old: &DeployRow, deploy_id: &str) {
-        let Some(old_id) = &old.container_id else {
+    /// Waits until the proxy reports a container out of the route drained
+    /// (or cuts what is left at the drain timeout), recording how it went;
+    /// `which` says whether it is an `old` one or a `new` one (a roll-back).
+    async fn drain(&self, app: &AppRow, row: &ReplicaRow, deploy_id: &str, which: &str) {
+        let Some(addr) = &row.addr else {
             return;
         };
-        if let Some(addr) = &old.target_addr {
-            let timeout = Duration::from_secs(app.drain_timeout_secs);
-            let _ = self.store.event(
-                deploy_id,
-                &format!(
-                    "draining the old container {} (up to {} s)",
-                    short(old_id),
-                    app.drain_timeout_secs
-                ),
-            );
-            match self.proxy.wait_drained(&app.name, addr, timeout).await {
-                Ok((true, _)) => {
-                    let _ = self.store.event(deploy_id, "the old container drained");
-                }
-                Ok((false, closed)) => {
-                    let _ = self.store.event(deploy_id, &format!("drain timeout reached: closed {closed} connection(s) still open on the old container"));
-                }
-                Err(e) => {
-                    let _ = self
-                        .store
-                        .event(deploy_id, &format!("could not wait for the drain: {e:#}"));
-                }
-            }
-        }
-        let removed = async {
-            self.runtime.stop(old_id, STOP_TIMEOUT_SECS).await?;
-            self.runtime.remove(old_id).await
-        }
-        .await;
-        let message = match removed {
-            Ok(()) => format!("stopped and removed the old container {}", short(old_id)),
-            Err(e) => format!("could not remove the old container {} ({e:#}); it will be removed at the next reconcile", short(old_id)),
+        let id = short(&row.container_id);
+        let timeout = Duration::from_secs(app.drain_timeout_secs);
+        let _ = self.store.event(
+            deploy_id,
+            &format!(
+                "draining the {which} container {id} (up to {} s)",
+                app.drain_timeout_secs
+            ),
+        );
+        let message = match self.proxy.wait_drained(&app.name, addr, timeout).await {
+            Ok((true, _)) => format!("the {which} container {id} drained"),
+            Ok((false, closed)) => format!("drain timeout reached: closed {closed} connection(s) still open on the {which} container {id}"),
+            Err(e) => format!("could not wait for the {which} container {id} to drain: {e:#}"),
         };
         let _ = self.store.event(deploy_id, &message);
+    }
+
+    /// Drains containers that left the route (together), then stops and
+    /// removes them.
+    async fn retire(&self, app: &AppRow, old: &[ReplicaRow], deploy_id: &str) {
+        join_all(old.iter().map(|row| self.drain(app, row, deploy_id, "old"))).await;
+        let removals = old.iter().map(|row| async move {
+            let id = &row.container_id;
+            let removed = async {
+                self.runtime.stop(id, STOP_TIMEOUT_SECS).await?;
+                self.runtime.remove(id).await
+            }
+            .await;
+            let message = match removed {
+                Ok(()) => format!("stopped and removed the old container {}", short(id)),
+                Err(e) => format!("could not remove the old container {} ({e:#}); it will be removed at the next reconcile", short(id)),
+            };
+            let _ = self.store.event(deploy_id, &message);
+        });
+        join_all(removals).await;
     }
 
     async fn wait_for_address(&self, id: &str, port: u16) -> Result<String, Failure> {
@@ -1489,6 +2255,7 @@ impl Engine {
         health: &HealthCheck,
         id: &str,
         addr: &str,
+        who: &str,
     ) -> Result<String, Failure> {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(health.deploy_timeout_secs);
@@ -1511,7 +2278,7 @@ impl Engine {
                 .await;
             if last.as_ref() != Some(&probe) && !probe.is_healthy() {
                 self.store
-                    .event(&deploy.id, &format!("health check: {probe}"))?;
+                    .event(&deploy.id, &format!("{who}health check: {probe}"))?;
             }
             if probe.is_healthy() {
                 passes += 1;
@@ -1606,13 +2373,94 @@ impl Engine {
     }
 }
 
-/// What `prepare` hands to `commit`: a healthy new container.
+/// What `prepare` hands to `commit`: the new set, healthy.
 struct Ready {
     app: AppRow,
-    image: ImageRef,
-    container: String,
-    addr: String,
     digest: Option<String>,
+    /// Serving containers that stay in the set.
+    keep: Vec<ReplicaRow>,
+    /// New (or, for a hard restart, restarted) containers, with addresses.
+    fresh: Vec<ReplicaRow>,
+    /// Serving containers that leave once the new set serves.
+    retire: Vec<ReplicaRow>,
+}
+
+/// What `fetch` says will run: the reference to start (`repo@digest` when
+/// known) and the digest.
+type Fetched = (String, Option<String>);
+
+/// `molt-APP-DEPLOY` for the first replica, `molt-APP-DEPLOY-N` for the others.
+fn container_name(app: &str, deploy: &str, replica: u32) -> String {
+    if replica == 0 {
+        format!("molt-{app}-{deploy}")
+    } else {
+        format!("molt-{app}-{deploy}-{replica}")
+    }
+}
+
+/// What a deploy makes the App follow: a rollback, restart, config change or
+/// scale keeps following the App's reference; other kinds make the deployed
+/// reference the App's.
+pub(crate) fn followed_image(deploy: &DeployRow, app: &AppRow) -> String {
+    match deploy.kind {
+        DeployKind::Rollback | DeployKind::Restart | DeployKind::Config | DeployKind::Scale => {
+            app.image.clone()
+        }
+        _ => deploy.image.clone(),
+    }
+}
+
+fn health_message(app: &AppRow) -> String {
+    let what = match &app.health.path {
+        Some(p) => format!("GET {p} on port {}", app.port),
+        None => format!("TCP connect to port {}", app.port),
+    };
+    format!(
+        "checking health: {what} every {} ms, for up to {} s",
+        app.health.interval_ms, app.health.deploy_timeout_secs
+    )
+}
+
+/// Short container ids, comma-separated.
+fn list_short(rows: &[ReplicaRow]) -> String {
+    rows.iter()
+        .map(|r| short(&r.container_id))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `container abc` or `containers abc, def`.
+fn describe_containers(rows: &[ReplicaRow]) -> String {
+    let noun = if rows.len() == 1 {
+        "container"
+    } else {
+        "containers"
+    };
+    format!("{noun} {}", list_short(rows))
+}
+
+/// `replica 2` or `replicas 1, 2`.
+fn describe_replicas(rows: &[ReplicaRow]) -> String {
+    let noun = if rows.len() == 1 {
+        "replica"
+    } else {
+        "replicas"
+    };
+    let list = rows
+        .iter()
+        .map(|r| r.replica.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{noun} {list}")
+}
+
+/// ` on N replicas` when there are several.
+fn on_replicas(n: u32) -> String {
+    if n > 1 {
+        format!(" on {n} replicas")
+    } else {
+        String::new()
+    }
 }
 
 /// An App row with only a name, for capacity checks before it exists.
@@ -1671,9 +2519,7 @@ fn new_deploy(
         triggered_by: triggered_by.to_string(),
         previous_deploy,
         previous_digest,
-        container_id: None,
-        container_name: None,
-        target_addr: None,
+        replicas: 1,
         env: Vec::new(),
         created_at: now(),
         finished_at: None,
@@ -1694,4 +2540,63 @@ fn indent(text: &str) -> String {
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(replica: u32) -> ReplicaRow {
+        ReplicaRow {
+            deploy_id: "old".into(),
+            replica,
+            container_id: format!("c{replica}"),
+            container_name: format!("molt-web-old-{replica}"),
+            addr: Some(format!("10.0.0.{replica}:80")),
+        }
+    }
+
+    #[test]
+    fn a_deploy_replaces_every_replica() {
+        let serving = vec![row(0), row(1), row(2)];
+        let l = layout(&serving, 3, None);
+        assert!(l.keep.is_empty());
+        assert_eq!(l.start, vec![0, 1, 2]);
+        assert_eq!(l.retire, serving);
+        // The first deploy has nothing to retire.
+        let l = layout(&[], 2, None);
+        assert_eq!((l.start, l.retire.len()), (vec![0, 1], 0));
+    }
+
+    #[test]
+    fn a_scale_keeps_the_serving_replicas() {
+        let serving = vec![row(0), row(1)];
+        let up = layout(&serving, 4, Some(&[]));
+        assert_eq!(up.keep, serving);
+        assert_eq!(up.start, vec![2, 3]);
+        assert!(up.retire.is_empty());
+        let down = layout(&serving, 1, Some(&[]));
+        assert_eq!(down.keep, vec![row(0)]);
+        assert!(down.start.is_empty());
+        assert_eq!(down.retire, vec![row(1)]);
+    }
+
+    #[test]
+    fn one_replica_is_replaced_beside_the_others() {
+        let serving = vec![row(0), row(1), row(2)];
+        let l = layout(&serving, 3, Some(&[1]));
+        assert_eq!(l.keep, vec![row(0), row(2)]);
+        assert_eq!(l.start, vec![1]);
+        assert_eq!(l.retire, vec![row(1)]);
+    }
+
+    #[test]
+    fn names_and_descriptions() {
+        assert_eq!(container_name("web", "d1", 0), "molt-web-d1");
+        assert_eq!(container_name("web", "d1", 2), "molt-web-d1-2");
+        assert_eq!(describe_replicas(&[row(1), row(2)]), "replicas 1, 2");
+        assert_eq!(describe_containers(&[row(1)]), "container c1");
+        assert_eq!(on_replicas(1), "");
+        assert_eq!(on_replicas(3), " on 3 replicas");
+    }
 }

@@ -1,5 +1,5 @@
 //! `GET /api/v1/apps/{name}/logs`: the output of every container of an App,
-//! each line prefixed with the deploy it belongs to. Following keeps going
+//! each line prefixed with the deploy it belongs to and its replica number. Following keeps going
 //! across deploys: containers that appear later are picked up within a
 //! second.
 
@@ -87,7 +87,10 @@ pub async fn app_logs(
                 } else {
                     (None, None)
                 };
-                let prefix = format!("[{}] ", c.deploy);
+                let prefix = match c.replica {
+                    Some(r) => format!("[{} #{r}] ", c.deploy),
+                    None => format!("[{}] ", c.deploy),
+                };
                 let lines = runtime.log_lines(&c.id, q.follow, tail, since);
                 let tx = tx.clone();
                 tokio::spawn(async move {

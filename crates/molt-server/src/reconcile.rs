@@ -4,10 +4,10 @@
 //! record ends terminal and true, and orphan containers are removed.
 
 use crate::engine::{route_for, short, Engine};
-use crate::store::DeployRow;
+use crate::store::{DeployRow, ReplicaRow};
 use anyhow::Result;
 use molt_core::{AppStatus, DeployStatus};
-use molt_proxy::admin::{Request, Target};
+use molt_proxy::admin::Request;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -55,33 +55,47 @@ pub async fn reconcile(engine: &Engine) -> Result<Report> {
             engine.store.set_app_status(&app.name, AppStatus::Failed)?;
             continue;
         };
-        let Some(container) = current.container_id.clone() else {
-            continue;
-        };
-        keep.insert(container.clone());
-        let state = engine.runtime.state(&container).await?;
-        let Some(mut state) = state else {
-            tracing::error!(app = %app.name, "the serving container {} is gone; deploy the App again", short(&container));
-            continue;
-        };
-        if !state.running && !state.restarting {
-            engine.runtime.start_existing(&container).await?;
-            if let Some(s) = engine.runtime.state(&container).await? {
-                state = s;
+        // Every serving replica runs, and the route holds them all at their
+        // current addresses.
+        let rows = engine.store.replicas(&current.id)?;
+        let mut targets = Vec::new();
+        for row in &rows {
+            let container = &row.container_id;
+            keep.insert(container.clone());
+            let Some(mut state) = engine.runtime.state(container).await? else {
+                tracing::error!(app = %app.name, replica = row.replica, "the serving container {} is gone; deploy the App again", short(container));
+                continue;
+            };
+            let mut started = false;
+            if !state.running && !state.restarting {
+                // Stopped by an interrupted recreate or rolling deploy.
+                engine.runtime.start_existing(container).await?;
+                started = true;
+                if let Some(s) = engine.runtime.state(container).await? {
+                    state = s;
+                }
             }
-        }
-        if let Some(ip) = state.ip {
+            let Some(ip) = state.ip else {
+                continue;
+            };
             let addr = format!("{ip}:{}", app.port);
-            if current.target_addr.as_deref() != Some(addr.as_str()) {
-                engine.store.set_deploy_target(&current.id, &addr)?;
+            if row.addr.as_deref() != Some(addr.as_str()) {
+                engine
+                    .store
+                    .set_replica_addr(&current.id, row.replica, &addr)?;
             }
-            let wanted = route_for(
-                app,
-                vec![Target {
-                    addr,
-                    id: container.clone(),
-                }],
-            );
+            // A container started just now gets the chance to come up
+            // before it takes requests.
+            if started && !engine.wait_serving(app, &addr).await {
+                tracing::warn!(app = %app.name, replica = row.replica, "the restarted container {} is not healthy yet", short(container));
+            }
+            targets.push(ReplicaRow {
+                addr: Some(addr),
+                ..row.clone()
+            });
+        }
+        if !targets.is_empty() {
+            let wanted = route_for(app, engine.targets(&targets));
             if routes.iter().find(|r| r.app == app.name) != Some(&wanted) {
                 engine.proxy.set_route(wanted).await?;
                 report.routes_set += 1;
@@ -161,41 +175,72 @@ async fn settle(
         report.failed += 1;
         return Ok(());
     };
-    // Traffic moved if the swap was recorded, or if the proxy already points
-    // at the new container although the server died before recording it.
-    let proxy_points_here = deploy.target_addr.as_ref().is_some_and(|addr| {
-        routes
-            .iter()
-            .any(|r| r.app == deploy.app && r.targets.iter().any(|t| &t.addr == addr))
-    });
-    let moved = deploy.status.traffic_moved()
-        || (deploy.status == DeployStatus::Swapping && proxy_points_here);
+    // Traffic moved if the swap was recorded, or if the proxy already holds
+    // the deploy's whole set although the server died before recording it
+    // (a rolling deploy interrupted halfway holds only part of it: that one
+    // is undone, its old replicas come back).
+    let rows = engine.store.replicas(&deploy.id)?;
+    let route = routes.iter().find(|r| r.app == deploy.app);
+    let routed = |row: &ReplicaRow| {
+        row.addr.as_ref().is_some_and(|addr| {
+            route.is_some_and(|r| {
+                r.targets
+                    .iter()
+                    .any(|t| &t.addr == addr && t.id == row.container_id)
+            })
+        })
+    };
+    let whole_set =
+        !rows.is_empty() && rows.len() as u32 == deploy.replicas && rows.iter().all(routed);
+    let moved =
+        deploy.status.traffic_moved() || (deploy.status == DeployStatus::Swapping && whole_set);
     if moved {
         if !deploy.status.traffic_moved() {
             engine.store.record_swap(
                 &deploy.id,
                 &app.name,
-                &deploy.image,
-                "traffic had switched to the new container (found by the reconciler)",
+                &crate::engine::followed_image(deploy, &app),
+                "traffic had switched to the new containers (found by the reconciler)",
             )?;
         }
         engine.store.finish_deploy(
             &deploy.id,
             DeployStatus::Succeeded,
             None,
-            "deploy completed by the reconciler after a server restart: the new version serves; the old container is removed",
+            "deploy completed by the reconciler after a server restart: the new version serves; the old containers are removed",
         )?;
         report.finished += 1;
     } else {
+        // Containers that take traffic stay until the route holds the old
+        // set again and they drained (the orphan pass); the others go now.
+        let serving: HashSet<String> = engine
+            .serving_rows(&app)?
+            .into_iter()
+            .map(|r| r.container_id)
+            .collect();
+        let in_route: HashSet<&str> = rows
+            .iter()
+            .filter(|r| routed(r) && !serving.contains(&r.container_id))
+            .map(|r| r.container_id.as_str())
+            .collect();
         for c in engine.runtime.list(Some(&deploy.app)).await? {
-            if c.deploy == deploy.id {
+            if c.deploy == deploy.id && !in_route.contains(c.id.as_str()) {
                 engine.runtime.remove(&c.id).await?;
             }
         }
-        let error = format!(
-            "the server stopped during `{}` before traffic moved; the new container was removed and the previous version kept serving",
-            deploy.status
-        );
+        let error = if in_route.is_empty() {
+            format!(
+                "the server stopped during `{}` before traffic moved; the new container was removed and the previous version kept serving",
+                deploy.status
+            )
+        } else {
+            format!(
+                "the server stopped during `{}` with {} of {} replicas moved; the previous version was restored and the new containers removed",
+                deploy.status,
+                in_route.len(),
+                deploy.replicas
+            )
+        };
         engine.store.finish_deploy(
             &deploy.id,
             DeployStatus::Failed,

@@ -21,6 +21,8 @@ pub const LABEL_INSTANCE: &str = "molt.instance";
 pub const LABEL_APP: &str = "molt.app";
 pub const LABEL_DEPLOY: &str = "molt.deploy";
 pub const LABEL_ROLE: &str = "molt.role";
+/// Which replica of its App a container is (0-based).
+pub const LABEL_REPLICA: &str = "molt.replica";
 
 /// What a container of an App is for.
 pub const ROLE_WEB: &str = "web";
@@ -38,6 +40,8 @@ pub struct ContainerSpec {
     pub image: String,
     pub app: String,
     pub deploy: String,
+    /// Which replica of the App it is.
+    pub replica: u32,
     pub env: Vec<String>,
     pub memory_bytes: Option<u64>,
     pub cpus: Option<f64>,
@@ -74,6 +78,8 @@ pub struct LabeledContainer {
     pub name: String,
     pub app: String,
     pub deploy: String,
+    /// Its `molt.replica` label, if it has one.
+    pub replica: Option<u32>,
     pub running: bool,
 }
 
@@ -225,6 +231,7 @@ impl Runtime {
             (LABEL_APP.to_string(), spec.app.clone()),
             (LABEL_DEPLOY.to_string(), spec.deploy.clone()),
             (LABEL_ROLE.to_string(), ROLE_WEB.to_string()),
+            (LABEL_REPLICA.to_string(), spec.replica.to_string()),
         ]);
         let device_requests = (spec.gpus > 0).then(|| {
             vec![DeviceRequest {
@@ -505,6 +512,7 @@ impl Runtime {
                         .to_string(),
                     app: labels.get(LABEL_APP)?.clone(),
                     deploy: labels.get(LABEL_DEPLOY).cloned().unwrap_or_default(),
+                    replica: labels.get(LABEL_REPLICA).and_then(|r| r.parse().ok()),
                     running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
                 })
             })

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 /// Schema steps, applied in order; `PRAGMA user_version` counts those done.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE apps (
     name TEXT PRIMARY KEY,
@@ -72,7 +73,29 @@ CREATE TABLE registries (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
-"#];
+"#,
+    // Replicas: a deploy runs several containers, so they move to a table of
+    // their own, one row per replica. A deploy's rows describe its whole set
+    // (containers it kept from the version before included), so the serving
+    // set is always the rows of the App's current deploy.
+    r#"
+CREATE TABLE deploy_containers (
+    deploy_id TEXT NOT NULL,
+    replica INTEGER NOT NULL,
+    container_id TEXT NOT NULL,
+    container_name TEXT NOT NULL,
+    addr TEXT,
+    PRIMARY KEY (deploy_id, replica)
+);
+INSERT INTO deploy_containers (deploy_id, replica, container_id, container_name, addr)
+    SELECT id, 0, container_id, COALESCE(container_name, ''), target_addr
+    FROM deploys WHERE container_id IS NOT NULL;
+ALTER TABLE deploys DROP COLUMN container_id;
+ALTER TABLE deploys DROP COLUMN container_name;
+ALTER TABLE deploys DROP COLUMN target_addr;
+ALTER TABLE deploys ADD COLUMN replicas INTEGER NOT NULL DEFAULT 1;
+"#,
+];
 
 /// An App as stored.
 #[derive(Debug, Clone)]
@@ -117,13 +140,26 @@ pub struct DeployRow {
     pub triggered_by: String,
     pub previous_deploy: Option<String>,
     pub previous_digest: Option<String>,
-    pub container_id: Option<String>,
-    pub container_name: Option<String>,
-    pub target_addr: Option<String>,
+    /// How many containers the deploy runs when it is done: the App's
+    /// replicas, or the new count of a scale.
+    pub replicas: u32,
     /// The environment this deploy runs with (secrets stay sealed).
     pub env: Vec<EnvEntry>,
     pub created_at: String,
     pub finished_at: Option<String>,
+}
+
+/// One container of a deploy: which replica it is and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    pub deploy_id: String,
+    /// 0-based; also the container's `molt.replica` label.
+    pub replica: u32,
+    pub container_id: String,
+    pub container_name: String,
+    /// `ip:port` on Molt's network, once known; it can change when the
+    /// engine restarts the container.
+    pub addr: Option<String>,
 }
 
 /// One environment variable of an App. A secret has no `value`, only its
@@ -316,6 +352,10 @@ impl Store {
             "DELETE FROM deploy_events WHERE deploy_id IN (SELECT id FROM deploys WHERE app = ?)",
             [name],
         )?;
+        tx.execute(
+            "DELETE FROM deploy_containers WHERE deploy_id IN (SELECT id FROM deploys WHERE app = ?)",
+            [name],
+        )?;
         tx.execute("DELETE FROM deploys WHERE app = ?", [name])?;
         tx.execute("DELETE FROM env WHERE app = ?", [name])?;
         tx.execute("DELETE FROM apps WHERE name = ?", [name])?;
@@ -409,29 +449,62 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_deploy_container(&self, id: &str, container_id: &str, name: &str) -> Result<()> {
+    // ---- a deploy's containers ----
+
+    /// Records (or replaces) one replica of a deploy.
+    pub fn put_replica(&self, row: &ReplicaRow) -> Result<()> {
         self.conn().execute(
-            "UPDATE deploys SET container_id = ?2, container_name = ?3 WHERE id = ?1",
-            params![id, container_id, name],
+            "INSERT INTO deploy_containers (deploy_id, replica, container_id, container_name, addr)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(deploy_id, replica) DO UPDATE SET container_id = excluded.container_id,
+                container_name = excluded.container_name, addr = excluded.addr",
+            params![
+                row.deploy_id,
+                row.replica,
+                row.container_id,
+                row.container_name,
+                row.addr
+            ],
         )?;
         Ok(())
     }
 
-    pub fn set_deploy_target(&self, id: &str, addr: &str) -> Result<()> {
+    pub fn set_replica_addr(&self, deploy_id: &str, replica: u32, addr: &str) -> Result<()> {
         self.conn().execute(
-            "UPDATE deploys SET target_addr = ?2 WHERE id = ?1",
-            params![id, addr],
+            "UPDATE deploy_containers SET addr = ?3 WHERE deploy_id = ?1 AND replica = ?2",
+            params![deploy_id, replica, addr],
         )?;
         Ok(())
     }
 
-    /// The swap, as recorded: the deploy becomes the App's serving one and
-    /// moves to `draining`, in one transaction.
+    /// A deploy's containers, by replica.
+    pub fn replicas(&self, deploy_id: &str) -> Result<Vec<ReplicaRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT deploy_id, replica, container_id, container_name, addr
+             FROM deploy_containers WHERE deploy_id = ? ORDER BY replica",
+        )?;
+        let rows = stmt.query_map([deploy_id], |r| {
+            Ok(ReplicaRow {
+                deploy_id: r.get(0)?,
+                replica: r.get(1)?,
+                container_id: r.get(2)?,
+                container_name: r.get(3)?,
+                addr: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The swap, as recorded: the deploy becomes the App's serving one (its
+    /// replica count the App's) and moves to `draining`, in one transaction.
     pub fn record_swap(&self, id: &str, app: &str, image: &str, message: &str) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "UPDATE apps SET current_deploy = ?2, image = ?3, updated_at = ?4 WHERE name = ?1",
+            "UPDATE apps SET current_deploy = ?2, image = ?3, updated_at = ?4,
+                replicas = (SELECT replicas FROM deploys WHERE id = ?2)
+             WHERE name = ?1",
             params![app, id, image, now()],
         )?;
         tx.execute(
@@ -582,9 +655,8 @@ impl Store {
 fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
     conn.execute(
         "INSERT INTO deploys (id, app, kind, image, digest, status, error, triggered_by,
-            previous_deploy, previous_digest, container_id, container_name, target_addr,
-            env_snapshot, created_at, finished_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            previous_deploy, previous_digest, replicas, env_snapshot, created_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             d.id,
             d.app,
@@ -596,9 +668,7 @@ fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
             d.triggered_by,
             d.previous_deploy,
             d.previous_digest,
-            d.container_id,
-            d.container_name,
-            d.target_addr,
+            d.replicas,
             serde_json::to_string(&d.env)?,
             d.created_at,
             d.finished_at,
@@ -716,9 +786,7 @@ fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
         triggered_by: r.get("triggered_by")?,
         previous_deploy: r.get("previous_deploy")?,
         previous_digest: r.get("previous_digest")?,
-        container_id: r.get("container_id")?,
-        container_name: r.get("container_name")?,
-        target_addr: r.get("target_addr")?,
+        replicas: r.get("replicas")?,
         env: json_col(r, "env_snapshot")?,
         created_at: r.get("created_at")?,
         finished_at: r.get("finished_at")?,
@@ -733,4 +801,111 @@ fn registry_from_row(r: &Row) -> rusqlite::Result<RegistryRow> {
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deploy(id: &str, replicas: u32) -> DeployRow {
+        DeployRow {
+            id: id.into(),
+            app: "web".into(),
+            kind: DeployKind::Deploy,
+            image: "r/web:1".into(),
+            digest: None,
+            status: DeployStatus::Pending,
+            error: None,
+            triggered_by: "test".into(),
+            previous_deploy: None,
+            previous_digest: None,
+            replicas,
+            env: Vec::new(),
+            created_at: now(),
+            finished_at: None,
+        }
+    }
+
+    fn app() -> AppRow {
+        AppRow {
+            name: "web".into(),
+            status: AppStatus::Creating,
+            image: "r/web:1".into(),
+            port: 80,
+            health: HealthCheck::default(),
+            domains: Vec::new(),
+            replicas: 1,
+            strategy: "auto".into(),
+            memory_bytes: None,
+            cpus: None,
+            gpus: 0,
+            drain_timeout_secs: 30,
+            current_deploy: None,
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    #[test]
+    fn a_deploys_containers_and_the_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("molt.db")).unwrap();
+        store.create_app(&app(), &[], &deploy("d1", 3)).unwrap();
+        for i in [2, 0, 1] {
+            store
+                .put_replica(&ReplicaRow {
+                    deploy_id: "d1".into(),
+                    replica: i,
+                    container_id: format!("c{i}"),
+                    container_name: format!("n{i}"),
+                    addr: None,
+                })
+                .unwrap();
+        }
+        store.set_replica_addr("d1", 1, "10.0.0.1:80").unwrap();
+        let rows = store.replicas("d1").unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.replica).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(rows[1].addr.as_deref(), Some("10.0.0.1:80"));
+        // The swap makes the deploy's replica count the App's.
+        store
+            .record_swap("d1", "web", "r/web:1", "swapped")
+            .unwrap();
+        let app = store.get_app("web").unwrap().unwrap();
+        assert_eq!(
+            (app.replicas, app.current_deploy.as_deref()),
+            (3, Some("d1"))
+        );
+        assert_eq!(store.get_deploy("d1").unwrap().unwrap().replicas, 3);
+        store.delete_app("web").unwrap();
+        assert!(store.replicas("d1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_replicas_migration_keeps_existing_containers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("molt.db");
+        {
+            // A database at schema 1, with one deploy and its container.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO deploys (id, app, kind, image, status, triggered_by, container_id,
+                    container_name, target_addr, created_at)
+                 VALUES ('d1', 'web', 'deploy', 'r/web:1', 'succeeded', 'cli', 'abc', 'molt-web-d1',
+                    '10.0.0.2:80', '2024-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let rows = store.replicas("d1").unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].container_id, "abc");
+        assert_eq!(rows[0].addr.as_deref(), Some("10.0.0.2:80"));
+        assert_eq!(store.get_deploy("d1").unwrap().unwrap().replicas, 1);
+    }
 }

@@ -1,12 +1,15 @@
 //! Watching the engine: containers that the engine restarts (its
 //! `unless-stopped` policy, an engine restart, a host reboot) may come back
 //! with a new address, so the server follows the engine's events and points
-//! the App's route at wherever its serving container is now. When the event
-//! stream breaks (the engine restarted) it reconnects and resyncs every App.
+//! the App's route at wherever its serving containers are now. A replica
+//! that dies leaves the route until it runs again, so the others take its
+//! requests. When the event stream breaks (the engine restarted) it
+//! reconnects and resyncs every App.
 
 use crate::engine::{route_for, Engine};
+use crate::store::ReplicaRow;
 use futures_util::StreamExt;
-use molt_proxy::admin::Target;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +27,18 @@ pub fn spawn(engine: Arc<Engine>) {
                         resync_app(&engine, &e.app).await;
                     }
                     Ok(e) if e.action == "die" || e.action == "oom" => {
-                        tracing::warn!(app = %e.app, container = %e.container, action = %e.action, "an App container stopped; the engine restarts it (unless-stopped)");
+                        let (serving, replicas) = serving_replicas(&engine, &e.app, &e.container);
+                        if serving {
+                            tracing::warn!(app = %e.app, container = %e.container, action = %e.action, "a serving container stopped; the engine restarts it (unless-stopped)");
+                        } else {
+                            tracing::debug!(app = %e.app, container = %e.container, action = %e.action, "a container that serves nothing stopped");
+                        }
+                        // A serving replica of several leaves the route at
+                        // once; the others take its requests until it runs
+                        // again (its start event puts it back).
+                        if e.action == "die" && serving && replicas > 1 {
+                            resync_app(&engine, &e.app).await;
+                        }
                     }
                     Ok(_) => {}
                     Err(err) => {
@@ -37,6 +51,15 @@ pub fn spawn(engine: Arc<Engine>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
+}
+
+/// Whether `container` serves `app`, and how many containers do.
+fn serving_replicas(engine: &Engine, app: &str, container: &str) -> (bool, usize) {
+    let Ok(Some(app)) = engine.store.get_app(app) else {
+        return (false, 0);
+    };
+    let rows = engine.serving_rows(&app).unwrap_or_default();
+    (rows.iter().any(|r| r.container_id == container), rows.len())
 }
 
 async fn resync_all(engine: &Engine) {
@@ -69,14 +92,24 @@ async fn remove_orphans(engine: &Engine, apps: &[crate::store::AppRow]) {
         return;
     };
     let only_these = apps.len() == 1;
+    // What serves, by container id: the rows of each App's current deploy
+    // (a container kept across a scale keeps the label of the deploy that
+    // started it, so labels alone cannot say).
+    let mut serving: HashSet<String> = HashSet::new();
+    for app in apps {
+        match engine.serving_rows(app) {
+            Ok(rows) => serving.extend(rows.into_iter().map(|r| r.container_id)),
+            // Unsure what serves: remove nothing of this App.
+            Err(_) => return,
+        }
+    }
     for c in containers {
         if only_these && c.app != apps[0].name {
             continue;
         }
         let app = apps.iter().find(|a| a.name == c.app);
-        let serving = app.and_then(|a| a.current_deploy.as_deref()) == Some(c.deploy.as_str());
         let in_progress = engine.in_progress(&c.app).as_deref() == Some(c.deploy.as_str());
-        if serving || in_progress {
+        if serving.contains(&c.id) || in_progress {
             continue;
         }
         if let Some(app) = app {
@@ -101,8 +134,11 @@ async fn remove_orphans(engine: &Engine, apps: &[crate::store::AppRow]) {
     }
 }
 
-/// Points an App's route at its serving container's current address,
-/// unless a deploy is moving it right now.
+/// Points an App's route at its serving containers' current addresses
+/// (those that run and are not benched by autoheal), unless a deploy is
+/// moving it right now. A route is never emptied here: when no serving
+/// container runs, the proxy keeps the last addresses and the engine's
+/// restart brings one back.
 pub async fn resync_app(engine: &Engine, app: &str) {
     // Holding the App's claim keeps a deploy from swapping in between.
     if app.is_empty() || engine.claim(app, "resync").is_err() {
@@ -113,21 +149,29 @@ pub async fn resync_app(engine: &Engine, app: &str) {
         let Some(app) = engine.store.get_app(app)? else {
             return Ok(());
         };
-        let Some(current) = app.current_deploy.as_ref().map(|id| engine.store.get_deploy(id)).transpose()?.flatten() else {
+        let Some(current) = app.current_deploy.clone() else {
             return Ok(());
         };
-        let Some(container) = current.container_id.clone() else {
-            return Ok(());
-        };
-        let Some(ip) = engine.runtime.state(&container).await?.and_then(|s| s.ip) else {
-            return Ok(());
-        };
-        let addr = format!("{ip}:{}", app.port);
-        if current.target_addr.as_deref() != Some(addr.as_str()) {
-            tracing::info!(app = %app.name, %addr, "the serving container has a new address; updating the route");
-            engine.store.set_deploy_target(&current.id, &addr)?;
+        let mut running = Vec::new();
+        for row in engine.store.replicas(&current)? {
+            let state = engine.runtime.state(&row.container_id).await?;
+            let Some(ip) = state.filter(|s| s.running && !s.restarting).and_then(|s| s.ip) else {
+                continue;
+            };
+            let addr = format!("{ip}:{}", app.port);
+            if row.addr.as_deref() != Some(addr.as_str()) {
+                tracing::info!(app = %app.name, replica = row.replica, %addr, "a serving container has a new address; updating the route");
+                engine.store.set_replica_addr(&current, row.replica, &addr)?;
+            }
+            running.push(ReplicaRow {
+                addr: Some(addr),
+                ..row
+            });
         }
-        let wanted = route_for(&app, vec![Target { addr, id: container }]);
+        if running.is_empty() {
+            return Ok(());
+        }
+        let wanted = route_for(&app, engine.targets(&running));
         let routes = engine.proxy.routes().await?;
         if routes.iter().find(|r| r.app == app.name) != Some(&wanted) {
             engine.proxy.set_route(wanted).await?;

@@ -101,6 +101,8 @@ enum Command {
         #[command(flatten)]
         args: LogsArgs,
     },
+    /// Print a one-time login URL for the dashboard (valid 5 minutes).
+    DashboardLink,
     /// What is wrong with an App: its latest failed deploy and its
     /// containers, each finding with a hint.
     Debug {
@@ -156,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Env { command } => lifecycle::env(&client()?, command).await,
         Command::Registries { command } => registries::run(&client()?, command).await,
         Command::Logs { args } => logs::logs(&client()?, args).await,
+        Command::DashboardLink => logs::dashboard_link(&client()?).await,
         Command::Debug { args } => logs::debug(&client()?, args).await,
     }
 }

@@ -133,7 +133,7 @@ async fn logs_autoheal_killed_containers_and_metrics() {
     let out = molt(&server, &["logs", "web", "--tail", "50"]);
     assert_eq!(out.status, 0, "{out}");
     assert!(out.stdout.contains("testapp v1 listening on"), "{out}");
-    assert!(out.stdout.contains(&format!("[{deploy}]")), "{out}");
+    assert!(out.stdout.contains(&format!("[{deploy} #0]")), "{out}");
     assert!(out.stdout.contains("/version"), "{out}");
     let out = molt(&server, &["logs", "web", "--since", "1h"]);
     assert!(out.stdout.contains("listening on"), "{out}");

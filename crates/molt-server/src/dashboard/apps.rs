@@ -482,6 +482,52 @@ fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option<AppData>> {
     }))
 }
 
+/// How many lines of output the Logs card shows.
+const LOG_LINES: usize = 80;
+
+/// The last lines of output of the App's serving containers (all of them,
+/// while nothing serves yet), for the Logs card. Asked of the engine on
+/// every refresh, so it follows the containers as they print.
+async fn recent_logs(s: &DashState, app: &AppRow) -> String {
+    let containers = s
+        .api
+        .engine
+        .runtime
+        .list(Some(&app.name))
+        .await
+        .unwrap_or_default();
+    let serving: Vec<_> = containers
+        .iter()
+        .filter(|c| app.current_deploy.as_deref() == Some(c.deploy.as_str()))
+        .collect();
+    let chosen = if serving.is_empty() {
+        containers.iter().collect()
+    } else {
+        serving
+    };
+    let mut out = String::new();
+    for c in chosen {
+        let text = s.api.engine.runtime.logs_tail(&c.id, LOG_LINES).await;
+        for line in text.lines() {
+            out.push_str(&format!("[{}] {line}\n", crate::engine::short(&c.deploy)));
+        }
+    }
+    out
+}
+
+fn logs_region(name: &str, logs: &str) -> Markup {
+    html! {
+        @if logs.trim().is_empty() {
+            p.muted { "No output yet." }
+        } @else {
+            div.logs-scroll tabindex="0" aria-label="Recent output" {
+                pre.logs { (logs) }
+            }
+        }
+        p.small.muted { "The last " (LOG_LINES) " lines of each serving container, refreshed live. All of it: " code { "molt logs " (name) " --follow" } }
+    }
+}
+
 fn head_region(d: &AppData) -> Markup {
     html! {
         div.status-line {
@@ -559,7 +605,11 @@ fn steps(d: &DeployRow, events: &[crate::store::EventRow]) -> Markup {
     let reached: Vec<DeployStatus> = events.iter().map(|e| e.status).collect();
     let rank = |s: DeployStatus| STEPS.iter().position(|(x, _)| *x == s);
     // The furthest step the deploy got to.
-    let furthest = reached.iter().filter_map(|s| rank(*s)).max();
+    let furthest = reached
+        .iter()
+        .chain(std::iter::once(&d.status))
+        .filter_map(|s| rank(*s))
+        .max();
     html! {
         ol.steps aria-label="Progress" {
             @for (i, (status, label)) in STEPS.iter().enumerate() {
@@ -625,14 +675,20 @@ fn timeline(events: &[crate::store::EventRow]) -> Markup {
 }
 
 fn progress_region(s: &DashState, csrf: &str, d: &AppData) -> Markup {
-    let shown = match &d.running {
-        Some(id) => d.deploys.iter().find(|x| &x.id == id),
-        None => d.deploys.first(),
-    };
+    // The running deploy (its row may lag its claim by a moment), else the
+    // newest.
+    let shown = d
+        .running
+        .as_ref()
+        .and_then(|id| d.deploys.iter().find(|x| &x.id == id))
+        .or(d.deploys.first());
     let Some(dep) = shown else {
         return html! { p.muted { "No deploys yet." } };
     };
     let events = s.api.engine.store.events(&dep.id, 0).unwrap_or_default();
+    // Read after the events, so the status shown is never behind them.
+    let fresh = s.api.engine.store.get_deploy(&dep.id).ok().flatten();
+    let dep = fresh.as_ref().unwrap_or(dep);
     let url = format!("{}/deploys/{}", app_url(&d.app.name), dep.id);
     html! {
         div.deploy-head {
@@ -810,6 +866,7 @@ pub async fn app_page(
         }
         Err(e) => return internal_page(e),
     };
+    let logs = recent_logs(&s, &d.app).await;
     let flash = s.sessions.take_flash(&auth.id);
     let csrf = auth.csrf.as_str();
     let base = app_url(&d.app.name);
@@ -868,16 +925,16 @@ pub async fn app_page(
                     h2 #config-title { "Configuration" }
                     (live::region("config", config_region(&d)))
                 }
-                section.card aria-labelledby="logs-title" {
-                    h2 #logs-title { "Logs" }
-                    p.muted { "Logs in the dashboard are coming. Meanwhile: " code { "molt logs " (d.app.name) " --follow" } }
-                }
             }
         }
         section.card.flush #history aria-labelledby="history-title" {
             h2 #history-title { "History" }
             (layout::form_error(&history_st))
             (live::region("history", history_region(csrf, &d)))
+        }
+        section.card #logs aria-labelledby="logs-title" {
+            h2 #logs-title { "Logs" }
+            (live::region("logs", logs_region(&d.app.name, &logs)))
         }
         div.layout {
             div.col-main {
@@ -934,15 +991,19 @@ pub async fn app_live(
     auth: Authed,
 ) -> Response {
     match load_app(&s, &name) {
-        Ok(Some(d)) => live::answer(
-            is_active(&s, &d.app),
-            vec![
-                ("head", head_region(&d)),
-                ("progress", progress_region(&s, &auth.csrf, &d)),
-                ("history", history_region(&auth.csrf, &d)),
-                ("config", config_region(&d)),
-            ],
-        ),
+        Ok(Some(d)) => {
+            let logs = recent_logs(&s, &d.app).await;
+            live::answer(
+                is_active(&s, &d.app),
+                vec![
+                    ("head", head_region(&d)),
+                    ("progress", progress_region(&s, &auth.csrf, &d)),
+                    ("history", history_region(&auth.csrf, &d)),
+                    ("config", config_region(&d)),
+                    ("logs", logs_region(&d.app.name, &logs)),
+                ],
+            )
+        }
         Ok(None) => live::gone("/"),
         Err(e) => internal_page(e),
     }
@@ -952,6 +1013,9 @@ pub async fn app_live(
 
 fn deploy_region(s: &DashState, csrf: &str, app: &AppRow, dep: &DeployRow) -> Markup {
     let events = s.api.engine.store.events(&dep.id, 0).unwrap_or_default();
+    // Read after the events, so the status shown is never behind them.
+    let fresh = s.api.engine.store.get_deploy(&dep.id).ok().flatten();
+    let dep = fresh.as_ref().unwrap_or(dep);
     let base = app_url(&app.name);
     let serving = app.current_deploy.as_deref() == Some(dep.id.as_str());
     html! {

@@ -12,6 +12,7 @@
 mod apps;
 mod docs;
 mod layout;
+pub mod link;
 mod live;
 mod registries;
 mod session;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 pub struct DashState {
     pub api: ApiState,
     pub sessions: Arc<session::Sessions>,
+    pub used_links: Arc<link::UsedLinks>,
 }
 
 /// The dashboard's routes, merged into the API router by `api::router`
@@ -37,12 +39,14 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: ApiState) -> Router<S> {
     let state = DashState {
         api,
         sessions: Arc::new(session::Sessions::default()),
+        used_links: Arc::new(link::UsedLinks::default()),
     };
     Router::new()
         .route("/", get(apps::list_page))
         .route("/live", get(apps::list_live))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
+        .route("/login/link", get(link::follow))
         .route("/apps", post(apps::create))
         .route("/apps/{name}", get(apps::app_page))
         .route("/apps/{name}/live", get(apps::app_live))

@@ -106,6 +106,11 @@ impl Sessions {
         id
     }
 
+    /// A new logged-in session (a one-time login link).
+    pub fn create_session(&self) -> String {
+        self.create()
+    }
+
     fn csrf(&self, id: &str) -> Option<String> {
         let mut map = self.lock();
         match map.get(id) {
@@ -154,6 +159,11 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
+}
+
+/// The cookie that carries a session id.
+pub fn session_cookie(id: &str) -> HeaderValue {
+    set_cookie(SESSION_COOKIE, id, Some(SESSION_LIFETIME.as_secs()))
 }
 
 fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {

@@ -1,4 +1,4 @@
-//! `molt apps ...`: create, list, show and delete Apps.
+//! `molt apps ...`: create, list, show, scale and delete Apps.
 
 use super::client::{usage, Client, OK};
 use super::follow;
@@ -16,8 +16,22 @@ pub enum AppsCommand {
     List(JsonFlag),
     /// Show one App.
     Show(ShowArgs),
+    /// Change how many containers serve an App, with no downtime: new ones
+    /// are health-checked before they take requests, removed ones drain first.
+    Scale(ScaleArgs),
     /// Delete an App: its containers stop and its routes go away.
     Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    pub name: String,
+    /// How many containers should serve the App (1 to 100).
+    #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub replicas: u32,
+    /// Return once the scale has started instead of following it.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 #[derive(Debug, Args)]
@@ -102,8 +116,16 @@ pub async fn run(client: &Client, command: AppsCommand) -> Result<u8> {
         AppsCommand::Create(args) => create(client, *args).await,
         AppsCommand::List(args) => list(client, args.json).await,
         AppsCommand::Show(args) => show(client, &args.name, args.json).await,
+        AppsCommand::Scale(args) => scale(client, args).await,
         AppsCommand::Delete(args) => delete(client, &args.name, args.yes).await,
     }
+}
+
+async fn scale(client: &Client, args: ScaleArgs) -> Result<u8> {
+    let body = serde_json::json!({ "replicas": args.replicas });
+    let answer = client.post(&["apps", &args.name, "scale"], &body).await?;
+    let started: DeployStarted = answer.decode("a started deploy")?;
+    follow::started(client, started, args.detach).await
 }
 
 /// The request body for `apps create`, from the flags.
@@ -215,6 +237,7 @@ pub fn app_details(a: &AppView) -> String {
         ),
         ("domains", a.domains.join(", ")),
         ("replicas", a.replicas.to_string()),
+        ("containers", containers_line(a)),
         ("strategy", a.strategy.clone()),
         (
             "memory",
@@ -248,6 +271,31 @@ pub fn app_details(a: &AppView) -> String {
     pairs.push(("created", short_time(&a.created_at)));
     pairs.push(("updated", short_time(&a.updated_at)));
     key_values(&pairs)
+}
+
+/// `0 1a2b3c4d5e6f 172.18.0.3:8080, 1 ... (out of rotation)`: the serving
+/// containers by replica.
+fn containers_line(a: &AppView) -> String {
+    if a.containers.is_empty() {
+        return NONE.to_string();
+    }
+    a.containers
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}{}",
+                c.replica,
+                &c.id[..c.id.len().min(12)],
+                c.address.as_deref().unwrap_or(NONE),
+                if c.in_rotation {
+                    ""
+                } else {
+                    " (out of rotation)"
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `512 MiB` rather than a long number of bytes.
@@ -355,6 +403,21 @@ mod tests {
         assert_eq!(r.from.as_deref(), Some("api"));
         assert!(r.with_secrets);
         assert_eq!(r.port, 0);
+    }
+
+    #[test]
+    fn scale_takes_a_count() {
+        match T::try_parse_from(["t", "scale", "web", "3", "--detach"])
+            .unwrap()
+            .apps
+        {
+            AppsCommand::Scale(a) => {
+                assert_eq!((a.name.as_str(), a.replicas, a.detach), ("web", 3, true))
+            }
+            _ => unreachable!(),
+        }
+        assert!(T::try_parse_from(["t", "scale", "web", "0"]).is_err());
+        assert!(T::try_parse_from(["t", "scale", "web"]).is_err());
     }
 
     #[test]

@@ -55,6 +55,21 @@ pub async fn logs(client: &Client, a: LogsArgs) -> Result<u8> {
     Ok(OK)
 }
 
+/// A one-time dashboard login URL.
+pub async fn dashboard_link(client: &Client) -> Result<u8> {
+    let answer = client
+        .post(&["dashboard-link"], &serde_json::json!({}))
+        .await?;
+    let value = answer.value()?;
+    let url = value
+        .get("url")
+        .and_then(|u| u.as_str())
+        .unwrap_or_default();
+    outln!("{url}");
+    eprintln!("Open it in a browser within 5 minutes; it logs in once.");
+    Ok(OK)
+}
+
 /// What is wrong with an App, each finding with its evidence and a hint.
 pub async fn debug(client: &Client, a: DebugArgs) -> Result<u8> {
     let answer = client.get(&["apps", &a.name, "debug"]).await?;
