@@ -26,6 +26,8 @@ pub struct AppView {
     pub cpus: Option<f64>,
     pub gpus: u32,
     pub drain_timeout_secs: u64,
+    /// How long the proxy waits for the App's answer before a 504.
+    pub upstream_timeout_secs: u64,
     /// The deploy that put the serving version in place.
     pub current_deploy: Option<String>,
     /// The newest deploy, whatever its outcome.
@@ -136,6 +138,9 @@ pub struct CreateAppRequest {
     pub strategy: Option<String>,
     #[serde(default)]
     pub drain_timeout_secs: Option<u64>,
+    /// Seconds the proxy waits for the App's answer before a 504 (default 60).
+    #[serde(default)]
+    pub upstream_timeout_secs: Option<u64>,
     /// Copy the configuration of this App (a template); fields given here
     /// override the copied ones. Domains are not copied.
     #[serde(default)]

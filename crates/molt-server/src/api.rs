@@ -392,6 +392,7 @@ fn app_view(engine: &Engine, app: &AppRow) -> anyhow::Result<AppView> {
         cpus: app.cpus,
         gpus: app.gpus,
         drain_timeout_secs: app.drain_timeout_secs,
+        upstream_timeout_secs: app.upstream_timeout_secs,
         current_deploy: app.current_deploy.clone(),
         last_deploy: last.map(|d| deploy_view(&d, Vec::new())),
         created_at: app.created_at.clone(),

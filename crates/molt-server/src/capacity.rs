@@ -170,6 +170,7 @@ mod tests {
             cpus: None,
             gpus,
             drain_timeout_secs: 30,
+            upstream_timeout_secs: 60,
             current_deploy: None,
             created_at: String::new(),
             updated_at: String::new(),

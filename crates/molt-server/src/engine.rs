@@ -31,8 +31,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a stopped container gets between SIGTERM and SIGKILL.
 const STOP_TIMEOUT_SECS: u64 = 10;
-/// How long a request through the proxy may take before a 504.
-const UPSTREAM_TIMEOUT_MS: u64 = 60_000;
 
 /// Why the engine refused or failed a request; the API maps each kind to an
 /// HTTP status and a stable code.
@@ -426,6 +424,11 @@ impl Engine {
                 .or(base.as_ref().map(|b| b.drain_timeout_secs))
                 .unwrap_or(30)
                 .min(3600),
+            upstream_timeout_secs: req
+                .upstream_timeout_secs
+                .or(base.as_ref().map(|b| b.upstream_timeout_secs))
+                .unwrap_or(60)
+                .clamp(1, 3600),
             current_deploy: None,
             created_at: at.clone(),
             updated_at: at.clone(),
@@ -2478,6 +2481,7 @@ fn placeholder_app(name: &str) -> AppRow {
         cpus: None,
         gpus: 0,
         drain_timeout_secs: 30,
+        upstream_timeout_secs: 60,
         current_deploy: None,
         created_at: String::new(),
         updated_at: String::new(),
@@ -2495,7 +2499,7 @@ pub fn route_for(app: &AppRow, targets: Vec<Target>) -> Route {
         app: app.name.clone(),
         hosts: app.hosts(),
         targets,
-        upstream_timeout_ms: UPSTREAM_TIMEOUT_MS,
+        upstream_timeout_ms: app.upstream_timeout_secs * 1000,
         drain_timeout_ms: app.drain_timeout_secs * 1000,
     }
 }

@@ -95,6 +95,10 @@ ALTER TABLE deploys DROP COLUMN container_name;
 ALTER TABLE deploys DROP COLUMN target_addr;
 ALTER TABLE deploys ADD COLUMN replicas INTEGER NOT NULL DEFAULT 1;
 "#,
+    // Per-App upstream timeout: how long the proxy waits for an answer.
+    r#"
+ALTER TABLE apps ADD COLUMN upstream_timeout_secs INTEGER NOT NULL DEFAULT 60;
+"#,
 ];
 
 /// An App as stored.
@@ -113,6 +117,8 @@ pub struct AppRow {
     pub cpus: Option<f64>,
     pub gpus: u32,
     pub drain_timeout_secs: u64,
+    /// How long the proxy waits for the App's answer before a 504.
+    pub upstream_timeout_secs: u64,
     pub current_deploy: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -286,8 +292,9 @@ impl Store {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO apps (name, status, image, port, health, domains, replicas, strategy,
-                memory_bytes, cpus, gpus, drain_timeout_secs, current_deploy, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                memory_bytes, cpus, gpus, drain_timeout_secs, current_deploy, created_at, updated_at,
+                upstream_timeout_secs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 app.name,
                 app.status.as_str(),
@@ -304,6 +311,7 @@ impl Store {
                 app.current_deploy,
                 app.created_at,
                 app.updated_at,
+                app.upstream_timeout_secs as i64,
             ],
         )?;
         for e in env {
@@ -766,6 +774,7 @@ fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
         cpus: r.get("cpus")?,
         gpus: r.get("gpus")?,
         drain_timeout_secs: r.get::<_, i64>("drain_timeout_secs")? as u64,
+        upstream_timeout_secs: r.get::<_, i64>("upstream_timeout_secs")? as u64,
         current_deploy: r.get("current_deploy")?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
@@ -840,6 +849,7 @@ mod tests {
             cpus: None,
             gpus: 0,
             drain_timeout_secs: 30,
+            upstream_timeout_secs: 60,
             current_deploy: None,
             created_at: now(),
             updated_at: now(),

@@ -319,6 +319,8 @@ async fn public_images_deploy_without_credentials_and_tcp_checks_work() {
             "8080",
             "--domain",
             "tcp.example.test",
+            "--upstream-timeout",
+            "1",
         ],
     );
     assert_eq!(out.status, 0, "{out}");
@@ -333,6 +335,11 @@ async fn public_images_deploy_without_credentials_and_tcp_checks_work() {
         .await
         .unwrap();
     assert_eq!(status, 404);
+    // The App's upstream timeout: a slower answer is a 504 that says so.
+    let (status, answer) = get(server.proxy_addr(), "tcp.localhost", "/slow?ms=2500")
+        .await
+        .unwrap();
+    assert_eq!(status, 504, "{answer}");
 
     let out = molt(&server, &["deploy", "tcp", &v2]);
     assert_eq!(out.status, 0, "{out}");

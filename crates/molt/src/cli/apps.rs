@@ -82,6 +82,10 @@ pub struct CreateArgs {
     /// WebSockets after a swap before they are closed (default 30).
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u64>,
+    /// How long the proxy waits for the App's answer before a 504
+    /// (default 60).
+    #[arg(long, value_name = "SECS")]
+    pub upstream_timeout: Option<u64>,
     /// Copy the settings of an existing App (a template): its image by
     /// digest, port, health check, resources, replicas, strategy and plain
     /// environment. Flags given here override the copied values.
@@ -151,6 +155,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateAppRequest> {
         replicas: args.replicas,
         strategy: args.strategy.clone(),
         drain_timeout_secs: args.drain_timeout,
+        upstream_timeout_secs: args.upstream_timeout,
         ..CreateAppRequest::default()
     })
 }
