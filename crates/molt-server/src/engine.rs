@@ -155,6 +155,8 @@ pub struct Engine {
     /// What the host offers Apps.
     capacity: Capacity,
     pub metrics: crate::metrics::Metrics,
+    /// Why a deploy was stopped, when it was not the user's cancel.
+    interruptions: Mutex<HashMap<String, String>>,
     /// The deploy in progress per App: the one-operation-at-a-time rule.
     active: Mutex<HashMap<String, Active>>,
     /// Serving containers autoheal took out of the proxy's rotation while
@@ -180,6 +182,7 @@ impl Engine {
             capacity,
             metrics: Default::default(),
             active: Mutex::new(HashMap::new()),
+            interruptions: Mutex::new(HashMap::new()),
             benched: Mutex::new(HashSet::new()),
         }
     }
@@ -262,6 +265,24 @@ impl Engine {
                 message: format!("the App `{app}` has no deploy in progress to cancel"),
                 deploy_id: None,
             }),
+        }
+    }
+
+    /// Stops the deploy in progress as a failure with `reason` (the engine
+    /// restarted under it): it is torn down like a cancel — the new
+    /// containers go, the old set keeps or gets back the traffic — but
+    /// recorded as failed with the reason.
+    pub fn interrupt(&self, app: &str, reason: &str) {
+        let active = self.active();
+        if let Some(a) = active
+            .get(app)
+            .filter(|a| a.deploy_id != "delete" && a.deploy_id != "resync")
+        {
+            self.interruptions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(a.deploy_id.clone(), reason.to_string());
+            a.cancel.cancel();
         }
     }
 
@@ -1073,6 +1094,17 @@ impl Engine {
                     Err(Failure(e)) => Outcome::Failed(e),
                 }
             }
+        };
+        let interrupted = self
+            .interruptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&deploy.id);
+        let outcome = match (outcome, interrupted) {
+            (Outcome::Canceled, Some(reason)) => Outcome::Failed(format!(
+                "{reason}; the new container(s) were removed and the previous version serves"
+            )),
+            (outcome, _) => outcome,
         };
         let label = match &outcome {
             Outcome::Succeeded(_) => "succeeded",

@@ -16,9 +16,14 @@ use std::time::Duration;
 /// Runs for the life of the server.
 pub fn spawn(engine: Arc<Engine>) {
     tokio::spawn(async move {
+        let mut reconnect = false;
         loop {
             let events = engine.runtime.events();
             futures_util::pin_mut!(events);
+            if reconnect {
+                interrupt_deploys(&engine);
+            }
+            reconnect = true;
             // Anything may have changed while we were not listening.
             resync_all(&engine).await;
             while let Some(event) = events.next().await {
@@ -60,6 +65,26 @@ fn serving_replicas(engine: &Engine, app: &str, container: &str) -> (bool, usize
     };
     let rows = engine.serving_rows(&app).unwrap_or_default();
     (rows.iter().any(|r| r.container_id == container), rows.len())
+}
+
+/// The engine went away and came back: containers were stopped and
+/// started again with new addresses, so deploys in flight (health checking
+/// a container at its old address, half-way through a roll) are stopped
+/// truthfully as failures; each then restores the old set, and the resync
+/// after it points the routes at the new addresses.
+fn interrupt_deploys(engine: &Engine) {
+    let Ok(apps) = engine.store.list_apps() else {
+        return;
+    };
+    for app in apps {
+        if engine.in_progress(&app.name).is_some() {
+            tracing::warn!(app = %app.name, "the Docker engine restarted during a deploy; stopping it");
+            engine.interrupt(
+                &app.name,
+                "the Docker engine restarted while the deploy ran",
+            );
+        }
+    }
 }
 
 async fn resync_all(engine: &Engine) {
