@@ -112,9 +112,35 @@ pub async fn container_ip(id: &str) -> Result<IpAddr> {
         .with_context(|| format!("container {id} has no IP address: {out:?}"))
 }
 
+/// Waits (bounded) until the engine answers: other programs on a shared
+/// machine may restart it, and cleaning up while it is away would leave
+/// containers behind. Synchronous, for the cleanup path.
+pub fn wait_for_engine(timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let up = std::process::Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if up {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Removes every container labelled for `run_id` (best effort, synchronous:
 /// used on the cleanup path).
 pub fn remove_run(run_id: &str) {
+    if !wait_for_engine(Duration::from_secs(60)) {
+        eprintln!("warning: the Docker engine does not answer; containers labelled {LABEL}={run_id} may be left");
+        return;
+    }
     let filter = format!("label={LABEL}={run_id}");
     let Ok(out) = std::process::Command::new("docker")
         .args(["ps", "--all", "--quiet", "--filter", &filter])

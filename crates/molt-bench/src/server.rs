@@ -335,6 +335,14 @@ impl Drop for MoltServer {
         if let Some(pid) = self.proxy_pid() {
             terminate(pid, "molt", Duration::from_secs(5));
         }
+        if !crate::docker::wait_for_engine(Duration::from_secs(60)) {
+            eprintln!(
+                "warning: the Docker engine does not answer; containers labelled molt.instance={} and network {} may be left",
+                self.instance_id().unwrap_or_default(),
+                self.network
+            );
+            return;
+        }
         if let Some(id) = self.instance_id() {
             let filter = format!("label=molt.instance={id}");
             if let Ok(out) = Command::new("docker")

@@ -129,4 +129,43 @@ async fn every_route_needs_the_token_and_bad_input_is_a_4xx() {
             & 0o777;
         assert_eq!(mode, 0o600, "{file}");
     }
+
+    // A one-time dashboard login link: it logs a browser in once.
+    let out = molt(&server, &["dashboard-link"]);
+    assert_eq!(out.status, 0, "{out}");
+    let url = out.stdout.trim().to_string();
+    assert!(url.contains("/login/link?token="), "{out}");
+    let path = url
+        .split_once("/login/")
+        .map(|(_, p)| format!("/login/{p}"))
+        .unwrap();
+    let browser = proxy_client(std::time::Duration::from_secs(10));
+    let first = browser
+        .get(format!("{}{path}", server.api_url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(first.status().is_redirection(), "{}", first.status());
+    let cookie = first
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        cookie.contains("molt_session=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let again = browser
+        .get(format!("{}{path}", server.api_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401, "a link works once");
+    let forged = browser
+        .get(format!("{}/login/link?token=AAAA", server.api_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
 }

@@ -239,3 +239,15 @@ async fn logs_autoheal_killed_containers_and_metrics() {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }
 }
+
+#[test]
+fn the_server_logs_json_when_asked() {
+    let server = MoltServer::start_with(None, &["--log-format", "json"], &[]);
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!lines.is_empty(), "no JSON log lines in\n{log}");
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+}
