@@ -5,27 +5,8 @@
 mod support;
 
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn json(out: &CliOutput) -> Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-}
-
-fn containers(server: &MoltServer) -> Vec<String> {
-    let instance = server.instance_id().unwrap();
-    docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=molt.instance={instance}"),
-    ])
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_server_at_any_step_loses_no_request_and_no_record() {
@@ -37,58 +18,17 @@ async fn killing_the_server_at_any_step_loses_no_request_and_no_record() {
     ];
     let slow = push(&registry, "testapp", "slowstart", "slowstart");
     let mut server = MoltServer::start(None);
-    let out = molt(
-        &server,
-        &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &versions[0],
-            "--port",
-            "8080",
-            "--health-path",
-            "/healthz",
-        ],
-    );
-    assert_eq!(out.status, 0, "{out}");
+    create_app(&server, "web", &versions[0], &["--health-path", "/healthz"]);
 
-    // Continuous requests through the proxy for the whole test.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let proxy = server.proxy_addr();
-    let load: Vec<_> = (0..3)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                let client = proxy_client(Duration::from_secs(30));
-                let deadline = Instant::now() + Duration::from_secs(1800);
-                let mut errors = Vec::new();
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match client
-                        .get(format!("http://{proxy}/"))
-                        .header("host", "web.localhost")
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.bytes().await;
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            errors.push(format!("{}", r.status()));
-                        }
-                        Err(e) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            errors.push(e.to_string());
-                        }
-                    }
-                }
-                errors
-            })
-        })
-        .collect();
+    // Continuous requests through the proxy for the whole test (a long soak
+    // included).
+    let load = Load::start_bounded(
+        server.proxy_addr(),
+        "web.localhost",
+        3,
+        Duration::from_secs(30),
+        Duration::from_secs(1800),
+    );
 
     // Each round deploys and kills the server when the deploy reaches the
     // round's step (or does not, if it finished first).
@@ -114,7 +54,7 @@ async fn killing_the_server_at_any_step_loses_no_request_and_no_record() {
         };
         let out = molt(&server, &["deploy", "web", image, "--detach"]);
         assert_eq!(out.status, 0, "{out}");
-        let id = json(&molt(&server, &["deploys", "web", "--json"]))[0]["id"]
+        let id = newest_deploy(&server, "web")["id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -146,21 +86,21 @@ async fn killing_the_server_at_any_step_loses_no_request_and_no_record() {
         server.restart();
 
         // The record is terminal and true; nothing is left over.
-        let deploy = json(&molt(&server, &["deploys", "show", "web", &id, "--json"]));
+        let deploy = molt(&server, &["deploys", "show", "web", &id, "--json"]).json();
         let status = deploy["status"].as_str().unwrap().to_string();
         assert!(
             ["succeeded", "failed"].contains(&status.as_str()),
             "round {round}: {deploy}"
         );
-        let app = json(&molt(&server, &["apps", "show", "web", "--json"]));
+        let app = molt(&server, &["apps", "show", "web", "--json"]).json();
         assert_eq!(app["status"], "running", "round {round}: {app}");
         assert!(
             wait_until(Duration::from_secs(30), || async {
-                containers(&server).len() == 1
+                server.containers(None).len() == 1
             })
             .await,
             "round {round}: orphans remain: {:?}",
-            containers(&server)
+            server.containers(None)
         );
         // What the record says runs is what runs.
         let serving = if status == "succeeded" {
@@ -189,20 +129,17 @@ async fn killing_the_server_at_any_step_loses_no_request_and_no_record() {
         );
     }
 
-    stop.store(true, Ordering::Relaxed);
-    let mut errors = Vec::new();
-    for t in load {
-        errors.extend(t.await.unwrap());
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let load = load.finish().await;
     eprintln!(
-        "kill points exercised: {} of {rounds} ({exercised:?}); requests: {ok} ok, {failed} failed",
-        exercised.len()
+        "kill points exercised: {} of {rounds} ({exercised:?}); requests: {} ok, {} failed",
+        exercised.len(),
+        load.ok,
+        load.failed
     );
     assert!(
         exercised.len() >= rounds * 2 / 5,
         "too few kill points were hit: {exercised:?}"
     );
-    assert!(ok > 100);
-    assert_eq!(failed, 0, "requests failed: {errors:?}");
+    assert!(load.ok > 100);
+    assert_eq!(load.failed, 0, "requests failed: {:?}", load.errors);
 }

@@ -220,14 +220,6 @@ async fn page_was_not_reloaded(c: &Client) -> bool {
         .unwrap_or(false)
 }
 
-async fn served(server: &MoltServer, host: &str) -> String {
-    match get(server.proxy_addr(), host, "/").await {
-        Ok((200, body)) => body.trim().to_string(),
-        Ok((status, body)) => format!("HTTP {status}: {body}"),
-        Err(e) => format!("error: {e}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     let registry = Registry::start(true);
@@ -289,7 +281,10 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     let row = wait_newest(&c, "succeeded").await;
     assert!(row.contains("create"), "{row}");
     assert!(page_was_not_reloaded(&c).await, "the page reloaded");
-    assert_eq!(served(&server, "web.localhost").await, "testapp v1");
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v1"
+    );
 
     // Deploying a new image from the Deploy field: the entry goes to
     // succeeded without a reload.
@@ -319,7 +314,10 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     let row = wait_newest(&c, "succeeded").await;
     assert!(row.contains("deploy") && row.contains(":v2"), "{row}");
     assert!(page_was_not_reloaded(&c).await, "the page reloaded");
-    assert_eq!(served(&server, "web.localhost").await, "testapp v2");
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v2"
+    );
     // The Logs card follows the serving container's output.
     let logs = wait_for(Duration::from_secs(15), || async {
         let t = text_of(&c, "[data-region=logs] pre.logs").await?;
@@ -359,7 +357,10 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     click(&c, "#deploy button.primary").await;
     mark_page(&c).await;
     let failed = wait_for(DEPLOY_WAIT, || async {
-        assert_eq!(served(&server, "web.localhost").await, "testapp v2");
+        assert_eq!(
+            served(server.proxy_addr(), "web.localhost").await,
+            "testapp v2"
+        );
         let el = c
             .find(Locator::Css("[data-region=history] tbody tr:first-child"))
             .await
@@ -381,7 +382,10 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
         .unwrap_or_default();
     assert!(progress.contains("Failed"), "{progress}");
     assert!(page_was_not_reloaded(&c).await, "the page reloaded");
-    assert_eq!(served(&server, "web.localhost").await, "testapp v2");
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v2"
+    );
     assert_eq!(
         text_of(&c, "[data-region=head] .badge")
             .await
@@ -397,7 +401,10 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     .await;
     let row = wait_newest(&c, "succeeded").await;
     assert!(row.contains("rollback"), "{row}");
-    assert_eq!(served(&server, "web.localhost").await, "testapp v1");
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v1"
+    );
 
     // A secret: set from the form, shown masked, its value never in the page.
     fill(&c, "#env-nk", "API_KEY").await;
@@ -414,23 +421,12 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     assert!(!out.stdout.contains("s3cr3t-value-42"), "{out}");
 
     // A recreate deploy shows its two phases, live, and both end done.
-    let out = molt(
+    create_app(
         &server,
-        &[
-            "apps",
-            "create",
-            "batch",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
-            "--health-path",
-            "/healthz",
-            "--strategy",
-            "recreate",
-        ],
+        "batch",
+        &v1,
+        &["--health-path", "/healthz", "--strategy", "recreate"],
     );
-    assert!(out.success(), "{out}");
     c.goto(&format!("{base}/apps/batch")).await.unwrap();
     fill(&c, "#deploy-image", &v2).await;
     click(&c, "#deploy button.primary").await;
@@ -453,7 +449,10 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
         2
     );
     assert!(page_was_not_reloaded(&c).await, "the page reloaded");
-    assert_eq!(served(&server, "batch.localhost").await, "testapp v2");
+    assert_eq!(
+        served(server.proxy_addr(), "batch.localhost").await,
+        "testapp v2"
+    );
 
     // The Apps list, for the docs; and a phone-width look at the App
     // (kept out of the repository).
@@ -500,7 +499,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     assert!(c.find(Locator::Css("tr[data-app=web]")).await.is_err());
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            served(&server, "web.localhost")
+            served(server.proxy_addr(), "web.localhost")
                 .await
                 .starts_with("HTTP 404")
         })

@@ -4,39 +4,7 @@
 
 mod support;
 
-use serde_json::Value;
-use std::time::Duration;
 use support::*;
-
-fn json(out: &CliOutput) -> Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-}
-
-/// Containers of an App, by label.
-fn app_containers(server: &MoltServer, app: &str) -> Vec<String> {
-    let instance = server
-        .instance_id()
-        .expect("the server wrote its instance id");
-    docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=molt.instance={instance}"),
-        "--filter",
-        &format!("label=molt.app={app}"),
-    ])
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
-}
-
-async fn body(server: &MoltServer, host: &str) -> String {
-    match get(server.proxy_addr(), host, "/").await {
-        Ok((200, body)) => body.trim().to_string(),
-        Ok((status, body)) => format!("HTTP {status}: {body}"),
-        Err(e) => format!("error: {e}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn private_images_deploy_and_failed_deploys_leave_the_old_version_serving() {
@@ -57,38 +25,21 @@ async fn private_images_deploy_and_failed_deploys_leave_the_old_version_serving(
     );
     assert_eq!(out.status, 2, "{out}");
     assert!(out.stderr.contains("needs a login"), "{out}");
-    assert!(json(&molt(&server, &["apps", "list", "--json"]))
+    assert!(molt(&server, &["apps", "list", "--json"])
+        .json()
         .as_array()
         .unwrap()
         .is_empty());
 
     // A wrong password is refused with the registry's reason.
-    let out = molt_input(
-        &server,
-        &[
-            "registries",
-            "add",
-            &host,
-            "--username",
-            registry.username(),
-            "--password-stdin",
-        ],
-        b"not-the-password\n",
-    );
+    let out = add_registry(&server, &registry, b"not-the-password\n");
     assert_eq!(out.status, 2, "{out}");
     assert!(out.stderr.contains("refused"), "{out}");
     assert!(out.stderr.contains("401"), "{out}");
 
-    let out = molt_input(
+    let out = add_registry(
         &server,
-        &[
-            "registries",
-            "add",
-            &host,
-            "--username",
-            registry.username(),
-            "--password-stdin",
-        ],
+        &registry,
         format!("{}\n", registry.password()).as_bytes(),
     );
     assert_eq!(out.status, 0, "{out}");
@@ -109,31 +60,26 @@ async fn private_images_deploy_and_failed_deploys_leave_the_old_version_serving(
     }
 
     // Create: the first deploy, health-checked over HTTP.
-    let out = molt(
+    create_app(
         &server,
-        &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
-            "--health-path",
-            "/healthz",
-            "--health-timeout",
-            "8",
-        ],
+        "web",
+        &v1,
+        &["--health-path", "/healthz", "--health-timeout", "8"],
     );
-    assert_eq!(out.status, 0, "{out}");
-    assert_eq!(body(&server, "web.localhost").await, "testapp v1");
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v1"
+    );
 
     // A blue-green deploy: the new version serves and exactly one container runs.
     let out = molt(&server, &["deploy", "web", &v2]);
     assert_eq!(out.status, 0, "{out}");
-    assert_eq!(body(&server, "web.localhost").await, "testapp v2");
     assert_eq!(
-        app_containers(&server, "web").len(),
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v2"
+    );
+    assert_eq!(
+        server.containers(Some("web")).len(),
         1,
         "exactly one container after a swap"
     );
@@ -162,19 +108,19 @@ async fn private_images_deploy_and_failed_deploys_leave_the_old_version_serving(
             assert!(out.stderr.contains(e), "{image}: expected `{e}` in\n{out}");
         }
         assert_eq!(
-            body(&server, "web.localhost").await,
+            served(server.proxy_addr(), "web.localhost").await,
             "testapp v2",
             "after {image}"
         );
         assert_eq!(
-            app_containers(&server, "web").len(),
+            server.containers(Some("web")).len(),
             1,
             "the failed container is removed ({image})"
         );
     }
 
     // The record: newest first, with the contract's fields.
-    let deploys = json(&molt(&server, &["deploys", "web", "--json"]));
+    let deploys = molt(&server, &["deploys", "web", "--json"]).json();
     let deploys = deploys.as_array().unwrap();
     assert_eq!(deploys.len(), 6);
     for field in [
@@ -199,7 +145,7 @@ async fn private_images_deploy_and_failed_deploys_leave_the_old_version_serving(
         "{shown}"
     );
 
-    let app = json(&molt(&server, &["apps", "show", "web", "--json"]));
+    let app = molt(&server, &["apps", "show", "web", "--json"]).json();
     assert_eq!(app["status"], "running");
     assert_eq!(app["image"], v2.as_str());
     assert_eq!(app["digest"], deploys[4]["digest"]);
@@ -211,7 +157,7 @@ async fn private_images_deploy_and_failed_deploys_leave_the_old_version_serving(
     // Delete leaves no container and no route.
     let out = molt(&server, &["apps", "delete", "web", "--yes"]);
     assert_eq!(out.status, 0, "{out}");
-    assert!(app_containers(&server, "web").is_empty());
+    assert!(server.containers(Some("web")).is_empty());
     let (status, _) = get(server.proxy_addr(), "web.localhost", "/")
         .await
         .unwrap();
@@ -224,18 +170,7 @@ async fn preflight_refuses_bad_input_and_leaves_no_app() {
     let v1 = push(&registry, "testapp", "v1", "v1");
     let index = push_index_without_amd64(&registry, "testapp", "armonly");
     let server = MoltServer::start(None);
-    let out = molt_input(
-        &server,
-        &[
-            "registries",
-            "add",
-            &registry.host(),
-            "--username",
-            registry.username(),
-            "--password-stdin",
-        ],
-        registry.password().as_bytes(),
-    );
+    let out = add_registry(&server, &registry, registry.password().as_bytes());
     assert_eq!(out.status, 0, "{out}");
     let dead_registry = format!("127.0.0.1:{}/testapp:v1", free_port());
     let missing_tag = format!("{}/testapp:nope", registry.host());
@@ -293,7 +228,7 @@ async fn preflight_refuses_bad_input_and_leaves_no_app() {
             "{full:?}: expected `{expected}` in\n{out}"
         );
     }
-    let apps = json(&molt(&server, &["apps", "list", "--json"]));
+    let apps = molt(&server, &["apps", "list", "--json"]).json();
     assert!(
         apps.as_array().unwrap().is_empty(),
         "no App may be left behind: {apps}"
@@ -307,30 +242,26 @@ async fn public_images_deploy_without_credentials_and_tcp_checks_work() {
     let v2 = push(&registry, "public/testapp", "v2", "v2");
     let server = MoltServer::start(None);
     // No health path: the check is a TCP connect.
-    let out = molt(
+    create_app(
         &server,
-        &[
-            "apps",
-            "create",
-            "tcp",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
-            "--domain",
-            "tcp.example.test",
-            "--upstream-timeout",
-            "1",
-        ],
+        "tcp",
+        &v1,
+        &["--domain", "tcp.example.test", "--upstream-timeout", "1"],
     );
-    assert_eq!(out.status, 0, "{out}");
-    let out = molt(
-        &server,
-        &["deploys", "show", "tcp", &deploy_id(&server, "tcp", 0)],
-    );
+    let id = newest_deploy(&server, "tcp")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = molt(&server, &["deploys", "show", "tcp", &id]);
     assert!(out.stdout.contains("TCP connect to port 8080"), "{out}");
-    assert_eq!(body(&server, "tcp.localhost").await, "testapp v1");
-    assert_eq!(body(&server, "TCP.example.test:8080").await, "testapp v1");
+    assert_eq!(
+        served(server.proxy_addr(), "tcp.localhost").await,
+        "testapp v1"
+    );
+    assert_eq!(
+        served(server.proxy_addr(), "TCP.example.test:8080").await,
+        "testapp v1"
+    );
     let (status, _) = get(server.proxy_addr(), "unknown.localhost", "/")
         .await
         .unwrap();
@@ -343,12 +274,8 @@ async fn public_images_deploy_without_credentials_and_tcp_checks_work() {
 
     let out = molt(&server, &["deploy", "tcp", &v2]);
     assert_eq!(out.status, 0, "{out}");
-    assert_eq!(body(&server, "tcp.localhost").await, "testapp v2");
-    let _ = Duration::ZERO;
-}
-
-/// The id of an App's deploy, `n` from the newest.
-fn deploy_id(server: &MoltServer, app: &str, n: usize) -> String {
-    let deploys = json(&molt(server, &["deploys", app, "--json"]));
-    deploys[n]["id"].as_str().unwrap().to_string()
+    assert_eq!(
+        served(server.proxy_addr(), "tcp.localhost").await,
+        "testapp v2"
+    );
 }

@@ -7,14 +7,9 @@
 
 mod support;
 
-use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn json(out: &CliOutput) -> Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-}
 
 fn engine_answers() -> bool {
     Command::new("docker")
@@ -80,39 +75,25 @@ async fn apps_and_deploys_survive_an_engine_restart() {
     let v1 = push(&registry, "testapp", "v1", "v1");
     let slow = push(&registry, "testapp", "slowstart", "slowstart");
     let server = MoltServer::start(None);
-    let out = molt(
-        &server,
-        &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
-            "--health-path",
-            "/healthz",
-        ],
-    );
-    assert_eq!(out.status, 0, "{out}");
+    create_app(&server, "web", &v1, &["--health-path", "/healthz"]);
 
     // A deploy is health checking a slow starter when the engine goes away.
     let out = molt(&server, &["deploy", "web", &slow, "--detach"]);
     assert_eq!(out.status, 0, "{out}");
     assert!(
         wait_until(Duration::from_secs(30), || async {
-            json(&molt(&server, &["deploys", "web", "--json"]))[0]["status"] == "health_checking"
+            newest_deploy(&server, "web")["status"] == "health_checking"
         })
         .await
     );
-    let id = json(&molt(&server, &["deploys", "web", "--json"]))[0]["id"]
+    let id = newest_deploy(&server, "web")["id"]
         .as_str()
         .unwrap()
         .to_string();
     restart_engine();
     // The registry is a plain process: still up. The App comes back and serves.
     let serves = wait_until(Duration::from_secs(60), || async {
-        matches!(get(server.proxy_addr(), "web.localhost", "/").await, Ok((200, b)) if b.trim() == "testapp v1")
+        served(server.proxy_addr(), "web.localhost").await == "testapp v1"
     })
     .await;
     assert!(
@@ -122,13 +103,13 @@ async fn apps_and_deploys_survive_an_engine_restart() {
 
     // The deploy's record is terminal and true.
     let ended = wait_for(Duration::from_secs(90), || async {
-        let d = json(&molt(&server, &["deploys", "show", "web", &id, "--json"]));
+        let d = molt(&server, &["deploys", "show", "web", &id, "--json"]).json();
         let s = d["status"].as_str().unwrap_or_default().to_string();
         ["succeeded", "failed"].contains(&s.as_str()).then_some(d)
     })
     .await
     .expect("the deploy never ended");
-    let app = json(&molt(&server, &["apps", "show", "web", "--json"]));
+    let app = molt(&server, &["apps", "show", "web", "--json"]).json();
     if ended["status"] == "succeeded" {
         assert_eq!(app["current_deploy"], id.as_str());
     } else {
@@ -139,17 +120,8 @@ async fn apps_and_deploys_survive_an_engine_restart() {
         );
     }
     // Nothing left over: one container serves.
-    let instance = server.instance_id().unwrap();
     let single = wait_until(Duration::from_secs(30), || async {
-        docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=molt.instance={instance}"),
-        ])
-        .split_whitespace()
-        .count()
-            == 1
+        server.containers(None).len() == 1
     })
     .await;
     assert!(single, "containers left over after the engine restart");

@@ -9,35 +9,10 @@ use serde_json::Value;
 use std::time::Duration;
 use support::*;
 
-fn json(out: &CliOutput) -> Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-}
-
-fn ok(out: CliOutput) -> CliOutput {
-    assert_eq!(out.status, 0, "{out}");
-    out
-}
-
 async fn fetch(server: &MoltServer, host: &str, path: &str) -> (u16, String) {
     get(server.proxy_addr(), host, path)
         .await
         .unwrap_or_else(|e| panic!("GET {host}{path}: {e}"))
-}
-
-fn containers(server: &MoltServer, app: &str) -> Vec<String> {
-    let instance = server.instance_id().unwrap();
-    docker(&[
-        "ps",
-        "-aq",
-        "--no-trunc",
-        "--filter",
-        &format!("label=molt.instance={instance}"),
-        "--filter",
-        &format!("label=molt.app={app}"),
-    ])
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
 }
 
 fn manifest_requests(registry: &Registry) -> usize {
@@ -45,53 +20,29 @@ fn manifest_requests(registry: &Registry) -> usize {
         + registry.count_requests("HEAD", "/v2/testapp/manifests")
 }
 
-fn login(server: &MoltServer, registry: &Registry) {
-    ok(molt_input(
-        server,
-        &[
-            "registries",
-            "add",
-            &registry.host(),
-            "--username",
-            registry.username(),
-            "--password-stdin",
-        ],
-        registry.password().as_bytes(),
-    ));
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn redeploy_restart_and_rollback_run_exact_digests() {
     let registry = Registry::start(true);
     let stable = push(&registry, "testapp", "v1", "stable");
     let server = MoltServer::start(None);
-    login(&server, &registry);
-    ok(molt(
+    ok(add_registry(
         &server,
-        &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &stable,
-            "--port",
-            "8080",
-            "--health-path",
-            "/healthz",
-        ],
+        &registry,
+        registry.password().as_bytes(),
     ));
+    create_app(&server, "web", &stable, &["--health-path", "/healthz"]);
     assert_eq!(
         fetch(&server, "web.localhost", "/").await,
         (200, "testapp v1\n".into())
     );
-    let first = json(&molt(&server, &["deploys", "web", "--json"]))[0].clone();
+    let first = newest_deploy(&server, "web");
 
     // The tag moves: redeploy picks up the new build and says the digest changed.
     push(&registry, "testapp", "v2", "stable");
     let out = ok(molt(&server, &["redeploy", "web"]));
     assert!(out.stdout.contains("changed: a new digest"), "{out}");
     assert_eq!(fetch(&server, "web.localhost", "/").await.1, "testapp v2\n");
-    let second = json(&molt(&server, &["deploys", "web", "--json"]))[0].clone();
+    let second = newest_deploy(&server, "web");
     assert_eq!(second["kind"], "redeploy");
     assert_ne!(second["digest"], first["digest"]);
 
@@ -101,7 +52,7 @@ async fn redeploy_restart_and_rollback_run_exact_digests() {
 
     // A restart pulls nothing: the registry sees no manifest request, and a
     // fresh container of the same digest serves.
-    let before = containers(&server, "web");
+    let before = server.containers(Some("web"));
     let requests = manifest_requests(&registry);
     ok(molt(&server, &["restart", "web"]));
     assert_eq!(
@@ -109,17 +60,17 @@ async fn redeploy_restart_and_rollback_run_exact_digests() {
         requests,
         "a restart must not pull"
     );
-    let after = containers(&server, "web");
+    let after = server.containers(Some("web"));
     assert_eq!(after.len(), 1);
     assert_ne!(after, before, "a restart swaps to a fresh container");
     assert_eq!(fetch(&server, "web.localhost", "/").await.1, "testapp v2\n");
-    let restarted = json(&molt(&server, &["deploys", "web", "--json"]))[0].clone();
+    let restarted = newest_deploy(&server, "web");
     assert_eq!(restarted["kind"], "restart");
     assert_eq!(restarted["digest"], second["digest"]);
 
     // --hard restarts the same container in place.
     ok(molt(&server, &["restart", "web", "--hard"]));
-    assert_eq!(containers(&server, "web"), after);
+    assert_eq!(server.containers(Some("web")), after);
     assert!(
         wait_until(Duration::from_secs(10), || async {
             fetch(&server, "web.localhost", "/").await.1 == "testapp v2\n"
@@ -138,7 +89,7 @@ async fn redeploy_restart_and_rollback_run_exact_digests() {
     ));
     assert!(out.stdout.contains("rolling back to deploy"), "{out}");
     assert_eq!(fetch(&server, "web.localhost", "/").await.1, "testapp v1\n");
-    let rollback = json(&molt(&server, &["deploys", "web", "--json"]))[0].clone();
+    let rollback = newest_deploy(&server, "web");
     assert_eq!(rollback["kind"], "rollback");
     assert_eq!(rollback["digest"], first["digest"]);
     let pinned = rollback["image"].as_str().unwrap();
@@ -148,7 +99,7 @@ async fn redeploy_restart_and_rollback_run_exact_digests() {
     );
     // The App still follows its reference.
     assert_eq!(
-        json(&molt(&server, &["apps", "show", "web", "--json"]))["image"],
+        molt(&server, &["apps", "show", "web", "--json"]).json()["image"],
         stable.as_str()
     );
 
@@ -166,7 +117,7 @@ async fn redeploy_restart_and_rollback_run_exact_digests() {
         ],
     );
     assert_eq!(out.status, 1, "{out}");
-    let failed = json(&molt(&server, &["deploys", "web", "--json"]))[0]["id"]
+    let failed = newest_deploy(&server, "web")["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -184,21 +135,12 @@ async fn environment_secrets_cancel_template_and_delete() {
     let v1 = push(&registry, "testapp", "v1", "v1");
     let slow = push(&registry, "testapp", "slowstart", "slowstart");
     let server = MoltServer::start(None);
-    login(&server, &registry);
-    ok(molt(
+    ok(add_registry(
         &server,
-        &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
-            "--env",
-            "GREETING=hello",
-        ],
+        &registry,
+        registry.password().as_bytes(),
     ));
+    create_app(&server, "web", &v1, &["--env", "GREETING=hello"]);
     assert_eq!(
         fetch(&server, "web.localhost", "/env/GREETING").await,
         (200, "hello".into())
@@ -222,7 +164,7 @@ async fn environment_secrets_cancel_template_and_delete() {
         fetch(&server, "web.localhost", "/env/SIZE").await,
         (200, "xl".into())
     );
-    let config = json(&molt(&server, &["deploys", "web", "--json"]))[0].clone();
+    let config = newest_deploy(&server, "web");
     assert_eq!(config["kind"], "config");
 
     // A secret is visible to the container and nowhere else.
@@ -248,7 +190,7 @@ async fn environment_secrets_cancel_template_and_delete() {
         molt(&server, &["apps", "show", "web", "--json"]),
         molt(&server, &["deploys", "web", "--json"]),
     ];
-    let id = json(&outputs[3])[0]["id"].as_str().unwrap().to_string();
+    let id = outputs[3].json()[0]["id"].as_str().unwrap().to_string();
     outputs.push(molt(&server, &["deploys", "show", "web", &id, "--json"]));
     for out in &outputs {
         assert!(
@@ -257,7 +199,7 @@ async fn environment_secrets_cancel_template_and_delete() {
         );
     }
     assert!(outputs[1].stdout.contains("API_TOKEN"), "{}", outputs[1]);
-    let env = json(&outputs[0]);
+    let env = outputs[0].json();
     let entry = env
         .as_array()
         .unwrap()
@@ -284,7 +226,7 @@ async fn environment_secrets_cancel_template_and_delete() {
     // One operation at a time: a second deploy is refused naming the first;
     // a canceled deploy leaves the old version serving.
     let out = ok(molt(&server, &["deploy", "web", &slow, "--detach"]));
-    let running = json(&molt(&server, &["deploys", "web", "--json"]))[0]["id"]
+    let running = newest_deploy(&server, "web")["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -296,13 +238,10 @@ async fn environment_secrets_cancel_template_and_delete() {
         "the refusal names the deploy in progress: {out}"
     );
     ok(molt(&server, &["cancel", "web"]));
-    let canceled = json(&molt(
-        &server,
-        &["deploys", "show", "web", &running, "--json"],
-    ));
+    let canceled = molt(&server, &["deploys", "show", "web", &running, "--json"]).json();
     assert_eq!(canceled["status"], "canceled", "{canceled}");
     assert_eq!(
-        containers(&server, "web").len(),
+        server.containers(Some("web")).len(),
         1,
         "the canceled deploy's container is gone"
     );
@@ -313,8 +252,8 @@ async fn environment_secrets_cancel_template_and_delete() {
     // A template serves the same build with the same plain environment,
     // secrets only when asked, and no domains.
     ok(molt(&server, &["apps", "create", "copy", "--from", "web"]));
-    let original = json(&molt(&server, &["apps", "show", "web", "--json"]));
-    let copy = json(&molt(&server, &["apps", "show", "copy", "--json"]));
+    let original = molt(&server, &["apps", "show", "web", "--json"]).json();
+    let copy = molt(&server, &["apps", "show", "copy", "--json"]).json();
     assert_eq!(copy["digest"], original["digest"]);
     assert_eq!(copy["port"], 8080);
     assert_eq!(
@@ -340,7 +279,7 @@ async fn environment_secrets_cancel_template_and_delete() {
 
     // Delete leaves no container, route or environment behind.
     ok(molt(&server, &["apps", "delete", "web", "--yes"]));
-    assert!(containers(&server, "web").is_empty());
+    assert!(server.containers(Some("web")).is_empty());
     assert_eq!(fetch(&server, "web.localhost", "/").await.0, 404);
     let out = molt(&server, &["env", "list", "web"]);
     assert_eq!(out.status, 2, "{out}");

@@ -5,15 +5,8 @@
 
 mod support;
 
-use serde_json::Value;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn json(out: &CliOutput) -> Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn long_requests_and_websockets_finish_on_the_old_version() {
@@ -22,16 +15,11 @@ async fn long_requests_and_websockets_finish_on_the_old_version() {
     let v2 = push(&registry, "testapp", "v2", "v2");
     let v3 = push(&registry, "testapp", "v3", "v3");
     let server = MoltServer::start(None);
-    let out = molt(
+    create_app(
         &server,
+        "web",
+        &v1,
         &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
             "--health-path",
             "/healthz",
             "--drain-timeout",
@@ -40,7 +28,6 @@ async fn long_requests_and_websockets_finish_on_the_old_version() {
             "LOG_REQUESTS=1",
         ],
     );
-    assert_eq!(out.status, 0, "{out}");
     let proxy = server.proxy_addr();
 
     // A 3 s request started before the swap completes with 200 from v1,
@@ -68,7 +55,7 @@ async fn long_requests_and_websockets_finish_on_the_old_version() {
     assert_eq!(out.status, 0, "{out}");
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            matches!(get(proxy, "web.localhost", "/").await, Ok((200, b)) if b.trim() == "testapp v2")
+            served(proxy, "web.localhost").await == "testapp v2"
         })
         .await,
         "v2 never served"
@@ -83,7 +70,7 @@ async fn long_requests_and_websockets_finish_on_the_old_version() {
     // Wait for that deploy to end before the next.
     assert!(
         wait_until(Duration::from_secs(30), || async {
-            json(&molt(&server, &["deploys", "web", "--json"]))[0]["status"] == "succeeded"
+            newest_deploy(&server, "web")["status"] == "succeeded"
         })
         .await
     );
@@ -97,7 +84,7 @@ async fn long_requests_and_websockets_finish_on_the_old_version() {
     assert_eq!(out.status, 0, "{out}");
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            matches!(get(proxy, "web.localhost", "/").await, Ok((200, b)) if b.trim() == "testapp v3")
+            served(proxy, "web.localhost").await == "testapp v3"
         })
         .await
     );
@@ -122,7 +109,7 @@ async fn long_requests_and_websockets_finish_on_the_old_version() {
         closed_after >= Duration::from_millis(3000),
         "closed before the drain timeout: {closed_after:?}"
     );
-    let deploy = json(&molt(&server, &["deploys", "web", "--json"]))[0].clone();
+    let deploy = newest_deploy(&server, "web");
     let shown = molt(
         &server,
         &["deploys", "show", "web", deploy["id"].as_str().unwrap()],
@@ -138,79 +125,38 @@ async fn a_load_run_across_deploys_counts_zero_failures() {
         .map(|v| push(&registry, "testapp", v, v))
         .collect();
     let server = MoltServer::start(None);
-    let out = molt(
+    create_app(
         &server,
-        &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &images[0],
-            "--port",
-            "8080",
-            "--health-path",
-            "/healthz",
-            "--health-timeout",
-            "3",
-        ],
+        "web",
+        &images[0],
+        &["--health-path", "/healthz", "--health-timeout", "3"],
     );
-    assert_eq!(out.status, 0, "{out}");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let proxy = server.proxy_addr();
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                // One keep-alive client per task: connections are reused
-                // across swaps, as real clients do.
-                let client = proxy_client(Duration::from_secs(30));
-                let deadline = Instant::now() + Duration::from_secs(120);
-                let mut errors = Vec::new();
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match client
-                        .get(format!("http://{proxy}/"))
-                        .header("host", "web.localhost")
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.bytes().await;
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            errors.push(r.status().to_string());
-                        }
-                        Err(e) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            errors.push(e.to_string());
-                        }
-                    }
-                }
-                errors
-            })
-        })
-        .collect();
+    // One keep-alive client per task: connections are reused across swaps,
+    // as real clients do.
+    let load = Load::start_bounded(
+        server.proxy_addr(),
+        "web.localhost",
+        8,
+        Duration::from_secs(30),
+        Duration::from_secs(120),
+    );
 
     let mut outcomes = Vec::new();
     for image in &images[1..] {
         let out = molt(&server, &["deploy", "web", image]);
         outcomes.push(out.status);
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut errors = Vec::new();
-    for t in tasks {
-        errors.extend(t.await.unwrap());
-    }
+    let load = load.finish().await;
     assert_eq!(
         outcomes,
         vec![0, 1, 0, 1, 0],
         "two of the five deploys fail"
     );
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("{ok} requests ok, {failed} failed across 5 deploys");
-    assert!(ok > 500, "the load ran ({ok})");
-    assert_eq!(failed, 0, "failures: {errors:?}");
+    eprintln!(
+        "{} requests ok, {} failed across 5 deploys",
+        load.ok, load.failed
+    );
+    assert!(load.ok > 500, "the load ran ({})", load.ok);
+    assert_eq!(load.failed, 0, "failures: {:?}", load.errors);
 }

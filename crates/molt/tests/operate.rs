@@ -8,10 +8,6 @@ use serde_json::Value;
 use std::time::Duration;
 use support::*;
 
-fn json(out: &CliOutput) -> Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
     let registry = Registry::start(false);
@@ -20,21 +16,7 @@ async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
     let otherport = push(&registry, "testapp", "otherport", "otherport");
     let server = MoltServer::start(None);
 
-    let out = molt(
-        &server,
-        &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
-            "--health-timeout",
-            "4",
-        ],
-    );
-    assert_eq!(out.status, 0, "{out}");
+    create_app(&server, "web", &v1, &["--health-timeout", "4"]);
     let out = molt(&server, &["debug", "web"]);
     assert_eq!(out.status, 0, "{out}");
     assert!(out.stdout.contains("Nothing looks wrong"), "{out}");
@@ -45,14 +27,14 @@ async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
     assert!(out.stdout.contains("exited with code 3"), "{out}");
     assert!(out.stdout.contains("simulated crash"), "{out}");
     assert!(out.stdout.contains("hint:"), "{out}");
-    let report = json(&molt(&server, &["debug", "web", "--json"]));
+    let report = molt(&server, &["debug", "web", "--json"]).json();
     assert_eq!(report["findings"][0]["kind"], "crash", "{report}");
 
     // Nothing listens on the configured port: say where it does listen.
     assert_eq!(molt(&server, &["deploy", "web", &otherport]).status, 1);
     let out = molt(&server, &["debug", "web"]);
     assert!(out.stdout.contains("listens on port 9000"), "{out}");
-    let report = json(&molt(&server, &["debug", "web", "--json"]));
+    let report = molt(&server, &["debug", "web", "--json"]).json();
     assert_eq!(report["findings"][0]["kind"], "port_mismatch", "{report}");
 
     // Out of memory: a container that allocates past its limit.
@@ -73,7 +55,7 @@ async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
         ],
     );
     assert_eq!(out.status, 1, "{out}");
-    let report = json(&molt(&server, &["debug", "hungry", "--json"]));
+    let report = molt(&server, &["debug", "hungry", "--json"]).json();
     assert_eq!(report["findings"][0]["kind"], "oom_killed", "{report}");
     let out = molt(&server, &["debug", "hungry"]);
     assert!(out.stdout.contains("32 MiB"), "the limit is named: {out}");
@@ -100,23 +82,12 @@ async fn logs_autoheal_killed_containers_and_metrics() {
         ],
         &[],
     );
-    let out = molt(
+    create_app(
         &server,
-        &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
-            "--health-path",
-            "/healthz",
-            "--env",
-            "LOG_REQUESTS=1",
-        ],
+        "web",
+        &v1,
+        &["--health-path", "/healthz", "--env", "LOG_REQUESTS=1"],
     );
-    assert_eq!(out.status, 0, "{out}");
     assert_eq!(
         get(server.proxy_addr(), "web.localhost", "/version")
             .await
@@ -126,7 +97,7 @@ async fn logs_autoheal_killed_containers_and_metrics() {
     );
 
     // Logs: the App's output, prefixed with its deploy.
-    let deploy = json(&molt(&server, &["deploys", "web", "--json"]))[0]["id"]
+    let deploy = newest_deploy(&server, "web")["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -174,8 +145,7 @@ async fn logs_autoheal_killed_containers_and_metrics() {
     .unwrap();
     assert_eq!(status, 200);
     let healed = wait_for(Duration::from_secs(40), || async {
-        let deploys = json(&molt(&server, &["deploys", "web", "--json"]));
-        let newest = deploys[0].clone();
+        let newest = newest_deploy(&server, "web");
         (newest["triggered_by"] == "autoheal" && newest["status"] == "succeeded").then_some(newest)
     })
     .await

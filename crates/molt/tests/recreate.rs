@@ -5,83 +5,8 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
-
-/// Keep-alive GETs from a few tasks until stopped (bounded to 120 s), each
-/// response counted: 2xx is ok, anything else (status or error) failed.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(server: &MoltServer, host: &'static str, tasks: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let proxy = server.proxy_addr();
-        let handles = (0..tasks)
-            .map(|_| {
-                let (stop, ok, failed, failures) =
-                    (stop.clone(), ok.clone(), failed.clone(), failures.clone());
-                tokio::spawn(async move {
-                    let client = proxy_client(Duration::from_secs(120));
-                    let deadline = Instant::now() + Duration::from_secs(120);
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        let result = client
-                            .get(format!("http://{proxy}/"))
-                            .header(reqwest::header::HOST, host)
-                            .send()
-                            .await;
-                        match result {
-                            Ok(r) if r.status().is_success() => {
-                                let _ = r.bytes().await;
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                let status = r.status();
-                                let body = r.text().await.unwrap_or_default();
-                                failures.lock().unwrap().push(format!("{status}: {body}"));
-                            }
-                            Err(e) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                failures.lock().unwrap().push(e.to_string());
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            failures,
-            tasks: handles,
-        }
-    }
-
-    async fn finish(self) -> (u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            failures,
-        )
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_that_does_not_fit_beside_the_old_one_is_a_held_recreate() {
@@ -101,32 +26,23 @@ async fn a_deploy_that_does_not_fit_beside_the_old_one_is_a_held_recreate() {
     assert_eq!(out.status, 2, "{out}");
     assert!(out.stderr.contains("cannot hold"), "{out}");
 
-    let out = molt(
+    create_app(
         &server,
-        &[
-            "apps",
-            "create",
-            "gpu",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
-            "--health-path",
-            "/healthz",
-            "--memory",
-            "200m",
-        ],
+        "gpu",
+        &v1,
+        &["--health-path", "/healthz", "--memory", "200m"],
     );
-    assert_eq!(out.status, 0, "{out}");
 
-    let load = Load::start(&server, "gpu.localhost", 4);
-    // Let the load reach a steady state before the deploy.
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            load.ok.load(Ordering::Relaxed) > 50
-        })
-        .await
+    // Requests are held through a recreate: each may take long.
+    let load = Load::start_bounded(
+        server.proxy_addr(),
+        "gpu.localhost",
+        4,
+        Duration::from_secs(120),
+        Duration::from_secs(120),
     );
+    // Let the load reach a steady state before the deploy.
+    assert!(wait_until(Duration::from_secs(10), || async { load.ok() > 50 }).await);
 
     let out = molt(&server, &["deploy", "gpu", &v2]);
     assert_eq!(out.status, 0, "{out}");
@@ -158,12 +74,14 @@ async fn a_deploy_that_does_not_fit_beside_the_old_one_is_a_held_recreate() {
         .unwrap();
     assert_eq!((status, body.trim()), (200, "testapp v2"));
 
-    let (ok, failed, failures) = load.finish().await;
-    assert!(ok > 100, "the load ran ({ok} requests)");
+    let load = load.finish().await;
+    assert!(load.ok > 100, "the load ran ({} requests)", load.ok);
     assert_eq!(
-        failed,
+        load.failed,
         0,
-        "{failed} of {} requests failed during the recreates: {failures:?}",
-        ok + failed
+        "{} of {} requests failed during the recreates: {:?}",
+        load.failed,
+        load.ok + load.failed,
+        load.errors
     );
 }

@@ -3,29 +3,11 @@
 
 mod support;
 
-use serde_json::Value;
 use std::time::Duration;
 use support::*;
 
-fn json(out: &CliOutput) -> Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-}
-
 async fn serves(server: &MoltServer, expected: &str) -> bool {
-    matches!(get(server.proxy_addr(), "web.localhost", "/").await, Ok((200, b)) if b.trim() == expected)
-}
-
-fn containers(server: &MoltServer) -> Vec<String> {
-    let instance = server.instance_id().unwrap();
-    docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=molt.instance={instance}"),
-    ])
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
+    served(server.proxy_addr(), "web.localhost").await == expected
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -34,21 +16,7 @@ async fn the_proxy_serves_while_the_server_is_down_and_a_restart_reconciles() {
     let v1 = push(&registry, "testapp", "v1", "v1");
     let slow = push(&registry, "testapp", "slowstart", "slowstart");
     let mut server = MoltServer::start(None);
-    let out = molt(
-        &server,
-        &[
-            "apps",
-            "create",
-            "web",
-            "--image",
-            &v1,
-            "--port",
-            "8080",
-            "--health-path",
-            "/healthz",
-        ],
-    );
-    assert_eq!(out.status, 0, "{out}");
+    create_app(&server, "web", &v1, &["--health-path", "/healthz"]);
     assert!(serves(&server, "testapp v1").await);
 
     // kill -9 of the server: the proxy keeps answering.
@@ -60,7 +28,7 @@ async fn the_proxy_serves_while_the_server_is_down_and_a_restart_reconciles() {
         );
     }
     server.restart();
-    let app = json(&molt(&server, &["apps", "show", "web", "--json"]));
+    let app = molt(&server, &["apps", "show", "web", "--json"]).json();
     assert_eq!(app["status"], "running", "{app}");
     assert!(serves(&server, "testapp v1").await);
 
@@ -70,28 +38,27 @@ async fn the_proxy_serves_while_the_server_is_down_and_a_restart_reconciles() {
     let out = molt(&server, &["deploy", "web", &slow, "--detach"]);
     assert_eq!(out.status, 0, "{out}");
     let reached = wait_until(Duration::from_secs(30), || async {
-        let deploys = json(&molt(&server, &["deploys", "web", "--json"]));
-        deploys[0]["status"] == "health_checking"
+        newest_deploy(&server, "web")["status"] == "health_checking"
     })
     .await;
     assert!(reached, "the deploy never reached health checking");
     server.kill();
     assert!(serves(&server, "testapp v1").await);
     server.restart();
-    let deploys = json(&molt(&server, &["deploys", "web", "--json"]));
-    assert_eq!(deploys[0]["status"], "failed", "{deploys}");
-    let error = deploys[0]["error"].as_str().unwrap_or_default();
+    let deploy = newest_deploy(&server, "web");
+    assert_eq!(deploy["status"], "failed", "{deploy}");
+    let error = deploy["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("server stopped during `health_checking`"),
         "{error}"
     );
     assert_eq!(
-        containers(&server).len(),
+        server.containers(None).len(),
         1,
         "the interrupted deploy's container is removed"
     );
     assert!(serves(&server, "testapp v1").await);
-    let app = json(&molt(&server, &["apps", "show", "web", "--json"]));
+    let app = molt(&server, &["apps", "show", "web", "--json"]).json();
     assert_eq!(app["status"], "running", "{app}");
 
     // kill -9 of the proxy: the server starts it again and it serves its

@@ -59,6 +59,16 @@ pub async fn get_with_timeout(
     Ok((status, body))
 }
 
+/// What the proxy serves at `/` for `host`, as one string to compare: the
+/// trimmed body of a 200, else `HTTP STATUS: body` or `error: …`.
+pub async fn served(proxy: SocketAddr, host: &str) -> String {
+    match get(proxy, host, "/").await {
+        Ok((200, body)) => body.trim().to_string(),
+        Ok((status, body)) => format!("HTTP {status}: {body}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
 /// A response read by [`http_request`].
 #[derive(Debug, Clone)]
 pub struct HttpResponse {

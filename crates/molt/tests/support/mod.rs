@@ -15,8 +15,12 @@
 //!   test images, pushed to a registry or run directly.
 //! - [`MoltServer`], [`molt`], [`molt_input`], [`molt_with`]: the server under
 //!   test and its CLI.
-//! - [`get`], [`http_request`], [`WsClient`], [`sse_events`]: talking to the
-//!   proxy (or to a container) with a chosen `Host`.
+//!   [`create_app`], [`add_registry`], [`newest_deploy`] and [`ok`] wrap the
+//!   CLI calls most tests make; [`CliOutput::json`] reads `--json` output and
+//!   [`MoltServer::containers`] lists the instance's containers.
+//! - [`get`], [`served`], [`http_request`], [`WsClient`], [`sse_events`]:
+//!   talking to the proxy (or to a container) with a chosen `Host`.
+//! - [`Load`]: continuous requests through the proxy, each one counted.
 //! - [`wait_until`], [`wait_for`], [`wait_until_sync`]: bounded polling.
 
 // Each test binary uses a different subset of the harness.
@@ -24,19 +28,23 @@
 
 mod http;
 mod images;
+mod load;
 mod registry;
 mod server;
 
 pub use http::{
-    basic_auth, get, get_with_timeout, http_get, http_request, proxy_client, sse_events,
+    basic_auth, get, get_with_timeout, http_get, http_request, proxy_client, served, sse_events,
     HttpResponse, WsClient, WsMessage,
 };
 pub use images::{
     image_name, manifest_digest, push, push_index_without_amd64, Container, LocalTag, TestImages,
     VARIANTS,
 };
+pub use load::{Load, LoadReport};
 pub use registry::Registry;
-pub use server::{molt, molt_input, molt_with, CliOutput, MoltServer};
+pub use server::{
+    add_registry, create_app, molt, molt_input, molt_with, newest_deploy, ok, CliOutput, MoltServer,
+};
 
 use std::future::Future;
 use std::io::{self, Read, Write};

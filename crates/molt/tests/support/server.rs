@@ -1,6 +1,6 @@
 //! The `molt` binary under test: a server process per test, and the CLI.
 
-use super::{free_ports, http_get, run_bounded, try_docker, wait_until_sync};
+use super::{docker, free_ports, http_get, run_bounded, try_docker, wait_until_sync, Registry};
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
@@ -199,6 +199,32 @@ impl MoltServer {
         (!id.is_empty()).then(|| id.to_string())
     }
 
+    /// `docker ps --all --no-trunc` over this instance's containers (only
+    /// `app`'s if given), with `extra` arguments (`--quiet`, `--format …`);
+    /// its stdout.
+    pub fn docker_ps(&self, app: Option<&str>, extra: &[&str]) -> String {
+        let instance = self
+            .instance_id()
+            .expect("the server wrote its instance id");
+        let mut filters = vec![format!("label=molt.instance={instance}")];
+        filters.extend(app.map(|app| format!("label=molt.app={app}")));
+        let mut args = vec!["ps", "--all", "--no-trunc"];
+        for filter in &filters {
+            args.extend(["--filter", filter.as_str()]);
+        }
+        args.extend(extra);
+        docker(&args)
+    }
+
+    /// The full ids of this instance's containers, running or not (only
+    /// `app`'s if given).
+    pub fn containers(&self, app: Option<&str>) -> Vec<String> {
+        self.docker_ps(app, &["--quiet"])
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -318,6 +344,18 @@ impl CliOutput {
     pub fn success(&self) -> bool {
         self.status == 0
     }
+
+    /// Stdout parsed as JSON (for `--json` commands); panics with the whole
+    /// output if it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{self}"))
+    }
+}
+
+/// Asserts that a command exited 0; returns its output.
+pub fn ok(out: CliOutput) -> CliOutput {
+    assert_eq!(out.status, 0, "{out}");
+    out
 }
 
 impl std::fmt::Display for CliOutput {
@@ -350,6 +388,37 @@ pub fn molt_with(
     timeout: Duration,
 ) -> CliOutput {
     run_molt(server, args, env, None, timeout)
+}
+
+/// `molt apps create NAME --image IMAGE --port 8080 EXTRA…` (the test app
+/// listens on 8080), which must succeed.
+pub fn create_app(server: &MoltServer, name: &str, image: &str, extra: &[&str]) -> CliOutput {
+    let mut args = vec!["apps", "create", name, "--image", image, "--port", "8080"];
+    args.extend(extra);
+    ok(molt(server, &args))
+}
+
+/// `molt registries add HOST --username USER --password-stdin` for
+/// `registry`, with `password` on stdin.
+pub fn add_registry(server: &MoltServer, registry: &Registry, password: &[u8]) -> CliOutput {
+    molt_input(
+        server,
+        &[
+            "registries",
+            "add",
+            &registry.host(),
+            "--username",
+            registry.username(),
+            "--password-stdin",
+        ],
+        password,
+    )
+}
+
+/// The newest deploy of `app` (`deploys APP --json`, first entry; null if
+/// there is none).
+pub fn newest_deploy(server: &MoltServer, app: &str) -> serde_json::Value {
+    molt(server, &["deploys", app, "--json"]).json()[0].clone()
 }
 
 fn run_molt(
