@@ -243,6 +243,28 @@ impl Engine {
         Ok(cancel)
     }
 
+    /// [`claim`](Self::claim), but waits (up to 3 s) while the App is only
+    /// being resynced or settled after a container event: that takes
+    /// milliseconds, and a deploy asked for meanwhile should not be refused.
+    async fn claim_patiently(
+        &self,
+        app: &str,
+        deploy_id: &str,
+    ) -> Result<CancellationToken, EngineError> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            match self.claim(app, deploy_id) {
+                Err(EngineError::Conflict {
+                    deploy_id: Some(holder),
+                    ..
+                }) if holder == "resync" && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The deploy in progress for an App, if any.
     pub fn in_progress(&self, app: &str) -> Option<String> {
         self.active().get(app).map(|a| a.deploy_id.clone())
@@ -672,14 +694,16 @@ impl Engine {
             only: Some(Vec::new()),
             ..Plan::new(serving.digest.clone())
         };
-        let (app, deploy) = self.begin(
-            app,
-            DeployKind::Scale,
-            serving.image.clone(),
-            plan,
-            serving.env.clone(),
-            triggered_by,
-        )?;
+        let (app, deploy) = self
+            .begin(
+                app,
+                DeployKind::Scale,
+                serving.image.clone(),
+                plan,
+                serving.env.clone(),
+                triggered_by,
+            )
+            .await?;
         let _ = self.store.event(
             &deploy.id,
             &format!("scaling from {from} to {replicas} replica(s)"),
@@ -708,14 +732,16 @@ impl Engine {
             only: Some(vec![replica]),
             ..Plan::new(serving.digest.clone())
         };
-        let (app, deploy) = self.begin(
-            app,
-            DeployKind::Restart,
-            serving.image.clone(),
-            plan,
-            serving.env.clone(),
-            triggered_by,
-        )?;
+        let (app, deploy) = self
+            .begin(
+                app,
+                DeployKind::Restart,
+                serving.image.clone(),
+                plan,
+                serving.env.clone(),
+                triggered_by,
+            )
+            .await?;
         let _ = self
             .store
             .event(&deploy.id, &format!("replacing replica {replica}"));
@@ -742,6 +768,7 @@ impl Engine {
             env,
             triggered_by,
         )
+        .await
     }
 
     /// Pulls the App's reference again (a new build pushed to the same tag)
@@ -756,6 +783,7 @@ impl Engine {
         let image = app.image.clone();
         let plan = Plan::new(None);
         self.begin(app, DeployKind::Redeploy, image, plan, env, triggered_by)
+            .await
     }
 
     /// Starts a fresh container of the serving digest, from the image on
@@ -781,6 +809,7 @@ impl Engine {
             env,
             triggered_by,
         )
+        .await
     }
 
     /// Swaps to the serving digest with the App's current environment.
@@ -801,6 +830,7 @@ impl Engine {
             env,
             triggered_by,
         )
+        .await
     }
 
     /// Returns to the digest of an earlier succeeded deploy (by default the
@@ -877,14 +907,16 @@ impl Engine {
             restore_env: with_config,
             ..Plan::new(Some(digest))
         };
-        let (app, mut deploy) = self.begin(
-            app,
-            DeployKind::Rollback,
-            pinned.to_string(),
-            plan,
-            env,
-            triggered_by,
-        )?;
+        let (app, mut deploy) = self
+            .begin(
+                app,
+                DeployKind::Rollback,
+                pinned.to_string(),
+                plan,
+                env,
+                triggered_by,
+            )
+            .await?;
         let _ = self.store.event(
             &deploy.id,
             &format!("rolling back to deploy {} ({})", target.id, target.image),
@@ -893,7 +925,7 @@ impl Engine {
         Ok((app, deploy))
     }
 
-    fn begin(
+    async fn begin(
         self: &Arc<Self>,
         app: AppRow,
         kind: DeployKind,
@@ -930,7 +962,7 @@ impl Engine {
         );
         deploy.env = env;
         deploy.replicas = plan.replicas;
-        let cancel = self.claim(&app.name, &deploy.id)?;
+        let cancel = self.claim_patiently(&app.name, &deploy.id).await?;
         if let Err(e) = self.store.start_deploy(&deploy) {
             self.release(&app.name);
             return Err(e.into());
@@ -1060,7 +1092,6 @@ impl Engine {
             let app = deploy.app.clone();
             engine.run(deploy, plan, cancel).await;
             engine.release(&app);
-            crate::watch::settle_app(&engine, &app).await;
         });
     }
 
@@ -1116,6 +1147,14 @@ impl Engine {
         if deploy.triggered_by == "autoheal" && label == "succeeded" {
             self.metrics.autoheal_replaced(&deploy.app);
         }
+        // Before the end is recorded (and the App released), so that a client
+        // that sees the end can deploy again at once: tear down what a
+        // stopped deploy started, point the route at whatever serves now and
+        // remove leftovers.
+        if !matches!(outcome, Outcome::Succeeded(_)) {
+            self.tear_down(&deploy, &new_containers).await;
+        }
+        crate::watch::settle_claimed(self, &deploy.app).await;
         let result = match outcome {
             Outcome::Succeeded(summary) => {
                 if plan.restore_env {
@@ -1133,18 +1172,14 @@ impl Engine {
                 self.store
                     .finish_deploy(&deploy.id, DeployStatus::Succeeded, None, &summary)
             }
-            Outcome::Canceled => {
-                self.tear_down(&deploy, &new_containers).await;
-                self.store.finish_deploy(
-                    &deploy.id,
-                    DeployStatus::Canceled,
-                    Some("canceled before traffic moved; the previous version kept serving"),
-                    "deploy canceled",
-                )
-            }
+            Outcome::Canceled => self.store.finish_deploy(
+                &deploy.id,
+                DeployStatus::Canceled,
+                Some("canceled before traffic moved; the previous version kept serving"),
+                "deploy canceled",
+            ),
             Outcome::Failed(error) => {
                 tracing::warn!(app = %deploy.app, deploy = %deploy.id, "deploy failed: {error}");
-                self.tear_down(&deploy, &new_containers).await;
                 self.store.finish_deploy(
                     &deploy.id,
                     DeployStatus::Failed,

@@ -99,8 +99,9 @@ async fn resync_all(engine: &Engine) {
 
 /// After a deploy ended: the route points at whatever serves now (the
 /// engine may have moved it meanwhile) and nothing the deploy left remains.
-pub async fn settle_app(engine: &Engine, app: &str) {
-    resync_app(engine, app).await;
+/// The caller holds the App's claim (the deploy that just ended).
+pub async fn settle_claimed(engine: &Engine, app: &str) {
+    resync_claimed(engine, app).await;
     if let Ok(apps) = engine.store.list_apps() {
         let apps: Vec<_> = apps.into_iter().filter(|a| a.name == app).collect();
         if !apps.is_empty() {
@@ -169,7 +170,12 @@ pub async fn resync_app(engine: &Engine, app: &str) {
     if app.is_empty() || engine.claim(app, "resync").is_err() {
         return;
     }
-    let name = app;
+    resync_claimed(engine, app).await;
+    engine.release(app);
+}
+
+/// [`resync_app`] for a caller that holds the App's claim.
+async fn resync_claimed(engine: &Engine, app: &str) {
     let result = async {
         let Some(app) = engine.store.get_app(app)? else {
             return Ok(());
@@ -204,7 +210,6 @@ pub async fn resync_app(engine: &Engine, app: &str) {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    engine.release(name);
     if let Err(e) = result {
         tracing::warn!(%app, "cannot resync the route: {e:#}");
     }

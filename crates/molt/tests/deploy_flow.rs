@@ -279,3 +279,47 @@ async fn public_images_deploy_without_credentials_and_tcp_checks_work() {
         "testapp v2"
     );
 }
+
+/// A script that deploys again the moment the previous deploy ended (seen
+/// through the API) is never refused: the server settles the App before it
+/// records the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn back_to_back_deploys_through_the_api_are_never_refused() {
+    let registry = Registry::start(false);
+    let images = [
+        push(&registry, "testapp", "v1", "v1"),
+        push(&registry, "testapp", "v2", "v2"),
+    ];
+    let server = MoltServer::start(None);
+    create_app(&server, "web", &images[0], &["--health-path", "/healthz"]);
+    let client = proxy_client(std::time::Duration::from_secs(30));
+    let base = format!("{}/api/v1/apps/web/deploys", server.api_url());
+    for round in 0..8 {
+        let resp = client
+            .post(&base)
+            .bearer_auth(server.token())
+            .json(&serde_json::json!({ "image": images[(round + 1) % 2] }))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let started: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(status, 202, "round {round}: {started}");
+        let id = started["deploy"]["id"].as_str().unwrap().to_string();
+        let ended = wait_for(std::time::Duration::from_secs(60), || async {
+            let d: serde_json::Value = client
+                .get(format!("{base}/{id}"))
+                .bearer_auth(server.token())
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (d["status"] == "succeeded" || d["status"] == "failed").then_some(d)
+        })
+        .await
+        .expect("the deploy ended");
+        assert_eq!(ended["status"], "succeeded", "round {round}: {ended}");
+    }
+}
