@@ -112,6 +112,19 @@ pub async fn container_ip(id: &str) -> Result<IpAddr> {
         .with_context(|| format!("container {id} has no IP address: {out:?}"))
 }
 
+/// The engine's process id (from its pid file), to notice when something
+/// else on the machine restarts the engine during a measurement: that stops
+/// and restarts every container, and the numbers of that moment say nothing
+/// about the systems compared.
+pub fn engine_pid() -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string("/var/run/docker.pid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    crate::util::process_matches(pid, "dockerd").then_some(pid)
+}
+
 /// Waits (bounded) until the engine answers: other programs on a shared
 /// machine may restart it, and cleaning up while it is away would leave
 /// containers behind. Synchronous, for the cleanup path.

@@ -244,7 +244,7 @@ async fn run(opts: Opts, load_rt: tokio::runtime::Handle, run_id: String) -> Res
     if util::which("docker-registry").is_none() {
         bail!("docker-registry is not installed (Debian package docker-registry); scripts/bench installs it");
     }
-    let mut machine = report::Machine::probe(nginx.as_deref()).await;
+    let mut machine = report::Machine::probe(nginx.as_deref(), &molt).await;
     eprintln!(
         "molt-bench run {run_id}: load average {}",
         machine.load_start
@@ -290,11 +290,30 @@ async fn run(opts: Opts, load_rt: tokio::runtime::Handle, run_id: String) -> Res
     } else {
         None
     };
-    let server_log_tail: String = {
-        let log = ctx.server.log();
-        let lines: Vec<&str> = log.lines().rev().take(20).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
-    };
+    // Molt's side of anything that went wrong: the data dir goes away with
+    // the server, so its log is copied out when a Molt path failed requests
+    // or a scenario could not run.
+    let molt_failed = deploys.as_ref().is_some_and(|d| {
+        d.molt.is_err()
+            || [&d.molt, &d.molt_recreate]
+                .iter()
+                .any(|r| r.as_ref().is_ok_and(|r| r.all.failed() > 0))
+    }) || overhead.as_ref().is_some_and(|r| {
+        r.as_ref().map_or(true, |r| {
+            r.path("molt").is_some_and(|p| p.summary.failed() > 0)
+        })
+    }) || swap.as_ref().is_some_and(|r| r.is_err());
+    if molt_failed {
+        let path = std::env::temp_dir().join(format!("molt-bench-{run_id}-server.log"));
+        match std::fs::write(&path, ctx.server.log()) {
+            Ok(()) => eprintln!(
+                "Molt failed requests or a scenario did not run: the molt server log is in {}",
+                path.display()
+            ),
+            Err(e) => eprintln!("cannot save the molt server log to {}: {e}", path.display()),
+        }
+    }
+    machine.refused = ctx.server.refused_deploys();
     eprintln!("== cleaning up");
     drop(ctx);
     drop(_untag);
@@ -309,12 +328,6 @@ async fn run(opts: Opts, load_rt: tokio::runtime::Handle, run_id: String) -> Res
     };
     let md = report.markdown();
     println!("{md}");
-    let any_error = deploys.as_ref().is_some_and(|d| d.molt.is_err())
-        || overhead.as_ref().is_some_and(|r| r.is_err())
-        || swap.as_ref().is_some_and(|r| r.is_err());
-    if any_error {
-        eprintln!("(last lines of the molt server log:)\n{server_log_tail}");
-    }
     if let Some(out) = &opts.out {
         report::write_into(out, &md).context("writing the results")?;
         eprintln!("results written to {}", out.display());

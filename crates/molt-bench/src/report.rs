@@ -27,6 +27,10 @@ pub struct Machine {
     pub docker: String,
     pub nginx: String,
     pub commit: String,
+    /// The molt binary and when it was built (its mtime).
+    pub molt: String,
+    /// Deploy requests refused with 409 and retried, and the first answers.
+    pub refused: (u64, Vec<String>),
     pub load_start: String,
     pub load_end: String,
     pub took: Duration,
@@ -34,7 +38,7 @@ pub struct Machine {
 
 impl Machine {
     /// Everything but the end load and duration, read now.
-    pub async fn probe(nginx: Option<&Path>) -> Machine {
+    pub async fn probe(nginx: Option<&Path>, molt: &Path) -> Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let cpu = read("/proc/cpuinfo")
             .lines()
@@ -106,11 +110,34 @@ impl Machine {
             docker,
             nginx,
             commit,
+            molt: describe_binary(molt),
+            refused: (0, Vec::new()),
             load_start: load_average(),
             load_end: String::new(),
             took: Duration::ZERO,
         }
     }
+}
+
+/// "PATH, built YYYY-MM-DD HH:MM UTC" from the file's mtime: the binary may
+/// be older than the working tree.
+fn describe_binary(p: &Path) -> String {
+    let built = std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(time::OffsetDateTime::from)
+        .map(|t| {
+            format!(
+                ", built {}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        })
+        .unwrap_or_default();
+    format!("`{}`{built}", p.display())
 }
 
 /// The 1/5/15-minute load averages.
@@ -169,7 +196,25 @@ impl Report<'_> {
             "- Load average (1/5/15 min) at start: {}, at end: {}",
             m.load_start, m.load_end
         );
-        let _ = writeln!(o, "- Molt: commit {}\n", m.commit);
+        let _ = writeln!(
+            o,
+            "- Molt: {}; the repository was at commit {} when the benchmark ran",
+            m.molt, m.commit
+        );
+        if m.refused.0 > 0 {
+            let _ = writeln!(
+                o,
+                "- The API refused {} deploy request(s) with 409 although no deploy of that App ran (the server was busy with the App itself); each was retried every 100 ms until accepted. First answers: {}",
+                m.refused.0,
+                m.refused
+                    .1
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        let _ = writeln!(o);
         let mut targets: Vec<(String, String, &'static str)> = Vec::new();
         if let Some(d) = self.deploys {
             deploys_section(&mut o, d, &mut targets);
@@ -394,9 +439,17 @@ fn overhead_section(
         .map(|p| p.summary.throughput)
         .unwrap_or(0.0);
     let _ = writeln!(o, "| path | req/s | of direct | p50 ms | p99 ms | max ms | failed | proxy CPU µs/request | req/s per round |\n|---|---|---|---|---|---|---|---|---|");
+    let mut failures = Vec::new();
     for p in &r.paths {
         let s: &Summary = &p.summary;
         let rounds: Vec<String> = p.rounds.iter().map(|t| format!("{t:.0}")).collect();
+        if s.failed() > 0 {
+            failures.push(format!(
+                "{}: failed requests: {}",
+                p.name,
+                s.failure_kinds()
+            ));
+        }
         let _ = writeln!(
             o,
             "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
@@ -414,6 +467,9 @@ fn overhead_section(
         );
     }
     let _ = writeln!(o);
+    for f in failures {
+        let _ = writeln!(o, "- {f}");
+    }
     if let (Some(m), Some(n)) = (r.path("molt"), r.path("nginx")) {
         let (ms_, ns) = (&m.summary, &n.summary);
         let cpu = match (m.cpu_us_per_request, n.cpu_us_per_request) {

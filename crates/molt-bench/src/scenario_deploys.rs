@@ -118,6 +118,16 @@ fn plan(n: usize, failing: usize) -> Vec<(&'static str, bool)> {
     out
 }
 
+/// Adds a note to a system's run when the Docker engine was restarted
+/// during it (its numbers then include that outage).
+fn engine_note(run: &mut Result<SystemRun, String>, before: Option<u32>) {
+    if crate::docker::engine_pid() != before {
+        if let Ok(r) = run {
+            r.notes.push("the Docker engine was restarted (by something else on the machine) during this run; its numbers include that".into());
+        }
+    }
+}
+
 pub async fn run(ctx: &Ctx) -> DeploysReport {
     let n = ctx.opts.deploys;
     let recreates = n / 10;
@@ -135,25 +145,34 @@ pub async fn run(ctx: &Ctx) -> DeploysReport {
         "== deploys under load: Molt, blue-green ({} deploys, {failing} failing)",
         n - recreates
     );
+    let engine = crate::docker::engine_pid();
     report.molt = molt_bluegreen(ctx, n - recreates, failing)
         .await
         .map_err(|e| format!("{e:#}"));
+    engine_note(&mut report.molt, engine);
     if recreates > 0 {
         eprintln!("== deploys under load: Molt, recreate ({recreates} deploys)");
+        let engine = crate::docker::engine_pid();
         report.molt_recreate = molt_recreate(ctx, recreates)
             .await
             .map_err(|e| format!("{e:#}"));
+        engine_note(&mut report.molt_recreate, engine);
     } else {
         report.molt_recreate = Err("no recreates with fewer than 10 deploys".into());
     }
     eprintln!("== deploys under load: stop-then-start ({n} deploys)");
+    let engine = crate::docker::engine_pid();
     report.stop_start = stop_then_start(ctx, n).await.map_err(|e| format!("{e:#}"));
+    engine_note(&mut report.stop_start, engine);
     report.nginx = match &ctx.nginx {
         Some(bin) => {
             eprintln!("== deploys under load: nginx reload ({n} deploys)");
-            nginx_reload(ctx, bin, n)
+            let engine = crate::docker::engine_pid();
+            let mut r = nginx_reload(ctx, bin, n)
                 .await
-                .map_err(|e| format!("{e:#}"))
+                .map_err(|e| format!("{e:#}"));
+            engine_note(&mut r, engine);
+            r
         }
         None => Err("nginx is not installed".into()),
     };

@@ -183,7 +183,21 @@ pub async fn run(ctx: &Ctx) -> Result<OverheadReport> {
             let (name, target, pid) = &targets[i];
             let pids = pid.map(process_tree).unwrap_or_default();
             let before = cpu_ticks(&pids);
+            let engine = crate::docker::engine_pid();
             let r = measure(ctx, target, c, duration).await;
+            if crate::docker::engine_pid() != engine {
+                eprintln!(
+                    "   round {} {name}: the Docker engine restarted during it; round left out",
+                    round + 1
+                );
+                notes.push(format!(
+                    "round {} of \"{name}\" was left out: the Docker engine was restarted (by something else on the machine) during it",
+                    round + 1
+                ));
+                cpu[i].0 += cpu_ticks(&pids).saturating_sub(before) as f64 / tck;
+                cpu[i].1 += r.samples.len() as u64;
+                continue;
+            }
             cpu[i].0 += cpu_ticks(&pids).saturating_sub(before) as f64 / tck;
             cpu[i].1 += r.samples.len() as u64;
             let s = r.summary_after(WARMUP);

@@ -138,6 +138,7 @@ pub async fn run(ctx: &Ctx) -> Result<SwapReport> {
         ctx.load_config(CONNECTIONS, Duration::from_secs(1800)),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let engine = crate::docker::engine_pid();
     let mut pending = Vec::new();
     for i in 0..ctx.opts.swaps {
         // The container's own start-up, on the network Molt uses, under the
@@ -185,6 +186,12 @@ pub async fn run(ctx: &Ctx) -> Result<SwapReport> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let result = load.stop().await;
+    if crate::docker::engine_pid() != engine {
+        notes.push(
+            "the Docker engine was restarted (by something else on the machine) during the swaps"
+                .into(),
+        );
+    }
     let failed = result.summary().failed();
     if failed > 0 {
         notes.push(format!(
