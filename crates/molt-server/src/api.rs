@@ -299,7 +299,7 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+    if crate::seal::same_secret(given.as_bytes(), state.token.as_bytes()) {
         next.run(req).await
     } else {
         let mut resp = ApiFailure::new(
@@ -314,14 +314,6 @@ async fn require_token(
         );
         resp
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | (a.len() != b.len()) as u8;
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
-    }
-    diff == 0
 }
 
 /// Who asked, for the deploy history: the CLI says so in a header.
@@ -868,15 +860,6 @@ pub(crate) fn normalize_host(raw: &str) -> Result<String, ApiFailure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"ab", b"abc"));
-        assert!(!constant_time_eq(b"", b"abc"));
-        assert!(!constant_time_eq(b"abcd", b"abc"));
-    }
 
     #[test]
     fn registry_hosts() {

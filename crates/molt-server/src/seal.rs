@@ -77,6 +77,13 @@ impl Sealer {
     }
 }
 
+/// Compares two secrets (tokens, CSRF values) in constant time, so the
+/// time an answer takes says nothing about how much of a guess was right.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
 fn decode_key(raw: &str) -> Result<[u8; 32]> {
     let bytes = if raw.len() == 64 && raw.chars().all(|c| c.is_ascii_hexdigit()) {
         hex::decode(raw)?
@@ -103,6 +110,15 @@ mod tests {
             .open("registry:a", &sealed)
             .is_err());
         assert!(s.open("registry:a", &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn secrets_compare() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"ab", b"abc"));
+        assert!(!same_secret(b"", b"abc"));
+        assert!(!same_secret(b"abcd", b"abc"));
     }
 
     #[test]
