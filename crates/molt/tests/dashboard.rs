@@ -240,6 +240,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     assert!(err.contains("not this server's admin token"), "{err}");
     fill(&c, "#login-token", server.token()).await;
     click(&c, "button[type=submit]").await;
+    css(&c, "#add-host").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/registries");
 
     // A registry credential: a refused one is explained next to the
@@ -508,6 +509,9 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
 
     // The docs need no session; each page links its Markdown.
     click(&c, "form.logout button").await;
+    // Wait for the logout to land on the login page, or its navigation can
+    // overtake the next one.
+    css(&c, "main.login form[action=\"/login\"]").await;
     c.goto(&format!("{base}/docs/gpu-and-recreate-deploys"))
         .await
         .unwrap();
