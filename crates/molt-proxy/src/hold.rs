@@ -94,6 +94,10 @@ impl Hold {
     /// Returns at once unless paused; otherwise waits for the resume within
     /// the pause's limits.
     pub async fn admit(&self) -> Admission {
+        // The common case, not paused, reads without subscribing.
+        if self.state.borrow().paused.is_none() {
+            return Admission::Go;
+        }
         let mut rx = self.state.subscribe();
         let entry = *rx.borrow_and_update();
         let Some(limits) = entry.paused else {

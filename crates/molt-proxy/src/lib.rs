@@ -31,4 +31,4 @@ mod target;
 
 pub use admin::{AdminClient, AdminError, DrainOutcome, Paused, PingInfo};
 pub use instance::exe_id;
-pub use server::{run, run_until, Proxy, ProxyConfig};
+pub use server::{default_threads, run, run_until, Proxy, ProxyConfig};

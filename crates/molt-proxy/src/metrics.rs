@@ -42,11 +42,12 @@ impl ResponseCounts {
     }
 
     pub fn latency(&self, took: std::time::Duration) {
+        // One bucket per observation (the first bound it fits); the
+        // cumulative counts Prometheus wants are summed when rendering, so
+        // the data path pays one increment, not one per bucket.
         let secs = took.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            if secs <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
@@ -144,11 +145,12 @@ fn render_latency_and_errors(routes: &Routes, out: &mut String) {
     for r in apps.iter() {
         let c = &r.counts;
         let app = &r.app;
+        let mut cumulative = 0;
         for (bucket, bound) in c.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            cumulative += bucket.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
-                "molt_proxy_request_duration_seconds_bucket{{app=\"{app}\",le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
+                "molt_proxy_request_duration_seconds_bucket{{app=\"{app}\",le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = c.latency_count.load(Ordering::Relaxed);
@@ -198,5 +200,39 @@ mod tests {
         assert_eq!(c.get(0), 1);
         assert_eq!(c.get(1), 1);
         assert_eq!(c.get(4), 1);
+    }
+
+    #[test]
+    fn latency_buckets_render_cumulative() {
+        let route = crate::admin::Route {
+            app: "web".into(),
+            hosts: vec!["web.test".into()],
+            targets: vec![],
+            upstream_timeout_ms: 0,
+            drain_timeout_ms: 0,
+        };
+        let routes = Routes::with(
+            std::env::temp_dir().join("unused-routes.json"),
+            vec![route],
+            &[],
+            "test",
+        )
+        .expect("routes");
+        let counts = &routes.app("web").expect("route").counts;
+        for ms in [0.5, 3.0, 4.0, 20_000.0] {
+            counts.latency(std::time::Duration::from_secs_f64(ms / 1000.0));
+        }
+        let text = render(&routes);
+        let bucket = |le: &str| {
+            let key =
+                format!("molt_proxy_request_duration_seconds_bucket{{app=\"web\",le=\"{le}\"}} ");
+            let line = text.lines().find(|l| l.starts_with(&key)).expect(le);
+            line[key.len()..].to_string()
+        };
+        assert_eq!(bucket("0.001"), "1");
+        assert_eq!(bucket("0.0025"), "1");
+        assert_eq!(bucket("0.005"), "3");
+        assert_eq!(bucket("10"), "3");
+        assert_eq!(bucket("+Inf"), "4");
     }
 }

@@ -28,6 +28,16 @@ use crate::instance::{exe_id, Instance};
 use crate::metrics_server;
 use crate::routes::Routes;
 
+/// How many threads `molt proxy` serves traffic with by default: half the
+/// CPUs, at least one. The proxy shares its host with the Apps it serves
+/// and with their clients; measured on 2 CPUs (BENCHMARKS.md), one worker
+/// spent 52 µs of CPU per request where two spent 80, because two workers
+/// competing with the Apps for the same cores mostly hand tasks to each
+/// other and wake each other up.
+pub fn default_threads(cpus: usize) -> usize {
+    (cpus / 2).max(1)
+}
+
 /// How long in-flight requests get to finish once the proxy is told to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// After a handover, how long busy keep-alive connections get to receive a
@@ -451,4 +461,17 @@ async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 fn tokio_listener(listener: std::net::TcpListener) -> anyhow::Result<TcpListener> {
     listener.set_nonblocking(true)?;
     Ok(TcpListener::from_std(listener)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_threads;
+
+    #[test]
+    fn default_threads_is_half_the_cpus_at_least_one() {
+        assert_eq!(default_threads(1), 1);
+        assert_eq!(default_threads(2), 1);
+        assert_eq!(default_threads(3), 1);
+        assert_eq!(default_threads(8), 4);
+    }
 }

@@ -26,6 +26,11 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything that changes about a target, in one watch channel so that
 /// "acquire unless closed" and "close unless busy" are each atomic.
+///
+/// Every request in flight waits on this channel for the close, so changes
+/// to the count are made silently (`send_if_modified` returning false)
+/// except the one a drain waits for, the count reaching zero. Waking every
+/// waiter on every request made the proxy's cost grow with its concurrency.
 #[derive(Debug, Clone, Copy, Default)]
 struct Load {
     /// Requests in flight plus upgraded connections open.
@@ -96,13 +101,15 @@ impl TargetState {
     /// The count goes down when the guard drops, whatever path the request
     /// takes.
     pub fn try_acquire(self: &Arc<Self>) -> Option<InFlightGuard> {
-        let acquired = self.load.send_if_modified(|load| {
-            if load.closed {
-                false
-            } else {
+        // Counting up wakes no one (see `Load`): the flag says whether the
+        // count went up, and the change is silent.
+        let mut acquired = false;
+        self.load.send_if_modified(|load| {
+            if !load.closed {
                 load.in_flight += 1;
-                true
+                acquired = true;
             }
+            false
         });
         acquired.then(|| InFlightGuard {
             target: Arc::clone(self),
@@ -212,8 +219,10 @@ impl InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.target.load.send_modify(|load| {
+        // Only the last one out wakes anyone (a drain waiting for idle).
+        self.target.load.send_if_modified(|load| {
             load.in_flight = load.in_flight.saturating_sub(1);
+            load.in_flight == 0
         });
     }
 }

@@ -116,8 +116,16 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Usage errors exit 2 here, as the contract wants.
     let cli = Cli::parse();
-    let long_running = matches!(cli.command, Command::Server(_) | Command::Proxy(_));
-    let runtime = if long_running {
+    let runtime = if let Command::Proxy(args) = &cli.command {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(
+                args.threads
+                    .map_or(molt_proxy::default_threads(cpus), |n| n.get()),
+            )
+            .enable_all()
+            .build()
+    } else if matches!(cli.command, Command::Server(_)) {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

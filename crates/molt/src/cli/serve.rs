@@ -79,6 +79,10 @@ pub struct ProxyArgs {
     /// the proxy with no refused connection. Starts afresh if none runs.
     #[arg(long)]
     pub takeover: bool,
+    /// Threads serving traffic. Default: half the CPUs, at least 1 (the
+    /// proxy shares the host with the Apps it serves).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     #[command(flatten)]
     pub log: LogArgs,
 }
