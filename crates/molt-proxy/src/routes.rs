@@ -475,7 +475,10 @@ impl Routes {
         self.lock_apps().values().map(|r| r.snapshot()).collect()
     }
 
-    /// Creates or replaces a route; persisted before it returns.
+    /// Creates or replaces a route. It serves at once and is persisted
+    /// before this returns: the write's fsyncs stay off the swap's critical
+    /// path, and nothing is acknowledged that a restarted proxy would not
+    /// serve. If the write fails, the previous route is put back.
     pub async fn set_route(&self, route: Route) -> Result<(), String> {
         let route = validate(route)?;
         let _changing = self.changes.lock().await;
@@ -495,10 +498,10 @@ impl Routes {
         }
         next.push(route.clone());
         next.sort_by(|a, b| a.app.cmp(&b.app));
-        self.save(next).await?;
 
         let existing = self.app(&route.app);
-        match existing {
+        let previous = existing.as_ref().map(|state| state.snapshot());
+        match &existing {
             Some(state) => state.apply(&route)?,
             None => {
                 let state = RouteState::new(&route)?;
@@ -506,9 +509,35 @@ impl Routes {
             }
         }
         self.rebuild_hosts();
+        if let Err(e) = self.save(next).await {
+            self.put_back(&route.app, previous);
+            return Err(e);
+        }
         tracing::info!(app = %route.app, hosts = ?route.hosts,
             targets = ?route.targets.iter().map(|t| &t.addr).collect::<Vec<_>>(), "route set");
         Ok(())
+    }
+
+    /// Undoes a `set_route` whose write failed: `previous` is the route as
+    /// it was, `None` when the App had none (its new targets drain).
+    fn put_back(&self, app: &str, previous: Option<Route>) {
+        match previous {
+            Some(previous) => {
+                if let Some(state) = self.app(app) {
+                    // Applying a route that was valid a moment ago cannot
+                    // fail; if it somehow did, the new route keeps serving.
+                    if let Err(e) = state.apply(&previous) {
+                        tracing::error!(%app, error = %e, "could not put the previous route back");
+                    }
+                }
+            }
+            None => {
+                if let Some(state) = self.lock_apps().remove(app) {
+                    state.retire_all();
+                }
+            }
+        }
+        self.rebuild_hosts();
     }
 
     /// Removes a route; its targets drain. Removing an unknown App is ok.
@@ -560,5 +589,75 @@ impl Routes {
 
     fn lock_apps(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<RouteState>>> {
         self.by_app.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(app: &str, addr: &str) -> Route {
+        Route {
+            app: app.into(),
+            hosts: vec![format!("{app}.test")],
+            targets: vec![Target {
+                addr: addr.into(),
+                id: addr.into(),
+            }],
+            upstream_timeout_ms: 0,
+            drain_timeout_ms: 1_000,
+        }
+    }
+
+    fn targets(routes: &Routes, host: &str) -> Option<Vec<String>> {
+        routes
+            .lookup(host)
+            .map(|r| r.snapshot().targets.into_iter().map(|t| t.addr).collect())
+    }
+
+    #[tokio::test]
+    async fn a_route_that_cannot_be_saved_is_put_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The routes file's dir does not exist: every save fails.
+        let file = dir.path().join("gone").join("routes.json");
+        let routes =
+            Routes::with(file, vec![route("web", "10.0.0.1:80")], &[], "test").expect("routes");
+
+        let err = routes
+            .set_route(route("web", "10.0.0.2:80"))
+            .await
+            .expect_err("save must fail");
+        assert!(err.contains("could not save"), "{err}");
+        assert_eq!(
+            targets(&routes, "web.test"),
+            Some(vec!["10.0.0.1:80".to_string()])
+        );
+
+        routes
+            .set_route(route("api", "10.0.0.3:80"))
+            .await
+            .expect_err("save must fail");
+        assert_eq!(targets(&routes, "api.test"), None);
+        assert!(routes.app("api").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_saved_route_serves_and_is_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("routes.json");
+        let routes = Routes::load(file.clone()).expect("routes");
+        routes
+            .set_route(route("web", "10.0.0.2:80"))
+            .await
+            .expect("set");
+        assert_eq!(
+            targets(&routes, "web.test"),
+            Some(vec!["10.0.0.2:80".to_string()])
+        );
+        let reloaded = Routes::load(file).expect("reload");
+        assert_eq!(
+            targets(&reloaded, "web.test"),
+            Some(vec!["10.0.0.2:80".to_string()])
+        );
     }
 }
