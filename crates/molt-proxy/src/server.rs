@@ -177,8 +177,9 @@ impl Proxy {
         let (admin, rebound) = Admin::new(Arc::clone(&routes), socket, own_socket, handoff);
         let handed_over = admin.handed_over();
 
+        let threads = tokio::runtime::Handle::current().metrics().num_workers();
         tracing::info!(listen = %http_addr, metrics = ?metrics_addr, routes = routes.list().len(),
-            data_dir = %dir.display(), "proxy started");
+            threads, data_dir = %dir.display(), "proxy started");
         let (stop, stopped) = oneshot::channel();
         let serving = Serving {
             http,

@@ -5,6 +5,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use molt_proxy::admin::{Request, Response, Route, SOCKET_FILE};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,17 +17,25 @@ pub struct ProxyLink {
     listen: SocketAddr,
     /// Where the proxy serves its Prometheus metrics, if anywhere.
     metrics: Option<SocketAddr>,
+    /// The proxy's worker threads; `None` leaves its default.
+    threads: Option<NonZeroUsize>,
     exe: PathBuf,
 }
 
 impl ProxyLink {
-    pub fn new(data_dir: &Path, listen: SocketAddr, metrics: Option<SocketAddr>) -> Result<Self> {
+    pub fn new(
+        data_dir: &Path,
+        listen: SocketAddr,
+        metrics: Option<SocketAddr>,
+        threads: Option<NonZeroUsize>,
+    ) -> Result<Self> {
         let exe =
             std::env::current_exe().context("cannot find the molt binary to start the proxy")?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             listen,
             metrics,
+            threads,
             exe,
         })
     }
@@ -170,6 +179,9 @@ impl ProxyLink {
             .arg(self.listen.to_string());
         if let Some(metrics) = self.metrics {
             command.arg("--metrics").arg(metrics.to_string());
+        }
+        if let Some(threads) = self.threads {
+            command.arg("--threads").arg(threads.to_string());
         }
         if takeover {
             command.arg("--takeover");

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub autoheal: crate::autoheal::AutohealConfig,
     /// Where the proxy serves its Prometheus metrics, if anywhere.
     pub proxy_metrics: Option<SocketAddr>,
+    /// The proxy's worker threads; `None`: its default (half the CPUs).
+    pub proxy_threads: Option<std::num::NonZeroUsize>,
 }
 
 pub async fn run(config: ServerConfig) -> Result<()> {
@@ -44,7 +46,12 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     let runtime = Runtime::connect(&instance, &config.network).await?;
     runtime.ensure_network().await?;
 
-    let proxy = Arc::new(ProxyLink::new(dir, config.proxy, config.proxy_metrics)?);
+    let proxy = Arc::new(ProxyLink::new(
+        dir,
+        config.proxy,
+        config.proxy_metrics,
+        config.proxy_threads,
+    )?);
     proxy.ensure_running().await?;
 
     let capacity = Capacity {

@@ -210,6 +210,28 @@ async fn logs_autoheal_killed_containers_and_metrics() {
     }
 }
 
+/// `--proxy-threads` reaches the proxy the server starts: its runtime runs
+/// that many workers (the proxy logs the count its runtime reports).
+#[test]
+fn the_proxy_runs_the_worker_threads_it_is_given() {
+    let server = MoltServer::start_with(None, &["--proxy-threads", "3"], &[]);
+    let log = server.data_dir().join("proxy.log");
+    let started = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("proxy started"))
+            .map(str::to_owned)
+    };
+    assert!(
+        wait_until_sync(Duration::from_secs(10), || started().is_some()),
+        "the proxy logged no start in {}",
+        log.display()
+    );
+    let line = started().unwrap_or_default();
+    assert!(line.contains("threads=3"), "{line}");
+}
+
 #[test]
 fn the_server_logs_json_when_asked() {
     let server = MoltServer::start_with(None, &["--log-format", "json"], &[]);

@@ -45,6 +45,10 @@ pub struct ServerArgs {
     /// App and status class, latency, in-flight, held requests.
     #[arg(long, value_name = "ADDR")]
     pub proxy_metrics: Option<SocketAddr>,
+    /// Worker threads of the proxy it starts. Default: half the CPUs, at
+    /// least 1 (the proxy shares the host with the Apps).
+    #[arg(long, value_name = "N")]
+    pub proxy_threads: Option<std::num::NonZeroUsize>,
     /// Autoheal: how long after a container starts before it is judged.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub autoheal_grace: std::time::Duration,
@@ -112,6 +116,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         memory_bytes: args.memory,
         gpus: args.gpus,
         proxy_metrics: args.proxy_metrics,
+        proxy_threads: args.proxy_threads,
         autoheal: molt_server::autoheal::AutohealConfig {
             grace: args.autoheal_grace,
             interval: args
