@@ -10,11 +10,11 @@ use std::time::Duration;
 use http::header::{HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, UpstreamBody};
 use crate::errors;
 use crate::headers;
 use crate::hold::Admission;
@@ -69,21 +69,13 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let app = route.app.as_str();
-    let Some(guard) = route.acquire() else {
+    let Some(mut guard) = route.acquire() else {
         return errors::no_target(app);
-    };
-    let target = Arc::clone(guard.target());
-    let Some(upstream) = target.client() else {
-        return errors::cut(app);
     };
 
     let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    parts.uri = match upstream_uri(&target.authority, &parts.uri) {
-        Some(uri) => uri,
-        None => return errors::bad_request("the request target cannot be forwarded"),
-    };
     // Upstreams speak HTTP/1.1 whatever the user's connection is.
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -92,30 +84,62 @@ async fn forward(
     }
     headers::set_forwarded(&mut parts.headers, client.ip(), &host);
     let request_id = headers::ensure_request_id(&mut parts.headers);
-
-    let settings = route.settings();
-    let limit = settings.upstream_timeout_ms;
-    let send = upstream.request(Request::from_parts(parts, body));
-    let answer = tokio::select! {
-        answer = within(limit, send) => answer,
-        () = target.closed() => return errors::cut(app),
+    // A request without a body gets one more try on another replica if its
+    // target refuses the connection (a container that just died, before
+    // the server takes it out of the route): it never reached an App.
+    let mut spare = (!upgrade && body.is_end_stream() && route.target_count() > 1).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    let mut body = if spare.is_some() {
+        UpstreamBody::Empty
+    } else {
+        UpstreamBody::Streamed(body)
     };
-    let mut resp = match answer {
-        Some(Ok(resp)) => resp,
-        Some(Err(e)) => {
-            tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
-                error = %error_chain(&e), "upstream request failed");
-            return if e.is_connect() {
+
+    let limit = route.settings().upstream_timeout_ms;
+    let mut resp = loop {
+        let target = Arc::clone(guard.target());
+        let Some(upstream) = target.client() else {
+            return errors::cut(app);
+        };
+        parts.uri = match upstream_uri(&target.authority, &parts.uri) {
+            Some(uri) => uri,
+            None => return errors::bad_request("the request target cannot be forwarded"),
+        };
+        let send = upstream.request(Request::from_parts(parts, body));
+        let answer = tokio::select! {
+            answer = within(limit, send) => answer,
+            () = target.closed() => return errors::cut(app),
+        };
+        match answer {
+            Some(Ok(resp)) => break resp,
+            Some(Err(e)) => {
+                tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
+                    error = %error_chain(&e), "upstream request failed");
+                if !e.is_connect() {
+                    route.counts.upstream_error(UpstreamError::Failed);
+                    return errors::upstream_failed(app);
+                }
                 route.counts.upstream_error(UpstreamError::Refused);
-                errors::refused(app)
-            } else {
-                route.counts.upstream_error(UpstreamError::Failed);
-                errors::upstream_failed(app)
-            };
-        }
-        None => {
-            route.counts.upstream_error(UpstreamError::Timeout);
-            return errors::timeout(app, limit);
+                let Some((method, uri, headers)) = spare.take() else {
+                    return errors::refused(app);
+                };
+                let Some(next) = route.acquire_other(&target) else {
+                    return errors::refused(app);
+                };
+                tracing::info!(%app, from = %target.target.addr, to = %next.target().target.addr,
+                    request_id = ?request_id, "sending the request to another replica");
+                guard = next;
+                (parts, body) = bodiless(method, uri, headers);
+            }
+            None => {
+                route.counts.upstream_error(UpstreamError::Timeout);
+                return errors::timeout(app, limit);
+            }
         }
     };
 
@@ -132,6 +156,20 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, ProxyBody::upstream(body, guard))
+}
+
+/// A request without a body, rebuilt from what was kept of it.
+fn bodiless(
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+) -> (http::request::Parts, UpstreamBody) {
+    let mut req = Request::new(UpstreamBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    req.into_parts()
 }
 
 /// A request that was held when this proxy handed its sockets over: the
@@ -169,7 +207,8 @@ async fn relay(
     let relay_client: UpstreamClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    match relay_client.request(Request::from_parts(parts, body)).await {
+    let req = Request::from_parts(parts, UpstreamBody::Streamed(body));
+    match relay_client.request(req).await {
         Ok(resp) => {
             tracing::info!(%app, %successor, "held request passed on to the new proxy");
             let (mut parts, body) = resp.into_parts();

@@ -128,6 +128,23 @@ impl RouteState {
         None
     }
 
+    /// Like `acquire`, but never `refused`: for sending a request again
+    /// after that target refused the connection. `None` when no other
+    /// target can take it.
+    pub fn acquire_other(&self, refused: &TargetState) -> Option<InFlightGuard> {
+        self.active
+            .load()
+            .by_load()
+            .into_iter()
+            .filter(|t| !std::ptr::eq(Arc::as_ptr(t), refused))
+            .find_map(|t| t.try_acquire())
+    }
+
+    /// How many targets the route has now.
+    pub fn target_count(&self) -> usize {
+        self.active.load().targets.len()
+    }
+
     /// The route as the admin protocol describes it.
     pub fn snapshot(&self) -> Route {
         let settings = self.settings.load();

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::uri::Authority;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -14,10 +13,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::admin::Target;
+use crate::body::UpstreamBody;
 
 /// The client a target sends requests with; bodies stream straight from the
 /// user's connection.
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 /// How long an upstream may take to accept a TCP connection before a 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

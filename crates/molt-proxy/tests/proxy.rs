@@ -482,6 +482,57 @@ async fn serves_http2_prior_knowledge_and_streams_bodies() {
     proxy.shutdown().await.expect("shutdown");
 }
 
+/// A replica that refuses connections (its container just died, and the
+/// server has not taken it out of the route yet) costs a request without a
+/// body nothing: it goes to another replica. A request with a body is never
+/// sent twice; it gets the 502 that says what happened.
+#[tokio::test]
+async fn a_refused_bodiless_request_goes_to_another_replica() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = Upstream::start("L").await;
+    let dead = closed_port().await;
+    let (proxy, admin) = start_proxy(dir.path()).await;
+    let gone = molt_proxy::admin::Target {
+        addr: dead.to_string(),
+        id: "gone".into(),
+    };
+    admin
+        .set_route(route("web", &["web.test"], vec![gone, live.target()]))
+        .await
+        .expect("set");
+    let c = client();
+    for _ in 0..20 {
+        let (status, body) = get(&c, proxy.http_addr(), "web.test", "/")
+            .await
+            .expect("get");
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "L"));
+    }
+    assert_eq!(live.hits.load(Ordering::SeqCst), 20);
+
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let mut conn = tokio::net::TcpStream::connect(proxy.http_addr())
+            .await
+            .expect("connect");
+        conn.write_all(
+            b"POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        )
+        .await
+        .expect("send");
+        let mut answer = String::new();
+        bounded("the POST's answer", conn.read_to_string(&mut answer))
+            .await
+            .expect("read");
+        statuses.push(answer.lines().next().unwrap_or_default().to_string());
+    }
+    // Ties go round robin, so two of the four met the dead replica.
+    let refused = statuses.iter().filter(|s| s.contains(" 502 ")).count();
+    let served = statuses.iter().filter(|s| s.contains(" 200 ")).count();
+    assert_eq!((refused, served), (2, 2), "{statuses:?}");
+    assert_eq!(live.hits.load(Ordering::SeqCst), 22);
+    proxy.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn balances_across_targets_and_serves_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
