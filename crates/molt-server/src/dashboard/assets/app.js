@@ -8,6 +8,16 @@
   // a data-hash. We poll, and swap a region's HTML only when its hash
   // changed, so focus and scroll stay put the rest of the time.
   var main = document.querySelector('[data-live]');
+  // Once the page is being left (a form was sent, a link followed), the
+  // poller must not navigate too: its "App gone" redirect could replace
+  // the form's answer, and the notice that answer carried would be lost.
+  var leaving = false;
+  window.addEventListener('beforeunload', function () {
+    leaving = true;
+  });
+  window.addEventListener('pageshow', function () {
+    leaving = false;
+  });
   if (main) {
     var url = main.getAttribute('data-live');
     var timer = null;
@@ -17,6 +27,7 @@
       timer = setTimeout(poll, ms);
     };
     var poll = function () {
+      if (leaving) return;
       if (document.hidden) {
         schedule(2000);
         return;
@@ -27,6 +38,7 @@
         cache: 'no-store'
       })
         .then(function (r) {
+          if (leaving) throw new Error('leaving');
           // Sent to the login page: the session ended.
           if (r.redirected) {
             window.location.reload();
@@ -36,6 +48,7 @@
           return r.json();
         })
         .then(function (data) {
+          if (leaving) return;
           failures = 0;
           main.removeAttribute('data-offline');
           if (data.gone) {
