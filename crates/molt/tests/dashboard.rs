@@ -407,6 +407,20 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
         "testapp v1"
     );
 
+    // Scaling: a bad count is explained next to the field; a good one runs
+    // a `scale` deploy that ends with two containers serving.
+    fill(&c, "#scale-replicas", "0").await;
+    click(&c, "#scale button[type=submit]").await;
+    let err = text_wait(&c, "#scale-replicas-error").await;
+    assert!(err.contains("between 1 and 100"), "{err}");
+    fill(&c, "#scale-replicas", "2").await;
+    click(&c, "#scale button[type=submit]").await;
+    let notice = text_wait(&c, ".notice").await;
+    assert!(notice.contains("Scaling web to 2 replica(s)"), "{notice}");
+    let row = wait_newest(&c, "succeeded").await;
+    assert!(row.contains("scale"), "{row}");
+    assert_eq!(server.containers(Some("web")).len(), 2);
+
     // A secret: set from the form, shown masked, its value never in the page.
     fill(&c, "#env-nk", "API_KEY").await;
     click(&c, "#env-ns").await;

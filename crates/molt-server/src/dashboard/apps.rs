@@ -248,7 +248,7 @@ fn create_form(csrf: &str, st: &FormState) -> Markup {
                     (f("cpus", "CPUs").placeholder("0.5").render())
                     (f("gpus", "GPUs").kind("number").placeholder("0").render())
                     (f("replicas", "Replicas").kind("number").placeholder("1")
-                        .hint(html! { "Stored; running more than one is " a href="/docs/replicas" { "coming" } "." }).render())
+                        .hint(html! { "Containers serving the App at once; see " a href="/docs/replicas" { "Replicas" } "." }).render())
                     div.field.has-error[st.error("strategy").is_some()] {
                         label for="create-strategy" { "Deploy strategy" }
                         select #create-strategy name="strategy" aria-describedby=[st.error("strategy").map(|_| "create-strategy-error")] {
@@ -873,6 +873,8 @@ pub async fn app_page(
     let deploy_st = flash.form_state("deploy");
     let env_st = flash.form_state("env");
     let template_st = flash.form_state("template");
+    let scale_st = flash.form_state("scale");
+    let replicas_now = d.app.replicas.to_string();
     let delete_st = flash.form_state("delete");
     let history_st = flash.form_state("history");
     let progress_st = flash.form_state("progress");
@@ -924,6 +926,18 @@ pub async fn app_page(
                 section.card aria-labelledby="config-title" {
                     h2 #config-title { "Configuration" }
                     (live::region("config", config_region(&d)))
+                }
+                section.card #scale aria-labelledby="scale-title" {
+                    h2 #scale-title { "Replicas" }
+                    form.stack method="post" action={ (base) "/scale" } data-busy="Scaling…" {
+                        (layout::csrf_field(csrf))
+                        (layout::form_error(&scale_st))
+                        (Field::new("scale", &scale_st, "replicas", "Replicas").kind("number").required()
+                            .placeholder(&replicas_now)
+                            .hint(html! { "Now " (d.app.replicas) ". New ones start and pass their health check before they serve; removed ones drain first." })
+                            .render())
+                        button.btn type="submit" { "Scale" }
+                    }
                 }
             }
         }
@@ -1264,6 +1278,56 @@ pub async fn restart(
         "Restarting"
     };
     started(&s, &f.session, &app.name, "deploy", what, r)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ScaleForm {
+    replicas: String,
+}
+
+/// Scale: as `molt apps scale`, through a deploy of kind `scale`.
+pub async fn scale(
+    State(s): State<DashState>,
+    Path(name): Path<String>,
+    f: CsrfForm<ScaleForm>,
+) -> Response {
+    let CsrfForm { session, form } = f;
+    let app = match require_app(&s, &session, &name) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let back = app_url(&app.name);
+    let refuse = |st: FormState| {
+        flash_to(
+            &s,
+            &session,
+            Flash::form("scale", st),
+            &format!("{back}#scale"),
+        )
+    };
+    let raw = form.replicas.trim();
+    let mut st = FormState::default().with_value("replicas", raw);
+    const HOW_MANY: &str = "Enter how many replicas should serve: a whole number from 1 to 100.";
+    let Some(replicas) = number::<u32>(&mut st, "replicas", raw, HOW_MANY) else {
+        return refuse(st.with_error("replicas", HOW_MANY));
+    };
+    match s.api.engine.scale(&app.name, replicas, TRIGGER).await {
+        Ok((_, dep)) => flash_to(
+            &s,
+            &session,
+            Flash::notice(format!(
+                "Scaling {} to {replicas} replica(s): deploy {} has started.",
+                app.name,
+                crate::engine::short(&dep.id)
+            )),
+            &back,
+        ),
+        Err(e) => {
+            let (_, msg) = explain(e);
+            refuse(st.with_error("replicas", msg))
+        }
+    }
 }
 
 pub async fn cancel(

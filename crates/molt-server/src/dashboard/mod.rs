@@ -56,6 +56,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: ApiState) -> Router<S> {
         .route("/apps/{name}/cancel", post(apps::cancel))
         .route("/apps/{name}/rollback", post(apps::rollback))
         .route("/apps/{name}/env", post(apps::change_env))
+        .route("/apps/{name}/scale", post(apps::scale))
         .route("/apps/{name}/template", post(apps::template))
         .route("/apps/{name}/delete", post(apps::delete))
         .route("/apps/{name}/deploys/{id}", get(apps::deploy_page))
