@@ -173,12 +173,18 @@ impl Engine {
         sealer: Arc<Sealer>,
         capacity: Capacity,
     ) -> Self {
+        let prober = match runtime.upstream() {
+            crate::runtime::UpstreamMode::Bridge => Prober::new(),
+            crate::runtime::UpstreamMode::Published => {
+                Prober::new().with_tcp_settle(crate::health::PUBLISHED_TCP_SETTLE)
+            }
+        };
         Self {
             store,
             runtime,
             proxy,
             sealer,
-            prober: Prober::new(),
+            prober,
             capacity,
             metrics: Default::default(),
             active: Mutex::new(HashMap::new()),
@@ -1926,6 +1932,7 @@ impl Engine {
             memory_bytes: app.memory_bytes,
             cpus: app.cpus,
             gpus: app.gpus,
+            port: app.port,
         };
         let id = self.runtime.start(&spec).await?;
         new_containers.push(id.clone());
@@ -2295,10 +2302,14 @@ impl Engine {
 
     async fn wait_for_address(&self, id: &str, port: u16) -> Result<String, Failure> {
         for _ in 0..100 {
-            match self.runtime.state(id).await? {
-                Some(s) if s.ip.is_some() => {
-                    return Ok(format!("{}:{port}", s.ip.unwrap_or_default()))
-                }
+            let state = self.runtime.state(id).await?;
+            if let Some(addr) = state
+                .as_ref()
+                .and_then(|s| self.runtime.upstream_addr(s, port))
+            {
+                return Ok(addr);
+            }
+            match state {
                 Some(s) if !s.running && !s.restarting => break,
                 None => {
                     return Err(Failure(

@@ -31,7 +31,17 @@ impl fmt::Display for Probe {
 #[derive(Clone)]
 pub struct Prober {
     client: reqwest::Client,
+    /// How long a TCP check keeps its connection open to see whether it is
+    /// closed at once. A published port is answered by the engine's port
+    /// proxy, which accepts even when nothing listens in the container and
+    /// then closes; on the bridge a connect alone says enough (zero).
+    tcp_settle: Duration,
 }
+
+/// `Prober::tcp_settle` for containers reached at a published port: the
+/// engine's port proxy closes within a millisecond or two when nothing
+/// listens behind it.
+pub const PUBLISHED_TCP_SETTLE: Duration = Duration::from_millis(50);
 
 impl Default for Prober {
     fn default() -> Self {
@@ -47,13 +57,23 @@ impl Prober {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Self { client }
+        Self {
+            client,
+            tcp_settle: Duration::ZERO,
+        }
+    }
+
+    /// This prober, keeping TCP checks' connections open for `settle` to
+    /// see them closed (see `tcp_settle`).
+    pub fn with_tcp_settle(mut self, settle: Duration) -> Self {
+        self.tcp_settle = settle;
+        self
     }
 
     pub async fn check(&self, addr: &str, path: Option<&str>, timeout: Duration) -> Probe {
         match path {
             Some(path) => self.http(addr, path, timeout).await,
-            None => tcp(addr, timeout).await,
+            None => tcp(addr, timeout, self.tcp_settle).await,
         }
     }
 
@@ -85,8 +105,14 @@ impl Prober {
     }
 }
 
-async fn tcp(addr: &str, timeout: Duration) -> Probe {
+async fn tcp(addr: &str, timeout: Duration, settle: Duration) -> Probe {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) if !settle.is_zero() && closed_at_once(&stream, settle).await => {
+            Probe::Unhealthy(format!(
+                "TCP connection to port {} was closed at once: nothing listens behind it",
+                port_of(addr)
+            ))
+        }
         Ok(Ok(_)) => Probe::Healthy(format!("TCP connect to port {} succeeded", port_of(addr))),
         Ok(Err(e)) => {
             Probe::Unhealthy(format!("TCP connect to port {} failed: {e}", port_of(addr)))
@@ -97,6 +123,16 @@ async fn tcp(addr: &str, timeout: Duration) -> Probe {
             timeout.as_millis()
         )),
     }
+}
+
+/// Whether the peer closes (or resets) the connection within `settle`; a
+/// peer that stays open or speaks first is listening.
+async fn closed_at_once(stream: &TcpStream, settle: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(settle, stream.peek(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
 }
 
 fn port_of(addr: &str) -> &str {
@@ -140,5 +176,32 @@ mod tests {
             .check(&addr, Some("/healthz"), Duration::from_secs(1))
             .await;
         assert!(p.to_string().contains("refused"), "{p}");
+    }
+
+    /// Behind a published port the engine's proxy accepts and then closes
+    /// when nothing listens: with a settle time that is unhealthy, while a
+    /// listener that keeps the connection open is healthy.
+    #[tokio::test]
+    async fn tcp_probe_with_settle_sees_an_accept_then_close() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let closer = tokio::spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            drop(conn);
+            listener
+        });
+        let prober = Prober::new().with_tcp_settle(PUBLISHED_TCP_SETTLE);
+        let p = prober.check(&addr, None, Duration::from_secs(1)).await;
+        assert!(p.to_string().contains("closed at once"), "{p}");
+
+        let listener = closer.await.unwrap();
+        let keeper = tokio::spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(conn);
+        });
+        let p = prober.check(&addr, None, Duration::from_secs(1)).await;
+        assert!(p.is_healthy(), "{p}");
+        keeper.abort();
     }
 }

@@ -75,10 +75,9 @@ pub async fn reconcile(engine: &Engine) -> Result<Report> {
                     state = s;
                 }
             }
-            let Some(ip) = state.ip else {
+            let Some(addr) = engine.runtime.upstream_addr(&state, app.port) else {
                 continue;
             };
-            let addr = format!("{ip}:{}", app.port);
             if row.addr.as_deref() != Some(addr.as_str()) {
                 engine
                     .store
@@ -138,8 +137,7 @@ pub async fn reconcile(engine: &Engine) -> Result<Report> {
                 apps.iter().find(|a| a.name == c.app),
                 engine.runtime.state(&c.id).await,
             ) {
-                if let Some(ip) = state.ip {
-                    let addr = format!("{ip}:{}", app.port);
+                if let Some(addr) = engine.runtime.upstream_addr(&state, app.port) {
                     let _ = engine
                         .proxy
                         .wait_drained(

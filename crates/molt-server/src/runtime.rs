@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, NetworkCreateRequest,
-    NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
@@ -32,6 +32,28 @@ pub struct Runtime {
     docker: Docker,
     instance: String,
     network: String,
+    upstream: UpstreamMode,
+}
+
+/// How the proxy reaches App containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamMode {
+    /// At the container's address on Molt's bridge network: no published
+    /// port, no extra hop. Needs the engine on this host.
+    Bridge,
+    /// At a port the engine publishes on 127.0.0.1, for hosts where the
+    /// bridge cannot be reached from the host (an engine in a VM, rootless
+    /// Docker).
+    Published,
+}
+
+impl std::fmt::Display for UpstreamMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamMode::Bridge => "bridge",
+            UpstreamMode::Published => "published",
+        })
+    }
 }
 
 /// What Molt asks the engine to run for one deploy.
@@ -46,6 +68,9 @@ pub struct ContainerSpec {
     pub memory_bytes: Option<u64>,
     pub cpus: Option<f64>,
     pub gpus: u32,
+    /// The port the App listens on inside the container (published on
+    /// 127.0.0.1 in `UpstreamMode::Published`).
+    pub port: u16,
 }
 
 /// A container's state as far as deploys care.
@@ -58,6 +83,8 @@ pub struct ContainerState {
     pub error: Option<String>,
     /// Its address on Molt's network, once it has one.
     pub ip: Option<String>,
+    /// Container port → the port the engine published it at on 127.0.0.1.
+    pub published: HashMap<u16, u16>,
     pub restart_count: i64,
     /// When the container last started (RFC 3339), for autoheal's grace.
     pub started_at: Option<String>,
@@ -99,11 +126,64 @@ impl Runtime {
             docker,
             instance: instance.to_string(),
             network: network.to_string(),
+            upstream: UpstreamMode::Bridge,
         })
     }
 
     pub fn network(&self) -> &str {
         &self.network
+    }
+
+    /// This runtime, starting containers for `mode`.
+    pub fn with_upstream(mut self, mode: UpstreamMode) -> Self {
+        self.upstream = mode;
+        self
+    }
+
+    pub fn upstream(&self) -> UpstreamMode {
+        self.upstream
+    }
+
+    /// Whether this host can reach Molt's bridge network: its gateway is
+    /// one of this host's own addresses (an address can be bound only
+    /// where it is local). Otherwise the engine runs elsewhere (a VM, a
+    /// remote `DOCKER_HOST`) and containers must publish their port.
+    pub async fn detect_upstream(&self) -> UpstreamMode {
+        let gateways: Vec<std::net::IpAddr> =
+            match self.docker.inspect_network(&self.network, None).await {
+                Ok(net) => net
+                    .ipam
+                    .and_then(|i| i.config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.gateway?.parse().ok())
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+        if gateways.is_empty() {
+            tracing::warn!(network = %self.network, "the network reports no gateway; assuming its bridge is reachable");
+            return UpstreamMode::Bridge;
+        }
+        if gateways
+            .iter()
+            .any(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok())
+        {
+            UpstreamMode::Bridge
+        } else {
+            UpstreamMode::Published
+        }
+    }
+
+    /// Where the proxy reaches an App listening on `port` in a container in
+    /// `state`, once the engine says.
+    pub fn upstream_addr(&self, state: &ContainerState, port: u16) -> Option<String> {
+        match self.upstream {
+            UpstreamMode::Bridge => state.ip.as_ref().map(|ip| format!("{ip}:{port}")),
+            UpstreamMode::Published => state
+                .published
+                .get(&port)
+                .map(|host_port| format!("127.0.0.1:{host_port}")),
+        }
     }
 
     /// The memory the engine's host has.
@@ -254,12 +334,24 @@ impl Runtime {
             memory_swap: spec.memory_bytes.map(|m| m as i64),
             nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
             device_requests,
+            // A port the engine picks, on loopback only.
+            port_bindings: (self.upstream == UpstreamMode::Published).then(|| {
+                HashMap::from([(
+                    format!("{}/tcp", spec.port),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])
+            }),
             ..Default::default()
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(spec.env.clone()),
             labels: Some(labels),
+            exposed_ports: (self.upstream == UpstreamMode::Published)
+                .then(|| vec![format!("{}/tcp", spec.port)]),
             host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
@@ -309,12 +401,13 @@ impl Runtime {
             }
         };
         let state = inspect.state.unwrap_or_default();
-        let ip = inspect
-            .network_settings
-            .and_then(|n| n.networks)
+        let settings = inspect.network_settings.unwrap_or_default();
+        let ip = settings
+            .networks
             .and_then(|mut nets| nets.remove(&self.network))
             .and_then(|ep| ep.ip_address)
             .filter(|ip| !ip.is_empty());
+        let published = published_ports(settings.ports.unwrap_or_default());
         Ok(Some(ContainerState {
             running: state.running.unwrap_or(false),
             restarting: state.restarting.unwrap_or(false),
@@ -322,6 +415,7 @@ impl Runtime {
             oom_killed: state.oom_killed.unwrap_or(false),
             error: state.error.filter(|e| !e.is_empty()),
             ip,
+            published,
             restart_count: inspect.restart_count.unwrap_or(0),
             started_at: state.started_at.filter(|s| !s.starts_with("0001-")),
         }))
@@ -521,6 +615,26 @@ impl Runtime {
 }
 
 /// Ports in state LISTEN (0A) in a `/proc/net/tcp` table.
+/// The engine's port map (`"8080/tcp"` → bindings) as container port →
+/// the port published on 127.0.0.1 (or on every address).
+fn published_ports(map: bollard::models::PortMap) -> HashMap<u16, u16> {
+    map.into_iter()
+        .filter_map(|(key, bindings)| {
+            let port = key.strip_suffix("/tcp")?.parse().ok()?;
+            let host_port = bindings?
+                .into_iter()
+                .filter(|b| {
+                    matches!(
+                        b.host_ip.as_deref(),
+                        Some("127.0.0.1" | "0.0.0.0" | "") | None
+                    )
+                })
+                .find_map(|b| b.host_port?.parse().ok())?;
+            Some((port, host_port))
+        })
+        .collect()
+}
+
 fn parse_listening(table: &str) -> Vec<u16> {
     table
         .lines()
@@ -566,6 +680,26 @@ pub fn engine_message(e: &bollard::errors::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn published_ports_from_the_engines_port_map() {
+        use bollard::models::PortBinding;
+        let bind = |ip: &str, port: &str| PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        };
+        let map = std::collections::HashMap::from([
+            (
+                "8080/tcp".to_string(),
+                Some(vec![bind("::1", "1"), bind("127.0.0.1", "49153")]),
+            ),
+            ("53/udp".to_string(), Some(vec![bind("127.0.0.1", "49154")])),
+            ("9000/tcp".to_string(), None),
+        ]);
+        let ports = super::published_ports(map);
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports.get(&8080), Some(&49153));
+    }
+
     #[test]
     fn listening_ports_from_proc() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

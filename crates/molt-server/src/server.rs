@@ -27,6 +27,9 @@ pub struct ServerConfig {
     pub autoheal: crate::autoheal::AutohealConfig,
     /// Where the proxy serves its Prometheus metrics, if anywhere.
     pub proxy_metrics: Option<SocketAddr>,
+    /// How the proxy reaches containers; `None`: detected (the bridge when
+    /// this host can reach it, else ports published on 127.0.0.1).
+    pub upstream: Option<crate::runtime::UpstreamMode>,
     /// The proxy's worker threads; `None`: its default (half the CPUs).
     pub proxy_threads: Option<std::num::NonZeroUsize>,
 }
@@ -45,6 +48,12 @@ pub async fn run(config: ServerConfig) -> Result<()> {
 
     let runtime = Runtime::connect(&instance, &config.network).await?;
     runtime.ensure_network().await?;
+    let upstream = match config.upstream {
+        Some(mode) => mode,
+        None => runtime.detect_upstream().await,
+    };
+    let runtime = runtime.with_upstream(upstream);
+    tracing::info!(%upstream, network = %config.network, "the proxy reaches App containers through this");
 
     let proxy = Arc::new(ProxyLink::new(
         dir,

@@ -140,8 +140,7 @@ async fn remove_orphans(engine: &Engine, apps: &[crate::store::AppRow]) {
         }
         if let Some(app) = app {
             if let Ok(Some(state)) = engine.runtime.state(&c.id).await {
-                if let Some(ip) = state.ip {
-                    let addr = format!("{ip}:{}", app.port);
+                if let Some(addr) = engine.runtime.upstream_addr(&state, app.port) {
                     let _ = engine
                         .proxy
                         .wait_drained(
@@ -186,10 +185,12 @@ async fn resync_claimed(engine: &Engine, app: &str) {
         let mut running = Vec::new();
         for row in engine.store.replicas(&current)? {
             let state = engine.runtime.state(&row.container_id).await?;
-            let Some(ip) = state.filter(|s| s.running && !s.restarting).and_then(|s| s.ip) else {
+            let Some(addr) = state
+                .filter(|s| s.running && !s.restarting)
+                .and_then(|s| engine.runtime.upstream_addr(&s, app.port))
+            else {
                 continue;
             };
-            let addr = format!("{ip}:{}", app.port);
             if row.addr.as_deref() != Some(addr.as_str()) {
                 tracing::info!(app = %app.name, replica = row.replica, %addr, "a serving container has a new address; updating the route");
                 engine.store.set_replica_addr(&current, row.replica, &addr)?;

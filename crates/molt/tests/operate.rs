@@ -210,6 +210,59 @@ async fn logs_autoheal_killed_containers_and_metrics() {
     }
 }
 
+/// `--upstream published` (for an engine the host cannot reach on its
+/// bridge): each container publishes its port on 127.0.0.1 only, the proxy
+/// reaches it there, and deploys swap as they do on the bridge.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_reaches_containers_at_ports_published_on_loopback() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let v2 = push(&registry, "testapp", "v2", "v2");
+    let server = MoltServer::start_with(None, &["--upstream", "published"], &[]);
+    create_app(&server, "web", &v1, &["--health-path", "/healthz"]);
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v1"
+    );
+
+    let address = |server: &MoltServer| {
+        let shown = ok(molt(server, &["apps", "show", "web", "--json"])).json();
+        shown["containers"][0]["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = address(&server);
+    assert!(first.starts_with("127.0.0.1:"), "{first}");
+    let id = server.containers(Some("web")).pop().expect("a container");
+    let ports = docker(&["port", &id, "8080/tcp"]);
+    assert_eq!(ports.trim(), first, "published on loopback only");
+
+    ok(molt(&server, &["deploy", "web", &v2]));
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v2"
+    );
+    let second = address(&server);
+    assert!(
+        second.starts_with("127.0.0.1:") && second != first,
+        "{second}"
+    );
+
+    // A TCP-checked App whose image listens on another port: the engine's
+    // port proxy accepts the connection, but closes it at once, and the
+    // deploy fails as it does on the bridge instead of swapping.
+    let otherport = push(&registry, "testapp", "otherport", "otherport");
+    create_app(&server, "tcp", &v1, &["--health-timeout", "3"]);
+    let out = molt(&server, &["deploy", "tcp", &otherport]);
+    assert_eq!(out.status, 1, "{out}");
+    assert!(out.stderr.contains("closed at once"), "{out}");
+    assert_eq!(
+        served(server.proxy_addr(), "tcp.localhost").await,
+        "testapp v1"
+    );
+}
+
 /// `--proxy-threads` reaches the proxy the server starts: its runtime runs
 /// that many workers (the proxy logs the count its runtime reports).
 #[test]

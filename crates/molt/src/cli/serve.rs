@@ -9,6 +9,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
+/// `molt server --upstream`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UpstreamArg {
+    Auto,
+    Bridge,
+    Published,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -33,6 +41,12 @@ pub struct ServerArgs {
     /// The Docker network Molt creates and puts App containers on.
     #[arg(long, value_name = "NAME", default_value = "molt")]
     pub network: String,
+    /// How the proxy reaches App containers: at their address on the
+    /// network (`bridge`), or at a port published on 127.0.0.1
+    /// (`published`, for an engine in a VM or rootless Docker). `auto`
+    /// uses the bridge when this host can reach it.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub upstream: UpstreamArg,
     /// Memory the host offers Apps (e.g. `16g`); detected from the engine
     /// when not given. Apps' `--memory` is reserved against it.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -117,6 +131,11 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         gpus: args.gpus,
         proxy_metrics: args.proxy_metrics,
         proxy_threads: args.proxy_threads,
+        upstream: match args.upstream {
+            UpstreamArg::Auto => None,
+            UpstreamArg::Bridge => Some(molt_server::runtime::UpstreamMode::Bridge),
+            UpstreamArg::Published => Some(molt_server::runtime::UpstreamMode::Published),
+        },
         autoheal: molt_server::autoheal::AutohealConfig {
             grace: args.autoheal_grace,
             interval: args
