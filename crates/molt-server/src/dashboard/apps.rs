@@ -932,7 +932,7 @@ pub async fn app_page(
                     form.stack method="post" action={ (base) "/scale" } data-busy="Scaling…" {
                         (layout::csrf_field(csrf))
                         (layout::form_error(&scale_st))
-                        (Field::new("scale", &scale_st, "replicas", "Replicas").kind("number").required()
+                        (Field::new("scale", &scale_st, "replicas", "Number of replicas").kind("number").required()
                             .placeholder(&replicas_now)
                             .hint(html! { "Now " (d.app.replicas) ". New ones start and pass their health check before they serve; removed ones drain first." })
                             .render())
