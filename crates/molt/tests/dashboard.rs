@@ -205,6 +205,31 @@ async fn wait_newest(c: &Client, status: &str) -> String {
     }
 }
 
+/// Clicks a button that sends a form and waits until the page it leads to
+/// has loaded: a click returns before the navigation it starts, so without
+/// this the next step could act on the page being left.
+async fn submit(c: &Client, selector: &str) {
+    c.execute("window.__moltLeaving = true; return true;", vec![])
+        .await
+        .expect("running a script in the page failed");
+    click(c, selector).await;
+    let arrived = wait_until(Duration::from_secs(10), || async {
+        c.execute(
+            "return window.__moltLeaving !== true && document.readyState === 'complete';",
+            vec![],
+        )
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        arrived,
+        "sending the form of `{selector}` led to no new page"
+    );
+}
+
 /// A value set in the page's JavaScript; gone if the page was reloaded.
 async fn mark_page(c: &Client) {
     c.execute("window.__moltMark = 'still here'; return true;", vec![])
@@ -239,8 +264,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     let err = text_wait(&c, "#login-token-error").await;
     assert!(err.contains("not this server's admin token"), "{err}");
     fill(&c, "#login-token", server.token()).await;
-    click(&c, "button[type=submit]").await;
-    css(&c, "#add-host").await;
+    submit(&c, "button[type=submit]").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/registries");
 
     // A registry credential: a refused one is explained next to the
@@ -276,7 +300,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
         Some(v1.as_str())
     );
     fill(&c, "#create-name", "web").await;
-    click(&c, "#create button[type=submit]").await;
+    submit(&c, "#create button[type=submit]").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/apps/web");
     mark_page(&c).await;
     let row = wait_newest(&c, "succeeded").await;
@@ -290,7 +314,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     // Deploying a new image from the Deploy field: the entry goes to
     // succeeded without a reload.
     fill(&c, "#deploy-image", &v2).await;
-    click(&c, "#deploy button.primary").await;
+    submit(&c, "#deploy button.primary").await;
     mark_page(&c).await;
     // The screenshot for the docs: mid-deploy, once past the pull if we
     // catch it there.
@@ -355,7 +379,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     // A failing image fails with its error; the old version serves the
     // whole time.
     fill(&c, "#deploy-image", &crash).await;
-    click(&c, "#deploy button.primary").await;
+    submit(&c, "#deploy button.primary").await;
     mark_page(&c).await;
     let failed = wait_for(DEPLOY_WAIT, || async {
         assert_eq!(
@@ -395,7 +419,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     );
 
     // Rolling back from the history to the first deploy (v1).
-    click(
+    submit(
         &c,
         "[data-region=history] tr[data-status=succeeded]:not(.serving):last-child button",
     )
@@ -414,7 +438,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     let err = text_wait(&c, "#scale-replicas-error").await;
     assert!(err.contains("between 1 and 100"), "{err}");
     fill(&c, "#scale-replicas", "2").await;
-    click(&c, "#scale button[type=submit]").await;
+    submit(&c, "#scale button[type=submit]").await;
     let notice = text_wait(&c, ".notice").await;
     assert!(notice.contains("Scaling web to 2 replica(s)"), "{notice}");
     let row = wait_newest(&c, "succeeded").await;
@@ -444,7 +468,7 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     );
     c.goto(&format!("{base}/apps/batch")).await.unwrap();
     fill(&c, "#deploy-image", &v2).await;
-    click(&c, "#deploy button.primary").await;
+    submit(&c, "#deploy button.primary").await;
     mark_page(&c).await;
     css(&c, "[data-region=progress] ol.phases").await;
     let row = wait_newest(&c, "succeeded").await;
