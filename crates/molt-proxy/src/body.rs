@@ -98,39 +98,13 @@ impl Body for ProxyBody {
 }
 
 /// What the proxy sends upstream: the user's body, streamed on as it
-/// arrives, or nothing. A request without a body is sent as `Empty`, so it
-/// can be built again and sent to another target when the first one
-/// refused the connection (it never reached an App, so nothing runs twice).
-pub enum UpstreamBody {
-    Streamed(Incoming),
-    Empty,
-}
+/// arrives (`Left`), or nothing (`Right`). A request without a body is sent
+/// as `Right`, so it can be built again and sent to another target when the
+/// first one refused the connection (it never reached an App, so nothing
+/// runs twice).
+pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Empty<Bytes>>;
 
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpstreamBody::Streamed(body) => Pin::new(body).poll_frame(cx),
-            UpstreamBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Streamed(body) => body.is_end_stream(),
-            UpstreamBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Streamed(body) => body.size_hint(),
-            UpstreamBody::Empty => SizeHint::with_exact(0),
-        }
-    }
+/// `UpstreamBody` for a request without a body.
+pub fn no_body() -> UpstreamBody {
+    http_body_util::Either::Right(http_body_util::Empty::new())
 }

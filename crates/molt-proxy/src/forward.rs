@@ -14,7 +14,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{ProxyBody, UpstreamBody};
+use crate::body::{no_body, ProxyBody, UpstreamBody};
 use crate::errors;
 use crate::headers;
 use crate::hold::Admission;
@@ -95,9 +95,9 @@ async fn forward(
         )
     });
     let mut body = if spare.is_some() {
-        UpstreamBody::Empty
+        no_body()
     } else {
-        UpstreamBody::Streamed(body)
+        UpstreamBody::Left(body)
     };
 
     let limit = route.settings().upstream_timeout_ms;
@@ -164,7 +164,7 @@ fn bodiless(
     uri: Uri,
     headers: http::HeaderMap,
 ) -> (http::request::Parts, UpstreamBody) {
-    let mut req = Request::new(UpstreamBody::Empty);
+    let mut req = Request::new(no_body());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
@@ -207,7 +207,7 @@ async fn relay(
     let relay_client: UpstreamClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let req = Request::from_parts(parts, UpstreamBody::Streamed(body));
+    let req = Request::from_parts(parts, UpstreamBody::Left(body));
     match relay_client.request(req).await {
         Ok(resp) => {
             tracing::info!(%app, %successor, "held request passed on to the new proxy");

@@ -1175,30 +1175,39 @@ pub async fn deploy(
             &format!("{back}#deploy"),
         );
     }
-    match s.api.engine.deploy(&app.name, image, TRIGGER).await {
-        Ok((_, dep)) => flash_to(
-            &s,
-            &session,
-            Flash::notice(format!(
-                "Deploying {}: deploy {} has started.",
-                dep.image,
-                crate::engine::short(&dep.id)
-            )),
-            &back,
-        ),
+    let r = s.api.engine.deploy(&app.name, image, TRIGGER).await;
+    started_from_field(&s, &session, &app.name, ("deploy", "image"), st, r, |dep| {
+        format!(
+            "Deploying {}: deploy {} has started.",
+            dep.image,
+            crate::engine::short(&dep.id)
+        )
+    })
+}
+
+/// The answer to a form whose one field (`form`, `field`) started a deploy:
+/// the notice `notice` writes, or the engine's refusal next to the field
+/// (above the form when another deploy is running), with what was typed.
+fn started_from_field(
+    s: &DashState,
+    session: &Authed,
+    app: &str,
+    (form, field): (&str, &str),
+    st: FormState,
+    r: Result<(AppRow, DeployRow), EngineError>,
+    notice: impl FnOnce(&DeployRow) -> String,
+) -> Response {
+    let back = app_url(app);
+    match r {
+        Ok((_, dep)) => flash_to(s, session, Flash::notice(notice(&dep)), &back),
         Err(e) => {
             let (code, msg) = explain(e);
             let st = if code == "conflict" {
                 st.with_general(msg)
             } else {
-                st.with_error("image", msg)
+                st.with_error(field, msg)
             };
-            flash_to(
-                &s,
-                &session,
-                Flash::form("deploy", st),
-                &format!("{back}#deploy"),
-            )
+            flash_to(s, session, Flash::form(form, st), &format!("{back}#{form}"))
         }
     }
 }
@@ -1297,37 +1306,33 @@ pub async fn scale(
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let back = app_url(&app.name);
-    let refuse = |st: FormState| {
-        flash_to(
-            &s,
-            &session,
-            Flash::form("scale", st),
-            &format!("{back}#scale"),
-        )
-    };
     let raw = form.replicas.trim();
     let mut st = FormState::default().with_value("replicas", raw);
     const HOW_MANY: &str = "Enter how many replicas should serve: a whole number from 1 to 100.";
     let Some(replicas) = number::<u32>(&mut st, "replicas", raw, HOW_MANY) else {
-        return refuse(st.with_error("replicas", HOW_MANY));
-    };
-    match s.api.engine.scale(&app.name, replicas, TRIGGER).await {
-        Ok((_, dep)) => flash_to(
+        return flash_to(
             &s,
             &session,
-            Flash::notice(format!(
+            Flash::form("scale", st.with_error("replicas", HOW_MANY)),
+            &format!("{}#scale", app_url(&app.name)),
+        );
+    };
+    let r = s.api.engine.scale(&app.name, replicas, TRIGGER).await;
+    started_from_field(
+        &s,
+        &session,
+        &app.name,
+        ("scale", "replicas"),
+        st,
+        r,
+        |dep| {
+            format!(
                 "Scaling {} to {replicas} replica(s): deploy {} has started.",
                 app.name,
                 crate::engine::short(&dep.id)
-            )),
-            &back,
-        ),
-        Err(e) => {
-            let (_, msg) = explain(e);
-            refuse(st.with_error("replicas", msg))
-        }
-    }
+            )
+        },
+    )
 }
 
 pub async fn cancel(
