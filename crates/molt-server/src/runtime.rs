@@ -146,8 +146,9 @@ impl Runtime {
 
     /// Whether this host can reach Molt's bridge network: its gateway is
     /// one of this host's own addresses (an address can be bound only
-    /// where it is local). Otherwise the engine runs elsewhere (a VM, a
-    /// remote `DOCKER_HOST`) and containers must publish their port.
+    /// where it is local). Otherwise the engine's network lives elsewhere
+    /// (a VM, rootless Docker's namespace) and containers must publish
+    /// their port, which such engines forward to this host's loopback.
     pub async fn detect_upstream(&self) -> UpstreamMode {
         let gateways: Vec<std::net::IpAddr> =
             match self.docker.inspect_network(&self.network, None).await {
