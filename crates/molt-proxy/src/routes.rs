@@ -113,6 +113,17 @@ impl RouteState {
     /// Picks the least loaded live target and counts the request on it.
     /// `None` means the route has no target to send to (503).
     pub fn acquire(&self) -> Option<InFlightGuard> {
+        self.acquire_except(None)
+    }
+
+    /// Like `acquire`, but never `refused`: for sending a request again
+    /// after that target refused the connection. `None` when no other
+    /// target can take it.
+    pub fn acquire_other(&self, refused: &TargetState) -> Option<InFlightGuard> {
+        self.acquire_except(Some(refused))
+    }
+
+    fn acquire_except(&self, skip: Option<&TargetState>) -> Option<InFlightGuard> {
         // A set loaded just before a swap may hold a target that drained and
         // closed meanwhile; acquiring fails on those, and a fresh load sees
         // the new set. Bounded: a swap storm cannot keep us here.
@@ -121,23 +132,16 @@ impl RouteState {
             if set.targets.is_empty() {
                 return None;
             }
-            if let Some(guard) = set.by_load().into_iter().find_map(|t| t.try_acquire()) {
-                return Some(guard);
+            let picked = set
+                .by_load()
+                .into_iter()
+                .filter(|t| skip.is_none_or(|skip| !std::ptr::eq(Arc::as_ptr(t), skip)))
+                .find_map(|t| t.try_acquire());
+            if picked.is_some() {
+                return picked;
             }
         }
         None
-    }
-
-    /// Like `acquire`, but never `refused`: for sending a request again
-    /// after that target refused the connection. `None` when no other
-    /// target can take it.
-    pub fn acquire_other(&self, refused: &TargetState) -> Option<InFlightGuard> {
-        self.active
-            .load()
-            .by_load()
-            .into_iter()
-            .filter(|t| !std::ptr::eq(Arc::as_ptr(t), refused))
-            .find_map(|t| t.try_acquire())
     }
 
     /// How many targets the route has now.

@@ -159,6 +159,8 @@ pub struct Engine {
     interruptions: Mutex<HashMap<String, String>>,
     /// The deploy in progress per App: the one-operation-at-a-time rule.
     active: Mutex<HashMap<String, Active>>,
+    /// Woken whenever an App is released, for claims that wait.
+    released: tokio::sync::Notify,
     /// Serving containers autoheal took out of the proxy's rotation while
     /// their health check fails (in memory: after a restart every serving
     /// container is in rotation until checked again).
@@ -188,6 +190,7 @@ impl Engine {
             capacity,
             metrics: Default::default(),
             active: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
             interruptions: Mutex::new(HashMap::new()),
             benched: Mutex::new(HashSet::new()),
         }
@@ -257,14 +260,20 @@ impl Engine {
         app: &str,
         deploy_id: &str,
     ) -> Result<CancellationToken, EngineError> {
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
+            // Listening before trying, so a release in between is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             match self.claim(app, deploy_id) {
                 Err(EngineError::Conflict {
                     deploy_id: Some(holder),
                     ..
-                }) if holder == "resync" && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }) if holder == "resync" => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return self.claim(app, deploy_id);
+                    }
                 }
                 other => return other,
             }
@@ -316,6 +325,7 @@ impl Engine {
 
     pub(crate) fn release(&self, app: &str) {
         self.active().remove(app);
+        self.released.notify_waiters();
     }
 
     /// Validates a create request, runs the registry preflight, records the

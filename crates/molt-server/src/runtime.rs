@@ -615,7 +615,6 @@ impl Runtime {
     }
 }
 
-/// Ports in state LISTEN (0A) in a `/proc/net/tcp` table.
 /// The engine's port map (`"8080/tcp"` → bindings) as container port →
 /// the port published on 127.0.0.1 (or on every address).
 fn published_ports(map: bollard::models::PortMap) -> HashMap<u16, u16> {
@@ -636,6 +635,7 @@ fn published_ports(map: bollard::models::PortMap) -> HashMap<u16, u16> {
         .collect()
 }
 
+/// Ports in state LISTEN (0A) in a `/proc/net/tcp` table.
 fn parse_listening(table: &str) -> Vec<u16> {
     table
         .lines()

@@ -8,6 +8,7 @@
 
 use super::layout::{self, FormState};
 use super::DashState;
+use crate::seal::same_secret;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
@@ -140,8 +141,6 @@ impl Sessions {
             .unwrap_or_default()
     }
 }
-
-use crate::seal::same_secret;
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
