@@ -72,6 +72,14 @@ pub struct DeployView {
     pub digest: Option<String>,
     pub status: DeployStatus,
     pub error: Option<String>,
+    /// Why it failed (or was canceled): a stable `kind` and the `message`
+    /// (the same text as `error`), with the facts the kind has.
+    #[serde(default)]
+    pub failure: Option<crate::Failure>,
+    /// How it replaces the serving set: `bluegreen`, `rolling`, `recreate`
+    /// or `in_place`, once chosen.
+    #[serde(default)]
+    pub strategy: Option<String>,
     /// Who asked for it: `cli`, `api`, `dashboard`, `autoheal`, `reconciler`.
     pub triggered_by: String,
     /// The digest that served before this deploy, when there was one.

@@ -4,11 +4,13 @@
 pub mod api;
 pub mod deploy;
 pub mod env;
+pub mod failure;
 pub mod health;
 pub mod name;
 pub mod reference;
 pub mod size;
 
 pub use deploy::{AppStatus, DeployKind, DeployStatus};
+pub use failure::{Failure, FailureKind};
 pub use name::AppName;
 pub use reference::ImageRef;

@@ -1,7 +1,7 @@
 //! The HTTP API under `/api/v1`: JSON in and out, a bearer token on every
 //! route, errors as `{"error": {"code", "message"}}`.
 
-use crate::engine::{Engine, EngineError};
+use crate::deploy::{Engine, EngineError};
 use crate::registry::{self, Credential};
 use crate::store::{AppRow, DeployRow, EventRow};
 use axum::extract::rejection::JsonRejection;
@@ -336,6 +336,8 @@ pub fn deploy_view(d: &DeployRow, events: Vec<EventRow>) -> DeployView {
         digest: d.digest.clone(),
         status: d.status,
         error: d.error.clone(),
+        failure: d.failure.clone(),
+        strategy: d.strategy.clone(),
         triggered_by: d.triggered_by.clone(),
         previous_digest: d.previous_digest.clone(),
         created_at: d.created_at.clone(),
@@ -501,6 +503,7 @@ async fn debug_app(
     let mut findings = Vec::new();
     if let Some(f) = &failed {
         findings.push(crate::debug::classify(
+            f.failure.as_ref(),
             f.error.as_deref().unwrap_or_default(),
             &name,
             app.memory_bytes,
@@ -530,11 +533,11 @@ async fn debug_app(
                 hint: format!("deploy again (`molt redeploy {name}`); the server also recreates routes when it restarts"),
             }),
             Some(state) if state.oom_killed => {
-                let mut f = crate::debug::classify(
+                let oom = molt_core::Failure::new(
+                    molt_core::FailureKind::OomKilled,
                     "the container was killed for using more memory than its limit",
-                    &name,
-                    app.memory_bytes,
                 );
+                let mut f = crate::debug::classify(Some(&oom), "", &name, app.memory_bytes);
                 f.summary.push_str(&replica);
                 findings.push(f);
             }

@@ -6,7 +6,7 @@
 //! replaced, and it leaves the proxy's rotation at its first failed check
 //! (the others take its requests) and comes back if it recovers.
 
-use crate::engine::{short, Engine};
+use crate::deploy::{short, Engine};
 use crate::health::Probe;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -5,10 +5,17 @@ use std::fmt;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// What one check found.
+/// What one check found, each with the sentence users read. The kind of an
+/// unhealthy result is decided here, where it is seen, so a failed deploy
+/// can say "wrong port" without reading the sentence back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
     Healthy(String),
+    /// Something answered, but not with 2xx.
+    Answered(String),
+    /// Nothing listens on the port (refused, or closed at once).
+    Refused(String),
+    /// No answer in time, or another failure.
     Unhealthy(String),
 }
 
@@ -21,7 +28,9 @@ impl Probe {
 impl fmt::Display for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Probe::Healthy(s) | Probe::Unhealthy(s) => f.write_str(s),
+            Probe::Healthy(s) | Probe::Answered(s) | Probe::Refused(s) | Probe::Unhealthy(s) => {
+                f.write_str(s)
+            }
         }
     }
 }
@@ -90,9 +99,9 @@ impl Prober {
                     let body = resp.text().await.unwrap_or_default();
                     let excerpt: String = body.trim().chars().take(200).collect();
                     if excerpt.is_empty() {
-                        Probe::Unhealthy(shown)
+                        Probe::Answered(shown)
                     } else {
-                        Probe::Unhealthy(format!("{shown}: {excerpt}"))
+                        Probe::Answered(format!("{shown}: {excerpt}"))
                     }
                 }
             }
@@ -100,6 +109,9 @@ impl Prober {
                 "GET {path} did not answer within {} ms",
                 timeout.as_millis()
             )),
+            Err(e) if refused(&e) => {
+                Probe::Refused(format!("GET {path} failed: {}", connect_reason(&e)))
+            }
             Err(e) => Probe::Unhealthy(format!("GET {path} failed: {}", connect_reason(&e))),
         }
     }
@@ -108,12 +120,15 @@ impl Prober {
 async fn tcp(addr: &str, timeout: Duration, settle: Duration) -> Probe {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) if !settle.is_zero() && closed_at_once(&stream, settle).await => {
-            Probe::Unhealthy(format!(
+            Probe::Refused(format!(
                 "TCP connection to port {} was closed at once: nothing listens behind it",
                 port_of(addr)
             ))
         }
         Ok(Ok(_)) => Probe::Healthy(format!("TCP connect to port {} succeeded", port_of(addr))),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Probe::Refused(format!("TCP connect to port {} failed: {e}", port_of(addr)))
+        }
         Ok(Err(e)) => {
             Probe::Unhealthy(format!("TCP connect to port {} failed: {e}", port_of(addr)))
         }
@@ -139,6 +154,21 @@ fn port_of(addr: &str) -> &str {
     addr.rsplit(':').next().unwrap_or(addr)
 }
 
+/// Whether a request failed because nothing listens: an I/O error of kind
+/// `ConnectionRefused` somewhere in its chain of causes.
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// The innermost cause of a request error ("Connection refused"), which is
 /// what a user needs to see.
 fn connect_reason(e: &reqwest::Error) -> String {
@@ -148,7 +178,7 @@ fn connect_reason(e: &reqwest::Error) -> String {
         last = s.to_string();
         source = s.source();
     }
-    if last.contains("refused") {
+    if refused(e) {
         format!("connection refused ({last}): is the App listening on the configured port?")
     } else {
         last
@@ -176,6 +206,7 @@ mod tests {
             .check(&addr, Some("/healthz"), Duration::from_secs(1))
             .await;
         assert!(p.to_string().contains("refused"), "{p}");
+        assert!(matches!(p, Probe::Refused(_)), "{p:?}");
     }
 
     /// Behind a published port the engine's proxy accepts and then closes

@@ -3,11 +3,10 @@
 //! that was in flight is finished if traffic had moved, undone if not; every
 //! record ends terminal and true, and orphan containers are removed.
 
-use crate::engine::{route_for, short, Engine};
+use crate::deploy::{route_for, short, Engine};
 use crate::store::{DeployRow, ReplicaRow};
 use anyhow::Result;
 use molt_core::{AppStatus, DeployStatus};
-use molt_proxy::admin::Request;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -102,16 +101,7 @@ pub async fn reconcile(engine: &Engine) -> Result<Report> {
         }
         // A recreate interrupted in phase 1 or 2 left the route paused:
         // the serving container is back, so let requests flow.
-        if let Err(e) = engine
-            .proxy
-            .call(
-                &Request::Resume {
-                    app: app.name.clone(),
-                },
-                Duration::from_secs(5),
-            )
-            .await
-        {
+        if let Err(e) = engine.proxy.resume(&app.name).await {
             tracing::warn!(app = %app.name, "cannot resume the route: {e:#}");
         }
         if app.status != AppStatus::Running {
@@ -167,7 +157,10 @@ async fn settle(
         engine.store.finish_deploy(
             &deploy.id,
             DeployStatus::Failed,
-            Some("the App was deleted"),
+            Some(&molt_core::Failure::new(
+                molt_core::FailureKind::Interrupted,
+                "the App was deleted",
+            )),
             "deploy ended: the App no longer exists",
         )?;
         report.failed += 1;
@@ -197,7 +190,7 @@ async fn settle(
             engine.store.record_swap(
                 &deploy.id,
                 &app.name,
-                &crate::engine::followed_image(deploy, &app),
+                &crate::deploy::followed_image(deploy, &app),
                 "traffic had switched to the new containers (found by the reconciler)",
             )?;
         }
@@ -242,7 +235,10 @@ async fn settle(
         engine.store.finish_deploy(
             &deploy.id,
             DeployStatus::Failed,
-            Some(&error),
+            Some(&molt_core::Failure::new(
+                molt_core::FailureKind::Interrupted,
+                error.clone(),
+            )),
             &format!("deploy failed: {error}"),
         )?;
         report.failed += 1;

@@ -4,7 +4,7 @@
 use crate::api::{self, ApiState};
 use crate::capacity::Capacity;
 use crate::datadir;
-use crate::engine::Engine;
+use crate::deploy::Engine;
 use crate::proxy_link::ProxyLink;
 use crate::runtime::Runtime;
 use crate::seal::Sealer;
@@ -71,13 +71,19 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         gpus: config.gpus.unwrap_or_else(crate::capacity::detect_gpus),
     };
     tracing::info!(memory = %crate::capacity::human_bytes(capacity.memory_bytes), gpus = capacity.gpus, "host capacity for Apps");
-    let engine = Arc::new(Engine::new(
-        store,
-        runtime,
-        Arc::clone(&proxy),
-        sealer,
-        capacity,
-    ));
+    let prober = match runtime.upstream() {
+        crate::runtime::UpstreamMode::Bridge => crate::health::Prober::new(),
+        crate::runtime::UpstreamMode::Published => {
+            crate::health::Prober::new().with_tcp_settle(crate::health::PUBLISHED_TCP_SETTLE)
+        }
+    };
+    let ports = crate::ports::Ports {
+        containers: Arc::new(runtime),
+        routes: Arc::clone(&proxy) as Arc<dyn crate::ports::Routes>,
+        health: Arc::new(prober),
+        registries: Arc::new(crate::ports::OciRegistries),
+    };
+    let engine = Arc::new(Engine::new(store, ports, sealer, capacity));
     let report = crate::reconcile::reconcile(&engine)
         .await
         .context("reconciling state at start failed")?;

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use molt_core::health::HealthCheck;
-use molt_core::{AppStatus, DeployKind, DeployStatus};
+use molt_core::{AppStatus, DeployKind, DeployStatus, Failure};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -99,6 +99,12 @@ ALTER TABLE deploys ADD COLUMN replicas INTEGER NOT NULL DEFAULT 1;
     r#"
 ALTER TABLE apps ADD COLUMN upstream_timeout_secs INTEGER NOT NULL DEFAULT 60;
 "#,
+    // Typed failures (JSON of `molt_core::Failure`) and the strategy a
+    // deploy runs with, so a restarted server reads a deploy's progress.
+    r#"
+ALTER TABLE deploys ADD COLUMN failure TEXT;
+ALTER TABLE deploys ADD COLUMN strategy TEXT;
+"#,
 ];
 
 /// An App as stored.
@@ -151,6 +157,11 @@ pub struct DeployRow {
     pub replicas: u32,
     /// The environment this deploy runs with (secrets stay sealed).
     pub env: Vec<EnvEntry>,
+    /// Why it failed, when it did (`error` is its message).
+    pub failure: Option<Failure>,
+    /// How it replaces the serving set (`bluegreen`, `rolling`,
+    /// `recreate`, `in_place`), once chosen.
+    pub strategy: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
 }
@@ -423,9 +434,12 @@ impl Store {
     }
 
     /// Moves a deploy to `status` and adds the event that says why, together.
+    /// A step the state machine of `molt_core::deploy` does not allow is
+    /// refused and changes nothing.
     pub fn advance(&self, id: &str, status: DeployStatus, message: &str) -> Result<EventRow> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        check_transition(&tx, id, status)?;
         tx.execute(
             "UPDATE deploys SET status = ?2 WHERE id = ?1",
             params![id, status.as_str()],
@@ -447,6 +461,15 @@ impl Store {
         let event = insert_event(&tx, id, status, message)?;
         tx.commit()?;
         Ok(event)
+    }
+
+    /// Records the strategy a deploy runs with.
+    pub fn set_deploy_strategy(&self, id: &str, strategy: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deploys SET strategy = ?2 WHERE id = ?1",
+            params![id, strategy],
+        )?;
+        Ok(())
     }
 
     pub fn set_deploy_digest(&self, id: &str, digest: &str) -> Result<()> {
@@ -515,6 +538,7 @@ impl Store {
              WHERE name = ?1",
             params![app, id, image, now()],
         )?;
+        check_transition(&tx, id, DeployStatus::Draining)?;
         tx.execute(
             "UPDATE deploys SET status = 'draining' WHERE id = ?1",
             params![id],
@@ -530,15 +554,22 @@ impl Store {
         &self,
         id: &str,
         status: DeployStatus,
-        error: Option<&str>,
+        failure: Option<&Failure>,
         message: &str,
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let at = now();
+        check_transition(&tx, id, status)?;
         tx.execute(
-            "UPDATE deploys SET status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
-            params![id, status.as_str(), error, at],
+            "UPDATE deploys SET status = ?2, error = ?3, finished_at = ?4, failure = ?5 WHERE id = ?1",
+            params![
+                id,
+                status.as_str(),
+                failure.map(|f| f.message.as_str()),
+                at,
+                failure.map(serde_json::to_string).transpose()?
+            ],
         )?;
         insert_event(&tx, id, status, message)?;
         let app: String =
@@ -660,11 +691,27 @@ impl Store {
     }
 }
 
+/// Refuses a status change the deploy state machine does not allow.
+fn check_transition(conn: &Connection, id: &str, to: DeployStatus) -> Result<()> {
+    let from: String = conn
+        .query_row("SELECT status FROM deploys WHERE id = ?", [id], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .with_context(|| format!("no deploy {id}"))?;
+    let from: DeployStatus = from
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("deploy {id}: {e}"))?;
+    from.advance(to)?;
+    Ok(())
+}
+
 fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
     conn.execute(
         "INSERT INTO deploys (id, app, kind, image, digest, status, error, triggered_by,
-            previous_deploy, previous_digest, replicas, env_snapshot, created_at, finished_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            previous_deploy, previous_digest, replicas, env_snapshot, created_at, finished_at,
+            failure, strategy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             d.id,
             d.app,
@@ -680,6 +727,8 @@ fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
             serde_json::to_string(&d.env)?,
             d.created_at,
             d.finished_at,
+            d.failure.as_ref().map(serde_json::to_string).transpose()?,
+            d.strategy,
         ],
     )?;
     insert_event(
@@ -799,6 +848,10 @@ fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
         env: json_col(r, "env_snapshot")?,
         created_at: r.get("created_at")?,
         finished_at: r.get("finished_at")?,
+        failure: r
+            .get::<_, Option<String>>("failure")?
+            .and_then(|f| serde_json::from_str(&f).ok()),
+        strategy: r.get("strategy")?,
     })
 }
 
@@ -825,6 +878,8 @@ mod tests {
             digest: None,
             status: DeployStatus::Pending,
             error: None,
+            failure: None,
+            strategy: None,
             triggered_by: "test".into(),
             previous_deploy: None,
             previous_digest: None,

@@ -6,7 +6,7 @@
 //! requests. When the event stream breaks (the engine restarted) it
 //! reconnects and resyncs every App.
 
-use crate::engine::{route_for, Engine};
+use crate::deploy::{route_for, Engine};
 use crate::store::ReplicaRow;
 use futures_util::StreamExt;
 use std::collections::HashSet;

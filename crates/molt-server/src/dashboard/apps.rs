@@ -7,7 +7,7 @@ use super::layout::{self, Field, FormState, Nav, Shell};
 use super::live;
 use super::session::{Authed, CsrfForm, Flash};
 use super::DashState;
-use crate::engine::EngineError;
+use crate::deploy::EngineError;
 use crate::store::{AppRow, DeployRow, EnvEntry};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -435,7 +435,7 @@ pub async fn create(State(s): State<DashState>, f: CsrfForm<CreateForm>) -> Resp
             Flash::notice(format!(
                 "Creating {}: the first deploy ({}) has started.",
                 app.name,
-                crate::engine::short(&deploy.id)
+                crate::deploy::short(&deploy.id)
             )),
             &app_url(&app.name),
         ),
@@ -509,7 +509,7 @@ async fn recent_logs(s: &DashState, app: &AppRow) -> String {
     for c in chosen {
         let text = s.api.engine.runtime.logs_tail(&c.id, LOG_LINES).await;
         for line in text.lines() {
-            out.push_str(&format!("[{}] {line}\n", crate::engine::short(&c.deploy)));
+            out.push_str(&format!("[{}] {line}\n", crate::deploy::short(&c.deploy)));
         }
     }
     out
@@ -694,7 +694,7 @@ fn progress_region(s: &DashState, csrf: &str, d: &AppData) -> Markup {
         div.deploy-head {
             div {
                 span.kind { (dep.kind.as_str()) } " "
-                a href=(url) { code { (crate::engine::short(&dep.id)) } } " "
+                a href=(url) { code { (crate::deploy::short(&dep.id)) } } " "
                 (layout::deploy_badge(dep.status))
                 span.muted.small { " · " (layout::duration(&dep.created_at, dep.finished_at.as_deref())) " · by " (dep.triggered_by) }
             }
@@ -745,7 +745,7 @@ fn history_region(csrf: &str, d: &AppData) -> Markup {
                         @let serving = Some(dep.id.as_str()) == serving_id;
                         tr data-deploy=(dep.id) data-status=(dep.status.as_str()) .serving[serving] {
                             td data-label="Deploy" {
-                                a href={ (base) "/deploys/" (dep.id) } title="Timeline" { code { (crate::engine::short(&dep.id)) } }
+                                a href={ (base) "/deploys/" (dep.id) } title="Timeline" { code { (crate::deploy::short(&dep.id)) } }
                                 @if serving { " " span.tag { "serving" } }
                             }
                             td data-label="Kind" { (dep.kind.as_str()) }
@@ -764,7 +764,7 @@ fn history_region(csrf: &str, d: &AppData) -> Markup {
                                     form method="post" action={ (base) "/rollback" } {
                                         (layout::csrf_field(csrf))
                                         input type="hidden" name="deploy_id" value=(dep.id);
-                                        button.btn.small type="submit" aria-label={ "Roll back to deploy " (crate::engine::short(&dep.id)) } { "Roll back" }
+                                        button.btn.small type="submit" aria-label={ "Roll back to deploy " (crate::deploy::short(&dep.id)) } { "Roll back" }
                                     }
                                 }
                             }
@@ -1105,13 +1105,13 @@ pub async fn deploy_page(
     };
     let flash = s.sessions.take_flash(&auth.id);
     let base = app_url(&app.name);
-    let title = format!("Deploy {} of {}", crate::engine::short(&dep.id), app.name);
+    let title = format!("Deploy {} of {}", crate::deploy::short(&dep.id), app.name);
     let main = html! {
         nav.crumbs aria-label="Breadcrumb" {
             a href="/" { "Apps" } " / " a href=(base) { (app.name) } " / "
-            span aria-current="page" { "deploy " (crate::engine::short(&dep.id)) }
+            span aria-current="page" { "deploy " (crate::deploy::short(&dep.id)) }
         }
-        div.page-head { h1 { "Deploy " code { (crate::engine::short(&dep.id)) } } }
+        div.page-head { h1 { "Deploy " code { (crate::deploy::short(&dep.id)) } } }
         section.card {
             (live::region("deploy", deploy_region(&s, &auth.csrf, &app, &dep)))
         }
@@ -1180,7 +1180,7 @@ pub async fn deploy(
         format!(
             "Deploying {}: deploy {} has started.",
             dep.image,
-            crate::engine::short(&dep.id)
+            crate::deploy::short(&dep.id)
         )
     })
 }
@@ -1228,7 +1228,7 @@ fn started(
             session,
             Flash::notice(format!(
                 "{what}: deploy {} has started.",
-                crate::engine::short(&dep.id)
+                crate::deploy::short(&dep.id)
             )),
             &back,
         ),
@@ -1329,7 +1329,7 @@ pub async fn scale(
             format!(
                 "Scaling {} to {replicas} replica(s): deploy {} has started.",
                 app.name,
-                crate::engine::short(&dep.id)
+                crate::deploy::short(&dep.id)
             )
         },
     )
@@ -1351,7 +1351,7 @@ pub async fn cancel(
             &f.session,
             Flash::notice(format!(
                 "Canceling deploy {}: the new container is being removed; the current version keeps serving.",
-                crate::engine::short(&id)
+                crate::deploy::short(&id)
             )),
             &back,
         ),
@@ -1395,7 +1395,7 @@ pub async fn rollback(
         )
         .await;
     let what = match &target {
-        Some(id) => format!("Rolling back to deploy {}", crate::engine::short(id)),
+        Some(id) => format!("Rolling back to deploy {}", crate::deploy::short(id)),
         None => "Rolling back".to_string(),
     };
     started(&s, &f.session, &app.name, "history", &what, r)
@@ -1510,7 +1510,7 @@ pub async fn change_env(
             match dep {
                 Some(d) => msg.push_str(&format!(
                     " Applying now: config deploy {} has started.",
-                    crate::engine::short(&d.id)
+                    crate::deploy::short(&d.id)
                 )),
                 None => msg.push_str(" It applies on the next deploy."),
             }

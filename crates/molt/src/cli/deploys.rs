@@ -182,6 +182,8 @@ mod tests {
     fn table_shows_the_first_line_of_errors() {
         let d = DeployView {
             id: "d1".into(),
+            failure: None,
+            strategy: None,
             app: "web".into(),
             kind: DeployKind::Create,
             image: "nginx:1".into(),

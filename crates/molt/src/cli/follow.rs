@@ -209,6 +209,8 @@ mod tests {
 
     fn deploy(status: DeployStatus) -> DeployView {
         DeployView {
+            failure: None,
+            strategy: None,
             id: "d1".into(),
             app: "web".into(),
             kind: DeployKind::Deploy,

@@ -1,0 +1,117 @@
+//! The one-operation-per-App rule: a deploy claims its App, a second
+//! request is told which deploy holds it, and a claim can be canceled or
+//! interrupted.
+
+use super::*;
+
+impl Engine {
+    /// Reserves the App for one operation, or names the one in progress.
+    pub(crate) fn claim(
+        &self,
+        app: &str,
+        deploy_id: &str,
+    ) -> Result<CancellationToken, EngineError> {
+        let mut active = self.active();
+        if let Some(running) = active.get(app) {
+            let message = if running.deploy_id == "delete" {
+                format!("the App `{app}` is being deleted")
+            } else if running.deploy_id == "resync" {
+                format!("the App `{app}` is being resynced after a container restart; try again in a moment")
+            } else {
+                format!(
+                    "the App `{app}` is busy with deploy {}; wait for it to finish or cancel it with `molt cancel {app}`",
+                    running.deploy_id
+                )
+            };
+            return Err(EngineError::Conflict {
+                message,
+                deploy_id: Some(running.deploy_id.clone()),
+            });
+        }
+        let cancel = CancellationToken::new();
+        active.insert(
+            app.to_string(),
+            Active {
+                deploy_id: deploy_id.to_string(),
+                cancel: cancel.clone(),
+            },
+        );
+        Ok(cancel)
+    }
+
+    /// [`claim`](Self::claim), but waits (up to 3 s) while the App is only
+    /// being resynced or settled after a container event: that takes
+    /// milliseconds, and a deploy asked for meanwhile should not be refused.
+    pub(super) async fn claim_patiently(
+        &self,
+        app: &str,
+        deploy_id: &str,
+    ) -> Result<CancellationToken, EngineError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            // Listening before trying, so a release in between is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.claim(app, deploy_id) {
+                Err(EngineError::Conflict {
+                    deploy_id: Some(holder),
+                    ..
+                }) if holder == "resync" => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return self.claim(app, deploy_id);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The deploy in progress for an App, if any.
+    pub fn in_progress(&self, app: &str) -> Option<String> {
+        self.active().get(app).map(|a| a.deploy_id.clone())
+    }
+
+    /// Cancels the deploy in progress: the new container is torn down and no
+    /// traffic moves. Returns its id.
+    pub fn cancel(&self, app: &str) -> Result<String, EngineError> {
+        if self.store.get_app(app)?.is_none() {
+            return Err(EngineError::NotFound(format!(
+                "no App named `{app}`: see `molt apps list`"
+            )));
+        }
+        match self.active().get(app) {
+            Some(a) if a.deploy_id != "delete" && a.deploy_id != "resync" => {
+                a.cancel.cancel();
+                Ok(a.deploy_id.clone())
+            }
+            _ => Err(EngineError::Conflict {
+                message: format!("the App `{app}` has no deploy in progress to cancel"),
+                deploy_id: None,
+            }),
+        }
+    }
+
+    /// Stops the deploy in progress as a failure with `reason` (the engine
+    /// restarted under it): it is torn down like a cancel — the new
+    /// containers go, the old set keeps or gets back the traffic — but
+    /// recorded as failed with the reason.
+    pub fn interrupt(&self, app: &str, reason: &str) {
+        let active = self.active();
+        if let Some(a) = active
+            .get(app)
+            .filter(|a| a.deploy_id != "delete" && a.deploy_id != "resync")
+        {
+            self.interruptions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(a.deploy_id.clone(), reason.to_string());
+            a.cancel.cancel();
+        }
+    }
+
+    pub(crate) fn release(&self, app: &str) {
+        self.active().remove(app);
+        self.released.notify_waiters();
+    }
+}

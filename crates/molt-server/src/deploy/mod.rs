@@ -1,0 +1,206 @@
+//! The deploy engine: one operation per App at a time, each deploy a run of
+//! the state machine in `molt_core::deploy`, every step recorded before it is
+//! taken. A failure before the swap removes the new containers and leaves the
+//! old set serving; after the swap the deploy only moves forward.
+//!
+//! An App runs `replicas` containers. A deploy's containers are rows of the
+//! store (`ReplicaRow`), and its rows describe its whole set, containers it
+//! kept from the version before included (a scale, one replica replaced by
+//! autoheal, a hard restart): the serving set is always the rows of the
+//! App's current deploy. Blue-green starts the whole new set and swaps it in
+//! at once; rolling replaces one replica at a time and, on failure, brings
+//! the replaced old containers back (they are stopped, not removed, until
+//! the deploy ends); recreate stops the old set first.
+//!
+//! Where things are: `intake` turns requests into recorded deploys under a
+//! claim (`claims`); `run` drives one to its end through its strategy
+//! (`bluegreen`, `rolling`, `recreate`, `in_place`), which share `steps` and
+//! `readiness`; `cutover` is the one place where traffic moves; `teardown`
+//! removes what a stopped deploy started. The outside world is reached only
+//! through the traits of `crate::ports`.
+
+mod bluegreen;
+mod claims;
+mod cutover;
+mod in_place;
+mod intake;
+mod narration;
+mod plan;
+mod readiness;
+mod recreate;
+mod rolling;
+mod rotation;
+mod run;
+mod secrets;
+mod steps;
+mod teardown;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use cutover::followed_image;
+pub use cutover::route_for;
+pub use narration::short;
+
+use crate::capacity::{self, Capacity, Need, Strategy};
+use crate::health::Probe;
+use crate::ports::{Containers, HealthProbe, Ports, Registries, Routes};
+use crate::registry::{Credential, RegistryError};
+use crate::runtime::ContainerSpec;
+use crate::seal::Sealer;
+use crate::store::{now, AppRow, DeployRow, EnvEntry, ReplicaRow, Store};
+use bluegreen::Ready;
+use cutover::{CutoverError, Unrecorded};
+use futures_util::future::{join_all, try_join_all};
+use molt_core::api::CreateAppRequest;
+use molt_core::health::HealthCheck;
+use molt_core::{AppName, AppStatus, DeployKind, DeployStatus, Failure, FailureKind, ImageRef};
+use molt_proxy::admin::{Route, Target};
+use narration::*;
+use plan::*;
+use run::Outcome;
+use secrets::env_purpose;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How long a stopped container gets between SIGTERM and SIGKILL.
+const STOP_TIMEOUT_SECS: u64 = 10;
+
+/// Why the engine refused or failed a request; the API maps each kind to an
+/// HTTP status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        deploy_id: Option<String>,
+    },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl EngineError {
+    fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A step of a deploy failed: the typed failure it ends with. Any other
+/// error met on the way (the database, an engine call) is Molt's own.
+struct StepError(Failure);
+
+impl<E: std::fmt::Display> From<E> for StepError {
+    fn from(e: E) -> Self {
+        StepError(Failure::internal(e.to_string()))
+    }
+}
+
+impl StepError {
+    fn internal(message: impl Into<String>) -> Self {
+        StepError(Failure::internal(message))
+    }
+
+    fn of(kind: FailureKind, message: impl Into<String>) -> Self {
+        StepError(Failure::new(kind, message))
+    }
+}
+
+/// A deploy in progress, with the means to cancel it.
+struct Active {
+    deploy_id: String,
+    cancel: CancellationToken,
+}
+
+/// The control plane's deploy executor. It reaches containers, routes and
+/// health only through `ports`, so tests give it fakes.
+pub struct Engine {
+    pub store: Arc<Store>,
+    /// The Docker engine (or a fake).
+    pub runtime: Arc<dyn Containers>,
+    /// The proxy (or a fake).
+    pub proxy: Arc<dyn Routes>,
+    pub sealer: Arc<Sealer>,
+    prober: Arc<dyn HealthProbe>,
+    registries: Arc<dyn Registries>,
+    /// What the host offers Apps.
+    capacity: Capacity,
+    pub metrics: crate::metrics::Metrics,
+    /// Why a deploy was stopped, when it was not the user's cancel.
+    interruptions: Mutex<HashMap<String, String>>,
+    /// The deploy in progress per App: the one-operation-at-a-time rule.
+    active: Mutex<HashMap<String, Active>>,
+    /// Woken whenever an App is released, for claims that wait.
+    released: tokio::sync::Notify,
+    /// Serving containers autoheal took out of the proxy's rotation while
+    /// their health check fails (in memory: after a restart every serving
+    /// container is in rotation until checked again).
+    benched: Mutex<HashSet<String>>,
+    /// Cutovers the proxy took and the database did not record yet, by App
+    /// (see `cutover`).
+    unrecorded: Mutex<HashMap<String, cutover::Unrecorded>>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<Store>, ports: Ports, sealer: Arc<Sealer>, capacity: Capacity) -> Self {
+        Self {
+            store,
+            runtime: ports.containers,
+            proxy: ports.routes,
+            prober: ports.health,
+            registries: ports.registries,
+            sealer,
+            capacity,
+            metrics: Default::default(),
+            active: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
+            interruptions: Mutex::new(HashMap::new()),
+            benched: Mutex::new(HashSet::new()),
+            unrecorded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn prober(&self) -> &dyn HealthProbe {
+        self.prober.as_ref()
+    }
+
+    fn find_app(&self, name: &str) -> Result<AppRow, EngineError> {
+        self.store.get_app(name)?.ok_or_else(|| {
+            EngineError::NotFound(format!("no App named `{name}`: see `molt apps list`"))
+        })
+    }
+
+    /// The deploy that serves an App now.
+    fn serving(&self, app: &AppRow) -> Result<DeployRow, EngineError> {
+        let current = match &app.current_deploy {
+            Some(id) => self.store.get_deploy(id)?,
+            None => None,
+        };
+        current.ok_or_else(|| EngineError::Conflict {
+            message: format!("the App `{}` has no serving version yet: deploy an image first with `molt deploy {} IMAGE`", app.name, app.name),
+            deploy_id: None,
+        })
+    }
+
+    /// The containers of the deploy that serves an App now (none before its
+    /// first deploy succeeded), by replica.
+    pub fn serving_rows(&self, app: &AppRow) -> anyhow::Result<Vec<ReplicaRow>> {
+        match &app.current_deploy {
+            Some(id) => self.store.replicas(id),
+            None => Ok(Vec::new()),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Waiting for a new container: its address, its health, or the crash that
+//! ends the wait.
+
+use super::*;
+
+impl Engine {
+    /// Probes a container that was just started (by the reconciler) until
+    /// it is healthy or the App's deploy timeout passes; returns whether it
+    /// became healthy.
+    pub async fn wait_serving(&self, app: &AppRow, addr: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(app.health.deploy_timeout_secs);
+        let check_timeout = Duration::from_millis(app.health.check_timeout_ms);
+        loop {
+            let probe = self
+                .prober
+                .check(addr, app.health.path.as_deref(), check_timeout)
+                .await;
+            if probe.is_healthy() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(app.health.interval_ms)).await;
+        }
+    }
+
+    pub(super) async fn wait_for_address(&self, id: &str, port: u16) -> Result<String, StepError> {
+        for _ in 0..100 {
+            let state = self.runtime.state(id).await?;
+            if let Some(addr) = state
+                .as_ref()
+                .and_then(|s| self.runtime.upstream_addr(s, port))
+            {
+                return Ok(addr);
+            }
+            match state {
+                Some(s) if !s.running && !s.restarting => break,
+                None => {
+                    return Err(StepError::internal(
+                        "the new container disappeared right after it started",
+                    ))
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(self
+            .crash_failure(id)
+            .await
+            .map(StepError)
+            .unwrap_or_else(|| {
+                StepError::internal(format!(
+                    "the new container got no address on the network `{}`",
+                    self.runtime.network()
+                ))
+            }))
+    }
+
+    /// Checks until the container is healthy, exits, or the deploy timeout
+    /// passes. Records the first result and every change of result.
+    pub(super) async fn wait_healthy(
+        &self,
+        deploy: &DeployRow,
+        health: &HealthCheck,
+        id: &str,
+        addr: &str,
+        who: &str,
+    ) -> Result<String, StepError> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(health.deploy_timeout_secs);
+        let check_timeout = Duration::from_millis(health.check_timeout_ms);
+        let interval = Duration::from_millis(health.interval_ms);
+        let mut last: Option<Probe> = None;
+        let mut passes = 0;
+        loop {
+            if let Some(failure) = self.crash_failure(id).await {
+                return Err(StepError(failure));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let probe = self
+                .prober
+                .check(
+                    addr,
+                    health.path.as_deref(),
+                    check_timeout.min(remaining.max(Duration::from_millis(10))),
+                )
+                .await;
+            if last.as_ref() != Some(&probe) && !probe.is_healthy() {
+                self.store
+                    .event(&deploy.id, &format!("{who}health check: {probe}"))?;
+            }
+            if probe.is_healthy() {
+                passes += 1;
+                if passes >= health.healthy_threshold.max(1) {
+                    return Ok(format!(
+                        "healthy after {} ms: {probe}",
+                        started.elapsed().as_millis()
+                    ));
+                }
+            } else {
+                passes = 0;
+            }
+            last = Some(probe);
+            if Instant::now() >= deadline {
+                if let Some(failure) = self.crash_failure(id).await {
+                    return Err(StepError(failure));
+                }
+                return Err(StepError(
+                    self.unhealthy(id, addr, health, last.as_ref()).await,
+                ));
+            }
+            tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+        }
+    }
+
+    /// The failure of a container that never passed its check, by what the
+    /// last check saw: nothing listening (with the ports it does listen on,
+    /// when they can be read), a wrong answer, or no answer in time.
+    pub(super) async fn unhealthy(
+        &self,
+        id: &str,
+        addr: &str,
+        health: &HealthCheck,
+        last: Option<&Probe>,
+    ) -> Failure {
+        let shown = last
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "no check completed".into());
+        let mut message = format!(
+            "the new container did not become healthy within {} s; last check: {shown}",
+            health.deploy_timeout_secs
+        );
+        let kind = match last {
+            Some(Probe::Refused(_)) => FailureKind::PortMismatch,
+            Some(Probe::Answered(_)) => FailureKind::HealthCheckFailing,
+            _ => FailureKind::DeployTimeout,
+        };
+        let mut ports = Vec::new();
+        if kind == FailureKind::PortMismatch {
+            let port = addr.rsplit(':').next().unwrap_or_default();
+            ports = self.runtime.listening_ports(id).await;
+            if !ports.is_empty() && !ports.iter().any(|p| p.to_string() == port) {
+                let list = ports
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let noun = if ports.len() == 1 { "port" } else { "ports" };
+                message.push_str(&format!("; the container listens on {noun} {list}, not on port {port}: set the App's port to the one it listens on"));
+            }
+        }
+        Failure::new(kind, message)
+            .with_last_check(shown)
+            .with_listening_ports(ports)
+    }
+
+    /// A failure describing a container that exited (or is being restarted
+    /// by the engine after exiting), with its exit code and last output.
+    pub(super) async fn crash_failure(&self, id: &str) -> Option<Failure> {
+        let mut state = self.runtime.state(id).await.ok()??;
+        if state.running && !state.restarting && state.restart_count == 0 {
+            return None;
+        }
+        // The engine restarted it already (unless-stopped): the exit code of
+        // the crash is only visible while it is down again, so look closely
+        // for a moment.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while state.running && !state.restarting && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            state = self.runtime.state(id).await.ok()??;
+        }
+        let memory = self.runtime.memory_limit(id).await;
+        let logs = self.runtime.logs_tail(id, 20).await;
+        let oom = state.oom_killed || (state.exit_code == Some(137) && memory.is_some());
+        let mut message = match state.exit_code {
+            _ if state.oom_killed => format!(
+                "the new container was killed for using more memory than its limit{} (exit code 137); raise --memory",
+                memory.map(|m| format!(" of {}", crate::capacity::human_bytes(m))).unwrap_or_default()
+            ),
+            Some(137) if memory.is_some() => format!(
+                "the new container was killed (exit code 137, SIGKILL), most likely for using more memory than its limit of {}; raise --memory",
+                crate::capacity::human_bytes(memory.unwrap_or_default())
+            ),
+            Some(code) if !state.running || state.restarting => {
+                format!("the new container exited with code {code} before becoming healthy")
+            }
+            _ => format!(
+                "the new container crashed before becoming healthy and was restarted {} time(s) by the engine",
+                state.restart_count
+            ),
+        };
+        if let Some(err) = state.error {
+            message.push_str(&format!(" ({err})"));
+        }
+        if logs.is_empty() {
+            message.push_str("; it printed nothing");
+        } else {
+            message.push_str("; last output:\n");
+            message.push_str(&indent(&logs));
+        }
+        let kind = if oom {
+            FailureKind::OomKilled
+        } else {
+            FailureKind::Crash
+        };
+        Some(
+            Failure::new(kind, message)
+                .with_exit_code(state.exit_code)
+                .with_memory_limit(memory)
+                .with_output(logs),
+        )
+    }
+}

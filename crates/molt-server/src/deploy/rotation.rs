@@ -1,0 +1,53 @@
+//! The out-of-rotation set: serving containers that autoheal took out of
+//! the proxy's rotation while their health check fails.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn benched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.benched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a container out of the proxy's rotation (applied by the next
+    /// route change, see `targets`); false if it was out already.
+    pub fn bench(&self, container: &str) -> bool {
+        self.benched().insert(container.to_string())
+    }
+
+    /// Puts a benched container back into rotation; false if it was in.
+    pub fn unbench(&self, container: &str) -> bool {
+        self.benched().remove(container)
+    }
+
+    pub fn is_benched(&self, container: &str) -> bool {
+        self.benched().contains(container)
+    }
+
+    /// Forgets benched containers that no longer serve.
+    pub fn retain_benched(&self, serving: &HashSet<String>) {
+        self.benched().retain(|c| serving.contains(c));
+    }
+
+    /// The proxy targets for a set of containers, by replica: those with an
+    /// address, without the benched ones, unless that would leave none (a
+    /// replica that fails its checks still beats a 503 for everyone).
+    pub fn targets<'a>(&self, rows: impl IntoIterator<Item = &'a ReplicaRow>) -> Vec<Target> {
+        let mut rows: Vec<&ReplicaRow> = rows.into_iter().filter(|r| r.addr.is_some()).collect();
+        rows.sort_by_key(|r| r.replica);
+        let target = |r: &&ReplicaRow| Target {
+            addr: r.addr.clone().unwrap_or_default(),
+            id: r.container_id.clone(),
+        };
+        let benched = self.benched();
+        let in_rotation: Vec<Target> = rows
+            .iter()
+            .filter(|r| !benched.contains(&r.container_id))
+            .map(target)
+            .collect();
+        if in_rotation.is_empty() {
+            rows.iter().map(target).collect()
+        } else {
+            in_rotation
+        }
+    }
+}

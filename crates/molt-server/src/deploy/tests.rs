@@ -1,0 +1,1 @@
+//! Unit tests of the deploy executor against the in-memory fakes.

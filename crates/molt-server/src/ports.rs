@@ -1,0 +1,204 @@
+//! The seams between the control plane and what it drives: containers (the
+//! Docker engine), routes (the proxy) and health probes. The deploy executor
+//! and the converger reach the outside world only through these traits, so
+//! every failure path can be driven in a unit test with the in-memory fakes
+//! of `crate::fakes`, while `Runtime`, `ProxyLink` and `Prober` implement
+//! them for real.
+
+use crate::health::{Probe, Prober};
+use crate::proxy_link::ProxyLink;
+use crate::registry::{Credential, RegistryError};
+use crate::runtime::{
+    ContainerEvent, ContainerSpec, ContainerState, LabeledContainer, Runtime, UpstreamMode,
+};
+use anyhow::Result;
+use futures_util::stream::BoxStream;
+use molt_core::ImageRef;
+use molt_proxy::admin::Route;
+use std::time::Duration;
+
+/// Everything the control plane drives, as it is given to it.
+pub struct Ports {
+    pub containers: std::sync::Arc<dyn Containers>,
+    pub routes: std::sync::Arc<dyn Routes>,
+    pub health: std::sync::Arc<dyn HealthProbe>,
+    pub registries: std::sync::Arc<dyn Registries>,
+}
+
+/// Where App containers run: the Docker engine, or a fake in tests.
+#[async_trait::async_trait]
+pub trait Containers: Send + Sync {
+    /// The network App containers join.
+    fn network(&self) -> &str;
+    /// How the proxy reaches App containers.
+    fn upstream(&self) -> UpstreamMode;
+    /// Where the proxy reaches a container's `port`, once it has an address.
+    fn upstream_addr(&self, state: &ContainerState, port: u16) -> Option<String>;
+    /// Pulls an image; the error is the engine's own words.
+    async fn pull(&self, image: &ImageRef, credentials: Option<(String, String)>) -> Result<()>;
+    /// The registry digest of an image on this host.
+    async fn image_digest(&self, image: &ImageRef) -> Result<Option<String>>;
+    async fn has_image(&self, reference: &str) -> bool;
+    /// Creates and starts a container; returns its id.
+    async fn start(&self, spec: &ContainerSpec) -> Result<String>;
+    /// A container's state; `None` when it does not exist.
+    async fn state(&self, id: &str) -> Result<Option<ContainerState>>;
+    /// The TCP ports a container listens on (empty when unknown).
+    async fn listening_ports(&self, id: &str) -> Vec<u16>;
+    async fn memory_limit(&self, id: &str) -> Option<u64>;
+    /// The last lines a container printed.
+    async fn logs_tail(&self, id: &str, lines: usize) -> String;
+    async fn stop(&self, id: &str, timeout_secs: u64) -> Result<()>;
+    /// Starts a stopped container again.
+    async fn start_existing(&self, id: &str) -> Result<()>;
+    /// Removes a container (stopping it if needed); gone already is fine.
+    async fn remove(&self, id: &str) -> Result<()>;
+    /// Every container of this installation, or of one App.
+    async fn list(&self, app: Option<&str>) -> Result<Vec<LabeledContainer>>;
+    /// A container's output, line by line (see `Runtime::log_lines`).
+    fn log_lines(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+        since: Option<i64>,
+    ) -> BoxStream<'static, String>;
+    /// Container events of this installation; ends when the stream breaks.
+    fn events(&self) -> BoxStream<'static, Result<ContainerEvent>>;
+}
+
+/// Where traffic is routed: Molt's proxy, or a fake in tests.
+#[async_trait::async_trait]
+pub trait Routes: Send + Sync {
+    /// Replaces an App's route in one store; returns once the proxy applied
+    /// it (and persisted it).
+    async fn set_route(&self, route: Route) -> Result<()>;
+    async fn remove_route(&self, app: &str) -> Result<()>;
+    /// Holds an App's new requests until `resume`.
+    async fn pause(&self, app: &str, max_pause: Duration, max_queued: usize) -> Result<()>;
+    async fn resume(&self, app: &str) -> Result<()>;
+    async fn routes(&self) -> Result<Vec<Route>>;
+    /// Waits for a target out of the route to drain; (drained, connections cut).
+    async fn wait_drained(&self, app: &str, addr: &str, timeout: Duration) -> Result<(bool, u64)>;
+}
+
+/// Registries read without the engine: a reference checked and resolved to
+/// its digest, or a typed reason why not.
+#[async_trait::async_trait]
+pub trait Registries: Send + Sync {
+    async fn preflight(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+    ) -> Result<String, RegistryError>;
+}
+
+/// The real registries, over the OCI distribution API.
+pub struct OciRegistries;
+
+#[async_trait::async_trait]
+impl Registries for OciRegistries {
+    async fn preflight(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+    ) -> Result<String, RegistryError> {
+        crate::registry::preflight(image, credential).await
+    }
+}
+
+/// How a container's health is checked.
+#[async_trait::async_trait]
+pub trait HealthProbe: Send + Sync {
+    async fn check(&self, addr: &str, path: Option<&str>, timeout: Duration) -> Probe;
+}
+
+#[async_trait::async_trait]
+impl Containers for Runtime {
+    fn network(&self) -> &str {
+        Runtime::network(self)
+    }
+    fn upstream(&self) -> UpstreamMode {
+        Runtime::upstream(self)
+    }
+    fn upstream_addr(&self, state: &ContainerState, port: u16) -> Option<String> {
+        Runtime::upstream_addr(self, state, port)
+    }
+    async fn pull(&self, image: &ImageRef, credentials: Option<(String, String)>) -> Result<()> {
+        Runtime::pull(self, image, credentials).await
+    }
+    async fn image_digest(&self, image: &ImageRef) -> Result<Option<String>> {
+        Runtime::image_digest(self, image).await
+    }
+    async fn has_image(&self, reference: &str) -> bool {
+        Runtime::has_image(self, reference).await
+    }
+    async fn start(&self, spec: &ContainerSpec) -> Result<String> {
+        Runtime::start(self, spec).await
+    }
+    async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
+        Runtime::state(self, id).await
+    }
+    async fn listening_ports(&self, id: &str) -> Vec<u16> {
+        Runtime::listening_ports(self, id).await
+    }
+    async fn memory_limit(&self, id: &str) -> Option<u64> {
+        Runtime::memory_limit(self, id).await
+    }
+    async fn logs_tail(&self, id: &str, lines: usize) -> String {
+        Runtime::logs_tail(self, id, lines).await
+    }
+    async fn stop(&self, id: &str, timeout_secs: u64) -> Result<()> {
+        Runtime::stop(self, id, timeout_secs).await
+    }
+    async fn start_existing(&self, id: &str) -> Result<()> {
+        Runtime::start_existing(self, id).await
+    }
+    async fn remove(&self, id: &str) -> Result<()> {
+        Runtime::remove(self, id).await
+    }
+    async fn list(&self, app: Option<&str>) -> Result<Vec<LabeledContainer>> {
+        Runtime::list(self, app).await
+    }
+    fn log_lines(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+        since: Option<i64>,
+    ) -> BoxStream<'static, String> {
+        Box::pin(Runtime::log_lines(self, id, follow, tail, since))
+    }
+    fn events(&self) -> BoxStream<'static, Result<ContainerEvent>> {
+        Box::pin(Runtime::events(self))
+    }
+}
+
+#[async_trait::async_trait]
+impl Routes for ProxyLink {
+    async fn set_route(&self, route: Route) -> Result<()> {
+        ProxyLink::set_route(self, route).await
+    }
+    async fn remove_route(&self, app: &str) -> Result<()> {
+        ProxyLink::remove_route(self, app).await
+    }
+    async fn pause(&self, app: &str, max_pause: Duration, max_queued: usize) -> Result<()> {
+        ProxyLink::pause(self, app, max_pause, max_queued).await
+    }
+    async fn resume(&self, app: &str) -> Result<()> {
+        ProxyLink::resume(self, app).await
+    }
+    async fn routes(&self) -> Result<Vec<Route>> {
+        ProxyLink::routes(self).await
+    }
+    async fn wait_drained(&self, app: &str, addr: &str, timeout: Duration) -> Result<(bool, u64)> {
+        ProxyLink::wait_drained(self, app, addr, timeout).await
+    }
+}
+
+#[async_trait::async_trait]
+impl HealthProbe for Prober {
+    async fn check(&self, addr: &str, path: Option<&str>, timeout: Duration) -> Probe {
+        Prober::check(self, addr, path, timeout).await
+    }
+}
