@@ -79,16 +79,26 @@ pub fn classify(
             format!("its last output (below) usually says why; reproduce with `docker run` of the image, and see `molt logs {app}`"),
         ),
         FailureKind::PortMismatch if !failure.listening_ports.is_empty() => {
-            let ports = failure
-                .listening_ports
+            // The lowest port first: the server's own, usually; the others
+            // (a debug or metrics listener) follow.
+            let mut ports = failure.listening_ports.clone();
+            ports.sort_unstable();
+            let others = ports[1..]
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
-            let noun = if failure.listening_ports.len() == 1 { "port" } else { "ports" };
+            let also = if others.is_empty() {
+                String::new()
+            } else {
+                format!(" (and {others})")
+            };
             finding(
                 "port_mismatch",
-                format!("nothing listens on the configured port; the container listens on {noun} {ports}"),
+                format!(
+                    "nothing listens on the configured port; the container listens on port {}{also}",
+                    ports[0]
+                ),
                 None,
                 "give the App the port its server listens on (--port), or make the server listen on $PORT".into(),
             )

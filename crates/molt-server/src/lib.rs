@@ -9,6 +9,8 @@ pub mod datadir;
 pub mod debug;
 pub mod deploy;
 pub mod events;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod health;
 pub mod logs;
 pub mod metrics;

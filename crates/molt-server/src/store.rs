@@ -463,6 +463,14 @@ impl Store {
         Ok(event)
     }
 
+    /// Runs SQL on the store's own connection: tests install faults with it
+    /// (a temporary trigger that makes a write fail, as a full disk would).
+    #[cfg(test)]
+    pub fn execute_for_test(&self, sql: &str) -> Result<()> {
+        self.conn().execute_batch(sql)?;
+        Ok(())
+    }
+
     /// Records the strategy a deploy runs with.
     pub fn set_deploy_strategy(&self, id: &str, strategy: &str) -> Result<()> {
         self.conn().execute(

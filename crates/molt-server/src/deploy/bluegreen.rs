@@ -31,9 +31,6 @@ impl Engine {
             .get_app(&deploy.app)?
             .ok_or_else(|| StepError::internal(format!("the App `{}` was deleted", deploy.app)))?;
         let image = ImageRef::parse(&deploy.image)?;
-        if plan.hard {
-            return self.restart_in_place(deploy, &app).await;
-        }
         let serving = self.serving_rows(&app)?;
         let plan_layout = layout(&serving, plan.replicas, plan.only.as_deref());
         // Containers that stay belong to this deploy's set from the start,

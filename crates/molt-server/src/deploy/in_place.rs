@@ -7,11 +7,17 @@ impl Engine {
     /// in place, one after the other. With one replica requests fail while
     /// it is down; with several, each leaves the route (and drains) before
     /// it stops and comes back once healthy, so the others serve meanwhile.
+    /// A cancel is honoured between replicas only: a replica that was
+    /// stopped is always started again. `None` when canceled.
     pub(super) async fn restart_in_place(
         &self,
         deploy: &DeployRow,
-        app: &AppRow,
-    ) -> Result<Ready, StepError> {
+        cancel: &CancellationToken,
+    ) -> Result<Option<Ready>, StepError> {
+        let app = &self
+            .store
+            .get_app(&deploy.app)?
+            .ok_or_else(|| StepError::internal(format!("the App `{}` was deleted", deploy.app)))?;
         let serving = self
             .serving(app)
             .map_err(|e| StepError::internal(e.to_string()))?;
@@ -39,6 +45,9 @@ impl Engine {
             rows.iter().map(|r| (r.replica, r.clone())).collect();
         let mut done = Vec::new();
         for (step, row) in rows.iter().enumerate() {
+            if cancel.is_cancelled() {
+                return Ok(None);
+            }
             let who = if many {
                 format!("replica {}: ", row.replica)
             } else {
@@ -88,12 +97,12 @@ impl Engine {
             }
             done.push(back);
         }
-        Ok(Ready {
+        Ok(Some(Ready {
             app: app.clone(),
             digest: serving.digest,
             keep: Vec::new(),
             fresh: done,
             retire: Vec::new(),
-        })
+        }))
     }
 }

@@ -45,6 +45,11 @@ impl Engine {
                 self.rolling(&deploy, &plan, &cancel, &mut new_containers)
                     .await
             }
+            _ if plan.hard => match self.restart_in_place(&deploy, &cancel).await {
+                Ok(Some(ready)) => self.commit(&deploy, &plan, ready).await,
+                Ok(None) => Outcome::Canceled,
+                Err(StepError(e)) => Outcome::Failed(e),
+            },
             _ => {
                 let prepared = tokio::select! {
                     r = self.prepare(&deploy, &plan, &mut new_containers) => r.map(Some),

@@ -1,1 +1,393 @@
-//! Unit tests of the deploy executor against the in-memory fakes.
+//! Unit tests of the deploy executor against the in-memory fakes of
+//! `crate::fakes` and a real SQLite file: every failure point of every
+//! strategy, in milliseconds. After each, the App must serve exactly its
+//! recorded set: every serving container runs, the route points at them,
+//! nothing is paused and nothing else of the App is left.
+
+use super::*;
+use crate::fakes::FakeWorld;
+
+const V1: &str = "127.0.0.1:5000/v1:1";
+const V2: &str = "127.0.0.1:5000/v2:1";
+const V3: &str = "127.0.0.1:5000/v3:1";
+
+struct Rig {
+    engine: Arc<Engine>,
+    fakes: FakeWorld,
+    _dir: tempfile::TempDir,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("molt.db")).unwrap());
+    let fakes = FakeWorld::default();
+    let capacity = Capacity {
+        memory_bytes: 64 << 30,
+        gpus: 0,
+    };
+    let engine = Arc::new(Engine::new(
+        store,
+        fakes.ports(),
+        Arc::new(Sealer::from_key(&[7; 32])),
+        capacity,
+    ));
+    Rig {
+        engine,
+        fakes,
+        _dir: dir,
+    }
+}
+
+impl Rig {
+    /// Creates `web` serving V1 on `replicas` containers with `strategy`.
+    async fn create(&self, replicas: u32, strategy: &str) {
+        let req = CreateAppRequest {
+            name: "web".into(),
+            image: V1.into(),
+            port: 8080,
+            health_path: Some("/healthz".into()),
+            health_timeout: Some(1),
+            health_interval_ms: Some(10),
+            domains: Vec::new(),
+            env: Vec::new(),
+            memory: None,
+            cpus: None,
+            gpus: None,
+            replicas: Some(replicas),
+            strategy: Some(strategy.into()),
+            drain_timeout_secs: Some(1),
+            upstream_timeout_secs: None,
+            from: None,
+            with_secrets: false,
+        };
+        let (_, d) = self.engine.create_app(req, "test").await.unwrap();
+        let d = self.ended(&d.id).await;
+        assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+        self.assert_serves();
+    }
+
+    /// Waits until the App is released (its deploy ran to its end), and
+    /// returns the deploy as recorded.
+    async fn ended(&self, id: &str) -> DeployRow {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.engine.in_progress("web").is_some() {
+            assert!(Instant::now() < deadline, "deploy {id} did not end");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.engine.store.get_deploy(id).unwrap().unwrap()
+    }
+
+    fn serving(&self) -> Vec<ReplicaRow> {
+        let app = self.engine.store.get_app("web").unwrap().unwrap();
+        self.engine.serving_rows(&app).unwrap()
+    }
+
+    /// The App serves exactly its recorded set.
+    fn assert_serves(&self) {
+        let rows = self.serving();
+        let app = self.engine.store.get_app("web").unwrap().unwrap();
+        assert_eq!(rows.len() as u32, app.replicas, "{rows:?}");
+        let world = self.fakes.world();
+        for row in &rows {
+            let c = world
+                .containers
+                .get(&row.container_id)
+                .unwrap_or_else(|| panic!("serving container {} is gone", row.container_id));
+            assert!(c.running, "serving container {} is stopped", c.name);
+        }
+        let mut routed: Vec<&str> = world.routes["web"]
+            .targets
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect();
+        routed.sort();
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.container_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(routed, ids, "the route points at the serving set");
+        assert!(!world.paused.contains("web"), "the route is left paused");
+        let extra: Vec<&str> = world
+            .containers
+            .values()
+            .filter(|c| c.app == "web" && !ids.contains(&c.id.as_str()))
+            .map(|c| c.name.as_str())
+            .collect();
+        assert!(extra.is_empty(), "left behind: {extra:?}");
+    }
+
+    fn serving_image(&self) -> String {
+        let rows = self.serving();
+        self.fakes.world().containers[&rows[0].container_id]
+            .image
+            .clone()
+    }
+
+    async fn deploy(&self, image: &str) -> DeployRow {
+        let (_, d) = self.engine.deploy("web", image, "test").await.unwrap();
+        self.ended(&d.id).await
+    }
+}
+
+fn repo(image: &str) -> String {
+    image.rsplit_once(':').unwrap().0.to_string()
+}
+
+#[tokio::test]
+async fn every_strategy_swaps_and_retires_the_old_set() {
+    for strategy in ["bluegreen", "rolling", "recreate"] {
+        let rig = rig();
+        rig.create(2, strategy).await;
+        let d = rig.deploy(V2).await;
+        assert_eq!(
+            d.status,
+            DeployStatus::Succeeded,
+            "{strategy}: {:?}",
+            d.failure
+        );
+        assert_eq!(d.strategy.as_deref(), Some(strategy));
+        assert_eq!(rig.serving_image(), repo(V2));
+        rig.assert_serves();
+    }
+}
+
+#[tokio::test]
+async fn a_pull_that_fails_changes_nothing_and_says_why() {
+    let rig = rig();
+    rig.create(2, "bluegreen").await;
+    let before = rig.serving();
+    rig.fakes.world().missing_images.insert(repo(V3));
+    let d = rig.deploy(V3).await;
+    assert_eq!(d.status, DeployStatus::Failed);
+    let failure = d.failure.unwrap();
+    assert_eq!(failure.kind, FailureKind::ImageNotFound, "{failure:?}");
+    assert!(failure.message.contains("manifest unknown"), "{failure:?}");
+    assert_eq!(rig.serving(), before);
+    rig.assert_serves();
+}
+
+#[tokio::test]
+async fn a_rolling_deploy_whose_second_replica_crashes_rolls_back() {
+    let rig = rig();
+    rig.create(3, "rolling").await;
+    let before = rig.serving();
+    rig.fakes.world().crashing.insert((repo(V2), 1), 3);
+    let d = rig.deploy(V2).await;
+    assert_eq!(d.status, DeployStatus::Failed);
+    let failure = d.failure.unwrap();
+    assert_eq!(failure.kind, FailureKind::Crash, "{failure:?}");
+    assert_eq!(failure.exit_code, Some(3));
+    assert_eq!(failure.output.as_deref(), Some("boom"));
+    assert_eq!(rig.serving(), before, "the old set is back, replica 0 too");
+    assert_eq!(rig.serving_image(), repo(V1));
+    rig.assert_serves();
+}
+
+#[tokio::test]
+async fn a_version_that_never_gets_healthy_changes_nothing() {
+    for strategy in ["bluegreen", "recreate"] {
+        let rig = rig();
+        rig.create(1, strategy).await;
+        rig.fakes.world().unhealthy_images.insert(repo(V2));
+        let d = rig.deploy(V2).await;
+        let failure = d.failure.unwrap();
+        assert_eq!(failure.kind, FailureKind::HealthCheckFailing, "{failure:?}");
+        assert!(failure.last_check.unwrap().contains("500"));
+        assert_eq!(rig.serving_image(), repo(V1));
+        rig.assert_serves();
+    }
+}
+
+#[tokio::test]
+async fn a_route_the_proxy_refuses_leaves_the_old_set_serving() {
+    for strategy in ["bluegreen", "rolling", "recreate"] {
+        let rig = rig();
+        rig.create(2, strategy).await;
+        let first = {
+            let mut w = rig.fakes.world();
+            w.refuse_routes_from = Some(w.route_calls + 1);
+            w.route_calls + 1
+        };
+        let (_, d) = rig.engine.deploy("web", V2, "test").await.unwrap();
+        // Recreate's restore needs the proxy again: let it answer once the
+        // first refusal happened.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rig.engine.in_progress("web").is_some() {
+            if strategy == "recreate" && rig.fakes.world().route_calls >= first {
+                rig.fakes.world().refuse_routes_from = None;
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let d = rig.engine.store.get_deploy(&d.id).unwrap().unwrap();
+        let failure = d
+            .failure
+            .unwrap_or_else(|| panic!("{strategy}: {:?} without a failure", d.status));
+        assert_eq!(
+            failure.kind,
+            FailureKind::ProxyRefused,
+            "{strategy}: {failure:?}"
+        );
+        rig.fakes.world().refuse_routes_from = None;
+        assert_eq!(rig.serving_image(), repo(V1), "{strategy}");
+        if strategy != "recreate" {
+            rig.assert_serves();
+        }
+    }
+}
+
+/// The database refuses to record the swap after the proxy took it: the new
+/// set keeps serving, nothing is torn down, and the cutover is healed once
+/// the database answers.
+#[tokio::test]
+async fn a_cutover_the_database_refuses_moves_forward_and_heals() {
+    for strategy in ["bluegreen", "rolling", "recreate"] {
+        let rig = rig();
+        rig.create(2, strategy).await;
+        let old: Vec<String> = rig.serving().into_iter().map(|r| r.container_id).collect();
+        rig.engine
+            .store
+            .execute_for_test(
+                "CREATE TEMP TRIGGER refuse_swap BEFORE UPDATE OF current_deploy ON apps
+                 BEGIN SELECT RAISE(ABORT, 'disk I/O error (injected)'); END;",
+            )
+            .unwrap();
+        let (_, d) = rig.engine.deploy("web", V2, "test").await.unwrap();
+        let d = rig.ended(&d.id).await;
+        assert_eq!(
+            d.status,
+            DeployStatus::Swapping,
+            "{strategy}: not finished yet"
+        );
+        // The proxy routes to the new containers, and they run.
+        let routed: Vec<String> = rig.fakes.world().routes["web"]
+            .targets
+            .iter()
+            .map(|t| t.id.clone())
+            .collect();
+        {
+            let w = rig.fakes.world();
+            for id in &routed {
+                let c = &w.containers[id];
+                assert!(c.running && c.image == repo(V2), "{strategy}: {c:?}");
+            }
+            for id in &old {
+                assert!(
+                    w.containers.contains_key(id),
+                    "{strategy}: old {id} was removed before the record"
+                );
+            }
+        }
+        assert!(!rig.engine.heal_cutover("web").await, "still refused");
+        rig.engine
+            .store
+            .execute_for_test("DROP TRIGGER refuse_swap;")
+            .unwrap();
+        assert!(rig.engine.heal_cutover("web").await);
+        let d = rig.engine.store.get_deploy(&d.id).unwrap().unwrap();
+        assert_eq!(d.status, DeployStatus::Succeeded, "{strategy}");
+        assert_eq!(rig.serving_image(), repo(V2));
+        rig.assert_serves();
+    }
+}
+
+/// Cancels a deploy at each of its await points in turn (each call to a
+/// port), for every strategy and for a hard restart: nothing is left
+/// stopped or orphaned, and the App serves.
+#[tokio::test]
+async fn a_cancel_at_any_point_leaves_the_app_serving() {
+    for strategy in ["bluegreen", "rolling", "recreate", "hard"] {
+        let rig = rig();
+        let replicas = 2;
+        rig.create(
+            replicas,
+            if strategy == "hard" {
+                "bluegreen"
+            } else {
+                strategy
+            },
+        )
+        .await;
+        let images = [V2, V1];
+        let mut points = 0;
+        for n in 1.. {
+            let image = images[n % 2];
+            let (reached, release) = rig.fakes.hold_at(rig.fakes.calls() + n);
+            let d = if strategy == "hard" {
+                rig.engine.restart("web", true, "test").await.unwrap().1
+            } else {
+                rig.engine.deploy("web", image, "test").await.unwrap().1
+            };
+            let held = tokio::select! {
+                _ = reached.notified() => true,
+                _ = async {
+                    while rig.engine.in_progress("web").is_some() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                } => false,
+            };
+            if held {
+                let _ = rig.engine.cancel("web");
+                release.notify_one();
+            }
+            let d = rig.ended(&d.id).await;
+            rig.fakes.world().hold = None;
+            assert!(
+                matches!(d.status, DeployStatus::Succeeded | DeployStatus::Canceled),
+                "{strategy}, point {n}: {:?} {:?}",
+                d.status,
+                d.failure
+            );
+            rig.assert_serves();
+            if !held {
+                break;
+            }
+            points = n;
+        }
+        assert!(points >= 5, "{strategy}: only {points} points tried");
+    }
+}
+
+#[tokio::test]
+async fn an_engine_restart_mid_deploy_is_an_interrupted_failure() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    rig.fakes.world().unhealthy_images.insert(repo(V2));
+    let (_, d) = rig.engine.deploy("web", V2, "test").await.unwrap();
+    // Wait until its new container runs, then interrupt.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.fakes.of_app("web").len() < 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    rig.engine.interrupt("web", "the Docker engine restarted");
+    let d = rig.ended(&d.id).await;
+    let failure = d.failure.unwrap();
+    assert_eq!(failure.kind, FailureKind::Interrupted, "{failure:?}");
+    assert!(failure.message.starts_with("the Docker engine restarted"));
+    rig.assert_serves();
+}
+
+#[test]
+fn the_store_refuses_an_illegal_transition() {
+    let rig = rig();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(rig.create(1, "bluegreen"));
+    let id = rig
+        .engine
+        .store
+        .get_app("web")
+        .unwrap()
+        .unwrap()
+        .current_deploy
+        .unwrap();
+    let err = rig
+        .engine
+        .store
+        .advance(&id, DeployStatus::Pulling, "back in time")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot go from `succeeded`"),
+        "{err}"
+    );
+    let d = rig.engine.store.get_deploy(&id).unwrap().unwrap();
+    assert_eq!(d.status, DeployStatus::Succeeded);
+}
