@@ -124,11 +124,6 @@ impl DeployKind {
         }
     }
 
-    /// Whether this kind fetches the image from its registry.
-    pub fn pulls(self) -> bool {
-        !matches!(self, Self::Restart)
-    }
-
     /// Whether a deploy of this kind can be rolled back to by default: a
     /// scale ran nothing new, so returning to it would change nothing.
     pub fn is_version(self) -> bool {
@@ -286,6 +281,5 @@ mod tests {
     fn traffic_moves_at_drain() {
         assert!(!Swapping.traffic_moved());
         assert!(Draining.traffic_moved());
-        assert!(!DeployKind::Restart.pulls());
     }
 }

@@ -163,8 +163,8 @@ pub enum AdminError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the proxy at {path} did not answer within {seconds} s")]
-    Timeout { path: PathBuf, seconds: u64 },
+    #[error("the proxy at {path} did not answer within {} ms", .timeout.as_millis())]
+    Timeout { path: PathBuf, timeout: Duration },
     #[error("unexpected answer from the proxy: {0}")]
     Protocol(String),
     /// The proxy understood the request and refused it; its own words.
@@ -191,12 +191,16 @@ pub struct DrainOutcome {
     pub closed: u64,
 }
 
-/// Talks to a running proxy over its admin socket. Each call opens its own
-/// connection, so calls may run concurrently (a long `wait_drained` does not
-/// hold up a `set_route`).
+/// Talks to a running proxy over its admin socket; the one client of the
+/// protocol (the server, the tests and a proxy relaying after a handover
+/// use it). Each call opens its own connection, so calls may run
+/// concurrently (a long `wait_drained` does not hold up a `set_route`).
+/// Lines are bounded by `MAX_LINE` both ways, as on the proxy's side.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     socket: PathBuf,
+    /// How long an ordinary call may take.
+    timeout: Duration,
 }
 
 /// How long an ordinary admin call may take; `wait_drained` adds its own wait.
@@ -218,7 +222,7 @@ impl AdminClient {
                 path: socket.clone(),
                 source,
             })?;
-        Ok(AdminClient { socket })
+        Ok(AdminClient::at(socket))
     }
 
     /// A client for the socket at `socket`, without checking that anything
@@ -226,7 +230,14 @@ impl AdminClient {
     pub fn at(socket: impl Into<PathBuf>) -> Self {
         AdminClient {
             socket: socket.into(),
+            timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// The same client with another bound on ordinary calls (`wait_drained`
+    /// adds its own wait to it).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        AdminClient { timeout, ..self }
     }
 
     pub fn socket_path(&self) -> &Path {
@@ -234,7 +245,7 @@ impl AdminClient {
     }
 
     pub async fn ping(&self) -> Result<PingInfo, AdminError> {
-        let resp = self.call(&Request::Ping, CALL_TIMEOUT).await?;
+        let resp = self.call(&Request::Ping, self.timeout).await?;
         match (resp.pid, resp.version) {
             (Some(pid), Some(version)) => Ok(PingInfo {
                 pid,
@@ -248,7 +259,7 @@ impl AdminClient {
     }
 
     pub async fn set_route(&self, route: Route) -> Result<(), AdminError> {
-        self.call(&Request::SetRoute { route }, CALL_TIMEOUT)
+        self.call(&Request::SetRoute { route }, self.timeout)
             .await?;
         Ok(())
     }
@@ -257,12 +268,12 @@ impl AdminClient {
         let req = Request::RemoveRoute {
             app: app.to_string(),
         };
-        self.call(&req, CALL_TIMEOUT).await?;
+        self.call(&req, self.timeout).await?;
         Ok(())
     }
 
     pub async fn list_routes(&self) -> Result<Vec<Route>, AdminError> {
-        let resp = self.call(&Request::ListRoutes, CALL_TIMEOUT).await?;
+        let resp = self.call(&Request::ListRoutes, self.timeout).await?;
         Ok(resp.routes.unwrap_or_default())
     }
 
@@ -278,7 +289,7 @@ impl AdminClient {
             max_pause_ms: u64::try_from(max_pause.as_millis()).unwrap_or(u64::MAX),
             max_queued,
         };
-        self.call(&req, CALL_TIMEOUT).await?;
+        self.call(&req, self.timeout).await?;
         Ok(())
     }
 
@@ -287,13 +298,13 @@ impl AdminClient {
         let req = Request::Resume {
             app: app.to_string(),
         };
-        self.call(&req, CALL_TIMEOUT).await?;
+        self.call(&req, self.timeout).await?;
         Ok(())
     }
 
     /// The routes that are paused now, with their limits.
     pub async fn paused(&self) -> Result<Vec<Paused>, AdminError> {
-        let resp = self.call(&Request::ListRoutes, CALL_TIMEOUT).await?;
+        let resp = self.call(&Request::ListRoutes, self.timeout).await?;
         Ok(resp.paused.unwrap_or_default())
     }
 
@@ -310,7 +321,7 @@ impl AdminClient {
             addr: addr.to_string(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
-        let resp = self.call(&req, timeout + CALL_TIMEOUT).await?;
+        let resp = self.call(&req, timeout + self.timeout).await?;
         Ok(DrainOutcome {
             drained: resp.drained.unwrap_or(true),
             closed: resp.closed.unwrap_or(0),
@@ -336,10 +347,23 @@ impl AdminClient {
             let mut line =
                 serde_json::to_vec(req).map_err(|e| AdminError::Protocol(e.to_string()))?;
             line.push(b'\n');
+            if line.len() > MAX_LINE {
+                return Err(AdminError::Protocol(format!(
+                    "the request is {} bytes long, over the admin protocol's {MAX_LINE}",
+                    line.len()
+                )));
+            }
             write.write_all(&line).await.map_err(io_err)?;
             let mut answer = Vec::new();
             let mut reader = BufReader::new(read);
-            read_line(&mut reader, &mut answer).await.map_err(io_err)?;
+            read_line(&mut reader, &mut answer)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => AdminError::Protocol(format!(
+                        "the proxy's answer is over the admin protocol's {MAX_LINE} bytes"
+                    )),
+                    _ => io_err(e),
+                })?;
             if answer.is_empty() {
                 return Err(AdminError::Protocol(
                     "the proxy closed the connection".into(),
@@ -359,7 +383,7 @@ impl AdminClient {
             Ok(result) => result,
             Err(_) => Err(AdminError::Timeout {
                 path: self.socket.clone(),
-                seconds: timeout.as_secs(),
+                timeout,
             }),
         }
     }
@@ -367,6 +391,7 @@ impl AdminClient {
 
 /// Reads one `\n`-terminated line (without the `\n`) of at most `MAX_LINE`
 /// bytes into `buf`; an empty `buf` means the peer closed the connection.
+/// A longer line is an `InvalidData` error (and nothing else is).
 pub(crate) async fn read_line<R>(reader: &mut R, buf: &mut Vec<u8>) -> std::io::Result<()>
 where
     R: tokio::io::AsyncBufRead + Unpin,
@@ -385,4 +410,74 @@ where
         buf.pop();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A fake proxy that answers every connection's first line with `answer`.
+    fn fake_proxy(socket: &Path, answer: Vec<u8>) -> tokio::task::JoinHandle<()> {
+        let listener = UnixListener::bind(socket).expect("bind");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (read, mut write) = stream.into_split();
+                let mut line = Vec::new();
+                let _ = read_line(&mut BufReader::new(read), &mut line).await;
+                let _ = write.write_all(&answer).await;
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn the_client_refuses_an_over_long_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join(SOCKET_FILE);
+        let mut answer = br#"{"ok":true,"error":""#.to_vec();
+        answer.resize(MAX_LINE + 10, b'x');
+        answer.extend(b"\"}\n");
+        let fake = fake_proxy(&socket, answer);
+        let err = AdminClient::at(&socket)
+            .list_routes()
+            .await
+            .expect_err("over-long answer");
+        assert!(
+            matches!(&err, AdminError::Protocol(m) if m.contains(&MAX_LINE.to_string())),
+            "{err}"
+        );
+        fake.abort();
+    }
+
+    #[tokio::test]
+    async fn the_client_does_not_send_an_over_long_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join(SOCKET_FILE);
+        let fake = fake_proxy(&socket, b"{\"ok\":true}\n".to_vec());
+        let client = AdminClient::at(&socket).with_timeout(Duration::from_secs(5));
+        let err = client
+            .remove_route(&"x".repeat(MAX_LINE))
+            .await
+            .expect_err("over-long request");
+        assert!(
+            matches!(&err, AdminError::Protocol(m) if m.contains(&MAX_LINE.to_string())),
+            "{err}"
+        );
+        client.remove_route("x").await.expect("a short one goes");
+        fake.abort();
+    }
+
+    #[tokio::test]
+    async fn a_silent_proxy_is_a_timeout_in_milliseconds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join(SOCKET_FILE);
+        let _listener = UnixListener::bind(&socket).expect("bind");
+        let err = AdminClient::at(&socket)
+            .with_timeout(Duration::from_millis(100))
+            .ping()
+            .await
+            .expect_err("no answer");
+        assert!(matches!(err, AdminError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("within 100 ms"), "{err}");
+    }
 }

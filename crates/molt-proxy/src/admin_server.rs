@@ -17,7 +17,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, RwLock};
 
-use crate::admin::{read_line, AdminClient, AdminError, Request, Response};
+use crate::admin::{read_line, AdminClient, AdminError, Request, Response, MAX_LINE};
 use crate::fdpass;
 use crate::hold::PauseLimits;
 use crate::instance::{exe_id, sibling, OwnFile};
@@ -166,7 +166,13 @@ async fn connection(stream: UnixStream, admin: &Arc<Admin>) -> std::io::Result<(
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
     loop {
-        read_line(&mut reader, &mut line).await?;
+        if let Err(e) = read_line(&mut reader, &mut line).await {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                let why = format!("request line over the admin protocol's {MAX_LINE} bytes");
+                let _ = send(&mut write, &Response::error(why)).await;
+            }
+            return Err(e);
+        }
         if line.is_empty() {
             return Ok(());
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use http::StatusCode;
-use molt_proxy::admin::{Response, PID_FILE, SOCKET_FILE};
+use molt_proxy::admin::{Response, MAX_LINE, PID_FILE, SOCKET_FILE};
 use molt_proxy::{AdminError, Proxy, ProxyConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -232,6 +232,44 @@ async fn admin_reports_errors() {
     )
     .expect("json");
     assert!(second.ok && second.pid.is_some());
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn the_proxy_refuses_an_over_long_admin_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (proxy, admin) = start_proxy(dir.path()).await;
+    let stream = tokio::net::UnixStream::connect(dir.path().join(SOCKET_FILE))
+        .await
+        .expect("connect");
+    let (read, mut write) = stream.into_split();
+    // No newline: the proxy must stop reading at its bound, not wait for one.
+    let long = vec![b'x'; MAX_LINE + 1];
+    let writing = tokio::spawn(async move {
+        let _ = write.write_all(&long).await;
+        write
+    });
+    let mut reader = BufReader::new(read);
+    let mut answer = String::new();
+    bounded("the refusal", reader.read_line(&mut answer))
+        .await
+        .expect("io");
+    let refusal: Response = serde_json::from_str(&answer).expect("json");
+    assert!(!refusal.ok);
+    assert!(
+        refusal
+            .error
+            .unwrap_or_default()
+            .contains(&MAX_LINE.to_string()),
+        "{answer}"
+    );
+    answer.clear();
+    let closed = bounded("the close", reader.read_line(&mut answer))
+        .await
+        .expect("io");
+    assert_eq!(closed, 0, "the connection is closed: {answer}");
+    writing.abort();
+    admin.ping().await.expect("the proxy still answers");
     proxy.shutdown().await.expect("shutdown");
 }
 

@@ -1,16 +1,18 @@
 //! The server's link to `molt proxy`: finds the proxy of this data dir over
 //! its admin socket, starts one as its own process when none answers, and
-//! keeps it running.
+//! keeps it running. It speaks the admin protocol through `AdminClient`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use molt_proxy::admin::{Request, Response, Route, SOCKET_FILE};
+use molt_proxy::AdminClient;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+
+/// How long a route change may take before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ProxyLink {
     data_dir: PathBuf,
@@ -20,6 +22,7 @@ pub struct ProxyLink {
     /// The proxy's worker threads; `None` leaves its default.
     threads: Option<NonZeroUsize>,
     exe: PathBuf,
+    admin: AdminClient,
 }
 
 impl ProxyLink {
@@ -37,36 +40,14 @@ impl ProxyLink {
             metrics,
             threads,
             exe,
+            admin: AdminClient::at(data_dir.join(SOCKET_FILE)).with_timeout(CALL_TIMEOUT),
         })
     }
 
     /// Sends one request and reads its answer; a proxy that refuses is an
     /// error carrying the proxy's message.
     pub async fn call(&self, request: &Request, timeout: Duration) -> Result<Response> {
-        let socket = self.data_dir.join(SOCKET_FILE);
-        let exchange = async {
-            let stream = UnixStream::connect(&socket).await?;
-            let (read, mut write) = stream.into_split();
-            let mut line = serde_json::to_string(request)?;
-            line.push('\n');
-            write.write_all(line.as_bytes()).await?;
-            let mut answer = String::new();
-            BufReader::new(read).read_line(&mut answer).await?;
-            if answer.is_empty() {
-                bail!("the proxy closed the admin connection without answering");
-            }
-            Ok::<Response, anyhow::Error>(serde_json::from_str(&answer)?)
-        };
-        let response = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| anyhow!("the proxy did not answer within {} ms", timeout.as_millis()))??;
-        if !response.ok {
-            bail!(
-                "the proxy refused: {}",
-                response.error.unwrap_or_else(|| "no reason given".into())
-            );
-        }
-        Ok(response)
+        Ok(self.admin.call(request, timeout).await?)
     }
 
     pub async fn ping(&self) -> Result<Response> {
@@ -222,56 +203,27 @@ impl ProxyLink {
     }
 
     pub async fn set_route(&self, route: Route) -> Result<()> {
-        self.call(&Request::SetRoute { route }, Duration::from_secs(10))
-            .await
-            .map(|_| ())
+        Ok(self.admin.set_route(route).await?)
     }
 
     pub async fn remove_route(&self, app: &str) -> Result<()> {
-        self.call(
-            &Request::RemoveRoute {
-                app: app.to_string(),
-            },
-            Duration::from_secs(10),
-        )
-        .await
-        .map(|_| ())
+        Ok(self.admin.remove_route(app).await?)
     }
 
     /// Holds `app`'s new requests (they wait, unsent) until `resume`, each
     /// for at most `max_pause`, at most `max_queued` at once; past either
     /// they get a 503. Used by a recreate while no container serves.
     pub async fn pause(&self, app: &str, max_pause: Duration, max_queued: usize) -> Result<()> {
-        self.call(
-            &Request::Pause {
-                app: app.to_string(),
-                max_pause_ms: u64::try_from(max_pause.as_millis()).unwrap_or(u64::MAX),
-                max_queued,
-            },
-            Duration::from_secs(10),
-        )
-        .await
-        .map(|_| ())
+        Ok(self.admin.pause(app, max_pause, max_queued).await?)
     }
 
     /// Releases `app`'s held requests to its current targets.
     pub async fn resume(&self, app: &str) -> Result<()> {
-        self.call(
-            &Request::Resume {
-                app: app.to_string(),
-            },
-            Duration::from_secs(10),
-        )
-        .await
-        .map(|_| ())
+        Ok(self.admin.resume(app).await?)
     }
 
     pub async fn routes(&self) -> Result<Vec<Route>> {
-        Ok(self
-            .call(&Request::ListRoutes, Duration::from_secs(5))
-            .await?
-            .routes
-            .unwrap_or_default())
+        Ok(self.admin.list_routes().await?)
     }
 
     /// Waits for a retired target to drain; returns whether it drained
@@ -282,19 +234,7 @@ impl ProxyLink {
         addr: &str,
         timeout: Duration,
     ) -> Result<(bool, u64)> {
-        let response = self
-            .call(
-                &Request::WaitDrained {
-                    app: app.to_string(),
-                    addr: addr.to_string(),
-                    timeout_ms: timeout.as_millis() as u64,
-                },
-                timeout + Duration::from_secs(5),
-            )
-            .await?;
-        Ok((
-            response.drained.unwrap_or(true),
-            response.closed.unwrap_or(0),
-        ))
+        let outcome = self.admin.wait_drained(app, addr, timeout).await?;
+        Ok((outcome.drained, outcome.closed))
     }
 }

@@ -28,7 +28,13 @@ impl Sealer {
                     crate::datadir::random_hex(32)
                 })?;
                 decode_key(&hex_key)
-                    .with_context(|| format!("the key file {} is damaged", path.display()))?
+                    .with_context(|| {
+                        format!(
+                            "the key file {} is damaged: restore it from a backup; Molt never \
+                             replaces it, since a new key cannot open the secrets sealed with the old one",
+                            path.display()
+                        )
+                    })?
             }
         };
         Ok(Self::from_key(&key))

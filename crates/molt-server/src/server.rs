@@ -1,5 +1,6 @@
-//! `molt server`: prepares the data dir, the database, the Docker network and
-//! the proxy, reconciles, then serves the API until told to stop.
+//! `molt server`: claims the data dir, opens the database, prepares the
+//! Docker network and the proxy, reconciles, then serves the API until told
+//! to stop.
 
 use crate::api::{self, ApiState};
 use crate::capacity::Capacity;
@@ -35,9 +36,10 @@ pub struct ServerConfig {
 }
 
 pub async fn run(config: ServerConfig) -> Result<()> {
-    crate::tls::init();
     let dir = &config.data_dir;
-    datadir::prepare(dir)?;
+    // First of all: a second server on this data dir must touch nothing.
+    let _lock = datadir::claim(dir)?;
+    crate::tls::init();
     let token =
         datadir::read_or_create_secret(&dir.join(datadir::TOKEN_FILE), || datadir::random_hex(32))?;
     let instance = datadir::read_or_create_secret(&dir.join(datadir::INSTANCE_FILE), || {

@@ -278,22 +278,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row("SELECT value FROM meta WHERE key = ?", [key], |r| r.get(0))
-            .optional()?)
-    }
-
-    pub fn meta_set(&self, key: &str, value: &str) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
-    }
-
     // ---- apps ----
 
     /// Creates an App and its first deploy together, so that no App exists

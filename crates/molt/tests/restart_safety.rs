@@ -1,5 +1,6 @@
 //! Traffic survives the control plane: the proxy keeps serving while the
-//! server is down, and a restarted server reconciles what it finds.
+//! server is down, a restarted server reconciles what it finds, and a second
+//! server on the same data dir refuses to start.
 
 mod support;
 
@@ -71,4 +72,54 @@ async fn the_proxy_serves_while_the_server_is_down_and_a_restart_reconciles() {
     let back = wait_until(Duration::from_secs(5), || serves(&server, "testapp v1")).await;
     assert!(back, "the proxy did not come back within 5 s");
     assert_ne!(server.proxy_pid(), Some(proxy_pid));
+}
+
+/// A second `molt server` on a data dir in use refuses at once, naming the
+/// server that runs there, and touches nothing: the first keeps serving and
+/// its token and key stay as they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start(None);
+    create_app(&server, "web", &v1, &["--health-path", "/healthz"]);
+    let dir = server.data_dir();
+    let secrets = || ["admin-token", "secret.key"].map(|f| std::fs::read(dir.join(f)).ok());
+    let before = secrets();
+
+    // Other ports than the first's: it is the data dir that is in use.
+    let [api, proxy] = free_ports::<2>();
+    let started = std::time::Instant::now();
+    let out = run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_molt"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--api", &format!("127.0.0.1:{api}")])
+            .args(["--proxy", &format!("127.0.0.1:{proxy}")])
+            .env_remove("MOLT_DATA_DIR"),
+        None,
+        Duration::from_secs(30),
+    )
+    .expect("the second server exits by itself");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it must refuse: {stderr}");
+    assert!(
+        took < Duration::from_secs(5),
+        "it refused only after {took:?}"
+    );
+    let pid = server.pid().expect("the first server runs");
+    assert!(
+        stderr.contains(&format!(
+            "the data dir {} is in use by a running molt server (pid {pid})",
+            dir.display()
+        )),
+        "{stderr}"
+    );
+
+    assert_eq!(secrets(), before, "the token and the key are untouched");
+    assert!(serves(&server, "testapp v1").await);
+    let app = molt(&server, &["apps", "show", "web", "--json"]).json();
+    assert_eq!(app["status"], "running", "{app}");
 }
