@@ -99,11 +99,14 @@ ALTER TABLE deploys ADD COLUMN replicas INTEGER NOT NULL DEFAULT 1;
     r#"
 ALTER TABLE apps ADD COLUMN upstream_timeout_secs INTEGER NOT NULL DEFAULT 60;
 "#,
-    // Typed failures (JSON of `molt_core::Failure`) and the strategy a
-    // deploy runs with, so a restarted server reads a deploy's progress.
+    // Typed failures (JSON of `molt_core::Failure`), and a deploy's
+    // progress as data: its strategy, a recreate's phase, and each
+    // replica's role, so a restarted server reads where a deploy was.
     r#"
 ALTER TABLE deploys ADD COLUMN failure TEXT;
 ALTER TABLE deploys ADD COLUMN strategy TEXT;
+ALTER TABLE deploys ADD COLUMN phase INTEGER;
+ALTER TABLE deploy_containers ADD COLUMN role TEXT;
 "#,
 ];
 
@@ -162,6 +165,9 @@ pub struct DeployRow {
     /// How it replaces the serving set (`bluegreen`, `rolling`,
     /// `recreate`, `in_place`), once chosen.
     pub strategy: Option<String>,
+    /// A recreate's phase: 1 while the old set stops, 2 while the new one
+    /// starts.
+    pub phase: Option<u32>,
     pub created_at: String,
     pub finished_at: Option<String>,
 }
@@ -177,6 +183,36 @@ pub struct ReplicaRow {
     /// `ip:port` on Molt's network, once known; it can change when the
     /// engine restarts the container.
     pub addr: Option<String>,
+}
+
+/// What a replica is to the deploy whose row it is: a serving container
+/// kept from the version before, a container the deploy started, or one
+/// of those that already took its place in the route (a rolling deploy
+/// moves them one by one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaRole {
+    Kept,
+    New,
+    Routed,
+}
+
+impl ReplicaRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::New => "new",
+            Self::Routed => "routed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "kept" => Some(Self::Kept),
+            "new" => Some(Self::New),
+            "routed" => Some(Self::Routed),
+            _ => None,
+        }
+    }
 }
 
 /// One environment variable of an App. A secret has no `value`, only its
@@ -453,6 +489,37 @@ impl Store {
     pub fn execute_for_test(&self, sql: &str) -> Result<()> {
         self.conn().execute_batch(sql)?;
         Ok(())
+    }
+
+    /// Records a recreate's phase.
+    pub fn set_deploy_phase(&self, id: &str, phase: u32) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deploys SET phase = ?2 WHERE id = ?1",
+            params![id, phase],
+        )?;
+        Ok(())
+    }
+
+    /// Records what one replica of a deploy is to it (see `ReplicaRole`).
+    pub fn set_replica_role(&self, deploy_id: &str, replica: u32, role: ReplicaRole) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deploy_containers SET role = ?3 WHERE deploy_id = ?1 AND replica = ?2",
+            params![deploy_id, replica, role.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// The recorded role of each replica of a deploy.
+    pub fn replica_roles(&self, deploy_id: &str) -> Result<Vec<(u32, Option<ReplicaRole>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT replica, role FROM deploy_containers WHERE deploy_id = ? ORDER BY replica",
+        )?;
+        let rows = stmt.query_map([deploy_id], |r| {
+            let role: Option<String> = r.get(1)?;
+            Ok((r.get(0)?, role.and_then(|r| ReplicaRole::parse(&r))))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records the strategy a deploy runs with.
@@ -844,6 +911,7 @@ fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
             .get::<_, Option<String>>("failure")?
             .and_then(|f| serde_json::from_str(&f).ok()),
         strategy: r.get("strategy")?,
+        phase: r.get("phase")?,
     })
 }
 
@@ -872,6 +940,7 @@ mod tests {
             error: None,
             failure: None,
             strategy: None,
+            phase: None,
             triggered_by: "test".into(),
             previous_deploy: None,
             previous_digest: None,

@@ -631,14 +631,9 @@ fn steps(d: &DeployRow, events: &[crate::store::EventRow]) -> Markup {
 }
 
 /// The two phases of a recreate deploy (stopping the old deployment, then
-/// deploying the new one), when the timeline says the deploy is one.
-fn recreate_phases(status: DeployStatus, events: &[crate::store::EventRow]) -> Markup {
-    let current = events
-        .iter()
-        .filter_map(|e| e.message.strip_prefix("phase "))
-        .filter_map(|rest| rest.chars().next().and_then(|c| c.to_digit(10)))
-        .max();
-    let Some(current) = current else {
+/// deploying the new one), from the phase the deploy recorded.
+fn recreate_phases(status: DeployStatus, phase: Option<u32>) -> Markup {
+    let Some(current) = phase else {
         return html! {};
     };
     let state = |n: u32| match status {
@@ -706,12 +701,15 @@ fn progress_region(s: &DashState, csrf: &str, d: &AppData) -> Markup {
             }
         }
         div.small { code.image { (dep.image) } }
-        (recreate_phases(dep.status, &events))
+        (recreate_phases(dep.status, dep.phase))
         (steps(dep, &events))
         @if let Some(err) = &dep.error {
             div class={ "callout " (if dep.status == DeployStatus::Failed { "bad" } else { "muted" }) } role="note" {
                 strong { (if dep.status == DeployStatus::Failed { "Failed: " } else { "Note: " }) }
                 span.error-text { (err) }
+                @if let Some(f) = &dep.failure {
+                    " " span.muted.small { "(" code { (f.kind.as_str()) } ")" }
+                }
                 @if dep.status == DeployStatus::Failed && d.serving.is_some() {
                     p.small { "The previous version kept serving. " a href="/docs/debugging-failed-deploys" { "Debugging a failed deploy" } }
                 }
@@ -1046,12 +1044,15 @@ fn deploy_region(s: &DashState, csrf: &str, app: &AppRow, dep: &DeployRow) -> Ma
             div { dt { "Duration" } dd { (layout::duration(&dep.created_at, dep.finished_at.as_deref())) } }
             div { dt { "Started by" } dd { (dep.triggered_by) } }
         }
-        (recreate_phases(dep.status, &events))
+        (recreate_phases(dep.status, dep.phase))
         (steps(dep, &events))
         @if let Some(err) = &dep.error {
             div class={ "callout " (if dep.status == DeployStatus::Failed { "bad" } else { "muted" }) } {
                 strong { (if dep.status == DeployStatus::Failed { "Failed: " } else { "Note: " }) }
                 span.error-text { (err) }
+                @if let Some(f) = &dep.failure {
+                    " " span.muted.small { "(" code { (f.kind.as_str()) } ")" }
+                }
             }
         }
         h2 { "Timeline" }
@@ -1718,35 +1719,19 @@ mod tests {
         assert!(st.error("nk").is_some());
     }
 
-    fn event(seq: i64, message: &str) -> crate::store::EventRow {
-        crate::store::EventRow {
-            seq,
-            at: "2026-01-01T00:00:00Z".into(),
-            status: DeployStatus::Starting,
-            message: message.into(),
-        }
-    }
-
     #[test]
-    fn recreate_phases_follow_the_timeline() {
-        let events = vec![
-            event(1, "pulling x"),
-            event(2, "phase 1 of 2: stopping the old deployment"),
-        ];
-        let m = recreate_phases(DeployStatus::Swapping, &events).into_string();
+    fn recreate_phases_follow_the_recorded_phase() {
+        let m = recreate_phases(DeployStatus::Swapping, Some(1)).into_string();
         assert!(m.contains(r#"<li class="current">"#), "{m}");
         assert!(m.contains(r#"<li class="todo">"#), "{m}");
-        let events = vec![event(1, "phase 1 of 2: x"), event(2, "phase 2 of 2: y")];
-        let m = recreate_phases(DeployStatus::Failed, &events).into_string();
+        let m = recreate_phases(DeployStatus::Failed, Some(2)).into_string();
         assert!(
             m.contains(r#"<li class="done">"#) && m.contains(r#"<li class="failed">"#),
             "{m}"
         );
-        assert!(
-            recreate_phases(DeployStatus::Failed, &[event(1, "pulling")])
-                .into_string()
-                .is_empty()
-        );
+        assert!(recreate_phases(DeployStatus::Failed, None)
+            .into_string()
+            .is_empty());
     }
 
     #[test]

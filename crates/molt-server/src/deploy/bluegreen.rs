@@ -40,6 +40,8 @@ impl Engine {
                 deploy_id: deploy.id.clone(),
                 ..row.clone()
             })?;
+            self.store
+                .set_replica_role(&deploy.id, row.replica, ReplicaRole::Kept)?;
         }
         let mut fresh = Vec::new();
         let digest = if plan_layout.start.is_empty() {

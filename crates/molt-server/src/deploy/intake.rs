@@ -712,6 +712,7 @@ pub(super) fn new_deploy(
         env: Vec::new(),
         failure: None,
         strategy: None,
+        phase: None,
         created_at: now(),
         finished_at: None,
     }

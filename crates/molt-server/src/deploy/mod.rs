@@ -47,7 +47,7 @@ use crate::ports::{Containers, HealthProbe, Ports, Registries, Routes};
 use crate::registry::{Credential, RegistryError};
 use crate::runtime::ContainerSpec;
 use crate::seal::Sealer;
-use crate::store::{now, AppRow, DeployRow, EnvEntry, ReplicaRow, Store};
+use crate::store::{now, AppRow, DeployRow, EnvEntry, ReplicaRole, ReplicaRow, Store};
 use bluegreen::Ready;
 use cutover::{CutoverError, Unrecorded};
 use futures_util::future::{join_all, try_join_all};

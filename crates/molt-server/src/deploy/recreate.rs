@@ -35,6 +35,7 @@ impl Engine {
         let held_for =
             Duration::from_secs(app.health.deploy_timeout_secs + app.drain_timeout_secs + 60);
         let phase1 = async {
+            self.store.set_deploy_phase(&deploy.id, 1)?;
             self.store.event(&deploy.id, "phase 1 of 2: stopping the old deployment (the host cannot hold both versions; new requests are held)")?;
             self.proxy.pause(&app.name, held_for, 10_000).await?;
             self.route_to(&app, []).await?;
@@ -88,6 +89,7 @@ impl Engine {
             let names: Vec<String> = (0..plan.replicas)
                 .map(|i| container_name(&app.name, &deploy.id, i))
                 .collect();
+            self.store.set_deploy_phase(&deploy.id, 2)?;
             self.store.advance(
                 &deploy.id,
                 DeployStatus::Starting,

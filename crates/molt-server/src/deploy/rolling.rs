@@ -25,10 +25,17 @@ impl Engine {
         };
         let plan_layout = layout(&old_rows, plan.replicas, plan.only.as_deref());
         for row in &plan_layout.keep {
-            if let Err(e) = self.store.put_replica(&ReplicaRow {
-                deploy_id: deploy.id.clone(),
-                ..row.clone()
-            }) {
+            let kept = self
+                .store
+                .put_replica(&ReplicaRow {
+                    deploy_id: deploy.id.clone(),
+                    ..row.clone()
+                })
+                .and_then(|()| {
+                    self.store
+                        .set_replica_role(&deploy.id, row.replica, ReplicaRole::Kept)
+                });
+            if let Err(e) = kept {
                 return Outcome::Failed(Failure::internal(e.to_string()));
             }
         }
@@ -108,6 +115,9 @@ impl Engine {
                     .await;
                 return Outcome::Failed(failure);
             }
+            let _ = self
+                .store
+                .set_replica_role(&deploy.id, index, ReplicaRole::Routed);
             let _ = self.store.event(
                 &deploy.id,
                 &format!(

@@ -147,6 +147,8 @@ impl Engine {
             addr: None,
         };
         self.store.put_replica(&row)?;
+        self.store
+            .set_replica_role(&deploy.id, replica, ReplicaRole::New)?;
         let who = if deploy.replicas > 1 {
             format!(" (replica {replica})")
         } else {
