@@ -1,5 +1,19 @@
 //! The deploy state machine: which status may follow which, and what an App's
-//! status is. The engine asks this module before every step it records.
+//! status is. The store asks [`DeployStatus::advance`] before every status it
+//! records and refuses a step it does not allow, so no code path can move a
+//! deploy backwards or out of a terminal status.
+//!
+//! ```text
+//!  pending ─► pulling ─► starting ─► health_checking ─► swapping ─► draining ─► succeeded
+//!     │          │          │              │               │
+//!     └──────────┴──────────┴──────────────┴───────────────┴──► failed | canceled
+//! ```
+//!
+//! Steps may skip ahead (a restart has nothing to pull, a scale down starts
+//! nothing) but never go back. Traffic has moved once a deploy is
+//! `draining`: from there it only finishes forward. A deploy left in
+//! `swapping` after a crash is settled by the reconciler from what the proxy
+//! holds and the replicas' recorded roles.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
