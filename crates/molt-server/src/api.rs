@@ -2,8 +2,9 @@
 //! route, errors as `{"error": {"code", "message"}}`.
 
 use crate::deploy::{Engine, EngineError};
-use crate::registry::{self, Credential};
-use crate::store::{AppRow, DeployRow, EventRow};
+use crate::ops::registries::{normalize_host, save_registry};
+use crate::ops::views::{app_view, deploy_view, env_views};
+use crate::store::{AppRow, DeployRow};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,12 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use molt_core::api::{
-    AddRegistryRequest, ApiError, ApiErrorBody, AppView, ContainerView, CreateAppRequest,
-    DebugReport, DeployEvent, DeployRequest, DeployStarted, DeployView, EnvChangeRequest,
-    EnvChanged, EnvVarView, Finding, RegistryView, RestartRequest, RollbackRequest, ScaleRequest,
+    AddRegistryRequest, ApiError, ApiErrorBody, AppView, CreateAppRequest, DebugReport,
+    DeployRequest, DeployStarted, DeployView, EnvChangeRequest, EnvChanged, EnvVarView,
+    RegistryView, RestartRequest, RollbackRequest, ScaleRequest,
 };
 use serde::Deserialize;
-use std::sync::Arc;
 
 /// Request bodies larger than this are refused with 413.
 const BODY_LIMIT: usize = 256 * 1024;
@@ -91,11 +91,8 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
-#[derive(Clone)]
-pub struct ApiState {
-    pub engine: Arc<Engine>,
-    pub token: Arc<String>,
-}
+/// The API's state is the one every HTTP surface shares.
+pub use crate::ops::Shared as ApiState;
 
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
@@ -166,15 +163,6 @@ impl ApiFailure {
                 },
             },
         }
-    }
-
-    /// The stable error code, for callers that show the error themselves.
-    pub(crate) fn code(&self) -> &str {
-        &self.body.error.code
-    }
-
-    pub(crate) fn message(&self) -> &str {
-        &self.body.error.message
     }
 }
 
@@ -327,74 +315,6 @@ fn triggered_by(headers: &HeaderMap) -> &'static str {
 
 // ---- views ----
 
-pub fn deploy_view(d: &DeployRow, events: Vec<EventRow>) -> DeployView {
-    DeployView {
-        id: d.id.clone(),
-        app: d.app.clone(),
-        kind: d.kind,
-        image: d.image.clone(),
-        digest: d.digest.clone(),
-        status: d.status,
-        error: d.error.clone(),
-        failure: d.failure.clone(),
-        strategy: d.strategy.clone(),
-        triggered_by: d.triggered_by.clone(),
-        previous_digest: d.previous_digest.clone(),
-        created_at: d.created_at.clone(),
-        finished_at: d.finished_at.clone(),
-        events: events
-            .into_iter()
-            .map(|e| DeployEvent {
-                seq: e.seq,
-                at: e.at,
-                status: e.status,
-                message: e.message,
-            })
-            .collect(),
-    }
-}
-
-fn app_view(engine: &Engine, app: &AppRow) -> anyhow::Result<AppView> {
-    let current = match &app.current_deploy {
-        Some(id) => engine.store.get_deploy(id)?,
-        None => None,
-    };
-    let last = engine.store.latest_deploy(&app.name)?;
-    let containers = engine
-        .serving_rows(app)?
-        .into_iter()
-        .map(|r| ContainerView {
-            in_rotation: !engine.is_benched(&r.container_id),
-            replica: r.replica,
-            id: r.container_id,
-            name: r.container_name,
-            address: r.addr,
-        })
-        .collect();
-    Ok(AppView {
-        name: app.name.clone(),
-        status: app.status,
-        image: app.image.clone(),
-        digest: current.and_then(|d| d.digest),
-        port: app.port,
-        health_path: app.health.path.clone(),
-        health: app.health.clone(),
-        domains: app.hosts(),
-        replicas: app.replicas,
-        strategy: app.strategy.clone(),
-        memory_bytes: app.memory_bytes,
-        cpus: app.cpus,
-        gpus: app.gpus,
-        drain_timeout_secs: app.drain_timeout_secs,
-        upstream_timeout_secs: app.upstream_timeout_secs,
-        current_deploy: app.current_deploy.clone(),
-        last_deploy: last.map(|d| deploy_view(&d, Vec::new())),
-        created_at: app.created_at.clone(),
-        updated_at: app.updated_at.clone(),
-        containers,
-    })
-}
-
 fn find_app(engine: &Engine, name: &str) -> Result<AppRow, ApiFailure> {
     engine.store.get_app(name)?.ok_or_else(|| {
         ApiFailure::new(
@@ -493,84 +413,7 @@ async fn debug_app(
     Path(name): Path<String>,
 ) -> Result<Json<DebugReport>, ApiFailure> {
     let app = find_app(&s.engine, &name)?;
-    let deploys = s.engine.store.list_deploys(&name)?;
-    // The newest failed deploy that came after the serving one.
-    let failed = deploys
-        .iter()
-        .take_while(|d| Some(&d.id) != app.current_deploy.as_ref())
-        .find(|d| d.status == molt_core::DeployStatus::Failed)
-        .cloned();
-    let mut findings = Vec::new();
-    if let Some(f) = &failed {
-        findings.push(crate::debug::classify(
-            f.failure.as_ref(),
-            f.error.as_deref().unwrap_or_default(),
-            &name,
-            app.memory_bytes,
-        ));
-    }
-    let serving = deploys
-        .iter()
-        .find(|d| Some(&d.id) == app.current_deploy.as_ref());
-    // Every serving container; with several, each finding names its replica.
-    let rows = s.engine.serving_rows(&app)?;
-    let many = rows.len() > 1;
-    for row in &rows {
-        let container = &row.container_id;
-        let (the, replica) = if many {
-            (
-                format!("serving container of replica {}", row.replica),
-                format!(" (replica {})", row.replica),
-            )
-        } else {
-            ("serving container".to_string(), String::new())
-        };
-        match s.engine.runtime.state(container).await? {
-            None => findings.push(Finding {
-                kind: "container_missing".into(),
-                summary: format!("the {the} is gone"),
-                detail: None,
-                hint: format!("deploy again (`molt redeploy {name}`); the server also recreates routes when it restarts"),
-            }),
-            Some(state) if state.oom_killed => {
-                let oom = molt_core::Failure::new(
-                    molt_core::FailureKind::OomKilled,
-                    "the container was killed for using more memory than its limit",
-                );
-                let mut f = crate::debug::classify(Some(&oom), "", &name, app.memory_bytes);
-                f.summary.push_str(&replica);
-                findings.push(f);
-            }
-            Some(state) if state.restarting || !state.running || state.restart_count > 0 => {
-                let logs = s.engine.runtime.logs_tail(container, 20).await;
-                findings.push(Finding {
-                    kind: "crash_loop".into(),
-                    summary: format!(
-                        "the {the} {} (last exit code {}, restarted {} time(s) by the engine)",
-                        if state.running && !state.restarting { "is running but has crashed before" } else { "keeps crashing" },
-                        state.exit_code.unwrap_or(-1),
-                        state.restart_count
-                    ),
-                    detail: (!logs.is_empty()).then_some(logs),
-                    hint: format!("its last output says why; roll back with `molt rollback {name}` while you fix it"),
-                });
-            }
-            Some(_) if s.engine.is_benched(container) => findings.push(Finding {
-                kind: "health_check_failing".into(),
-                summary: format!("the {the} fails its health check and is out of the proxy's rotation"),
-                detail: None,
-                hint: "autoheal replaces it after the failure threshold; the other replicas serve meanwhile".into(),
-            }),
-            Some(_) => {}
-        }
-    }
-    Ok(Json(DebugReport {
-        app: app.name.clone(),
-        status: app.status,
-        serving_digest: serving.and_then(|d| d.digest.clone()),
-        failed_deploy: failed.map(|d| deploy_view(&d, Vec::new())),
-        findings,
-    }))
+    Ok(Json(crate::ops::diagnose::diagnose(&s.engine, &app).await?))
 }
 
 /// The answer to every request that started a deploy on an existing App.
@@ -673,26 +516,13 @@ async fn cancel(
     }
 }
 
-fn env_views(s: &ApiState, app: &str) -> anyhow::Result<Vec<EnvVarView>> {
-    Ok(s.engine
-        .store
-        .env(app)?
-        .into_iter()
-        .map(|e| EnvVarView {
-            key: e.key,
-            secret: e.secret,
-            value: if e.secret { None } else { e.value },
-        })
-        .collect())
-}
-
 #[utoipa::path(get, path = "/api/v1/apps/{name}/env", tag = "env", params(("name" = String, Path, description = "App name")), responses((status = 200, description = "Secrets have no value", body = Vec<EnvVarView>)))]
 async fn list_env(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<EnvVarView>>, ApiFailure> {
     find_app(&s.engine, &name)?;
-    Ok(Json(env_views(&s, &name)?))
+    Ok(Json(env_views(&s.engine, &name)?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/apps/{name}/env", tag = "env", params(("name" = String, Path, description = "App name")), request_body = EnvChangeRequest, responses((status = 200, body = EnvChanged), (status = 400, body = ApiError)))]
@@ -712,7 +542,7 @@ async fn change_env(
         .change_env(&name, set, req.unset, req.apply, triggered_by(&headers))
         .await?;
     Ok(Json(EnvChanged {
-        env: env_views(&s, &name)?,
+        env: env_views(&s.engine, &name)?,
         deploy: deploy.map(|d| deploy_view(&d, Vec::new())),
     }))
 }
@@ -783,40 +613,6 @@ async fn add_registry(
     ))
 }
 
-/// Verifies a registry credential with the registry, then seals and saves
-/// it. Shared by the API and the dashboard, so both apply the same checks.
-pub(crate) async fn save_registry(
-    engine: &Engine,
-    req: &AddRegistryRequest,
-) -> Result<crate::store::RegistryRow, ApiFailure> {
-    let host = normalize_host(&req.host)?;
-    if req.username.is_empty() || req.password.is_empty() {
-        return Err(ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_credential",
-            "both a username and a password (or token) are needed",
-        ));
-    }
-    let cred = Credential {
-        username: req.username.clone(),
-        password: req.password.clone(),
-    };
-    registry::verify_credential(&host, &cred)
-        .await
-        .map_err(|e| ApiFailure::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
-    let sealed = engine
-        .sealer
-        .seal(&format!("registry:{host}"), req.password.as_bytes())?;
-    engine
-        .store
-        .upsert_registry(&host, &req.username, &sealed)?;
-    let row = engine
-        .store
-        .get_registry(&host)?
-        .ok_or_else(|| anyhow::anyhow!("the credential vanished right after it was saved"))?;
-    Ok(row)
-}
-
 #[utoipa::path(delete, path = "/api/v1/registries/{host}", tag = "registries", params(("host" = String, Path, description = "Registry host")), responses((status = 204, description = "Removed"), (status = 404, body = ApiError)))]
 async fn remove_registry(
     State(s): State<ApiState>,
@@ -831,48 +627,5 @@ async fn remove_registry(
             "not_found",
             format!("no credential saved for {host}: see `molt registries list`"),
         ))
-    }
-}
-
-/// A registry host as images name it (`ghcr.io`, `127.0.0.1:5000`).
-pub(crate) fn normalize_host(raw: &str) -> Result<String, ApiFailure> {
-    let host = raw
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_ascii_lowercase();
-    let host = match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
-        _ => host,
-    };
-    // Reuse the reference parser's host rules on `HOST/x`.
-    match molt_core::ImageRef::parse(&format!("{host}/x")) {
-        Ok(r) if r.registry == host => Ok(host),
-        _ => Err(ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_registry",
-            format!(
-                "`{}` is not a registry host: give one like `ghcr.io` or `127.0.0.1:5000`",
-                raw.chars().take(100).collect::<String>()
-            ),
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_hosts() {
-        assert_eq!(normalize_host("https://GHCR.io/").ok().unwrap(), "ghcr.io");
-        assert_eq!(
-            normalize_host("127.0.0.1:5000").ok().unwrap(),
-            "127.0.0.1:5000"
-        );
-        assert_eq!(normalize_host("index.docker.io").ok().unwrap(), "docker.io");
-        assert!(normalize_host("bad host").is_err());
-        assert!(normalize_host("a/b").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! Live progress of a deploy as server-sent events: one `event: progress`
 //! per timeline entry, then `event: end` with the finished deploy.
 
-use crate::api::{deploy_view, ApiFailure, ApiState};
+use crate::api::{ApiFailure, ApiState};
+use crate::ops::views::deploy_view;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};

@@ -14,6 +14,7 @@ pub(crate) mod fakes;
 pub mod health;
 pub mod logs;
 pub mod metrics;
+pub mod ops;
 pub mod ports;
 pub mod proxy_link;
 pub mod reconcile;

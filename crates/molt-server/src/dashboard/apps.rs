@@ -41,7 +41,7 @@ fn internal_page(e: anyhow::Error) -> Response {
 }
 
 /// An engine refusal as a stable code and a message for people.
-fn explain(e: EngineError) -> (&'static str, String) {
+pub(super) fn explain(e: EngineError) -> (&'static str, String) {
     match e {
         EngineError::Invalid { code, message } => (code, message),
         EngineError::NotFound(m) => ("not_found", m),

@@ -17,7 +17,7 @@ mod live;
 mod registries;
 mod session;
 
-use crate::api::ApiState;
+use crate::ops::Shared as ApiState;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};

@@ -137,7 +137,7 @@ pub async fn add(State(s): State<DashState>, f: CsrfForm<AddForm>) -> Response {
             username,
             password: form.password,
         };
-        match crate::api::save_registry(&s.api.engine, &req).await {
+        match crate::ops::registries::save_registry(&s.api.engine, &req).await {
             Ok(row) => {
                 s.sessions.set_flash(
                     &session.id,
@@ -149,7 +149,8 @@ pub async fn add(State(s): State<DashState>, f: CsrfForm<AddForm>) -> Response {
                 return Redirect::to("/registries").into_response();
             }
             Err(e) => {
-                st = st.with_error(field_of(e.code()), e.message());
+                let (code, message) = super::apps::explain(e);
+                st = st.with_error(field_of(code), message);
             }
         }
     }
@@ -165,8 +166,11 @@ pub struct RemoveForm {
 
 pub async fn remove(State(s): State<DashState>, f: CsrfForm<RemoveForm>) -> Response {
     let CsrfForm { session, form } = f;
-    let flash = match crate::api::normalize_host(&form.host) {
-        Err(e) => Flash::form("remove", FormState::default().with_general(e.message())),
+    let flash = match crate::ops::registries::normalize_host(&form.host) {
+        Err(e) => Flash::form(
+            "remove",
+            FormState::default().with_general(super::apps::explain(e).1),
+        ),
         Ok(host) => match s.api.engine.store.remove_registry(&host) {
             Ok(true) => Flash::notice(format!("Removed the credential for {host}.")),
             Ok(false) => Flash::notice(format!("There was no credential for {host}.")),

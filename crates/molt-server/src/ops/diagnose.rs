@@ -1,0 +1,90 @@
+//! `molt debug`: what is wrong with an App, from its latest failed deploy's
+//! typed failure and its serving containers' state, each finding with a
+//! hint.
+
+use crate::deploy::Engine;
+use crate::ops::views::deploy_view;
+use crate::store::AppRow;
+use molt_core::api::{DebugReport, Finding};
+
+pub async fn diagnose(engine: &Engine, app: &AppRow) -> anyhow::Result<DebugReport> {
+    let name = &app.name;
+    let deploys = engine.store.list_deploys(&app.name)?;
+    // The newest failed deploy that came after the serving one.
+    let failed = deploys
+        .iter()
+        .take_while(|d| Some(&d.id) != app.current_deploy.as_ref())
+        .find(|d| d.status == molt_core::DeployStatus::Failed)
+        .cloned();
+    let mut findings = Vec::new();
+    if let Some(f) = &failed {
+        findings.push(crate::debug::classify(
+            f.failure.as_ref(),
+            f.error.as_deref().unwrap_or_default(),
+            &app.name,
+            app.memory_bytes,
+        ));
+    }
+    let serving = deploys
+        .iter()
+        .find(|d| Some(&d.id) == app.current_deploy.as_ref());
+    // Every serving container; with several, each finding names its replica.
+    let rows = engine.serving_rows(app)?;
+    let many = rows.len() > 1;
+    for row in &rows {
+        let container = &row.container_id;
+        let (the, replica) = if many {
+            (
+                format!("serving container of replica {}", row.replica),
+                format!(" (replica {})", row.replica),
+            )
+        } else {
+            ("serving container".to_string(), String::new())
+        };
+        match engine.runtime.state(container).await? {
+            None => findings.push(Finding {
+                kind: "container_missing".into(),
+                summary: format!("the {the} is gone"),
+                detail: None,
+                hint: format!("deploy again (`molt redeploy {name}`); the server also recreates routes when it restarts"),
+            }),
+            Some(state) if state.oom_killed => {
+                let oom = molt_core::Failure::new(
+                    molt_core::FailureKind::OomKilled,
+                    "the container was killed for using more memory than its limit",
+                );
+                let mut f = crate::debug::classify(Some(&oom), "", &app.name, app.memory_bytes);
+                f.summary.push_str(&replica);
+                findings.push(f);
+            }
+            Some(state) if state.restarting || !state.running || state.restart_count > 0 => {
+                let logs = engine.runtime.logs_tail(container, 20).await;
+                findings.push(Finding {
+                    kind: "crash_loop".into(),
+                    summary: format!(
+                        "the {the} {} (last exit code {}, restarted {} time(s) by the engine)",
+                        if state.running && !state.restarting { "is running but has crashed before" } else { "keeps crashing" },
+                        state.exit_code.unwrap_or(-1),
+                        state.restart_count
+                    ),
+                    detail: (!logs.is_empty()).then_some(logs),
+                    hint: format!("its last output says why; roll back with `molt rollback {name}` while you fix it"),
+                });
+            }
+            Some(_) if engine.is_benched(container) => findings.push(Finding {
+                kind: "health_check_failing".into(),
+                summary: format!("the {the} fails its health check and is out of the proxy's rotation"),
+                detail: None,
+                hint: "autoheal replaces it after the failure threshold; the other replicas serve meanwhile".into(),
+            }),
+            Some(_) => {}
+        }
+    }
+    Ok(DebugReport {
+        app: app.name.clone(),
+        status: app.status,
+        serving_digest: serving.and_then(|d| d.digest.clone()),
+        failed_deploy: failed.map(|d| deploy_view(&d, Vec::new())),
+        findings,
+    })
+}

@@ -1,0 +1,90 @@
+//! The read models: what an App, a deploy and an environment look like to
+//! clients, built in one place for the API, the event stream and the
+//! dashboard.
+
+use crate::deploy::Engine;
+use crate::store::{AppRow, DeployRow, EventRow};
+use molt_core::api::{AppView, ContainerView, DeployEvent, DeployView, EnvVarView};
+
+/// A deploy as clients see it; `events` when one deploy is asked for.
+pub fn deploy_view(d: &DeployRow, events: Vec<EventRow>) -> DeployView {
+    DeployView {
+        id: d.id.clone(),
+        app: d.app.clone(),
+        kind: d.kind,
+        image: d.image.clone(),
+        digest: d.digest.clone(),
+        status: d.status,
+        error: d.error.clone(),
+        failure: d.failure.clone(),
+        strategy: d.strategy.clone(),
+        triggered_by: d.triggered_by.clone(),
+        previous_digest: d.previous_digest.clone(),
+        created_at: d.created_at.clone(),
+        finished_at: d.finished_at.clone(),
+        events: events
+            .into_iter()
+            .map(|e| DeployEvent {
+                seq: e.seq,
+                at: e.at,
+                status: e.status,
+                message: e.message,
+            })
+            .collect(),
+    }
+}
+
+pub fn app_view(engine: &Engine, app: &AppRow) -> anyhow::Result<AppView> {
+    let current = match &app.current_deploy {
+        Some(id) => engine.store.get_deploy(id)?,
+        None => None,
+    };
+    let last = engine.store.latest_deploy(&app.name)?;
+    let containers = engine
+        .serving_rows(app)?
+        .into_iter()
+        .map(|r| ContainerView {
+            in_rotation: !engine.is_benched(&r.container_id),
+            replica: r.replica,
+            id: r.container_id,
+            name: r.container_name,
+            address: r.addr,
+        })
+        .collect();
+    Ok(AppView {
+        name: app.name.clone(),
+        status: app.status,
+        image: app.image.clone(),
+        digest: current.and_then(|d| d.digest),
+        port: app.port,
+        health_path: app.health.path.clone(),
+        health: app.health.clone(),
+        domains: app.hosts(),
+        replicas: app.replicas,
+        strategy: app.strategy.clone(),
+        memory_bytes: app.memory_bytes,
+        cpus: app.cpus,
+        gpus: app.gpus,
+        drain_timeout_secs: app.drain_timeout_secs,
+        upstream_timeout_secs: app.upstream_timeout_secs,
+        current_deploy: app.current_deploy.clone(),
+        last_deploy: last.map(|d| deploy_view(&d, Vec::new())),
+        created_at: app.created_at.clone(),
+        updated_at: app.updated_at.clone(),
+        containers,
+    })
+}
+
+/// An App's variables; secrets show no value.
+pub fn env_views(engine: &Engine, app: &str) -> anyhow::Result<Vec<EnvVarView>> {
+    Ok(engine
+        .store
+        .env(app)?
+        .into_iter()
+        .map(|e| EnvVarView {
+            key: e.key,
+            secret: e.secret,
+            value: if e.secret { None } else { e.value },
+        })
+        .collect())
+}
