@@ -1,0 +1,127 @@
+//! A deploy's page and its live refresh.
+
+use super::*;
+
+pub(super) fn deploy_region(s: &DashState, csrf: &str, app: &AppRow, dep: &DeployRow) -> Markup {
+    let events = s.api.engine.store.events(&dep.id, 0).unwrap_or_default();
+    // Read after the events, so the status shown is never behind them.
+    let fresh = s.api.engine.store.get_deploy(&dep.id).ok().flatten();
+    let dep = fresh.as_ref().unwrap_or(dep);
+    let base = app_url(&app.name);
+    let serving = app.current_deploy.as_deref() == Some(dep.id.as_str());
+    html! {
+        div.status-line {
+            (layout::deploy_badge(dep.status))
+            @if serving { span.tag { "serving" } }
+        }
+        dl.facts {
+            div { dt { "Kind" } dd { (dep.kind.as_str()) } }
+            div { dt { "Image" } dd { code.image { (dep.image) } } }
+            div { dt { "Digest" } dd { @match &dep.digest { Some(d) => code.digest { (d) }, None => span.muted { "—" } } } }
+            div { dt { "Previous digest" } dd { @match &dep.previous_digest { Some(d) => code.digest { (d) }, None => span.muted { "—" } } } }
+            div { dt { "Started" } dd { (layout::ago(&dep.created_at)) span.muted.small { " (" (dep.created_at) ")" } } }
+            div { dt { "Duration" } dd { (layout::duration(&dep.created_at, dep.finished_at.as_deref())) } }
+            div { dt { "Started by" } dd { (dep.triggered_by) } }
+        }
+        (recreate_phases(dep.status, dep.phase))
+        (steps(dep, &events))
+        @if let Some(err) = &dep.error {
+            div class={ "callout " (if dep.status == DeployStatus::Failed { "bad" } else { "muted" }) } {
+                strong { (if dep.status == DeployStatus::Failed { "Failed: " } else { "Note: " }) }
+                span.error-text { (err) }
+                @if let Some(f) = &dep.failure {
+                    " " span.muted.small { "(" code { (f.kind.as_str()) } ")" }
+                }
+            }
+        }
+        h2 { "Timeline" }
+        (timeline(&events))
+        @if !dep.status.is_terminal() {
+            form method="post" action={ (base) "/cancel" } data-confirm="Cancel this deploy? The new container is removed and the current version keeps serving." {
+                (layout::csrf_field(csrf))
+                button.btn.danger-outline type="submit" { "Cancel deploy" }
+            }
+        }
+        @if dep.status == DeployStatus::Succeeded && !serving && dep.digest.is_some() {
+            form.stack.rollback method="post" action={ (base) "/rollback" } {
+                (layout::csrf_field(csrf))
+                input type="hidden" name="deploy_id" value=(dep.id);
+                div.check {
+                    input #rollback-config type="checkbox" name="with_config" value="on";
+                    label for="rollback-config" { "Also restore this deploy's environment" }
+                }
+                button.btn.primary type="submit" { "Roll back to this deploy" }
+            }
+        }
+    }
+}
+
+pub(super) fn find_deploy(
+    s: &DashState,
+    name: &str,
+    id: &str,
+) -> anyhow::Result<Option<(AppRow, DeployRow)>> {
+    let store = &s.api.engine.store;
+    let Some(app) = store.get_app(name)? else {
+        return Ok(None);
+    };
+    Ok(store
+        .get_deploy(id)?
+        .filter(|d| d.app == app.name)
+        .map(|d| (app, d)))
+}
+
+pub async fn deploy_page(
+    State(s): State<DashState>,
+    Path((name, id)): Path<(String, String)>,
+    auth: Authed,
+) -> Response {
+    let (app, dep) = match find_deploy(&s, &name, &id) {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return layout::error_page(
+                StatusCode::NOT_FOUND,
+                "No such deploy",
+                "This App has no deploy with that id; it may have been deleted.",
+            )
+        }
+        Err(e) => return internal_page(e),
+    };
+    let flash = s.sessions.take_flash(&auth.id);
+    let base = app_url(&app.name);
+    let title = format!("Deploy {} of {}", crate::deploy::short(&dep.id), app.name);
+    let main = html! {
+        nav.crumbs aria-label="Breadcrumb" {
+            a href="/" { "Apps" } " / " a href=(base) { (app.name) } " / "
+            span aria-current="page" { "deploy " (crate::deploy::short(&dep.id)) }
+        }
+        div.page-head { h1 { "Deploy " code { (crate::deploy::short(&dep.id)) } } }
+        section.card {
+            (live::region("deploy", deploy_region(&s, &auth.csrf, &app, &dep)))
+        }
+    };
+    Shell {
+        title: &title,
+        nav: Nav::Apps,
+        csrf: Some(&auth.csrf),
+        notice: flash.notice.as_deref(),
+        live: Some(format!("{base}/deploys/{}/live", dep.id)),
+    }
+    .render(main)
+    .into_response()
+}
+
+pub async fn deploy_live(
+    State(s): State<DashState>,
+    Path((name, id)): Path<(String, String)>,
+    auth: Authed,
+) -> Response {
+    match find_deploy(&s, &name, &id) {
+        Ok(Some((app, dep))) => live::answer(
+            !dep.status.is_terminal(),
+            vec![("deploy", deploy_region(&s, &auth.csrf, &app, &dep))],
+        ),
+        Ok(None) => live::gone("/"),
+        Err(e) => internal_page(e),
+    }
+}
