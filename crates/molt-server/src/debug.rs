@@ -30,7 +30,7 @@ pub fn classify(
         .next()
         .unwrap_or_default()
         .to_string();
-    let output = failure.output.as_deref().map(indent);
+    let output = failure.output.as_deref().map(crate::deploy::indent);
     let finding = |kind: &str, summary: String, detail: Option<String>, hint: String| Finding {
         kind: kind.into(),
         summary,
@@ -128,13 +128,6 @@ pub fn classify(
             format!("see the deploy's timeline: `molt deploys show {app} ID`"),
         ),
     }
-}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]

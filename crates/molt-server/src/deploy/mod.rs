@@ -39,6 +39,7 @@ mod tests;
 
 pub(crate) use cutover::followed_image;
 pub use cutover::route_for;
+pub(crate) use narration::indent;
 pub use narration::short;
 
 use crate::capacity::{self, Capacity, Need, Strategy};

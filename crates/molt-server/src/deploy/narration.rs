@@ -74,34 +74,9 @@ pub(super) fn short_digest(d: &str) -> &str {
     &d[..d.len().min(19)]
 }
 
-pub(super) fn indent(text: &str) -> String {
+pub(crate) fn indent(text: &str) -> String {
     text.lines()
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(replica: u32) -> ReplicaRow {
-        ReplicaRow {
-            deploy_id: "old".into(),
-            replica,
-            container_id: format!("c{replica}"),
-            container_name: format!("molt-web-old-{replica}"),
-            addr: Some(format!("10.0.0.{replica}:80")),
-        }
-    }
-
-    #[test]
-    fn names_and_descriptions() {
-        assert_eq!(container_name("web", "d1", 0), "molt-web-d1");
-        assert_eq!(container_name("web", "d1", 2), "molt-web-d1-2");
-        assert_eq!(describe_replicas(&[row(1), row(2)]), "replicas 1, 2");
-        assert_eq!(describe_containers(&[row(1)]), "container c1");
-        assert_eq!(on_replicas(1), "");
-        assert_eq!(on_replicas(3), " on 3 replicas");
-    }
 }

@@ -124,4 +124,14 @@ mod tests {
         assert_eq!(l.start, vec![1]);
         assert_eq!(l.retire, vec![row(1)]);
     }
+
+    #[test]
+    fn names_and_descriptions() {
+        assert_eq!(container_name("web", "d1", 0), "molt-web-d1");
+        assert_eq!(container_name("web", "d1", 2), "molt-web-d1-2");
+        assert_eq!(describe_replicas(&[row(1), row(2)]), "replicas 1, 2");
+        assert_eq!(describe_containers(&[row(1)]), "container c1");
+        assert_eq!(on_replicas(1), "");
+        assert_eq!(on_replicas(3), " on 3 replicas");
+    }
 }

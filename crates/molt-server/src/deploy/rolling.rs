@@ -16,12 +16,9 @@ impl Engine {
         cancel: &CancellationToken,
         new_containers: &mut Vec<String>,
     ) -> Outcome {
-        let (app, old, old_rows, (run_ref, digest)) = tokio::select! {
-            r = self.setup(deploy, plan) => match r {
-                Ok(v) => v,
-                Err(StepError(e)) => return Outcome::Failed(e),
-            },
-            _ = cancel.cancelled() => return Outcome::Canceled,
+        let (app, old, old_rows, (run_ref, digest)) = match self.setup(deploy, plan, cancel).await {
+            Ok(v) => v,
+            Err(outcome) => return outcome,
         };
         let plan_layout = layout(&old_rows, plan.replicas, plan.only.as_deref());
         for row in &plan_layout.keep {

@@ -9,9 +9,21 @@ pub(super) type Fetched = (String, Option<String>);
 
 impl Engine {
     /// The App, the serving deploy and its containers, and the image on the
-    /// host: what a recreate or a rolling deploy needs
-    /// before it touches the serving set.
+    /// host: what a recreate or a rolling deploy needs before it touches the
+    /// serving set; or how the deploy ends when that fails or is canceled.
     pub(super) async fn setup(
+        &self,
+        deploy: &DeployRow,
+        plan: &Plan,
+        cancel: &CancellationToken,
+    ) -> Result<(AppRow, DeployRow, Vec<ReplicaRow>, Fetched), Outcome> {
+        tokio::select! {
+            r = self.set_up(deploy, plan) => r.map_err(|StepError(e)| Outcome::Failed(e)),
+            _ = cancel.cancelled() => Err(Outcome::Canceled),
+        }
+    }
+
+    async fn set_up(
         &self,
         deploy: &DeployRow,
         plan: &Plan,
