@@ -128,16 +128,29 @@ pub fn router(state: ApiState) -> Router {
         })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    // On the API's address the metrics need the token like every API route:
+    // they name every App and how its deploys went. `--metrics ADDR` serves
+    // them without one on an address of their own (`metrics_router`).
+    let metrics = Router::new()
+        .route("/metrics", get(server_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(server_metrics))
+        .merge(metrics)
         .nest("/api/v1", api)
         .merge(crate::dashboard::router(state.clone()))
         .with_state(state)
 }
 
-/// Prometheus text; like `/healthz` it needs no token, so scrapers work
-/// without one (it names Apps, nothing secret).
+/// `GET /metrics` alone, with no token: for `molt server --metrics ADDR`,
+/// an address a scraper can reach and the API's clients need not.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(server_metrics))
+        .with_state(state)
+}
+
+/// Prometheus text: deploys by App, kind and outcome, their durations.
 async fn server_metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
         [(
@@ -219,12 +232,21 @@ fn internal(e: anyhow::Error) -> ApiFailure {
             "Molt's data dir is out of space (database or disk is full), so nothing was changed: free space on its disk and try again",
         );
     }
-    tracing::error!("internal error: {e:#}");
+    // The chain of causes names files, addresses and engine answers: it
+    // goes to the server's log, under an id the client is given to find it.
+    let id = crate::datadir::random_hex(4);
+    tracing::error!(error_id = %id, "internal error: {e:#}");
     ApiFailure::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
-        format!("{e:#}"),
+        internal_message(&id),
     )
+}
+
+/// What a client is told of an internal error: that it happened, and where
+/// the details are.
+pub(crate) fn internal_message(id: &str) -> String {
+    format!("the server failed to carry this out (error {id}); nothing more is shown here: the server's log has the cause under `error_id={id}`. Try again, and report it if it persists")
 }
 
 /// Whether an error comes from a full disk (SQLite's SQLITE_FULL or ENOSPC).
@@ -408,6 +430,30 @@ fn find_app(engine: &Engine, name: &str) -> Result<AppRow, ApiFailure> {
     })
 }
 
+/// Refuses a domain that is the name this server's API and dashboard are
+/// reached at (the request's `Host`): an App must not take over the name
+/// people use to manage Molt. (`--api` itself is an address, which no
+/// domain may be.)
+pub(crate) fn refuse_own_host(domains: &[String], headers: &HeaderMap) -> Result<(), EngineError> {
+    let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+    else {
+        return Ok(());
+    };
+    for d in domains {
+        if molt_core::name::parse_domain(d).is_ok_and(|d| d == host) {
+            return Err(EngineError::Invalid {
+                code: "invalid_domain",
+                message: format!("{host} is the name of this Molt server's API and dashboard, so no App can answer on it: use another host name"),
+            });
+        }
+    }
+    Ok(())
+}
+
 // ---- handlers ----
 
 #[utoipa::path(get, path = "/api/v1/apps", tag = "apps", responses((status = 200, description = "Every App", body = Vec<AppView>)))]
@@ -426,6 +472,7 @@ async fn create_app(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateAppRequest>,
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    refuse_own_host(&req.domains, &headers)?;
     let (app, deploy) = s.engine.create_app(req, triggered_by(&headers)).await?;
     let app = s.engine.store.get_app(&app.name)?.unwrap_or(app);
     Ok((
@@ -543,6 +590,7 @@ async fn debug_app(
             }
             Some(state) if state.restarting || !state.running || state.restart_count > 0 => {
                 let logs = s.engine.runtime.logs_tail(container, 20).await;
+                let logs = s.engine.mask_secrets(&name, &[], &logs);
                 findings.push(Finding {
                     kind: "crash_loop".into(),
                     summary: format!(
@@ -874,5 +922,35 @@ mod tests {
         assert_eq!(normalize_host("index.docker.io").ok().unwrap(), "docker.io");
         assert!(normalize_host("bad host").is_err());
         assert!(normalize_host("a/b").is_err());
+    }
+
+    /// A client learns that something failed and where the cause is logged,
+    /// never the chain of causes (paths, addresses, engine answers).
+    #[test]
+    fn internal_errors_do_not_show_their_cause() {
+        let e = anyhow::anyhow!("open /srv/molt/data/molt.db: permission denied")
+            .context("reading the App `web`");
+        let f = internal(e);
+        assert_eq!(f.code(), "internal");
+        assert!(!f.message().contains("/srv/molt"), "{}", f.message());
+        assert!(!f.message().contains("permission"), "{}", f.message());
+        assert!(f.message().contains("server's log"), "{}", f.message());
+    }
+
+    /// The name the API was reached at cannot become an App's domain.
+    #[test]
+    fn the_api_host_is_not_a_domain() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::HOST,
+            axum::http::HeaderValue::from_static("molt.example.com:7700"),
+        );
+        let refused = refuse_own_host(&["Molt.Example.com.".into()], &h).unwrap_err();
+        assert!(
+            matches!(&refused, EngineError::Invalid { code, .. } if *code == "invalid_domain"),
+            "{refused:?}"
+        );
+        assert!(refuse_own_host(&["app.example.com".into()], &h).is_ok());
+        assert!(refuse_own_host(&["molt.example.com".into()], &HeaderMap::new()).is_ok());
     }
 }

@@ -31,12 +31,15 @@ fn flash_to(s: &DashState, auth: &Authed, flash: Flash, to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
-fn internal_page(e: anyhow::Error) -> Response {
-    tracing::error!("dashboard: {e:#}");
+/// The page for an internal error: the cause goes to the server's log, not
+/// to the browser (it names files, addresses and engine answers).
+pub(super) fn internal_page(e: anyhow::Error) -> Response {
+    let id = crate::datadir::random_hex(4);
+    tracing::error!(error_id = %id, "dashboard: {e:#}");
     layout::error_page(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Something broke on the server",
-        &format!("{e:#}. The server log has the details."),
+        &crate::api::internal_message(&id),
     )
 }
 
@@ -48,8 +51,9 @@ fn explain(e: EngineError) -> (&'static str, String) {
         EngineError::Conflict { message, .. } => ("conflict", message),
         EngineError::Registry(r) => (r.code(), r.to_string()),
         EngineError::Internal(e) => {
-            tracing::error!("dashboard: {e:#}");
-            ("internal", format!("the server failed: {e:#}"))
+            let id = crate::datadir::random_hex(4);
+            tracing::error!(error_id = %id, "dashboard: {e:#}");
+            ("internal", crate::api::internal_message(&id))
         }
     }
 }
@@ -287,7 +291,7 @@ pub struct CreateForm {
 /// The create form field that an engine error code is about.
 fn create_field(code: &str) -> Option<&'static str> {
     Some(match code {
-        "invalid_name" | "conflict" => "name",
+        "invalid_name" | "conflict" | "name_domain_taken" => "name",
         "invalid_image" | "image_not_found" | "image_platform_missing" => "image",
         c if c.starts_with("registry_") => "image",
         "invalid_port" => "port",
@@ -328,7 +332,11 @@ fn opt(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-pub async fn create(State(s): State<DashState>, f: CsrfForm<CreateForm>) -> Response {
+pub async fn create(
+    State(s): State<DashState>,
+    headers: axum::http::HeaderMap,
+    f: CsrfForm<CreateForm>,
+) -> Response {
     let CsrfForm { session, form } = f;
     let mut st = FormState::default();
     for (k, v) in [
@@ -428,7 +436,11 @@ pub async fn create(State(s): State<DashState>, f: CsrfForm<CreateForm>) -> Resp
         strategy: opt(&form.strategy).filter(|s| s != "auto"),
         ..Default::default()
     };
-    match s.api.engine.create_app(req, TRIGGER).await {
+    let created = match crate::api::refuse_own_host(&req.domains, &headers) {
+        Ok(()) => s.api.engine.create_app(req, TRIGGER).await,
+        Err(e) => Err(e),
+    };
+    match created {
         Ok((app, deploy)) => flash_to(
             &s,
             &session,
