@@ -67,7 +67,9 @@ impl fmt::Display for AppName {
 }
 
 /// Validates an extra domain for an App: a DNS name made of labels of
-/// letters, digits and hyphens. Returns it lowercased.
+/// letters, digits and hyphens. Returns it lowercased. IP addresses and
+/// `localhost` are refused: the proxy would answer for the machine itself
+/// (and the API's own address) rather than for one App.
 pub fn parse_domain(raw: &str) -> Result<String, String> {
     let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
     let bad =
@@ -85,7 +87,28 @@ pub fn parse_domain(raw: &str) -> Result<String, String> {
             return Err(bad());
         }
     }
+    if looks_like_ipv4(&d) {
+        return Err(format!(
+            "`{raw}` is an IP address, not a domain: an App answers on host names such as `app.example.com`"
+        ));
+    }
+    if d == "localhost" {
+        return Err(format!(
+            "`{raw}` names this machine, not an App: use a host name such as `app.example.com` (every App already answers on `NAME.localhost`)"
+        ));
+    }
     Ok(d)
+}
+
+/// Whether browsers and resolvers read this host as an IPv4 address: its
+/// last label is a number (decimal, or hex with `0x`), as in `127.0.0.1`,
+/// `2130706433` or `0x7f.1`.
+fn looks_like_ipv4(d: &str) -> bool {
+    let last = d.rsplit('.').next().unwrap_or(d);
+    let hex = last
+        .strip_prefix("0x")
+        .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
+    hex || last.chars().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -144,5 +167,31 @@ mod tests {
         assert!(parse_domain("bad..com").is_err());
         assert!(parse_domain("-x.com").is_err());
         assert!(parse_domain("a b.com").is_err());
+    }
+
+    #[test]
+    fn domains_are_not_addresses_or_this_machine() {
+        for bad in [
+            "127.0.0.1",
+            "10.0.0.1.",
+            "2130706433",
+            "0x7f.1",
+            "1.2.3",
+            "localhost",
+            "LOCALHOST.",
+            "[::1]",
+            "::1",
+        ] {
+            assert!(parse_domain(bad).is_err(), "{bad}");
+        }
+        assert!(parse_domain("127.0.0.1")
+            .unwrap_err()
+            .contains("IP address"));
+        assert!(parse_domain("localhost")
+            .unwrap_err()
+            .contains("this machine"));
+        for ok in ["web.localhost", "1.example.com", "app.0x7f.dev", "x1.io"] {
+            assert!(parse_domain(ok).is_ok(), "{ok}");
+        }
     }
 }

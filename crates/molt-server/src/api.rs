@@ -125,16 +125,29 @@ pub fn router(state: ApiState) -> Router {
         })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    // On the API's address the metrics need the token like every API route:
+    // they name every App and how its deploys went. `--metrics ADDR` serves
+    // them without one on an address of their own (`metrics_router`).
+    let metrics = Router::new()
+        .route("/metrics", get(server_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(server_metrics))
+        .merge(metrics)
         .nest("/api/v1", api)
         .merge(crate::dashboard::router(state.clone()))
         .with_state(state)
 }
 
-/// Prometheus text; like `/healthz` it needs no token, so scrapers work
-/// without one (it names Apps, nothing secret).
+/// `GET /metrics` alone, with no token: for `molt server --metrics ADDR`,
+/// an address a scraper can reach and the API's clients need not.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(server_metrics))
+        .with_state(state)
+}
+
+/// Prometheus text: deploys by App, kind and outcome, their durations.
 async fn server_metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
         [(
@@ -207,11 +220,14 @@ fn internal(e: anyhow::Error) -> ApiFailure {
             "Molt's data dir is out of space (database or disk is full), so nothing was changed: free space on its disk and try again",
         );
     }
-    tracing::error!("internal error: {e:#}");
+    // The chain of causes names files, addresses and engine answers: it
+    // goes to the server's log, under an id the client is given to find it.
+    let id = crate::datadir::random_hex(4);
+    tracing::error!(error_id = %id, "internal error: {e:#}");
     ApiFailure::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
-        format!("{e:#}"),
+        crate::ops::internal_message(&id),
     )
 }
 
@@ -346,6 +362,7 @@ async fn create_app(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateAppRequest>,
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    crate::ops::refuse_own_host(&req.domains, &headers)?;
     let (app, deploy) = s.engine.create_app(req, triggered_by(&headers)).await?;
     let app = s.engine.store.get_app(&app.name)?.unwrap_or(app);
     Ok((
@@ -627,5 +644,35 @@ async fn remove_registry(
             "not_found",
             format!("no credential saved for {host}: see `molt registries list`"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client learns that something failed and where the cause is logged,
+    /// never the chain of causes (paths, addresses, engine answers).
+    #[test]
+    fn internal_errors_do_not_show_their_cause() {
+        let e = anyhow::anyhow!("open /srv/molt/data/molt.db: permission denied")
+            .context("reading the App `web`");
+        let f = internal(e);
+        assert_eq!(f.body.error.code, "internal");
+        assert!(
+            !f.body.error.message.contains("/srv/molt"),
+            "{}",
+            f.body.error.message
+        );
+        assert!(
+            !f.body.error.message.contains("permission"),
+            "{}",
+            f.body.error.message
+        );
+        assert!(
+            f.body.error.message.contains("server's log"),
+            "{}",
+            f.body.error.message
+        );
     }
 }

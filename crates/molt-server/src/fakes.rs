@@ -42,6 +42,8 @@ pub struct World {
     pub missing_images: HashSet<String>,
     /// (image, replica) whose container exits with this code at start.
     pub crashing: HashMap<(String, u32), i64>,
+    /// What a crashed container printed; `boom` when not set.
+    pub crash_output: Option<String>,
     /// Images whose containers answer their health check with 500.
     pub unhealthy_images: HashSet<String>,
     /// Routes as the proxy holds them.
@@ -199,8 +201,11 @@ impl Containers for FakeWorld {
         None
     }
     async fn logs_tail(&self, id: &str, _: usize) -> String {
-        match self.world().containers.get(id) {
-            Some(c) if c.exit_code.is_some() => "boom".into(),
+        let w = self.world();
+        match w.containers.get(id) {
+            Some(c) if c.exit_code.is_some() => {
+                w.crash_output.clone().unwrap_or_else(|| "boom".into())
+            }
             _ => String::new(),
         }
     }

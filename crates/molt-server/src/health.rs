@@ -61,7 +61,11 @@ impl Default for Prober {
 impl Prober {
     pub fn new() -> Self {
         crate::tls::init();
+        // `no_proxy`: a probe goes straight to the container; an
+        // `HTTP_PROXY` in the server's environment would send it elsewhere
+        // (and tell that host every container's address).
         let client = reqwest::Client::builder()
+            .no_proxy()
             .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -96,7 +100,8 @@ impl Prober {
                 if status.is_success() {
                     Probe::Healthy(shown)
                 } else {
-                    let body = resp.text().await.unwrap_or_default();
+                    let body = read_bounded(resp, BODY_LIMIT).await;
+                    let body = String::from_utf8_lossy(&body);
                     let excerpt: String = body.trim().chars().take(200).collect();
                     if excerpt.is_empty() {
                         Probe::Answered(shown)
@@ -115,6 +120,27 @@ impl Prober {
             Err(e) => Probe::Unhealthy(format!("GET {path} failed: {}", connect_reason(&e))),
         }
     }
+}
+
+/// How much of an unhealthy answer's body a probe reads (for the excerpt
+/// it shows): an App that answers with an endless or huge body cannot make
+/// the server hold it in memory or wait for its end.
+pub const BODY_LIMIT: usize = 4 * 1024;
+
+/// At most `limit` bytes of a response body: what arrived before an error or
+/// the request's timeout counts.
+async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
 }
 
 async fn tcp(addr: &str, timeout: Duration, settle: Duration) -> Probe {
@@ -207,6 +233,40 @@ mod tests {
             .await;
         assert!(p.to_string().contains("refused"), "{p}");
         assert!(matches!(p, Probe::Refused(_)), "{p:?}");
+    }
+
+    /// An unhealthy answer whose body never ends: the probe reads a few
+    /// KiB for its excerpt and returns, long before its timeout.
+    #[tokio::test]
+    async fn http_probe_reads_a_bounded_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            conn.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 1073741824\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            // 64 KiB of body, then silence with the connection open.
+            conn.write_all(&[b'x'; 64 * 1024]).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let started = std::time::Instant::now();
+        let p = Prober::new()
+            .check(&addr, Some("/healthz"), Duration::from_secs(20))
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the probe waited for the body's end: {:?}",
+            started.elapsed()
+        );
+        assert!(matches!(p, Probe::Answered(_)), "{p:?}");
+        assert!(p.to_string().contains("answered 500: xxx"), "{p}");
+        server.abort();
     }
 
     /// Behind a published port the engine's proxy accepts and then closes

@@ -41,7 +41,25 @@ pub fn parse_duration(raw: &str) -> Result<u64, String> {
             ))
         }
     };
-    Ok(n.saturating_mul(scale))
+    n.checked_mul(scale)
+        .filter(|secs| i64::try_from(*secs).is_ok())
+        .ok_or_else(|| {
+            format!("`{raw}` is too long a duration to count: give something like `30d` or less")
+        })
+}
+
+/// The unix time `raw` (a duration such as `10m`) reaches back to from
+/// `now`. Refused when it does not fit: a huge value must be a 400, not a
+/// wrapped timestamp (or a panic) deep in the engine call.
+fn since_timestamp(raw: &str, now: i64) -> Result<i64, String> {
+    let secs = parse_duration(raw)?;
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| now.checked_sub(secs))
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| {
+            format!("`{raw}` reaches back further than can be counted: give something like `30d` or less")
+        })
 }
 
 #[utoipa::path(get, path = "/api/v1/apps/{name}/logs", tag = "apps", params(("name" = String, Path, description = "App name"), ("follow" = Option<bool>, Query, description = "Keep streaming, across deploys"), ("tail" = Option<u64>, Query, description = "Start with the last N lines of each container"), ("since" = Option<String>, Query, description = "Only lines newer than this, e.g. 10m")), responses((status = 200, description = "Plain text, one line per output line, prefixed with `[DEPLOY]`", content_type = "text/plain"), (status = 404, body = molt_core::api::ApiError)))]
@@ -50,6 +68,14 @@ pub async fn app_logs(
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiFailure> {
+    // The query first: a bad `since` is the same 400 for every App name.
+    let since = match &q.since {
+        Some(raw) => Some(
+            since_timestamp(raw, time::OffsetDateTime::now_utc().unix_timestamp())
+                .map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_since", e))?,
+        ),
+        None => None,
+    };
     if s.engine.store.get_app(&name)?.is_none() {
         return Err(ApiFailure::new(
             StatusCode::NOT_FOUND,
@@ -60,15 +86,6 @@ pub async fn app_logs(
             ),
         ));
     }
-    let since = match &q.since {
-        Some(raw) => {
-            let secs = parse_duration(raw)
-                .map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_since", e))?;
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            Some(now - secs as i64)
-        }
-        None => None,
-    };
     let runtime = s.engine.runtime.clone();
     let (tx, rx) = mpsc::channel::<String>(256);
     tokio::spawn(async move {
@@ -115,7 +132,7 @@ pub async fn app_logs(
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
-        .map_err(|e| ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+        .map_err(|e| ApiFailure::from(anyhow::Error::from(e)))
 }
 
 fn tokio_stream_from(
@@ -136,5 +153,24 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(45));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5w").is_err());
+    }
+
+    /// Values whose seconds overflow are refused, not wrapped around.
+    #[test]
+    fn overflowing_durations_are_refused() {
+        let now = 1_700_000_000;
+        for raw in [
+            "18446744073709551615s",
+            "10000000000000000000",
+            "999999999999999999d",
+            "9223372036854775807s",
+            "99999999999999999999999s",
+        ] {
+            let err = since_timestamp(raw, now).unwrap_err();
+            assert!(err.contains(raw), "{err}");
+        }
+        assert!(parse_duration("999999999999999999d").is_err());
+        assert_eq!(since_timestamp("10m", now), Ok(now - 600));
+        assert_eq!(since_timestamp("0s", now), Ok(now));
     }
 }

@@ -13,6 +13,8 @@ const NONCE_LEN: usize = 24;
 
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// Kept to derive sub-keys (`derive`) from.
+    key: [u8; 32],
 }
 
 impl Sealer {
@@ -43,7 +45,21 @@ impl Sealer {
     pub fn from_key(key: &[u8; 32]) -> Self {
         Self {
             cipher: XChaCha20Poly1305::new(key.into()),
+            key: *key,
         }
+    }
+
+    /// A sealer under a key of its own for `label`: HMAC-SHA256 of the
+    /// label under this key. What it seals (login links handed to browsers,
+    /// say) never shares a key with the secrets at rest, so a flaw in how
+    /// one is used cannot open the other. Values this sealer sealed stay
+    /// readable: its own key is unchanged.
+    pub fn derive(&self, label: &str) -> Sealer {
+        let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.key);
+        let tag = ring::hmac::sign(&mac, format!("molt sub-key: {label}").as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(tag.as_ref());
+        Sealer::from_key(&key)
     }
 
     pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
@@ -116,6 +132,27 @@ mod tests {
             .open("registry:a", &sealed)
             .is_err());
         assert!(s.open("registry:a", &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn derived_keys_are_separate() {
+        let s = Sealer::from_key(&[7; 32]);
+        let links = s.derive("dashboard-link");
+        let sealed = links.seal("p", b"value").unwrap();
+        assert_eq!(links.open("p", &sealed).unwrap(), b"value");
+        assert_eq!(
+            s.derive("dashboard-link").open("p", &sealed).unwrap(),
+            b"value"
+        );
+        assert!(
+            s.open("p", &sealed).is_err(),
+            "the main key opens a sub-key's value"
+        );
+        assert!(s.derive("other").open("p", &sealed).is_err());
+        // What the main key sealed stays readable by it.
+        let secret = s.seal("env:web:K", b"v").unwrap();
+        assert_eq!(s.open("env:web:K", &secret).unwrap(), b"v");
+        assert!(links.open("env:web:K", &secret).is_err());
     }
 
     #[test]

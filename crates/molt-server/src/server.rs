@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct ServerConfig {
     pub data_dir: PathBuf,
@@ -33,7 +34,17 @@ pub struct ServerConfig {
     pub upstream: Option<crate::runtime::UpstreamMode>,
     /// The proxy's worker threads; `None`: its default (half the CPUs).
     pub proxy_threads: Option<std::num::NonZeroUsize>,
+    /// Where the server serves its own Prometheus metrics without the token,
+    /// if anywhere (on the API's address they need the token).
+    pub metrics: Option<SocketAddr>,
+    /// How long an API client may take to send a request's headers before
+    /// its connection is closed.
+    pub api_header_timeout: Duration,
 }
+
+/// How long a stopping server waits for open API connections (a followed
+/// log, a deploy's events) before it exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(config: ServerConfig) -> Result<()> {
     let dir = &config.data_dir;
@@ -104,16 +115,104 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         config.proxy,
         dir.display()
     );
-    let app = api::router(ApiState {
+    let state = ApiState {
         engine,
         token: Arc::new(token),
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the API server failed")?;
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = config.metrics {
+        let metrics = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for metrics: choose another address with --metrics")
+        })?;
+        tracing::info!(metrics = %addr, "serving the server's metrics without a token");
+        let router = api::metrics_router(state.clone());
+        let timeout = config.api_header_timeout;
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            serve(metrics, router, timeout, async move {
+                let _ = stop.changed().await;
+            })
+            .await
+        });
+    }
+    serve(
+        listener,
+        api::router(state),
+        config.api_header_timeout,
+        shutdown_signal(),
+    )
+    .await;
+    let _ = stop_tx.send(true);
     tracing::info!("molt server stopped; the proxy keeps serving");
     Ok(())
+}
+
+/// Serves `app` on `listener` until `shutdown`, then waits (at most
+/// `SHUTDOWN_GRACE`) for open connections to finish. Like `axum::serve`, plus
+/// a limit on how long a client may take to send a request's headers, so
+/// connections that trickle their headers cannot pile up.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    // HTTP/1 only, as the API always spoke: HTTP/2 has no header timeout.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every connection task holds a sender; when all are gone, recv ends.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it
+                    // was accepted: keep serving the others.
+                    tracing::warn!("accepting an API connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let builder = builder.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            let _open = open;
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.changed() => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(open_tx);
+    if tokio::time::timeout(SHUTDOWN_GRACE, open_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            "API connections still open after {} s; stopping anyway",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
 }
 
 async fn shutdown_signal() {

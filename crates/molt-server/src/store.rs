@@ -108,6 +108,11 @@ ALTER TABLE deploys ADD COLUMN strategy TEXT;
 ALTER TABLE deploys ADD COLUMN phase INTEGER;
 ALTER TABLE deploy_containers ADD COLUMN role TEXT;
 "#,
+    // Dashboard login links already used (by a hash of the token), kept
+    // until they expire so a link works once even across restarts.
+    r#"
+CREATE TABLE used_links (token_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL);
+"#,
 ];
 
 /// An App as stored.
@@ -739,6 +744,26 @@ impl Store {
         let mut stmt = conn.prepare("SELECT * FROM registries ORDER BY host")?;
         let rows = stmt.query_map([], registry_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- used dashboard links ----
+
+    /// Marks a one-time login link used (by a hash of its token); false when
+    /// it was used before. Links past their expiry (unix seconds) are
+    /// forgotten here: they are refused for being expired anyway.
+    pub fn use_link(&self, token_hash: &str, expires: u64, now: u64) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM used_links WHERE expires < ?",
+            [now.min(i64::MAX as u64) as i64],
+        )?;
+        let added = tx.execute(
+            "INSERT OR IGNORE INTO used_links (token_hash, expires) VALUES (?, ?)",
+            params![token_hash, expires.min(i64::MAX as u64) as i64],
+        )?;
+        tx.commit()?;
+        Ok(added == 1)
     }
 
     /// Removes a credential; false when there was none.

@@ -170,6 +170,7 @@ async fn logs_autoheal_killed_containers_and_metrics() {
     // Metrics.
     let text = proxy_client(Duration::from_secs(10))
         .get(format!("{}/metrics", server.api_url()))
+        .bearer_auth(server.token())
         .send()
         .await
         .unwrap()

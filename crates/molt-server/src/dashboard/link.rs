@@ -1,6 +1,8 @@
 //! One-time login links (`molt dashboard-link`): the API seals an expiry
-//! time under the server's secret key; the link logs a browser in once,
-//! within five minutes. Used links are remembered until they expire.
+//! time under a key derived from the server's secret key for links alone;
+//! the link logs a browser in once, within five minutes. Used links are
+//! remembered in the database until they expire, so a restart does not make
+//! a used link work again.
 
 use super::DashState;
 use axum::extract::{Query, State};
@@ -8,13 +10,38 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long a link works.
 pub const LINK_LIFETIME: Duration = Duration::from_secs(300);
 const PURPOSE: &str = "dashboard-link";
+
+/// The sealer of links: a key of its own, derived from the secret key, so
+/// tokens handed to browsers are never sealed with the key of the secrets.
+fn link_sealer(sealer: &crate::seal::Sealer) -> crate::seal::Sealer {
+    sealer.derive(PURPOSE)
+}
+
+/// What the database keeps of a used token: its SHA-256, so it holds no
+/// token that could be replayed elsewhere.
+fn token_hash(token: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ))
+}
+
+/// Marks a token used, in the database; false if it was already (or the
+/// database cannot say, so a link never works twice by accident).
+fn first_use(store: &crate::store::Store, token: &str, expires: u64) -> bool {
+    match store.use_link(&token_hash(token), expires, now_secs()) {
+        Ok(first) => first,
+        Err(e) => {
+            tracing::error!("cannot record a used dashboard link: {e:#}");
+            false
+        }
+    }
+}
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -26,25 +53,11 @@ fn now_secs() -> u64 {
 /// token unique).
 pub fn issue(sealer: &crate::seal::Sealer) -> anyhow::Result<(String, u64)> {
     let expires = now_secs() + LINK_LIFETIME.as_secs();
-    let sealed = sealer.seal(PURPOSE, &expires.to_be_bytes())?;
+    let sealed = link_sealer(sealer).seal(PURPOSE, &expires.to_be_bytes())?;
     Ok((
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed),
         expires,
     ))
-}
-
-/// Tokens already used, with their expiry, so each works once.
-#[derive(Default)]
-pub struct UsedLinks(Mutex<HashMap<String, u64>>);
-
-impl UsedLinks {
-    /// Marks a token used; false if it was already.
-    fn first_use(&self, token: &str, expires: u64) -> bool {
-        let mut used = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = now_secs();
-        used.retain(|_, e| *e >= now);
-        used.insert(token.to_string(), expires).is_none()
-    }
 }
 
 #[derive(Deserialize)]
@@ -62,7 +75,11 @@ pub async fn follow(
     let opened = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(q.token.as_bytes())
         .ok()
-        .and_then(|sealed| s.api.engine.sealer.open(PURPOSE, &sealed).ok())
+        .and_then(|sealed| {
+            link_sealer(&s.api.engine.sealer)
+                .open(PURPOSE, &sealed)
+                .ok()
+        })
         .and_then(|plain| <[u8; 8]>::try_from(plain.as_slice()).ok())
         .map(u64::from_be_bytes);
     let refuse = |why: &str| {
@@ -80,7 +97,7 @@ pub async fn follow(
     if expires < now_secs() {
         return refuse("This login link has expired (links work for 5 minutes).");
     }
-    if !s.used_links.first_use(&q.token, expires) {
+    if !first_use(&s.api.engine.store, &q.token, expires) {
         return refuse("This login link was already used (each works once).");
     }
     let mut resp = Redirect::to("/").into_response();
@@ -95,12 +112,35 @@ pub async fn follow(
 mod tests {
     use super::*;
 
+    fn store() -> (tempfile::TempDir, std::path::PathBuf, crate::store::Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("molt.db");
+        let store = crate::store::Store::open(&path).unwrap();
+        (dir, path, store)
+    }
+
     #[test]
     fn links_work_once() {
-        let used = UsedLinks::default();
-        assert!(used.first_use("a", now_secs() + 10));
-        assert!(!used.first_use("a", now_secs() + 10));
-        assert!(used.first_use("b", now_secs() + 10));
+        let (_dir, _, used) = store();
+        assert!(first_use(&used, "a", now_secs() + 10));
+        assert!(!first_use(&used, "a", now_secs() + 10));
+        assert!(first_use(&used, "b", now_secs() + 10));
+    }
+
+    /// A used link stays used when the server restarts (the database is
+    /// opened again), until it expires.
+    #[test]
+    fn used_links_survive_a_restart() {
+        let (_dir, path, used) = store();
+        assert!(first_use(&used, "a", now_secs() + 60));
+        drop(used);
+        let reopened = crate::store::Store::open(&path).unwrap();
+        assert!(!first_use(&reopened, "a", now_secs() + 60));
+        // Expired entries are forgotten on the next use.
+        assert!(reopened.use_link("old", 5, 1).unwrap());
+        assert!(!reopened.use_link("old", 5, 2).unwrap());
+        assert!(reopened.use_link("new", 100, 20).unwrap());
+        assert!(reopened.use_link("old", 5, 20).unwrap(), "kept past expiry");
     }
 
     #[test]
@@ -112,7 +152,10 @@ mod tests {
         let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(a)
             .unwrap();
-        assert!(sealer.open(PURPOSE, &sealed).is_ok());
-        assert!(sealer.open("other", &sealed).is_err());
+        let links = link_sealer(&sealer);
+        assert!(links.open(PURPOSE, &sealed).is_ok());
+        assert!(links.open("other", &sealed).is_err());
+        // The key of the secrets at rest does not open a link.
+        assert!(sealer.open(PURPOSE, &sealed).is_err());
     }
 }

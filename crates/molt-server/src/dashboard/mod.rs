@@ -30,7 +30,6 @@ use std::sync::Arc;
 pub struct DashState {
     pub api: ApiState,
     pub sessions: Arc<session::Sessions>,
-    pub used_links: Arc<link::UsedLinks>,
 }
 
 /// The dashboard's routes, merged into the API router by `api::router`
@@ -39,7 +38,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: ApiState) -> Router<S> {
     let state = DashState {
         api,
         sessions: Arc::new(session::Sessions::default()),
-        used_links: Arc::new(link::UsedLinks::default()),
     };
     Router::new()
         .route("/", get(apps::list_page))

@@ -14,14 +14,7 @@ use serde::Deserialize;
 pub async fn page(State(s): State<DashState>, auth: Authed) -> Response {
     let rows = match s.api.engine.store.list_registries() {
         Ok(r) => r,
-        Err(e) => {
-            tracing::error!("dashboard: {e:#}");
-            return layout::error_page(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "Something broke on the server",
-                &format!("{e:#}"),
-            );
-        }
+        Err(e) => return super::apps::internal_page(e),
     };
     let flash = s.sessions.take_flash(&auth.id);
     let st = flash.form_state("add");
@@ -175,10 +168,11 @@ pub async fn remove(State(s): State<DashState>, f: CsrfForm<RemoveForm>) -> Resp
             Ok(true) => Flash::notice(format!("Removed the credential for {host}.")),
             Ok(false) => Flash::notice(format!("There was no credential for {host}.")),
             Err(e) => {
-                tracing::error!("dashboard: {e:#}");
+                let id = crate::datadir::random_hex(4);
+                tracing::error!(error_id = %id, "dashboard: {e:#}");
                 Flash::form(
                     "remove",
-                    FormState::default().with_general(format!("the server failed: {e:#}")),
+                    FormState::default().with_general(crate::ops::internal_message(&id)),
                 )
             }
         },

@@ -254,10 +254,21 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// Where to go after logging in: only a path on this server, so the login
-/// page cannot be used to send people elsewhere.
+/// page cannot be used to send people elsewhere. Only characters that mean
+/// the same to every browser are allowed: browsers drop tabs and newlines
+/// from URLs, so `/\t/evil.example` would become `//evil.example`, another
+/// site.
 fn safe_next(next: Option<&str>) -> String {
+    let safe_char = |c: char| c.is_ascii_alphanumeric() || "-._~/?=&%+".contains(c);
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.len() <= 2048
+                && n.chars().all(safe_char) =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -394,6 +405,27 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    /// Browsers strip tabs and newlines from a `Location`, which turned
+    /// `/<TAB>/evil.example` into `//evil.example`: only safe characters pass.
+    #[test]
+    fn next_refuses_characters_browsers_rewrite() {
+        for bad in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/ /evil.example",
+            "/\u{3000}/evil.example",
+            "/apps/web\"><script>",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(
+            safe_next(Some("/apps/web/deploys/abc?tab=events")),
+            "/apps/web/deploys/abc?tab=events"
+        );
+        assert_eq!(safe_next(Some("/apps/my-app%20x")), "/apps/my-app%20x");
     }
 
     #[test]

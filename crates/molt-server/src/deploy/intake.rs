@@ -75,6 +75,14 @@ impl Engine {
             }
             domains.push(d);
         }
+        // Its own `NAME.localhost` must not already route to another App.
+        let own = name.default_domain();
+        if let Some(owner) = self.domain_owner(&own)?.filter(|o| o != name.as_str()) {
+            return Err(EngineError::invalid(
+                "name_domain_taken",
+                format!("the App `{owner}` already answers on {own}, the host name every App named `{name}` gets: pick another name"),
+            ));
+        }
         for raw in &req.env {
             let (key, value) = molt_core::env::parse_assignment(raw)
                 .map_err(|e| EngineError::invalid("invalid_env", e))?;

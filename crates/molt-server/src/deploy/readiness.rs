@@ -87,8 +87,10 @@ impl Engine {
                 )
                 .await;
             if last.as_ref() != Some(&probe) && !probe.is_healthy() {
+                // The answer's excerpt is the App's output: mask its secrets.
+                let shown = self.mask_secrets(&deploy.app, &deploy.env, &probe.to_string());
                 self.store
-                    .event(&deploy.id, &format!("{who}health check: {probe}"))?;
+                    .event(&deploy.id, &format!("{who}health check: {shown}"))?;
             }
             if probe.is_healthy() {
                 passes += 1;

@@ -76,6 +76,12 @@ impl Engine {
             )),
             (outcome, _) => outcome,
         };
+        // A crash's output (and a failing check's answer) is recorded below:
+        // never with the App's secret values in it.
+        let outcome = match outcome {
+            Outcome::Failed(failure) => Outcome::Failed(self.mask_failure(&deploy, failure)),
+            outcome => outcome,
+        };
         let label = match &outcome {
             Outcome::Succeeded(_) => "succeeded",
             Outcome::Canceled => "canceled",

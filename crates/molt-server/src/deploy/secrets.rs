@@ -40,7 +40,66 @@ impl Engine {
         }
         Ok(out)
     }
+
+    /// `text` with every secret value of the App replaced by `***`: the
+    /// secrets in `env` (what a deploy's containers got) and those the App
+    /// has now. Containers often print their configuration when they crash,
+    /// and that output is kept in the deploy's record, which every API
+    /// client reads, while secret values are never shown. Values shorter
+    /// than `MIN_MASKED` are left alone: masking them would garble ordinary
+    /// text and hide nothing worth hiding.
+    pub(crate) fn mask_secrets(&self, app: &str, env: &[EnvEntry], text: &str) -> String {
+        mask_with(&self.secret_values(app, env), text)
+    }
+
+    /// A failure with the App's secret values masked in everything it
+    /// carries from the container (its message, output and last check).
+    pub(super) fn mask_failure(&self, deploy: &DeployRow, mut failure: Failure) -> Failure {
+        let values = self.secret_values(&deploy.app, &deploy.env);
+        failure.message = mask_with(&values, &failure.message);
+        failure.output = failure.output.map(|o| mask_with(&values, &o));
+        failure.last_check = failure.last_check.map(|c| mask_with(&values, &c));
+        failure
+    }
+
+    /// The opened secret values of `env` and of the App's stored
+    /// environment worth masking, longest first (so a secret that contains
+    /// another is masked whole).
+    fn secret_values(&self, app: &str, env: &[EnvEntry]) -> Vec<String> {
+        let stored = self.store.env(app).unwrap_or_default();
+        let mut values: Vec<String> = env
+            .iter()
+            .chain(&stored)
+            .filter(|e| e.secret)
+            .filter_map(|e| {
+                self.sealer
+                    .open(
+                        &env_purpose(app, &e.key),
+                        e.sealed.as_deref().unwrap_or_default(),
+                    )
+                    .ok()
+            })
+            .map(|plain| String::from_utf8_lossy(&plain).into_owned())
+            .filter(|v| v.chars().count() >= MIN_MASKED)
+            .collect();
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        values
+    }
 }
+
+fn mask_with(values: &[String], text: &str) -> String {
+    let mut out = text.to_string();
+    for v in values {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// Secret values shorter than this are not masked in output.
+pub(crate) const MIN_MASKED: usize = 4;
 
 /// What a secret variable's sealed value is bound to.
 pub(super) fn env_purpose(app: &str, key: &str) -> String {

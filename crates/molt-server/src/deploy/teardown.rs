@@ -34,8 +34,9 @@ impl Engine {
                 continue;
             }
             // Keep the failed container's last words in the deploy's record
-            // before the container goes.
+            // before the container goes, with the App's secrets masked.
             let output = self.runtime.logs_tail(&id, 30).await;
+            let output = self.mask_secrets(&deploy.app, &deploy.env, &output);
             if !output.is_empty() {
                 let _ = self.store.event(
                     &deploy.id,

@@ -391,3 +391,84 @@ fn the_store_refuses_an_illegal_transition() {
     let d = rig.engine.store.get_deploy(&id).unwrap().unwrap();
     assert_eq!(d.status, DeployStatus::Succeeded);
 }
+
+/// A crashed container that printed the App's secret: neither the
+/// deploy's failure nor its events keep the value.
+#[tokio::test]
+async fn crash_output_is_recorded_with_secrets_masked() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    rig.engine
+        .change_env(
+            "web",
+            vec![
+                ("API_TOKEN".into(), "s3cr3t-t0ken".into(), true),
+                ("PIN".into(), "42".into(), true),
+                ("MODE".into(), "debug-plain".into(), false),
+            ],
+            Vec::new(),
+            false,
+            "test",
+        )
+        .await
+        .unwrap();
+    {
+        let mut w = rig.fakes.world();
+        w.crashing.insert((repo(V2), 0), 1);
+        w.crash_output = Some("config: API_TOKEN=s3cr3t-t0ken MODE=debug-plain\npanic".into());
+    }
+    let d = rig.deploy(V2).await;
+    assert_eq!(d.status, DeployStatus::Failed);
+    let failure = d.failure.clone().unwrap();
+    let output = failure.output.clone().unwrap();
+    assert!(
+        output.contains("API_TOKEN=*** MODE=debug-plain"),
+        "{output}"
+    );
+    assert!(!failure.message.contains("s3cr3t"), "{}", failure.message);
+    let events = rig.engine.store.events(&d.id, 0).unwrap();
+    let all: String = events.iter().map(|e| format!("{}\n", e.message)).collect();
+    assert!(all.contains("last output of container"), "{all}");
+    assert!(!all.contains("s3cr3t-t0ken"), "{all}");
+    assert!(all.contains("API_TOKEN=***"), "{all}");
+    rig.assert_serves();
+}
+
+/// `NAME.localhost` routed to another App (as its extra domain) refuses
+/// the create before any container starts.
+#[tokio::test]
+async fn a_name_whose_localhost_host_is_taken_is_refused_at_create() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    let req = CreateAppRequest {
+        name: "other".into(),
+        image: V1.into(),
+        port: 8080,
+        domains: vec!["api.localhost".into()],
+        ..Default::default()
+    };
+    let (_, d) = rig.engine.create_app(req, "test").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.engine.in_progress("other").is_some() {
+        assert!(Instant::now() < deadline, "deploy {} did not end", d.id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let started = rig.fakes.world().calls.len();
+    let req = CreateAppRequest {
+        name: "api".into(),
+        image: V1.into(),
+        port: 8080,
+        ..Default::default()
+    };
+    let err = rig.engine.create_app(req, "test").await.unwrap_err();
+    match err {
+        EngineError::Invalid { code, message } => {
+            assert_eq!(code, "name_domain_taken");
+            assert!(message.contains("`other`"), "{message}");
+            assert!(message.contains("api.localhost"), "{message}");
+        }
+        e => panic!("expected a refusal, got {e:?}"),
+    }
+    assert!(rig.engine.store.get_app("api").unwrap().is_none());
+    assert_eq!(rig.fakes.world().calls.len(), started, "nothing started");
+}

@@ -59,6 +59,7 @@ pub async fn diagnose(engine: &Engine, app: &AppRow) -> anyhow::Result<DebugRepo
             }
             Some(state) if state.restarting || !state.running || state.restart_count > 0 => {
                 let logs = engine.runtime.logs_tail(container, 20).await;
+                let logs = engine.mask_secrets(name, &[], &logs);
                 findings.push(Finding {
                     kind: "crash_loop".into(),
                     summary: format!(

@@ -59,6 +59,14 @@ pub struct ServerArgs {
     /// App and status class, latency, in-flight, held requests.
     #[arg(long, value_name = "ADDR")]
     pub proxy_metrics: Option<SocketAddr>,
+    /// Where the server serves its own Prometheus metrics (`GET /metrics`)
+    /// without a token; on the API's address they need the admin token.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// How long an API client may take to send a request's headers before
+    /// the connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub api_header_timeout: std::time::Duration,
     /// Worker threads of the proxy it starts. Default: half the CPUs, at
     /// least 1 (the proxy shares the host with the Apps).
     #[arg(long, value_name = "N")]
@@ -131,6 +139,10 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         gpus: args.gpus,
         proxy_metrics: args.proxy_metrics,
         proxy_threads: args.proxy_threads,
+        metrics: args.metrics,
+        api_header_timeout: args
+            .api_header_timeout
+            .max(std::time::Duration::from_secs(1)),
         upstream: match args.upstream {
             UpstreamArg::Auto => None,
             UpstreamArg::Bridge => Some(molt_server::runtime::UpstreamMode::Bridge),

@@ -187,7 +187,7 @@ pub struct CreateForm {
 /// The create form field that an engine error code is about.
 pub(super) fn create_field(code: &str) -> Option<&'static str> {
     Some(match code {
-        "invalid_name" | "conflict" => "name",
+        "invalid_name" | "conflict" | "name_domain_taken" => "name",
         "invalid_image" | "image_not_found" | "image_platform_missing" => "image",
         c if c.starts_with("registry_") => "image",
         "invalid_port" => "port",
@@ -228,7 +228,11 @@ pub(super) fn opt(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-pub async fn create(State(s): State<DashState>, f: CsrfForm<CreateForm>) -> Response {
+pub async fn create(
+    State(s): State<DashState>,
+    headers: axum::http::HeaderMap,
+    f: CsrfForm<CreateForm>,
+) -> Response {
     let CsrfForm { session, form } = f;
     let mut st = FormState::default();
     for (k, v) in [
@@ -328,7 +332,11 @@ pub async fn create(State(s): State<DashState>, f: CsrfForm<CreateForm>) -> Resp
         strategy: opt(&form.strategy).filter(|s| s != "auto"),
         ..Default::default()
     };
-    match s.api.engine.create_app(req, TRIGGER).await {
+    let created = match crate::ops::refuse_own_host(&req.domains, &headers) {
+        Ok(()) => s.api.engine.create_app(req, TRIGGER).await,
+        Err(e) => Err(e),
+    };
+    match created {
         Ok((app, deploy)) => flash_to(
             &s,
             &session,

@@ -31,12 +31,15 @@ fn flash_to(s: &DashState, auth: &Authed, flash: Flash, to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
-fn internal_page(e: anyhow::Error) -> Response {
-    tracing::error!("dashboard: {e:#}");
+/// The page for an internal error: the cause goes to the server's log, not
+/// to the browser (it names files, addresses and engine answers).
+pub(super) fn internal_page(e: anyhow::Error) -> Response {
+    let id = crate::datadir::random_hex(4);
+    tracing::error!(error_id = %id, "dashboard: {e:#}");
     layout::error_page(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Something broke on the server",
-        &format!("{e:#}. The server log has the details."),
+        &crate::ops::internal_message(&id),
     )
 }
 
@@ -48,8 +51,9 @@ pub(super) fn explain(e: EngineError) -> (&'static str, String) {
         EngineError::Conflict { message, .. } => ("conflict", message),
         EngineError::Registry(r) => (r.code(), r.to_string()),
         EngineError::Internal(e) => {
-            tracing::error!("dashboard: {e:#}");
-            ("internal", format!("the server failed: {e:#}"))
+            let id = crate::datadir::random_hex(4);
+            tracing::error!(error_id = %id, "dashboard: {e:#}");
+            ("internal", crate::ops::internal_message(&id))
         }
     }
 }
