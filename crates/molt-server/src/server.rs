@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub upstream: Option<crate::runtime::UpstreamMode>,
     /// The proxy's worker threads; `None`: its default (half the CPUs).
     pub proxy_threads: Option<std::num::NonZeroUsize>,
+    /// Deploys kept per App (`--keep-deploys`); see `store::prune_history`.
+    pub keep_deploys: usize,
 }
 
 pub async fn run(config: ServerConfig) -> Result<()> {
@@ -47,6 +49,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     })?;
     let sealer = Arc::new(Sealer::load(dir)?);
     let store = Arc::new(Store::open(&dir.join(datadir::DATABASE_FILE))?);
+    store.set_keep_deploys(config.keep_deploys);
 
     let runtime = Runtime::connect(&instance, &config.network).await?;
     runtime.ensure_network().await?;
@@ -104,12 +107,19 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         config.proxy,
         dir.display()
     );
+    let stopping = tokio_util::sync::CancellationToken::new();
     let app = api::router(ApiState {
         engine,
         token: Arc::new(token),
+        stopping: stopping.clone(),
     });
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Held requests (event streams, live views) end now, so they
+            // do not hold the graceful stop up.
+            stopping.cancel();
+        })
         .await
         .context("the API server failed")?;
     tracing::info!("molt server stopped; the proxy keeps serving");

@@ -17,4 +17,7 @@ use std::sync::Arc;
 pub struct Shared {
     pub engine: Arc<Engine>,
     pub token: Arc<String>,
+    /// Cancelled when the server stops: long-held requests (event streams,
+    /// live regions) end early instead of holding the graceful stop up.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
