@@ -81,7 +81,7 @@ pub enum Progress {
     /// A timeline entry, in order.
     Event(EventRow),
     /// The deploy, once terminal and every entry sent; nothing follows.
-    End(DeployRow),
+    End(Box<DeployRow>),
 }
 
 struct Follow {
@@ -138,7 +138,7 @@ pub fn progress(
                     st.pending = events.into();
                 } else if deploy.status.is_terminal() {
                     st.done = true;
-                    return Some((Progress::End(deploy), st));
+                    return Some((Progress::End(Box::new(deploy)), st));
                 } else {
                     let id = &st.id;
                     tokio::select! {
