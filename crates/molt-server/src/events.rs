@@ -154,14 +154,12 @@ pub fn progress(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::{app, deploy};
+    use crate::store::tests::web;
     use molt_core::DeployStatus;
 
     #[tokio::test]
     async fn the_stream_follows_a_deploy_woken_by_the_feed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("molt.db")).unwrap());
-        store.create_app(&app(), &[], &deploy("d1", 1)).unwrap();
+        let (_dir, store) = web();
         // A fallback far longer than the test: only the feed can wake it.
         let stream = progress(
             Arc::clone(&store),
@@ -200,9 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_stream_ends_when_the_server_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("molt.db")).unwrap());
-        store.create_app(&app(), &[], &deploy("d1", 1)).unwrap();
+        let (_dir, store) = web();
         let stopping = CancellationToken::new();
         let stream = progress(
             store,

@@ -1052,7 +1052,16 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn app() -> AppRow {
+    /// A store in a temp dir (kept while the guard lives) holding the App
+    /// `web` and its first deploy `d1`.
+    pub(crate) fn web() -> (tempfile::TempDir, std::sync::Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("molt.db")).unwrap();
+        store.create_app(&app(), &[], &deploy("d1", 1)).unwrap();
+        (dir, std::sync::Arc::new(store))
+    }
+
+    fn app() -> AppRow {
         AppRow {
             name: "web".into(),
             status: AppStatus::Creating,
@@ -1208,9 +1217,7 @@ pub(crate) mod tests {
         use crate::feed::{Feed, Woken};
         use std::sync::Arc;
         use std::time::Duration;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("molt.db")).unwrap());
-        store.create_app(&app(), &[], &deploy("d1", 1)).unwrap();
+        let (_dir, store) = web();
         let mut rx = store.subscribe();
         // Nothing announced yet: a short wait ends on its tick.
         let short = Duration::from_millis(20);

@@ -123,14 +123,12 @@ pub fn gone(to: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::{app, deploy};
+    use crate::store::tests::web;
     use std::sync::Arc;
 
     #[tokio::test]
     async fn a_held_request_answers_when_the_feed_announces_a_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("molt.db")).unwrap());
-        store.create_app(&app(), &[], &deploy("d1", 1)).unwrap();
+        let (_dir, store) = web();
         let render = || async {
             let n = store.events("d1", 0).unwrap().len();
             Live::Regions {
