@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod events;
 #[cfg(test)]
 pub(crate) mod fakes;
+pub mod feed;
 pub mod health;
 pub mod logs;
 pub mod metrics;

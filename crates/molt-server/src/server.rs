@@ -40,6 +40,8 @@ pub struct ServerConfig {
     /// How long an API client may take to send a request's headers before
     /// its connection is closed.
     pub api_header_timeout: Duration,
+    /// Deploys kept per App (`--keep-deploys`); see `store::prune_history`.
+    pub keep_deploys: usize,
 }
 
 /// How long a stopping server waits for open API connections (a followed
@@ -58,6 +60,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     })?;
     let sealer = Arc::new(Sealer::load(dir)?);
     let store = Arc::new(Store::open(&dir.join(datadir::DATABASE_FILE))?);
+    store.set_keep_deploys(config.keep_deploys);
 
     let runtime = Runtime::connect(&instance, &config.network).await?;
     runtime.ensure_network().await?;
@@ -115,9 +118,11 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         config.proxy,
         dir.display()
     );
+    let stopping = tokio_util::sync::CancellationToken::new();
     let state = ApiState {
         engine,
         token: Arc::new(token),
+        stopping: stopping.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = config.metrics {
@@ -139,7 +144,12 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         listener,
         api::router(state),
         config.api_header_timeout,
-        shutdown_signal(),
+        async move {
+            shutdown_signal().await;
+            // Held requests (event streams, live views) end now, so they
+            // do not hold the graceful stop up.
+            stopping.cancel();
+        },
     )
     .await;
     let _ = stop_tx.send(true);

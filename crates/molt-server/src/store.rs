@@ -2,12 +2,21 @@
 //! a record written before a step survives a crash right after it. Every
 //! change that spans rows runs in one transaction.
 
+use crate::feed::Feed;
 use anyhow::{Context, Result};
 use molt_core::health::HealthCheck;
 use molt_core::{AppStatus, DeployKind, DeployStatus, Failure};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+/// Deploys kept per App unless `molt server --keep-deploys` says otherwise.
+pub const DEFAULT_KEEP_DEPLOYS: usize = 50;
+
+/// Succeeded deploys of a version (not a scale, digest recorded) kept per
+/// App however old, so that `molt rollback` always has somewhere to go.
+pub const KEEP_ROLLBACK_TARGETS: usize = 5;
 
 /// Schema steps, applied in order; `PRAGMA user_version` counts those done.
 const MIGRATIONS: &[&str] = &[
@@ -273,6 +282,10 @@ pub struct RegistryRow {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Announces committed deploy changes to live views.
+    feed: Feed,
+    /// How many deploys per App `finish_deploy` keeps (see `prune_history`).
+    keep_deploys: AtomicUsize,
 }
 
 /// Now, as RFC 3339 in UTC with milliseconds.
@@ -295,6 +308,8 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let store = Self {
             conn: Mutex::new(conn),
+            feed: Feed::default(),
+            keep_deploys: AtomicUsize::new(DEFAULT_KEEP_DEPLOYS),
         };
         store.migrate()?;
         Ok(store)
@@ -355,6 +370,7 @@ impl Store {
         }
         insert_deploy(&tx, deploy)?;
         tx.commit()?;
+        self.feed.announce(&deploy.app, &deploy.id);
         Ok(())
     }
 
@@ -419,6 +435,7 @@ impl Store {
             params![deploy.app, now()],
         )?;
         tx.commit()?;
+        self.feed.announce(&deploy.app, &deploy.id);
         Ok(())
     }
 
@@ -471,6 +488,7 @@ impl Store {
         )?;
         let event = insert_event(&tx, id, status, message)?;
         tx.commit()?;
+        self.announce(&conn, id);
         Ok(event)
     }
 
@@ -485,6 +503,7 @@ impl Store {
         let status = status.parse().unwrap_or(DeployStatus::Pending);
         let event = insert_event(&tx, id, status, message)?;
         tx.commit()?;
+        self.announce(&conn, id);
         Ok(event)
     }
 
@@ -609,6 +628,7 @@ impl Store {
         )?;
         insert_event(&tx, id, DeployStatus::Draining, message)?;
         tx.commit()?;
+        self.feed.announce(app, id);
         Ok(())
     }
 
@@ -651,7 +671,9 @@ impl Store {
             "UPDATE apps SET status = ?2, updated_at = ?3 WHERE name = ?1 AND status != 'deleting'",
             params![app, app_status.as_str(), at],
         )?;
+        prune_history(&tx, &app, self.keep_deploys.load(Ordering::Relaxed))?;
         tx.commit()?;
+        self.feed.announce(&app, id);
         Ok(())
     }
 
@@ -670,6 +692,38 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Subscribes to committed deploy changes: see [`crate::feed`].
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::feed::DeployChange> {
+        self.feed.subscribe()
+    }
+
+    /// Announces a committed change to deploy `id` (its App read back).
+    fn announce(&self, conn: &Connection, id: &str) {
+        let app: Option<String> = conn
+            .query_row("SELECT app FROM deploys WHERE id = ?", [id], |r| r.get(0))
+            .optional()
+            .unwrap_or_default();
+        if let Some(app) = app {
+            self.feed.announce(&app, id);
+        }
+    }
+
+    /// How many deploys per App to keep from now on (at least 1: the one
+    /// that just finished).
+    pub fn set_keep_deploys(&self, n: usize) {
+        self.keep_deploys.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Prunes an App's history now (`finish_deploy` does it after each
+    /// deploy); returns how many deploys went.
+    pub fn prune(&self, app: &str) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let pruned = prune_history(&tx, app, self.keep_deploys.load(Ordering::Relaxed))?;
+        tx.commit()?;
+        Ok(pruned)
     }
 
     // ---- environment ----
@@ -824,6 +878,53 @@ fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
     Ok(())
 }
 
+/// Deletes an App's old deploys with their events and replica rows, so
+/// history stays bounded. Kept: the newest `keep`; the serving deploy; every
+/// unfinished one (the engine or the reconciler still works on it); and the
+/// newest [`KEEP_ROLLBACK_TARGETS`] succeeded version deploys with a digest,
+/// the ones `molt rollback` can run again.
+fn prune_history(conn: &Connection, app: &str, keep: usize) -> Result<usize> {
+    let serving: Option<String> = conn
+        .query_row(
+            "SELECT current_deploy FROM apps WHERE name = ?",
+            [app],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let mut stmt = conn.prepare(
+        "SELECT id, kind, status, digest IS NOT NULL FROM deploys WHERE app = ? ORDER BY n DESC",
+    )?;
+    let rows = stmt.query_map([app], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, bool>(3)?,
+        ))
+    })?;
+    let mut targets = 0;
+    let mut doomed = Vec::new();
+    for (i, row) in rows.enumerate() {
+        let (id, kind, status, has_digest) = row?;
+        let status: DeployStatus = status.parse().unwrap_or(DeployStatus::Pending);
+        let kind: DeployKind = kind.parse().unwrap_or(DeployKind::Deploy);
+        let target = status == DeployStatus::Succeeded && kind.is_version() && has_digest;
+        let kept_target = target && targets < KEEP_ROLLBACK_TARGETS;
+        targets += usize::from(target);
+        if i < keep || kept_target || !status.is_terminal() || Some(&id) == serving.as_ref() {
+            continue;
+        }
+        doomed.push(id);
+    }
+    for id in &doomed {
+        conn.execute("DELETE FROM deploy_events WHERE deploy_id = ?", [id])?;
+        conn.execute("DELETE FROM deploy_containers WHERE deploy_id = ?", [id])?;
+        conn.execute("DELETE FROM deploys WHERE id = ?", [id])?;
+    }
+    Ok(doomed.len())
+}
+
 fn put_env(conn: &Connection, app: &str, e: &EnvEntry) -> Result<()> {
     conn.execute(
         "INSERT INTO env (app, key, secret, value, sealed) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -951,10 +1052,10 @@ fn registry_from_row(r: &Row) -> rusqlite::Result<RegistryRow> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn deploy(id: &str, replicas: u32) -> DeployRow {
+    pub(crate) fn deploy(id: &str, replicas: u32) -> DeployRow {
         DeployRow {
             id: id.into(),
             app: "web".into(),
@@ -974,6 +1075,15 @@ mod tests {
             created_at: now(),
             finished_at: None,
         }
+    }
+
+    /// A store in a temp dir (kept while the guard lives) holding the App
+    /// `web` and its first deploy `d1`.
+    pub(crate) fn web() -> (tempfile::TempDir, std::sync::Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("molt.db")).unwrap();
+        store.create_app(&app(), &[], &deploy("d1", 1)).unwrap();
+        (dir, std::sync::Arc::new(store))
     }
 
     fn app() -> AppRow {
@@ -1032,6 +1142,137 @@ mod tests {
         assert_eq!(store.get_deploy("d1").unwrap().unwrap().replicas, 3);
         store.delete_app("web").unwrap();
         assert!(store.replicas("d1").unwrap().is_empty());
+    }
+
+    /// Runs deploy `id` of `kind` to `status`, as the engine would.
+    fn run(store: &Store, id: &str, kind: DeployKind, status: DeployStatus, digest: bool) {
+        let d = DeployRow {
+            kind,
+            digest: digest.then(|| format!("sha256:{id}")),
+            ..deploy(id, 1)
+        };
+        store.start_deploy(&d).unwrap();
+        store.event(id, "pulled").unwrap();
+        store
+            .put_replica(&ReplicaRow {
+                deploy_id: id.into(),
+                replica: 0,
+                container_id: format!("c-{id}"),
+                container_name: format!("n-{id}"),
+                addr: None,
+            })
+            .unwrap();
+        if status == DeployStatus::Succeeded {
+            store.record_swap(id, "web", "r/web:1", "swapped").unwrap();
+        }
+        if status.is_terminal() {
+            store.finish_deploy(id, status, None, "done").unwrap();
+        }
+    }
+
+    fn ids(store: &Store) -> Vec<String> {
+        let mut ids: Vec<_> = store
+            .list_deploys("web")
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        ids.reverse();
+        ids
+    }
+
+    #[test]
+    fn history_keeps_the_newest_deploys_and_the_rollback_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("molt.db")).unwrap();
+        store.set_keep_deploys(3);
+        let (ok, failed) = (DeployStatus::Succeeded, DeployStatus::Failed);
+        store.create_app(&app(), &[], &deploy("c0", 1)).unwrap();
+        store.finish_deploy("c0", failed, None, "failed").unwrap();
+        // Seven rollback targets, then a scale (not one), a succeeded deploy
+        // without a digest (not one), and a deploy still running.
+        for i in 1..=7 {
+            run(&store, &format!("v{i}"), DeployKind::Deploy, ok, true);
+        }
+        run(&store, "s1", DeployKind::Scale, ok, true);
+        run(&store, "nodigest", DeployKind::Deploy, ok, false);
+        run(
+            &store,
+            "running",
+            DeployKind::Deploy,
+            DeployStatus::Pulling,
+            true,
+        );
+        // Failures after it push everything else out of the newest three.
+        for i in 1..=3 {
+            run(&store, &format!("f{i}"), DeployKind::Deploy, failed, true);
+        }
+        assert_eq!(
+            ids(&store),
+            ["v3", "v4", "v5", "v6", "v7", "nodigest", "running", "f1", "f2", "f3"],
+            "the five newest targets, the serving one, the running one, the newest three"
+        );
+        // What went, went with its timeline and its containers.
+        for gone in ["c0", "v1", "v2", "s1"] {
+            assert!(store.events(gone, 0).unwrap().is_empty(), "{gone}");
+            assert!(store.replicas(gone).unwrap().is_empty(), "{gone}");
+        }
+        assert_eq!(store.events("v3", 0).unwrap().len(), 4);
+        assert_eq!(store.replicas("v3").unwrap().len(), 1);
+        // The serving deploy stays however old it gets.
+        let serving = store.get_app("web").unwrap().unwrap().current_deploy;
+        assert_eq!(serving.as_deref(), Some("nodigest"));
+        store
+            .finish_deploy("running", failed, None, "gave up")
+            .unwrap();
+        for i in 4..=9 {
+            run(&store, &format!("f{i}"), DeployKind::Deploy, failed, true);
+        }
+        assert_eq!(
+            ids(&store),
+            ["v3", "v4", "v5", "v6", "v7", "nodigest", "f7", "f8", "f9"]
+        );
+        // Within the limit nothing goes.
+        store.set_keep_deploys(DEFAULT_KEEP_DEPLOYS);
+        assert_eq!(store.prune("web").unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_is_woken_by_each_committed_change() {
+        use crate::feed::{Feed, Woken};
+        use std::sync::Arc;
+        use std::time::Duration;
+        let (_dir, store) = web();
+        let mut rx = store.subscribe();
+        // Nothing announced yet: a short wait ends on its tick.
+        let short = Duration::from_millis(20);
+        assert_eq!(Feed::wait(&mut rx, short, |_| true).await, Woken::Tick);
+        let writer = Arc::clone(&store);
+        let steps = tokio::task::spawn_blocking(move || {
+            writer
+                .advance("d1", DeployStatus::Pulling, "pulling")
+                .unwrap();
+            writer.event("d1", "pulled").unwrap();
+            writer
+                .record_swap("d1", "web", "r/web:1", "swapped")
+                .unwrap();
+            writer
+                .finish_deploy("d1", DeployStatus::Succeeded, None, "done")
+                .unwrap();
+            writer.start_deploy(&deploy("d2", 1)).unwrap();
+        });
+        // A fallback far longer than the test: only an announcement wakes it.
+        let long = Duration::from_secs(600);
+        for want in ["d1", "d1", "d1", "d1", "d2"] {
+            let woken = tokio::time::timeout(
+                Duration::from_secs(10),
+                Feed::wait(&mut rx, long, |c| c.app == "web" && c.deploy_id == want),
+            )
+            .await
+            .expect("woken by the change, not by a tick");
+            assert_eq!(woken, Woken::Changed);
+        }
+        steps.await.unwrap();
     }
 
     #[test]

@@ -158,12 +158,17 @@ async fn fill(c: &Client, selector: &str, text: &str) {
         .expect("typing into a field failed");
 }
 
+/// Clicks the element matching `selector`. A live region may be swapped
+/// between finding the element and clicking it: then it is found again.
 async fn click(c: &Client, selector: &str) {
-    css(c, selector)
-        .await
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("clicking `{selector}` failed: {e}"));
+    for _ in 0..5 {
+        match css(c, selector).await.click().await {
+            Ok(()) => return,
+            Err(e) if e.is_stale_element_reference() => continue,
+            Err(e) => panic!("clicking `{selector}` failed: {e}"),
+        }
+    }
+    panic!("clicking `{selector}` failed: the element was replaced five times");
 }
 
 /// The text of the element matching `selector`, waiting for it to appear

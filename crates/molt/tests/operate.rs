@@ -1,6 +1,7 @@
 //! Running Apps: the debugger explains failures, logs show what containers
 //! print, a killed container comes back, a container whose health turns bad
-//! is replaced, and the metrics endpoint answers.
+//! is replaced, the metrics endpoint answers, and the deploy history stays
+//! bounded.
 
 mod support;
 
@@ -260,6 +261,42 @@ async fn the_proxy_reaches_containers_at_ports_published_on_loopback() {
     assert!(out.stderr.contains("closed at once"), "{out}");
     assert_eq!(
         served(server.proxy_addr(), "tcp.localhost").await,
+        "testapp v1"
+    );
+}
+
+/// `--keep-deploys` bounds an App's history: failed deploys beyond it go,
+/// while the serving deploy and the ones to roll back to stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_history_keeps_the_last_deploys_and_the_rollback_targets() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let v2 = push(&registry, "testapp", "v2", "v2");
+    let missing = format!("{}/testapp:missing", registry.host());
+    let server = MoltServer::start_with(None, &["--keep-deploys", "2"], &[]);
+    create_app(&server, "web", &v1, &[]);
+    ok(molt(&server, &["deploy", "web", &v2]));
+    for _ in 0..3 {
+        assert_eq!(molt(&server, &["deploy", "web", &missing]).status, 1);
+    }
+    let deploys = molt(&server, &["deploys", "web", "--json"]).json();
+    let seen: Vec<(String, String)> = deploys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["kind"].to_string(), d["status"].to_string()))
+        .collect();
+    let want = [
+        ("deploy", "failed"),
+        ("deploy", "failed"),
+        ("deploy", "succeeded"),
+        ("create", "succeeded"),
+    ]
+    .map(|(k, s)| (format!("{k:?}"), format!("{s:?}")));
+    assert_eq!(seen, want, "{deploys}");
+    ok(molt(&server, &["rollback", "web"]));
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
         "testapp v1"
     );
 }

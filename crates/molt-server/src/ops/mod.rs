@@ -18,6 +18,9 @@ use std::sync::Arc;
 pub struct Shared {
     pub engine: Arc<Engine>,
     pub token: Arc<String>,
+    /// Cancelled when the server stops: long-held requests (event streams,
+    /// live regions) end early instead of holding the graceful stop up.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// What a client is told of an internal error: that it happened, and where

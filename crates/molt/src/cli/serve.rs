@@ -71,6 +71,11 @@ pub struct ServerArgs {
     /// least 1 (the proxy shares the host with the Apps).
     #[arg(long, value_name = "N")]
     pub proxy_threads: Option<std::num::NonZeroUsize>,
+    /// Deploys kept per App: when a deploy ends, older finished ones go with
+    /// their timelines. The serving deploy and the newest 5 succeeded
+    /// deploys of a version (the rollback targets) are always kept.
+    #[arg(long, value_name = "N", default_value = "50")]
+    pub keep_deploys: std::num::NonZeroUsize,
     /// Autoheal: how long after a container starts before it is judged.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub autoheal_grace: std::time::Duration,
@@ -143,6 +148,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         api_header_timeout: args
             .api_header_timeout
             .max(std::time::Duration::from_secs(1)),
+        keep_deploys: args.keep_deploys.get(),
         upstream: match args.upstream {
             UpstreamArg::Auto => None,
             UpstreamArg::Bridge => Some(molt_server::runtime::UpstreamMode::Bridge),

@@ -1,6 +1,9 @@
 //! A deploy's page and its live refresh.
 
 use super::*;
+use crate::dashboard::live::Live;
+use crate::feed::DeployChange;
+use axum::http::HeaderMap;
 
 pub(super) fn deploy_region(s: &DashState, csrf: &str, app: &AppRow, dep: &DeployRow) -> Markup {
     let events = s.api.engine.store.events(&dep.id, 0).unwrap_or_default();
@@ -115,13 +118,20 @@ pub async fn deploy_live(
     State(s): State<DashState>,
     Path((name, id)): Path<(String, String)>,
     auth: Authed,
+    headers: HeaderMap,
 ) -> Response {
-    match find_deploy(&s, &name, &id) {
-        Ok(Some((app, dep))) => live::answer(
-            !dep.status.is_terminal(),
-            vec![("deploy", deploy_region(&s, &auth.csrf, &app, &dep))],
-        ),
-        Ok(None) => live::gone("/"),
-        Err(e) => internal_page(e),
-    }
+    let (s, name, id, csrf) = (&s, &name, &id, &auth.csrf);
+    let render = move || async move {
+        match find_deploy(s, name, id) {
+            Ok(Some((app, dep))) => Live::Regions {
+                active: !dep.status.is_terminal(),
+                regions: vec![("deploy", deploy_region(s, csrf, &app, &dep))],
+            },
+            Ok(None) => Live::Answer(live::gone("/")),
+            Err(e) => Live::Answer(internal_page(e)),
+        }
+    };
+    let store = &s.api.engine.store;
+    let wanted = |c: &DeployChange| &c.deploy_id == id;
+    live::held(store, &s.api.stopping, &headers, wanted, render).await
 }

@@ -1,6 +1,8 @@
 //! The Apps list and the create form.
 
 use super::*;
+use crate::dashboard::live::Live;
+use axum::http::HeaderMap;
 
 /// One row of the list: the App, its serving deploy and its newest one.
 pub(super) struct Listed {
@@ -108,14 +110,19 @@ pub async fn list_page(State(s): State<DashState>, auth: Authed) -> Response {
     .into_response()
 }
 
-pub async fn list_live(State(s): State<DashState>, _auth: Authed) -> Response {
-    match load_list(&s) {
-        Ok(apps) => {
-            let active = apps.iter().any(|l| is_active(&s, &l.app));
-            live::answer(active, vec![("apps", apps_table(&apps))])
+pub async fn list_live(State(s): State<DashState>, _auth: Authed, headers: HeaderMap) -> Response {
+    let s = &s;
+    let render = move || async move {
+        match load_list(s) {
+            Ok(apps) => Live::Regions {
+                active: apps.iter().any(|l| is_active(s, &l.app)),
+                regions: vec![("apps", apps_table(&apps))],
+            },
+            Err(e) => Live::Answer(internal_page(e)),
         }
-        Err(e) => internal_page(e),
-    }
+    };
+    let store = &s.api.engine.store;
+    live::held(store, &s.api.stopping, &headers, |_| true, render).await
 }
 
 pub(super) fn create_form(csrf: &str, st: &FormState) -> Markup {

@@ -2,6 +2,9 @@
 //! logs, and its live refresh.
 
 use super::*;
+use crate::dashboard::live::Live;
+use crate::feed::DeployChange;
+use axum::http::HeaderMap;
 
 /// Everything an App's page shows.
 pub(super) struct AppData {
@@ -552,24 +555,31 @@ pub async fn app_live(
     State(s): State<DashState>,
     Path(name): Path<String>,
     auth: Authed,
+    headers: HeaderMap,
 ) -> Response {
-    match load_app(&s, &name) {
-        Ok(Some(d)) => {
-            let logs = recent_logs(&s, &d.app).await;
-            live::answer(
-                is_active(&s, &d.app),
-                vec![
-                    ("head", head_region(&d)),
-                    ("progress", progress_region(&s, &auth.csrf, &d)),
-                    ("history", history_region(&auth.csrf, &d)),
-                    ("config", config_region(&d)),
-                    ("logs", logs_region(&d.app.name, &logs)),
-                ],
-            )
+    let (s, name, csrf) = (&s, &name, &auth.csrf);
+    let render = move || async move {
+        match load_app(s, name) {
+            Ok(Some(d)) => {
+                let logs = recent_logs(s, &d.app).await;
+                Live::Regions {
+                    active: is_active(s, &d.app),
+                    regions: vec![
+                        ("head", head_region(&d)),
+                        ("progress", progress_region(s, csrf, &d)),
+                        ("history", history_region(csrf, &d)),
+                        ("config", config_region(&d)),
+                        ("logs", logs_region(&d.app.name, &logs)),
+                    ],
+                }
+            }
+            Ok(None) => Live::Answer(live::gone("/")),
+            Err(e) => Live::Answer(internal_page(e)),
         }
-        Ok(None) => live::gone("/"),
-        Err(e) => internal_page(e),
-    }
+    };
+    let store = &s.api.engine.store;
+    let wanted = |c: &DeployChange| &c.app == name;
+    live::held(store, &s.api.stopping, &headers, wanted, render).await
 }
 
 #[cfg(test)]
