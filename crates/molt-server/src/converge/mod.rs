@@ -269,6 +269,14 @@ pub async fn converge_soon(engine: &Arc<Engine>, app: &str, admit: &HashSet<Stri
 /// they still are no sign that the App answers.
 static WARMING: Mutex<BTreeMap<String, bool>> = Mutex::new(BTreeMap::new());
 
+/// A container's health wait ended (passed or timed out).
+fn warmed(container: &str) {
+    WARMING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(container);
+}
+
 fn warming(container: &str) -> bool {
     WARMING
         .lock()
@@ -297,10 +305,7 @@ pub fn follow_up(engine: &Arc<Engine>, app: &str, done: Converged) {
                     tracing::warn!(%app, replica = row.replica, "container {} is not healthy within the deploy timeout; routing it anyway", short(&container));
                 }
             }
-            WARMING
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&container);
+            warmed(&container);
             converge_soon(&engine, &app, &HashSet::from([container])).await;
         });
     }

@@ -146,6 +146,7 @@ pub async fn settle_claimed(engine: &Engine, app: &str) {
                     if let Some(addr) = &warming.addr {
                         engine.wait_serving(&row, addr).await;
                     }
+                    super::warmed(&warming.container_id);
                     admit.insert(warming.container_id);
                 }
             }
