@@ -16,7 +16,6 @@ use crate::runtime::ContainerState;
 use crate::store::ReplicaRow;
 use anyhow::Result;
 use molt_core::AppStatus;
-use molt_proxy::admin::Request;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
