@@ -56,6 +56,10 @@ pub enum DeployKind {
 pub enum AppStatus {
     Creating,
     Running,
+    /// None of its containers takes requests (one stopped, the engine
+    /// restarts it, or it is being replaced): Molt is bringing one back
+    /// while the proxy holds the requests.
+    Recovering,
     Deploying,
     Failed,
     Deleting,
@@ -150,6 +154,7 @@ impl AppStatus {
         match self {
             Self::Creating => "creating",
             Self::Running => "running",
+            Self::Recovering => "recovering",
             Self::Deploying => "deploying",
             Self::Failed => "failed",
             Self::Deleting => "deleting",
@@ -217,6 +222,7 @@ str_enum!(
     [
         AppStatus::Creating,
         AppStatus::Running,
+        AppStatus::Recovering,
         AppStatus::Deploying,
         AppStatus::Failed,
         AppStatus::Deleting

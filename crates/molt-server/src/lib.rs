@@ -2,8 +2,8 @@
 //! drives (the Docker engine, registries, health checks, the proxy, state).
 
 pub mod api;
-pub mod autoheal;
 pub mod capacity;
+pub mod converge;
 pub mod dashboard;
 pub mod datadir;
 pub mod debug;
@@ -18,11 +18,12 @@ pub mod metrics;
 pub mod ops;
 pub mod ports;
 pub mod proxy_link;
-pub mod reconcile;
 pub mod registry;
 pub mod runtime;
 pub mod seal;
 pub mod server;
 pub mod store;
 pub mod tls;
-pub mod watch;
+
+// Kept paths: the deploy engine and the CLI name these.
+pub use converge::{autoheal, watch};

@@ -26,7 +26,7 @@ pub struct ServerConfig {
     pub memory_bytes: Option<u64>,
     /// GPUs the host offers Apps; detected when not given.
     pub gpus: Option<u32>,
-    pub autoheal: crate::autoheal::AutohealConfig,
+    pub autoheal: crate::converge::autoheal::AutohealConfig,
     /// Where the proxy serves its Prometheus metrics, if anywhere.
     pub proxy_metrics: Option<SocketAddr>,
     /// How the proxy reaches containers; `None`: detected (the bridge when
@@ -100,13 +100,13 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         registries: Arc::new(crate::ports::OciRegistries),
     };
     let engine = Arc::new(Engine::new(store, ports, sealer, capacity));
-    let report = crate::reconcile::reconcile(&engine)
+    let report = crate::converge::startup::reconcile(&engine)
         .await
         .context("reconciling state at start failed")?;
     tracing::info!(?report, "reconciled");
     proxy.supervise();
-    crate::watch::spawn(Arc::clone(&engine));
-    crate::autoheal::spawn(Arc::clone(&engine), config.autoheal);
+    crate::converge::watch::spawn(Arc::clone(&engine));
+    crate::converge::autoheal::spawn(Arc::clone(&engine), config.autoheal);
 
     let listener = tokio::net::TcpListener::bind(config.api)
         .await

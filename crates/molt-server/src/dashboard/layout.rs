@@ -283,7 +283,7 @@ pub fn csrf_field(csrf: &str) -> Markup {
 fn tone_of_app(s: AppStatus) -> &'static str {
     match s {
         AppStatus::Running => "ok",
-        AppStatus::Creating | AppStatus::Deploying => "busy",
+        AppStatus::Creating | AppStatus::Deploying | AppStatus::Recovering => "busy",
         AppStatus::Failed => "bad",
         AppStatus::Deleting => "muted",
     }

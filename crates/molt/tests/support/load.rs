@@ -113,6 +113,11 @@ impl Load {
         self.seen.ok.load(Ordering::Relaxed)
     }
 
+    /// Requests that failed so far.
+    pub fn failed(&self) -> u64 {
+        self.seen.failed.load(Ordering::Relaxed)
+    }
+
     /// Stops the tasks, waits for their last requests, and reports.
     pub async fn finish(mut self) -> LoadReport {
         self.stop.store(true, Ordering::Relaxed);

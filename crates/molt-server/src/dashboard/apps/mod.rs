@@ -95,7 +95,10 @@ fn is_active(s: &DashState, app: &AppRow) -> bool {
     s.api.engine.in_progress(&app.name).is_some()
         || matches!(
             app.status,
-            AppStatus::Creating | AppStatus::Deploying | AppStatus::Deleting
+            AppStatus::Creating
+                | AppStatus::Deploying
+                | AppStatus::Recovering
+                | AppStatus::Deleting
         )
 }
 

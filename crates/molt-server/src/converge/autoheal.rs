@@ -85,7 +85,7 @@ async fn round(
                 }
                 if engine.unbench(container) {
                     tracing::info!(app = %app.name, replica = row.replica, "container {} is back in rotation", short(container));
-                    crate::watch::resync_app(engine, &app.name).await;
+                    super::watch::resync_app(engine, &app.name).await;
                 }
                 continue;
             }
@@ -98,7 +98,7 @@ async fn round(
             // Out of rotation at once, while the others serve.
             if many && engine.bench(container) {
                 tracing::warn!(app = %app.name, replica = row.replica, "container {} is out of rotation until it recovers", short(container));
-                crate::watch::resync_app(engine, &app.name).await;
+                super::watch::resync_app(engine, &app.name).await;
             }
             if entry.0 < config.threshold {
                 continue;

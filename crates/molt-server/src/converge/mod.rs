@@ -1,0 +1,330 @@
+//! The one reconciler: a level-triggered `converge` that makes an App's
+//! containers, its records, its route and its pause agree, whatever event
+//! (or none) led here. It runs at start-up ([`startup`]), after the Docker
+//! engine's container events ([`watch`]), after every deploy
+//! ([`watch::settle_claimed`]) and when autoheal moves a replica in or out of
+//! rotation ([`autoheal`]). The caller holds the App's claim, so no deploy
+//! moves the route meanwhile; nothing here waits for a health check.
+
+pub mod autoheal;
+mod orphans;
+pub mod startup;
+pub mod watch;
+
+use crate::deploy::{route_for, short, Engine};
+use crate::runtime::ContainerState;
+use crate::store::ReplicaRow;
+use anyhow::Result;
+use molt_core::AppStatus;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use orphans::remove_orphans;
+
+/// Who asks: decides what converge may change besides containers and routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The server starts: every record is settled, nothing else runs.
+    Startup,
+    /// A container event or autoheal, under a claim of its own.
+    Event,
+    /// A deploy ends under its claim; it records the App's status itself.
+    AfterDeploy,
+}
+
+/// What converge left for its caller to do outside the claim.
+#[derive(Debug, Default)]
+pub struct Converged {
+    /// Serving containers that run but are not in the route yet (started
+    /// just now, or brought back by the engine): each joins once healthy.
+    pub warming: Vec<ReplicaRow>,
+    /// Serving replicas that are gone or cannot start: each needs a fresh
+    /// container through a deploy (which takes the claim itself).
+    pub replace: Vec<u32>,
+}
+
+/// Brings one App's containers, records, route and pause into agreement.
+/// `admit` names containers that take requests even though they are not in
+/// the route yet (their health wait ended). The caller holds the claim.
+pub async fn converge_app(
+    engine: &Engine,
+    name: &str,
+    trigger: Trigger,
+    admit: &HashSet<String>,
+) -> Result<Converged> {
+    let mut done = Converged::default();
+    let Some(app) = engine.store.get_app(name)? else {
+        return Ok(done);
+    };
+    if app.status == AppStatus::Deleting {
+        // A delete was interrupted (it holds the claim while it runs).
+        engine.proxy.remove_route(&app.name).await?;
+        for c in engine.runtime.list(Some(&app.name)).await? {
+            engine.runtime.remove(&c.id).await?;
+        }
+        engine.store.delete_app(&app.name)?;
+        return Ok(done);
+    }
+    let route = engine
+        .proxy
+        .routes()
+        .await?
+        .into_iter()
+        .find(|r| r.app == app.name);
+    let current = match &app.current_deploy {
+        Some(id) => engine.store.get_deploy(id)?,
+        None => None,
+    };
+    let Some(current) = current else {
+        // Nothing serves: at start-up a route left behind goes, and the App
+        // is failed (a deploy in flight records its own status).
+        if trigger == Trigger::Startup {
+            if route.is_some() {
+                engine.proxy.remove_route(&app.name).await?;
+            }
+            engine.store.set_app_status(&app.name, AppStatus::Failed)?;
+        }
+        return Ok(done);
+    };
+
+    // Containers ↔ store: every serving container runs, at a recorded address.
+    let routed = |row: &ReplicaRow| {
+        route.as_ref().is_some_and(|r| {
+            r.targets
+                .iter()
+                .any(|t| Some(&t.addr) == row.addr.as_ref() && t.id == row.container_id)
+        })
+    };
+    let rows = engine.store.replicas(&current.id)?;
+    let coming_back = !rows.is_empty();
+    let mut states = Vec::new();
+    for row in rows {
+        let state = engine.runtime.state(&row.container_id).await?;
+        states.push((row, state));
+    }
+    // Benched ones stay out by `targets`; a container already routed at its
+    // address keeps its place; any other earns it with a health check.
+    let ready = |row: &ReplicaRow| {
+        let c = &row.container_id;
+        !warming(c) && (routed(row) || engine.is_benched(c)) || admit.contains(c)
+    };
+    let with_addr = |row: &ReplicaRow, state: &ContainerState| {
+        engine
+            .runtime
+            .upstream_addr(state, app.port)
+            .map(|addr| ReplicaRow {
+                addr: Some(addr),
+                ..row.clone()
+            })
+    };
+    let serves = states.iter().any(|(row, state)| {
+        state
+            .as_ref()
+            .filter(|s| s.running && !s.restarting)
+            .and_then(|s| with_addr(row, s))
+            .is_some_and(|r| ready(&r))
+    });
+    // Nothing takes requests: hold them before anything slow happens.
+    // (Pausing a paused route, or resuming one that is not, changes nothing.)
+    if coming_back && !serves {
+        tracing::info!(app = %app.name, "no serving container takes requests; holding them");
+        let held = Duration::from_secs(app.health.deploy_timeout_secs + 60);
+        engine.proxy.pause(&app.name, held, 10_000).await?;
+    }
+
+    let mut in_service = Vec::new();
+    for (row, state) in states {
+        let container = row.container_id.clone();
+        let Some(mut state) = state else {
+            tracing::warn!(app = %app.name, replica = row.replica, "the serving container {} is gone; replacing it", short(&container));
+            done.replace.push(row.replica);
+            continue;
+        };
+        if state.restarting {
+            // The engine's restart policy brings it back; its start event
+            // converges again.
+            continue;
+        }
+        let mut started = false;
+        if !state.running {
+            // Nobody restarts it (`docker stop`, `docker kill`, an interrupted
+            // deploy): start it again now.
+            tracing::warn!(app = %app.name, replica = row.replica, "the serving container {} stopped; starting it again", short(&container));
+            if let Err(e) = engine.runtime.start_existing(&container).await {
+                tracing::warn!(app = %app.name, replica = row.replica, "cannot start {} again ({e:#}); replacing it", short(&container));
+                done.replace.push(row.replica);
+                continue;
+            }
+            started = true;
+            WARMING
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(container.clone())
+                .or_insert(false);
+            state = engine.runtime.state(&container).await?.unwrap_or(state);
+        }
+        let recorded = row.addr.clone();
+        let Some(row) = with_addr(&row, &state) else {
+            continue;
+        };
+        if let Some(addr) = row
+            .addr
+            .as_deref()
+            .filter(|a| recorded.as_deref() != Some(*a))
+        {
+            tracing::info!(app = %app.name, replica = row.replica, %addr, "a serving container has a new address");
+            engine
+                .store
+                .set_replica_addr(&current.id, row.replica, addr)?;
+        }
+        if !started && ready(&row) {
+            in_service.push(row);
+        } else {
+            done.warming.push(row);
+        }
+    }
+
+    // Route and pause: requests go to what serves. A warming container
+    // joins at once beside others (the proxy sends a refused connection on
+    // to another target); alone, it joins once healthy while the proxy holds
+    // the requests instead of failing them. A route is never emptied here.
+    if in_service.is_empty() {
+        // Each serving container is warming, restarting or being replaced:
+        // the hold above stays until one takes requests.
+        if !coming_back {
+            engine.proxy.resume(&app.name).await?;
+        }
+    } else {
+        in_service.extend(done.warming.iter().cloned());
+        let wanted = route_for(&app, engine.targets(&in_service));
+        if route.as_ref() != Some(&wanted) {
+            engine.proxy.set_route(wanted).await?;
+        }
+        // Held requests (a hold above, an interrupted recreate) flow now.
+        engine.proxy.resume(&app.name).await?;
+    }
+
+    // The App's status: `recovering` while none of its containers takes
+    // requests or a lost replica waits for its replacement.
+    let status = if in_service.len() == done.warming.len() || !done.replace.is_empty() {
+        AppStatus::Recovering
+    } else {
+        AppStatus::Running
+    };
+    let ours = match trigger {
+        Trigger::Startup => true,
+        Trigger::Event => matches!(
+            app.status,
+            AppStatus::Running | AppStatus::Recovering | AppStatus::Failed
+        ),
+        Trigger::AfterDeploy => false,
+    };
+    if ours && app.status != status {
+        engine.store.set_app_status(&app.name, status)?;
+    }
+    Ok(done)
+}
+
+/// Converges an App under a claim of its own, then follows up outside it:
+/// waits for warming containers and replaces lost ones. Returns false when
+/// the App was busy (a deploy in progress converges at its end).
+pub async fn converge_claimed(
+    engine: &Arc<Engine>,
+    app: &str,
+    trigger: Trigger,
+    admit: &HashSet<String>,
+) -> bool {
+    if app.is_empty() || engine.claim(app, "resync").is_err() {
+        return false;
+    }
+    let result = converge_app(engine, app, trigger, admit).await;
+    engine.release(app);
+    match result {
+        Ok(done) => follow_up(engine, app, done),
+        Err(e) => tracing::warn!(%app, "cannot converge: {e:#}"),
+    }
+    true
+}
+
+/// [`converge_claimed`], retried while another converge holds the claim for
+/// a moment; a deploy that holds it converges at its end by itself.
+pub async fn converge_soon(engine: &Arc<Engine>, app: &str, admit: &HashSet<String>) {
+    for _ in 0..50 {
+        if converge_claimed(engine, app, Trigger::Event, admit).await
+            || engine
+                .in_progress(app)
+                .is_some_and(|holder| holder != "resync")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(%app, "the App stayed busy; the next event converges it");
+}
+
+/// Containers converge started that have not passed a health check yet,
+/// and whether a waiter runs for each: in the route at their old address,
+/// they still are no sign that the App answers.
+static WARMING: Mutex<BTreeMap<String, bool>> = Mutex::new(BTreeMap::new());
+
+/// A container's health wait ended (passed or timed out).
+fn warmed(container: &str) {
+    WARMING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(container);
+}
+
+fn warming(container: &str) -> bool {
+    WARMING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(container)
+}
+
+/// The background half of a converge: each warming container joins the
+/// route once its health check passes (or its deploy timeout ends: a
+/// container that never passes is autoheal's to judge); each lost replica
+/// is replaced through a deploy.
+pub fn follow_up(engine: &Arc<Engine>, app: &str, done: Converged) {
+    for row in done.warming {
+        let waited = WARMING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(row.container_id.clone(), true);
+        if waited == Some(true) {
+            continue;
+        }
+        let (engine, app) = (Arc::clone(engine), app.to_string());
+        tokio::spawn(async move {
+            let container = row.container_id.clone();
+            if let (Ok(Some(app_row)), Some(addr)) = (engine.store.get_app(&app), &row.addr) {
+                if !engine.wait_serving(&app_row, addr).await {
+                    tracing::warn!(%app, replica = row.replica, "container {} is not healthy within the deploy timeout; routing it anyway", short(&container));
+                }
+            }
+            warmed(&container);
+            converge_soon(&engine, &app, &HashSet::from([container])).await;
+        });
+    }
+    if let Some(&replica) = done.replace.first() {
+        let (engine, app) = (Arc::clone(engine), app.to_string());
+        tokio::spawn(async move {
+            let many = engine
+                .store
+                .get_app(&app)
+                .ok()
+                .flatten()
+                .is_some_and(|a| a.replicas > 1);
+            let started = if many {
+                engine.replace_replica(&app, replica, "converge").await
+            } else {
+                engine.restart(&app, false, "converge").await
+            };
+            if let Err(e) = started {
+                tracing::warn!(%app, "cannot replace a lost serving container: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,132 @@
+//! Orphans: containers of this installation that nothing serves from and no
+//! deploy in progress owns (a failed deploy's container the engine brought
+//! back, an old version a crash left draining). Which containers are orphans
+//! is decided only under the App's claim, from its serving set read again
+//! from the store at that moment: a deploy that finished a moment ago may
+//! serve from containers that any earlier reading called leftovers.
+
+use crate::deploy::Engine;
+use crate::store::AppRow;
+use anyhow::Result;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// A container to remove, with the address it may still be draining at.
+struct Orphan {
+    id: String,
+    name: String,
+    addr: Option<String>,
+}
+
+/// Removes `app`'s orphans (an App that no longer exists: every container
+/// labelled with its name). The caller holds the App's claim; each drain
+/// (bounded by the App's drain timeout) happens under it, so a deploy waits
+/// for it rather than racing it.
+pub async fn remove_orphans(engine: &Engine, app: &str) -> Result<usize> {
+    let orphans = find(engine, app).await?;
+    let removed = orphans.len();
+    let row = engine.store.get_app(app)?;
+    for orphan in orphans {
+        if let (Some(row), Some(addr)) = (&row, &orphan.addr) {
+            drain(engine, row, addr).await;
+        }
+        tracing::info!(%app, container = %orphan.name, "removing an orphan container");
+        if let Err(e) = engine.runtime.remove(&orphan.id).await {
+            tracing::warn!("cannot remove the orphan {}: {e:#}", orphan.name);
+        }
+    }
+    Ok(removed)
+}
+
+/// [`remove_orphans`] for a caller without the claim, that must not hold
+/// it through long drains: the orphans are chosen under the claim, drained
+/// without it, and removed under it again if they are orphans still.
+/// Returns false when the App was busy (its deploy removes its leftovers).
+pub async fn remove_orphans_unclaimed(engine: &Engine, app: &str) -> bool {
+    let chosen = match claimed(engine, app, find(engine, app)).await {
+        Some(Ok(orphans)) => orphans,
+        Some(Err(e)) => {
+            tracing::warn!(%app, "cannot look for orphan containers: {e:#}");
+            return true;
+        }
+        None => return false,
+    };
+    if chosen.is_empty() {
+        return true;
+    }
+    if let Ok(Some(row)) = engine.store.get_app(app) {
+        for addr in chosen.iter().filter_map(|o| o.addr.as_deref()) {
+            drain(engine, &row, addr).await;
+        }
+    }
+    let chosen: HashSet<String> = chosen.into_iter().map(|o| o.id).collect();
+    let removed = claimed(engine, app, async {
+        for orphan in find(engine, app).await? {
+            if chosen.contains(&orphan.id) {
+                tracing::info!(%app, container = %orphan.name, "removing an orphan container");
+                engine.runtime.remove(&orphan.id).await?;
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+    .await;
+    match removed {
+        Some(Err(e)) => tracing::warn!(%app, "cannot remove orphan containers: {e:#}"),
+        None => tracing::info!(%app, "a deploy started while orphans drained; it removes them"),
+        Some(Ok(())) => {}
+    }
+    true
+}
+
+/// Runs `work` under the App's claim; `None` when the App is busy.
+async fn claimed<T>(
+    engine: &Engine,
+    app: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    engine.claim(app, "resync").ok()?;
+    let result = work.await;
+    engine.release(app);
+    Some(result)
+}
+
+/// The App's orphans now: its containers that are not in the serving set
+/// read from the store now, and not owned by the deploy holding the claim.
+async fn find(engine: &Engine, app: &str) -> Result<Vec<Orphan>> {
+    let row = engine.store.get_app(app)?;
+    let serving: HashSet<String> = match &row {
+        // A container kept across a scale keeps the label of the deploy that
+        // started it, so labels alone cannot say what serves.
+        Some(row) => engine
+            .serving_rows(row)?
+            .into_iter()
+            .map(|r| r.container_id)
+            .collect(),
+        None => HashSet::new(),
+    };
+    let owner = engine.in_progress(app);
+    let mut orphans = Vec::new();
+    for c in engine.runtime.list(Some(app)).await? {
+        if serving.contains(&c.id) || owner.as_deref() == Some(c.deploy.as_str()) {
+            continue;
+        }
+        let addr = match (&row, engine.runtime.state(&c.id).await) {
+            (Some(row), Ok(Some(state))) => engine.runtime.upstream_addr(&state, row.port),
+            _ => None,
+        };
+        orphans.push(Orphan {
+            id: c.id,
+            name: c.name,
+            addr,
+        });
+    }
+    Ok(orphans)
+}
+
+/// Lets the proxy finish the requests an orphan may still be serving.
+async fn drain(engine: &Engine, app: &AppRow, addr: &str) {
+    let _ = engine
+        .proxy
+        .wait_drained(&app.name, addr, Duration::from_secs(app.drain_timeout_secs))
+        .await;
+}

@@ -1,0 +1,193 @@
+//! Start-up: after a start (or a crash), makes the database, the
+//! containers (found by label) and the proxy's routes agree again. A deploy
+//! that was in flight is finished if traffic had moved, undone if not; every
+//! record ends terminal and true. Then every App converges on its own (one
+//! App's failure is logged and stops nothing else) and its paused route
+//! resumes as soon as a serving container runs. Health waits for containers
+//! started here, and the drains of orphans, run in the background: the API
+//! listens without waiting for either.
+
+use super::{converge_app, follow_up, orphans, Trigger};
+use crate::deploy::Engine;
+use crate::store::{DeployRow, ReplicaRow};
+use anyhow::Result;
+use molt_core::DeployStatus;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// What one pass did, for the log.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub finished: usize,
+    pub failed: usize,
+    pub apps_converged: usize,
+    /// Apps whose converge failed (logged; the others went on).
+    pub apps_failed: usize,
+    /// Containers of Apps that no longer exist (each App's own orphans go
+    /// in the background).
+    pub orphans_removed: usize,
+    pub routes_removed: usize,
+}
+
+pub async fn reconcile(engine: &Arc<Engine>) -> Result<Report> {
+    let mut report = Report::default();
+    let routes = engine.proxy.routes().await?;
+
+    // 1. Deploys that were in flight.
+    for deploy in engine.store.unfinished_deploys()? {
+        if let Err(e) = settle(engine, &deploy, &routes, &mut report).await {
+            tracing::error!(app = %deploy.app, deploy = %deploy.id, "cannot settle the interrupted deploy: {e:#}");
+        }
+    }
+
+    // 2. Every App converges, all at once and each on its own.
+    let apps = engine.store.list_apps()?;
+    let outcomes =
+        futures_util::future::join_all(apps.iter().map(|app| start_app(engine, &app.name))).await;
+    for (app, outcome) in apps.iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => report.apps_converged += 1,
+            Err(e) => {
+                tracing::error!(app = %app.name, "cannot reconcile the App: {e:#}");
+                report.apps_failed += 1;
+            }
+        }
+    }
+
+    // 3. Routes and containers of Apps that no longer exist.
+    let names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+    for route in &routes {
+        if !names.contains(route.app.as_str()) {
+            match engine.proxy.remove_route(&route.app).await {
+                Ok(()) => report.routes_removed += 1,
+                Err(e) => tracing::error!(app = %route.app, "cannot remove the route: {e:#}"),
+            }
+        }
+    }
+    let mut gone: HashSet<String> = HashSet::new();
+    for c in engine.runtime.list(None).await? {
+        if !names.contains(c.app.as_str()) {
+            gone.insert(c.app);
+        }
+    }
+    for app in &gone {
+        match orphans::remove_orphans(engine, app).await {
+            Ok(removed) => report.orphans_removed += removed,
+            Err(e) => tracing::error!(%app, "cannot remove its containers: {e:#}"),
+        }
+    }
+    Ok(report)
+}
+
+/// One App at start-up: converge under its claim, then leave health waits,
+/// replacements and orphans (whose drains may take the App's drain
+/// timeout) to the background.
+async fn start_app(engine: &Arc<Engine>, app: &str) -> Result<()> {
+    engine.claim(app, "resync")?;
+    let done = converge_app(engine, app, Trigger::Startup, &HashSet::new()).await;
+    engine.release(app);
+    follow_up(engine, app, done?);
+    let (engine, app) = (Arc::clone(engine), app.to_string());
+    tokio::spawn(async move { orphans::remove_orphans_unclaimed(&engine, &app).await });
+    Ok(())
+}
+
+/// Ends a deploy that the server did not see to its end.
+async fn settle(
+    engine: &Engine,
+    deploy: &DeployRow,
+    routes: &[molt_proxy::admin::Route],
+    report: &mut Report,
+) -> Result<()> {
+    let Some(app) = engine.store.get_app(&deploy.app)? else {
+        engine.store.finish_deploy(
+            &deploy.id,
+            DeployStatus::Failed,
+            Some(&molt_core::Failure::new(
+                molt_core::FailureKind::Interrupted,
+                "the App was deleted",
+            )),
+            "deploy ended: the App no longer exists",
+        )?;
+        report.failed += 1;
+        return Ok(());
+    };
+    // Traffic moved if the swap was recorded, or if the proxy already holds
+    // the deploy's whole set although the server died before recording it
+    // (a rolling deploy interrupted halfway holds only part of it: that one
+    // is undone, its old replicas come back).
+    let rows = engine.store.replicas(&deploy.id)?;
+    let route = routes.iter().find(|r| r.app == deploy.app);
+    let routed = |row: &ReplicaRow| {
+        row.addr.as_ref().is_some_and(|addr| {
+            route.is_some_and(|r| {
+                r.targets
+                    .iter()
+                    .any(|t| &t.addr == addr && t.id == row.container_id)
+            })
+        })
+    };
+    let whole_set =
+        !rows.is_empty() && rows.len() as u32 == deploy.replicas && rows.iter().all(routed);
+    let moved =
+        deploy.status.traffic_moved() || (deploy.status == DeployStatus::Swapping && whole_set);
+    if moved {
+        if !deploy.status.traffic_moved() {
+            engine.store.record_swap(
+                &deploy.id,
+                &app.name,
+                &crate::deploy::followed_image(deploy, &app),
+                "traffic had switched to the new containers (found by the reconciler)",
+            )?;
+        }
+        engine.store.finish_deploy(
+            &deploy.id,
+            DeployStatus::Succeeded,
+            None,
+            "deploy completed by the reconciler after a server restart: the new version serves; the old containers are removed",
+        )?;
+        report.finished += 1;
+    } else {
+        // Containers that take traffic stay until the route holds the old
+        // set again and they drained (the orphan pass); the others go now.
+        let serving: HashSet<String> = engine
+            .serving_rows(&app)?
+            .into_iter()
+            .map(|r| r.container_id)
+            .collect();
+        let in_route: HashSet<&str> = rows
+            .iter()
+            .filter(|r| routed(r) && !serving.contains(&r.container_id))
+            .map(|r| r.container_id.as_str())
+            .collect();
+        for c in engine.runtime.list(Some(&deploy.app)).await? {
+            if c.deploy == deploy.id && !in_route.contains(c.id.as_str()) {
+                engine.runtime.remove(&c.id).await?;
+            }
+        }
+        let error = if in_route.is_empty() {
+            format!(
+                "the server stopped during `{}` before traffic moved; the new container was removed and the previous version kept serving",
+                deploy.status
+            )
+        } else {
+            format!(
+                "the server stopped during `{}` with {} of {} replicas moved; the previous version was restored and the new containers removed",
+                deploy.status,
+                in_route.len(),
+                deploy.replicas
+            )
+        };
+        engine.store.finish_deploy(
+            &deploy.id,
+            DeployStatus::Failed,
+            Some(&molt_core::Failure::new(
+                molt_core::FailureKind::Interrupted,
+                error.clone(),
+            )),
+            &format!("deploy failed: {error}"),
+        )?;
+        report.failed += 1;
+    }
+    Ok(())
+}
