@@ -33,7 +33,13 @@ pub struct Runtime {
     instance: String,
     network: String,
     upstream: UpstreamMode,
+    /// How long a pull may go without any progress from the registry
+    /// before it fails, so a stalled registry cannot hold an App forever.
+    pull_stall: std::time::Duration,
 }
+
+/// `molt server --pull-stall-timeout`'s default.
+pub const DEFAULT_PULL_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How the proxy reaches App containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +133,7 @@ impl Runtime {
             instance: instance.to_string(),
             network: network.to_string(),
             upstream: UpstreamMode::Bridge,
+            pull_stall: DEFAULT_PULL_STALL,
         })
     }
 
@@ -137,6 +144,12 @@ impl Runtime {
     /// This runtime, starting containers for `mode`.
     pub fn with_upstream(mut self, mode: UpstreamMode) -> Self {
         self.upstream = mode;
+        self
+    }
+
+    /// This runtime, failing pulls that make no progress for `stall`.
+    pub fn with_pull_stall(mut self, stall: std::time::Duration) -> Self {
+        self.pull_stall = stall;
         self
     }
 
@@ -237,7 +250,10 @@ impl Runtime {
     }
 
     /// Pulls an image. The error is the registry's own reason, as the engine
-    /// reports it.
+    /// reports it, or, when the engine reports no progress for the stall
+    /// timeout, "the registry stopped sending" with the layer it was on
+    /// (dropping the stream closes the engine connection, which cancels
+    /// the engine's pull).
     pub async fn pull(
         &self,
         image: &ImageRef,
@@ -260,9 +276,29 @@ impl Runtime {
             ..Default::default()
         });
         let mut stream = self.docker.create_image(Some(options), None, creds);
-        while let Some(item) = stream.next().await {
+        let mut layer: Option<String> = None;
+        loop {
+            let item = match tokio::time::timeout(self.pull_stall, stream.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(anyhow!(
+                        "the registry stopped sending: no progress for {} s while pulling {}{}; check that the registry {} is up and serving, then deploy again (a slow registry can be given longer with `molt server --pull-stall-timeout SECS`)",
+                        self.pull_stall.as_secs(),
+                        image,
+                        match &layer {
+                            Some(l) => format!(" (on layer {l})"),
+                            None => " (before any layer started)".to_string(),
+                        },
+                        image.registry
+                    ))
+                }
+            };
             match item {
                 Ok(info) => {
+                    if let Some(id) = progress_layer(info.status.as_deref(), info.id.as_deref()) {
+                        layer = Some(id.to_string());
+                    }
                     if let Some(detail) = info.error_detail {
                         return Err(anyhow!(detail
                             .message
@@ -615,6 +651,26 @@ impl Runtime {
     }
 }
 
+/// The layer a pull progress message is about: the engine names layers by
+/// their short digest in `id` (other messages use `id` for the tag).
+fn progress_layer<'a>(status: Option<&str>, id: Option<&'a str>) -> Option<&'a str> {
+    let status = status?;
+    let layer_status = [
+        "Pulling fs layer",
+        "Waiting",
+        "Downloading",
+        "Verifying Checksum",
+        "Download complete",
+        "Extracting",
+        "Retrying",
+    ];
+    layer_status
+        .iter()
+        .any(|s| status.starts_with(s))
+        .then_some(id?)
+        .filter(|id| !id.is_empty())
+}
+
 /// The engine's port map (`"8080/tcp"` → bindings) as container port →
 /// the port published on 127.0.0.1 (or on every address).
 fn published_ports(map: bollard::models::PortMap) -> HashMap<u16, u16> {
@@ -699,6 +755,24 @@ mod tests {
         let ports = super::published_ports(map);
         assert_eq!(ports.len(), 1);
         assert_eq!(ports.get(&8080), Some(&49153));
+    }
+
+    #[test]
+    fn pull_progress_names_the_layer() {
+        use super::progress_layer;
+        assert_eq!(
+            progress_layer(Some("Downloading"), Some("0123456789ab")),
+            Some("0123456789ab")
+        );
+        assert_eq!(
+            progress_layer(Some("Pulling fs layer"), Some("0123456789ab")),
+            Some("0123456789ab")
+        );
+        assert_eq!(
+            progress_layer(Some("Pulling from stall/app"), Some("v1")),
+            None
+        );
+        assert_eq!(progress_layer(None, Some("x")), None);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub upstream: Option<crate::runtime::UpstreamMode>,
     /// The proxy's worker threads; `None`: its default (half the CPUs).
     pub proxy_threads: Option<std::num::NonZeroUsize>,
+    /// How long an image pull may make no progress before its deploy fails.
+    pub pull_stall: std::time::Duration,
 }
 
 pub async fn run(config: ServerConfig) -> Result<()> {
@@ -54,7 +56,9 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         Some(mode) => mode,
         None => runtime.detect_upstream().await,
     };
-    let runtime = runtime.with_upstream(upstream);
+    let runtime = runtime
+        .with_upstream(upstream)
+        .with_pull_stall(config.pull_stall);
     tracing::info!(%upstream, network = %config.network, "the proxy reaches App containers through this");
 
     let proxy = Arc::new(ProxyLink::new(
