@@ -112,13 +112,30 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         engine,
         token: Arc::new(token),
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the API server failed")?;
+    // Graceful, but bounded: open streams (`logs --follow`, event streams)
+    // get SHUTDOWN_GRACE to end, so a follower cannot keep the server up.
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    });
+    let grace = async {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = serve => served.context("the API server failed")?,
+        _ = grace => tracing::warn!(
+            "open API streams did not end within {} s of the stop signal; closing them",
+            SHUTDOWN_GRACE.as_secs()
+        ),
+    }
     tracing::info!("molt server stopped; the proxy keeps serving");
     Ok(())
 }
+
+/// How long a stopping server waits for open API streams.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

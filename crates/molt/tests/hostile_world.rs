@@ -191,3 +191,37 @@ async fn a_pull_that_stalls_fails_the_deploy_and_names_the_layer() {
     // The App is not held: it can be deleted at once.
     ok(molt(&server, &["apps", "delete", "stall", "--yes"]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_server_does_not_wait_for_an_open_log_follower() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let mut server = MoltServer::start(None);
+    create_app(&server, "quiet", &v1, &[]);
+
+    // A follower of a container that prints nothing more.
+    let mut follower = TcpStream::connect(server.api_addr()).unwrap();
+    follower
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        follower,
+        "GET /api/v1/apps/quiet/logs?follow=true HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.token()
+    )
+    .unwrap();
+    let mut status = String::new();
+    BufReader::new(follower.try_clone().unwrap())
+        .read_line(&mut status)
+        .unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+
+    let started = Instant::now();
+    server.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the server took {:?} to stop with a follower open",
+        started.elapsed()
+    );
+    drop(follower);
+}
