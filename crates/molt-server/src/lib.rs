@@ -4,6 +4,7 @@
 pub mod api;
 pub mod autoheal;
 pub mod capacity;
+pub mod confine;
 pub mod dashboard;
 pub mod datadir;
 pub mod debug;

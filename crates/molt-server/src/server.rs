@@ -77,6 +77,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         gpus: config.gpus.unwrap_or_else(crate::capacity::detect_gpus),
     };
     tracing::info!(memory = %crate::capacity::human_bytes(capacity.memory_bytes), gpus = capacity.gpus, "host capacity for Apps");
+    let runtime =
+        runtime.with_default_memory(crate::confine::default_memory(capacity.memory_bytes));
     let prober = match runtime.upstream() {
         crate::runtime::UpstreamMode::Bridge => crate::health::Prober::new(),
         crate::runtime::UpstreamMode::Published => {

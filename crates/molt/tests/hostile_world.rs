@@ -225,3 +225,157 @@ async fn a_stopping_server_does_not_wait_for_an_open_log_follower() {
     );
     drop(follower);
 }
+
+/// `docker inspect` of the one container of `app`, as JSON.
+fn inspect_app_container(server: &MoltServer, app: &str) -> serde_json::Value {
+    let ids = server.containers(Some(app));
+    assert_eq!(ids.len(), 1, "one container of {app}: {ids:?}");
+    let out = docker(&["inspect", &ids[0]]);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_are_confined_by_default_and_as_asked() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start(None);
+    create_app(&server, "plain", &v1, &["--health-path", "/healthz"]);
+    create_app(
+        &server,
+        "hardened",
+        &v1,
+        &[
+            "--health-path",
+            "/healthz",
+            "--read-only",
+            "--pids-limit",
+            "200",
+            "--cap-add",
+            "net_raw",
+            "--memory",
+            "256m",
+        ],
+    );
+
+    // By default: no NET_RAW, 1024 processes, a writable root, and a memory
+    // limit of three quarters of the host's memory.
+    let plain = inspect_app_container(&server, "plain");
+    let host = &plain["HostConfig"];
+    assert_eq!(host["CapDrop"], serde_json::json!(["NET_RAW"]), "{host}");
+    assert!(host["CapAdd"].is_null(), "{host}");
+    assert_eq!(host["PidsLimit"], 1024, "{host}");
+    assert_eq!(host["ReadonlyRootfs"], false, "{host}");
+    let mem_total: u64 = docker(&["info", "--format", "{{.MemTotal}}"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(host["Memory"], mem_total / 4 * 3, "{host}");
+    assert_eq!(host["MemorySwap"], host["Memory"], "{host}");
+    assert!(host["SecurityOpt"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("no-new-privileges")));
+
+    // As asked: NET_RAW back, 200 processes, read-only with a /tmp tmpfs.
+    let hardened = inspect_app_container(&server, "hardened");
+    let host = &hardened["HostConfig"];
+    assert!(
+        host["CapDrop"].is_null() || host["CapDrop"] == serde_json::json!([]),
+        "{host}"
+    );
+    assert_eq!(host["CapAdd"], serde_json::json!(["NET_RAW"]), "{host}");
+    assert_eq!(host["PidsLimit"], 200, "{host}");
+    assert_eq!(host["ReadonlyRootfs"], true, "{host}");
+    assert!(host["Tmpfs"]["/tmp"].is_string(), "{host}");
+    assert_eq!(host["Memory"], 256u64 << 20, "{host}");
+    assert!(served(server.proxy_addr(), "hardened.localhost")
+        .await
+        .contains("testapp v1"));
+
+    let shown = molt(&server, &["apps", "show", "hardened", "--json"]).json();
+    assert_eq!(shown["cap_add"], serde_json::json!(["NET_RAW"]), "{shown}");
+    assert_eq!(shown["pids_limit"], 200, "{shown}");
+    assert_eq!(shown["read_only"], true, "{shown}");
+    let text = ok(molt(&server, &["apps", "show", "plain"])).stdout;
+    assert!(text.contains("without NET_RAW"), "{text}");
+    assert!(text.contains("1024"), "{text}");
+
+    // Bad values are refused before anything starts.
+    for (flags, says) in [
+        (&["--cap-add", "ALL"][..], "name each capability"),
+        (&["--cap-add", "FLY"][..], "unknown capability"),
+        (&["--pids-limit", "1"][..], "--pids-limit"),
+        (&["--link", "nosuch"][..], "no App has that name"),
+    ] {
+        let mut args = vec!["apps", "create", "bad", "--image", &v1, "--port", "8080"];
+        args.extend(flags);
+        let out = molt(&server, &args);
+        assert_eq!(out.status, 2, "{out}");
+        assert!(out.stderr.contains(says), "{out}");
+    }
+    assert!(server.containers(Some("bad")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_reach_each_other_only_when_linked() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let v2 = push(&registry, "testapp", "v2", "v2");
+    let server = MoltServer::start(None);
+    let proxy = server.proxy_addr();
+    create_app(&server, "db", &v1, &["--health-path", "/healthz"]);
+    create_app(&server, "other", &v2, &["--health-path", "/healthz"]);
+    create_app(
+        &server,
+        "front",
+        &v2,
+        &["--health-path", "/healthz", "--link", "db"],
+    );
+
+    // The proxy reaches every App.
+    for (host, version) in [
+        ("db.localhost", "v1"),
+        ("other.localhost", "v2"),
+        ("front.localhost", "v2"),
+    ] {
+        assert!(served(proxy, host).await.contains(version), "{host} serves");
+    }
+    let db = molt(&server, &["apps", "show", "db", "--json"]).json();
+    let db_addr = db["containers"][0]["address"].as_str().unwrap().to_string();
+
+    // An App that is not linked reaches the other neither by name nor by
+    // address.
+    let (status, body) = get(proxy, "other.localhost", "/connect?to=db:8080")
+        .await
+        .unwrap();
+    assert_eq!(status, 502, "reached db by name: {body}");
+    assert!(
+        body.contains("cannot"),
+        "the App answered, not the proxy: {body}"
+    );
+    let (status, body) = get(proxy, "other.localhost", &format!("/connect?to={db_addr}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 502, "reached db at {db_addr}: {body}");
+    assert!(body.contains("cannot connect"), "{body}");
+
+    // The linked one reaches it by its name.
+    let (status, body) = get(proxy, "front.localhost", "/connect?to=db:8080")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("200"), "{body}");
+
+    // Recorded and shown.
+    let front = molt(&server, &["apps", "show", "front", "--json"]).json();
+    assert_eq!(front["links"], serde_json::json!(["db"]), "{front}");
+    let text = ok(molt(&server, &["apps", "show", "front"])).stdout;
+    assert!(text.contains("links") && text.contains("db"), "{text}");
+
+    // A new deploy of the linked App stays reachable by name.
+    ok(molt(&server, &["deploy", "db", &v2]));
+    let (status, body) = get(proxy, "front.localhost", "/connect?to=db:8080")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+}
