@@ -28,6 +28,19 @@ pub struct AppView {
     pub drain_timeout_secs: u64,
     /// How long the proxy waits for the App's answer before a 504.
     pub upstream_timeout_secs: u64,
+    /// The Apps this App can reach, by name (`--link`); no other App can be
+    /// reached from its containers.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Capabilities added to Docker's default set, which lacks `NET_RAW`.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// The most processes (threads included) a container may run.
+    #[serde(default)]
+    pub pids_limit: u32,
+    /// Whether the root filesystem is read-only (with a writable `/tmp`).
+    #[serde(default)]
+    pub read_only: bool,
     /// The deploy that put the serving version in place.
     pub current_deploy: Option<String>,
     /// The newest deploy, whatever its outcome.
@@ -156,6 +169,20 @@ pub struct CreateAppRequest {
     /// With `from`: copy secret variables too.
     #[serde(default)]
     pub with_secrets: bool,
+    /// Apps this App may reach (by name); their containers' network is
+    /// joined. Every other App is unreachable.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Capabilities to add to Docker's default set (which Molt gives
+    /// without `NET_RAW`), e.g. `NET_RAW`.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// The most processes a container may run (default 1024).
+    #[serde(default)]
+    pub pids_limit: Option<u32>,
+    /// A read-only root filesystem, with a writable tmpfs at `/tmp`.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// The answer to a request that started a deploy.

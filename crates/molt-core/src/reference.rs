@@ -110,13 +110,27 @@ impl ImageRef {
     }
 }
 
-/// Whether a registry host (with optional port) is on the loopback interface.
+/// Whether a registry host (with optional port) is on the loopback interface:
+/// `localhost` or a loopback IP address. Only these are spoken to over plain
+/// HTTP, so the host is parsed as an address, never matched by prefix
+/// (`127.example.com` is a name anyone can register).
 pub fn registry_is_local(registry: &str) -> bool {
     let host = match registry.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => registry.split(':').next().unwrap_or(""),
     };
-    host == "localhost" || host.starts_with("127.") || host == "::1"
+    host_is_loopback(host)
+}
+
+/// Whether a bare host (no port; IPv6 without brackets) is `localhost` or a
+/// loopback IP address.
+pub fn host_is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl fmt::Display for ImageRef {
@@ -326,5 +340,12 @@ mod tests {
         assert!(registry_is_local("127.0.0.1:5000"));
         assert!(registry_is_local("[::1]:5000"));
         assert!(!registry_is_local("ghcr.io"));
+        // Parsed as an address, not matched by prefix.
+        assert!(registry_is_local("127.1.2.3:5000"));
+        assert!(!registry_is_local("127.example.com"));
+        assert!(!registry_is_local("127.0.0.1.nip.io:5000"));
+        assert!(!registry_is_local("localhost.example.com"));
+        assert!(!registry_is_local("[::2]:5000"));
+        assert!(!registry_is_local("10.0.0.1:5000"));
     }
 }

@@ -1,7 +1,9 @@
 //! `GET /api/v1/apps/{name}/logs`: the output of every container of an App,
 //! each line prefixed with the deploy it belongs to and its replica number. Following keeps going
 //! across deploys: containers that appear later are picked up within a
-//! second.
+//! second. Everything a follow holds (a task and an engine connection per
+//! container) ends as soon as the client goes away, even while a container
+//! prints nothing.
 
 use crate::api::{ApiFailure, ApiState};
 use axum::body::Body;
@@ -109,23 +111,16 @@ pub async fn app_logs(
                     None => format!("[{}] ", c.deploy),
                 };
                 let lines = runtime.log_lines(&c.id, q.follow, tail, since);
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    futures_util::pin_mut!(lines);
-                    while let Some(chunk) = lines.next().await {
-                        for line in chunk.lines() {
-                            if tx.send(format!("{prefix}{line}\n")).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
+                tokio::spawn(forward(lines, prefix, tx.clone()));
             }
-            if !q.follow || tx.is_closed() {
+            if !q.follow {
                 break;
             }
             first_round = false;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::select! {
+                _ = tx.closed() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
     });
     let stream = tokio_stream_from(rx);
@@ -133,6 +128,31 @@ pub async fn app_logs(
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .map_err(|e| ApiFailure::from(anyhow::Error::from(e)))
+}
+
+/// Sends a container's output to a client, line by line, prefixed. Ends when
+/// the output ends or when the client is gone: a quiet container would
+/// otherwise keep this task and its engine connection until it exits.
+async fn forward(
+    lines: impl futures_util::Stream<Item = String>,
+    prefix: String,
+    tx: mpsc::Sender<String>,
+) {
+    futures_util::pin_mut!(lines);
+    loop {
+        let chunk = tokio::select! {
+            _ = tx.closed() => return,
+            chunk = lines.next() => chunk,
+        };
+        let Some(chunk) = chunk else {
+            return;
+        };
+        for line in chunk.lines() {
+            if tx.send(format!("{prefix}{line}\n")).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 fn tokio_stream_from(
@@ -144,6 +164,35 @@ fn tokio_stream_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A follower of a container that prints nothing ends (and drops the
+    /// engine's stream) once the client has gone.
+    #[tokio::test]
+    async fn a_quiet_follower_ends_when_the_client_goes() {
+        struct Dropped(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        // Like a followed container that is silent: never a line, never the end.
+        let quiet = futures_util::stream::pending::<String>().map(move |l| {
+            let _ = &guard;
+            l
+        });
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(forward(quiet, "[d #0] ".into(), tx));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished());
+        drop(rx); // the client went away
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the follower outlived its client")
+            .unwrap();
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    }
 
     #[test]
     fn durations() {

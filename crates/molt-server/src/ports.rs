@@ -55,6 +55,8 @@ pub trait Containers: Send + Sync {
     async fn remove(&self, id: &str) -> Result<()>;
     /// Every container of this installation, or of one App.
     async fn list(&self, app: Option<&str>) -> Result<Vec<LabeledContainer>>;
+    /// Releases what a deleted App held besides its containers (its network).
+    async fn forget_app(&self, _app: &str) {}
     /// A container's output, line by line (see `Runtime::log_lines`).
     fn log_lines(
         &self,
@@ -159,6 +161,9 @@ impl Containers for Runtime {
     }
     async fn list(&self, app: Option<&str>) -> Result<Vec<LabeledContainer>> {
         Runtime::list(self, app).await
+    }
+    async fn forget_app(&self, app: &str) {
+        Runtime::forget_app(self, app).await
     }
     fn log_lines(
         &self,

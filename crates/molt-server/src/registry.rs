@@ -36,6 +36,8 @@ pub enum RegistryError {
         reference: String,
         platforms: String,
     },
+    #[error("the registry {host} asks for logins at the token service {realm} over plain HTTP, where the password could be read on the way; Molt sends credentials only over HTTPS (or plain HTTP to this machine's loopback): ask the registry's operator to serve the token service over HTTPS")]
+    InsecureRealm { host: String, realm: String },
     #[error("the registry {host} answered with an error: {reason}")]
     Other { host: String, reason: String },
 }
@@ -48,6 +50,7 @@ impl RegistryError {
             Self::NeedsCredential { .. } => "registry_credential_needed",
             Self::NotFound { .. } => "image_not_found",
             Self::NoAmd64 { .. } => "image_platform_missing",
+            Self::InsecureRealm { .. } => "registry_insecure_realm",
             Self::Other { .. } => "registry_error",
         }
     }
@@ -124,19 +127,14 @@ pub async fn verify_credential(host: &str, cred: &Credential) -> Result<(), Regi
         return Err(refused(format!("{status}{}", registry_reason(&body))));
     };
     // Token auth: ask the realm for a token with the credential.
-    let field = |name: &str| {
-        params.split(',').find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then(|| v.trim_matches('"').to_string())
-        })
-    };
-    let Some(realm) = field("realm") else {
+    let Some(realm) = challenge_field(params, "realm") else {
         return Err(refused(format!(
             "{status}: no token realm in the challenge"
         )));
     };
+    check_realm(host, &realm)?;
     let mut query = vec![("account", cred.username.clone())];
-    if let Some(service) = field("service") {
+    if let Some(service) = challenge_field(params, "service") {
         query.push(("service", service));
     }
     let resp = client
@@ -152,6 +150,59 @@ pub async fn verify_credential(host: &str, cred: &Credential) -> Result<(), Regi
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
         Err(refused(format!("{status}{}", registry_reason(&body))))
+    }
+}
+
+/// One `key="value"` parameter of a `WWW-Authenticate: Bearer ...` challenge.
+fn challenge_field(params: &str, name: &str) -> Option<String> {
+    params.split(',').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then(|| v.trim_matches('"').to_string())
+    })
+}
+
+/// Refuses a token realm that would carry a Basic credential in the clear:
+/// a realm gets the password only over `https://`, or over `http://` to a
+/// loopback address (parsed, not matched by prefix).
+fn check_realm(host: &str, realm: &str) -> Result<(), RegistryError> {
+    let insecure = || RegistryError::InsecureRealm {
+        host: host.to_string(),
+        realm: realm.to_string(),
+    };
+    let url = reqwest::Url::parse(realm).map_err(|_| insecure())?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http"
+            if url
+                .host_str()
+                .is_some_and(molt_core::reference::host_is_loopback) =>
+        {
+            Ok(())
+        }
+        _ => Err(insecure()),
+    }
+}
+
+/// Before a credential goes to a registry's token service through the OCI
+/// client (which follows any realm), asks the registry for its challenge
+/// without credentials and checks the realm. A registry that does not
+/// answer is left to the real request to report.
+async fn check_registry_realm(image: &ImageRef) -> Result<(), RegistryError> {
+    let url = format!("{}/v2/", base_url(&image.registry));
+    let Ok(resp) = http_client().get(&url).send().await else {
+        return Ok(());
+    };
+    let challenge = resp
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match challenge
+        .strip_prefix("Bearer ")
+        .and_then(|p| challenge_field(p, "realm"))
+    {
+        Some(realm) => check_realm(&image.registry, &realm),
+        None => Ok(()),
     }
 }
 
@@ -182,7 +233,10 @@ pub async fn preflight(
         ..Default::default()
     });
     let auth = match cred {
-        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+        Some(c) => {
+            check_registry_realm(image).await?;
+            RegistryAuth::Basic(c.username.clone(), c.password.clone())
+        }
         None => RegistryAuth::Anonymous,
     };
     let (bytes, digest) = client
@@ -365,5 +419,40 @@ mod tests {
         assert_eq!(base_url("127.0.0.1:5000"), "http://127.0.0.1:5000");
         assert_eq!(base_url("ghcr.io"), "https://ghcr.io");
         assert_eq!(base_url("docker.io"), "https://registry-1.docker.io");
+        // A name that merely starts like a loopback address is remote.
+        assert_eq!(base_url("127.example.com"), "https://127.example.com");
+        assert_eq!(
+            base_url("127.0.0.1.nip.io:5000"),
+            "https://127.0.0.1.nip.io:5000"
+        );
+        assert_eq!(base_url("[::1]:5000"), "http://[::1]:5000");
+    }
+
+    #[test]
+    fn basic_credentials_never_go_to_a_plain_http_realm() {
+        let ok = |realm: &str| check_realm("reg.example", realm).is_ok();
+        assert!(ok("https://auth.example/token"));
+        assert!(ok("http://127.0.0.1:5001/token"));
+        assert!(ok("http://[::1]:5001/token"));
+        assert!(ok("http://localhost/token"));
+        assert!(!ok("http://auth.example/token"));
+        assert!(!ok("http://127.example.com/token"));
+        assert!(!ok("http://10.0.0.1/token"));
+        assert!(!ok("ftp://auth.example/token"));
+        assert!(!ok("not a url"));
+        let e = check_realm("reg.example", "http://auth.example/token").unwrap_err();
+        assert_eq!(e.code(), "registry_insecure_realm");
+        assert!(e.to_string().contains("http://auth.example/token"), "{e}");
+    }
+
+    #[test]
+    fn challenge_fields() {
+        let p = r#"realm="https://auth.example/token",service="reg",scope="repository:a:pull""#;
+        assert_eq!(
+            challenge_field(p, "realm").as_deref(),
+            Some("https://auth.example/token")
+        );
+        assert_eq!(challenge_field(p, "service").as_deref(), Some("reg"));
+        assert_eq!(challenge_field(p, "nope"), None);
     }
 }

@@ -5,8 +5,8 @@
 use anyhow::{anyhow, Context, Result};
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
@@ -33,7 +33,15 @@ pub struct Runtime {
     instance: String,
     network: String,
     upstream: UpstreamMode,
+    /// How long a pull may go without any progress from the registry
+    /// before it fails, so a stalled registry cannot hold an App forever.
+    pull_stall: std::time::Duration,
+    /// The memory limit of an App that gives none (`confine::default_memory`).
+    default_memory: Option<u64>,
 }
+
+/// `molt server --pull-stall-timeout`'s default.
+pub const DEFAULT_PULL_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How the proxy reaches App containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +79,14 @@ pub struct ContainerSpec {
     /// The port the App listens on inside the container (published on
     /// 127.0.0.1 in `UpstreamMode::Published`).
     pub port: u16,
+    /// Apps whose networks the container joins besides its own.
+    pub links: Vec<String>,
+    /// Capabilities added to the default set.
+    pub cap_add: Vec<String>,
+    /// The most processes it may run.
+    pub pids_limit: u32,
+    /// A read-only root filesystem with a tmpfs at `/tmp`.
+    pub read_only: bool,
 }
 
 /// A container's state as far as deploys care.
@@ -127,6 +143,8 @@ impl Runtime {
             instance: instance.to_string(),
             network: network.to_string(),
             upstream: UpstreamMode::Bridge,
+            pull_stall: DEFAULT_PULL_STALL,
+            default_memory: None,
         })
     }
 
@@ -138,6 +156,67 @@ impl Runtime {
     pub fn with_upstream(mut self, mode: UpstreamMode) -> Self {
         self.upstream = mode;
         self
+    }
+
+    /// This runtime, failing pulls that make no progress for `stall`.
+    pub fn with_pull_stall(mut self, stall: std::time::Duration) -> Self {
+        self.pull_stall = stall;
+        self
+    }
+
+    /// This runtime, limiting Apps without `--memory` to `bytes`.
+    pub fn with_default_memory(mut self, bytes: Option<u64>) -> Self {
+        self.default_memory = bytes;
+        self
+    }
+
+    /// The network of one App: its containers join it (and the networks
+    /// of the Apps it links to) instead of one network shared by all Apps,
+    /// so an App reaches no other App unless linked. The instance id keeps
+    /// installations that share an engine apart.
+    pub fn app_network(&self, app: &str) -> String {
+        format!("{}-app-{app}-{}", self.network, self.instance)
+    }
+
+    /// Creates an App's network unless it exists.
+    async fn ensure_app_network(&self, app: &str) -> Result<String> {
+        let name = self.app_network(app);
+        if self.docker.inspect_network(&name, None).await.is_ok() {
+            return Ok(name);
+        }
+        let created = self
+            .docker
+            .create_network(NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(HashMap::from([
+                    ("molt.network".into(), "true".into()),
+                    (LABEL_INSTANCE.into(), self.instance.clone()),
+                    (LABEL_APP.into(), app.to_string()),
+                ])),
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => Ok(name),
+            // Another replica of the App created it at the same moment.
+            Err(_) if self.docker.inspect_network(&name, None).await.is_ok() => Ok(name),
+            Err(e) => Err(anyhow!(
+                "cannot create the Docker network `{name}` of the App `{app}`: {}; check `docker network ls` and the engine's address pools",
+                engine_message(&e)
+            )),
+        }
+    }
+
+    /// Removes a deleted App's network; one still used (by the containers
+    /// of an App linked to it) stays until the engine can remove it.
+    pub async fn forget_app(&self, app: &str) {
+        let name = self.app_network(app);
+        if let Err(e) = self.docker.remove_network(&name).await {
+            if !is_not_found(&e) {
+                tracing::info!(network = %name, "kept the network of a deleted App: {}", engine_message(&e));
+            }
+        }
     }
 
     pub fn upstream(&self) -> UpstreamMode {
@@ -237,7 +316,10 @@ impl Runtime {
     }
 
     /// Pulls an image. The error is the registry's own reason, as the engine
-    /// reports it.
+    /// reports it, or, when the engine reports no progress for the stall
+    /// timeout, "the registry stopped sending" with the layer it was on
+    /// (dropping the stream closes the engine connection, which cancels
+    /// the engine's pull).
     pub async fn pull(
         &self,
         image: &ImageRef,
@@ -260,9 +342,29 @@ impl Runtime {
             ..Default::default()
         });
         let mut stream = self.docker.create_image(Some(options), None, creds);
-        while let Some(item) = stream.next().await {
+        let mut layer: Option<String> = None;
+        loop {
+            let item = match tokio::time::timeout(self.pull_stall, stream.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(anyhow!(
+                        "the registry stopped sending: no progress for {} s while pulling {}{}; check that the registry {} is up and serving, then deploy again (a slow registry can be given longer with `molt server --pull-stall-timeout SECS`)",
+                        self.pull_stall.as_secs(),
+                        image,
+                        match &layer {
+                            Some(l) => format!(" (on layer {l})"),
+                            None => " (before any layer started)".to_string(),
+                        },
+                        image.registry
+                    ))
+                }
+            };
             match item {
                 Ok(info) => {
+                    if let Some(id) = progress_layer(info.status.as_deref(), info.id.as_deref()) {
+                        layer = Some(id.to_string());
+                    }
                     if let Some(detail) = info.error_detail {
                         return Err(anyhow!(detail
                             .message
@@ -305,8 +407,18 @@ impl Runtime {
         self.docker.inspect_image(reference).await.is_ok()
     }
 
-    /// Creates and starts a container on Molt's network; returns its id.
+    /// Creates and starts a container on its App's network (reachable there
+    /// by the App's name), joined to the networks of the Apps it links to;
+    /// returns its id. Confined: `no-new-privileges`, no `NET_RAW` unless
+    /// added, a process limit, a memory limit (the host-derived default
+    /// when the App gives none), optionally a read-only root.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<String> {
+        let network = self.ensure_app_network(&spec.app).await?;
+        let mut linked = Vec::new();
+        for link in &spec.links {
+            linked.push(self.ensure_app_network(link).await?);
+        }
+        let memory = spec.memory_bytes.or(self.default_memory).map(|m| m as i64);
         let labels = HashMap::from([
             (LABEL_INSTANCE.to_string(), self.instance.clone()),
             (LABEL_APP.to_string(), spec.app.clone()),
@@ -327,12 +439,21 @@ impl Runtime {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
             }),
-            network_mode: Some(self.network.clone()),
+            network_mode: Some(network.clone()),
             security_opt: Some(vec!["no-new-privileges".into()]),
-            memory: spec.memory_bytes.map(|m| m as i64),
+            // Raw sockets let an App forge packets to its neighbours.
+            cap_drop: (!spec.cap_add.iter().any(|c| c == "NET_RAW"))
+                .then(|| vec!["NET_RAW".to_string()]),
+            cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+            pids_limit: Some(spec.pids_limit as i64),
+            readonly_rootfs: Some(spec.read_only),
+            tmpfs: spec.read_only.then(|| {
+                HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,size=64m".to_string())])
+            }),
+            memory,
             // No swap beyond the limit, so exceeding it is an OOM kill that
             // Molt can report, not a slow crawl.
-            memory_swap: spec.memory_bytes.map(|m| m as i64),
+            memory_swap: memory,
             nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
             device_requests,
             // A port the engine picks, on loopback only.
@@ -356,8 +477,12 @@ impl Runtime {
             host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
-                    self.network.clone(),
-                    EndpointSettings::default(),
+                    network.clone(),
+                    EndpointSettings {
+                        // Linked Apps reach it by the App's name.
+                        aliases: Some(vec![spec.app.clone()]),
+                        ..Default::default()
+                    },
                 )])),
             }),
             ..Default::default()
@@ -378,6 +503,27 @@ impl Runtime {
                     engine_message(&e)
                 )
             })?;
+        // Engines before API 1.44 take one network at create; the linked
+        // ones are joined before the container starts.
+        for net in &linked {
+            let joined = self
+                .docker
+                .connect_network(
+                    net,
+                    NetworkConnectRequest {
+                        container: created.id.clone(),
+                        endpoint_config: None,
+                    },
+                )
+                .await;
+            if let Err(e) = joined {
+                let _ = self.remove(&created.id).await;
+                return Err(anyhow!(
+                    "the engine could not join the container to the linked network `{net}`: {}",
+                    engine_message(&e)
+                ));
+            }
+        }
         self.docker
             .start_container(&created.id, None)
             .await
@@ -403,11 +549,20 @@ impl Runtime {
         };
         let state = inspect.state.unwrap_or_default();
         let settings = inspect.network_settings.unwrap_or_default();
-        let ip = settings
-            .networks
-            .and_then(|mut nets| nets.remove(&self.network))
-            .and_then(|ep| ep.ip_address)
-            .filter(|ip| !ip.is_empty());
+        // Its address on its App's network; a container started before
+        // Apps had networks of their own is on the shared one.
+        let app_network = inspect
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(LABEL_APP).cloned())
+            .map(|app| self.app_network(&app));
+        let ip = settings.networks.and_then(|mut nets| {
+            let ip = |ep: EndpointSettings| ep.ip_address.filter(|ip| !ip.is_empty());
+            app_network
+                .and_then(|n| nets.remove(&n))
+                .and_then(ip)
+                .or_else(|| nets.remove(&self.network).and_then(ip))
+        });
         let published = published_ports(settings.ports.unwrap_or_default());
         Ok(Some(ContainerState {
             running: state.running.unwrap_or(false),
@@ -615,6 +770,26 @@ impl Runtime {
     }
 }
 
+/// The layer a pull progress message is about: the engine names layers by
+/// their short digest in `id` (other messages use `id` for the tag).
+fn progress_layer<'a>(status: Option<&str>, id: Option<&'a str>) -> Option<&'a str> {
+    let status = status?;
+    let layer_status = [
+        "Pulling fs layer",
+        "Waiting",
+        "Downloading",
+        "Verifying Checksum",
+        "Download complete",
+        "Extracting",
+        "Retrying",
+    ];
+    layer_status
+        .iter()
+        .any(|s| status.starts_with(s))
+        .then_some(id?)
+        .filter(|id| !id.is_empty())
+}
+
 /// The engine's port map (`"8080/tcp"` → bindings) as container port →
 /// the port published on 127.0.0.1 (or on every address).
 fn published_ports(map: bollard::models::PortMap) -> HashMap<u16, u16> {
@@ -699,6 +874,24 @@ mod tests {
         let ports = super::published_ports(map);
         assert_eq!(ports.len(), 1);
         assert_eq!(ports.get(&8080), Some(&49153));
+    }
+
+    #[test]
+    fn pull_progress_names_the_layer() {
+        use super::progress_layer;
+        assert_eq!(
+            progress_layer(Some("Downloading"), Some("0123456789ab")),
+            Some("0123456789ab")
+        );
+        assert_eq!(
+            progress_layer(Some("Pulling fs layer"), Some("0123456789ab")),
+            Some("0123456789ab")
+        );
+        assert_eq!(
+            progress_layer(Some("Pulling from stall/app"), Some("v1")),
+            None
+        );
+        assert_eq!(progress_layer(None, Some("x")), None);
     }
 
     #[test]

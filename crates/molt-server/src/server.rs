@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub api_header_timeout: Duration,
     /// Deploys kept per App (`--keep-deploys`); see `store::prune_history`.
     pub keep_deploys: usize,
+    /// How long an image pull may make no progress before its deploy fails.
+    pub pull_stall: std::time::Duration,
 }
 
 /// How long a stopping server waits for open API connections (a followed
@@ -68,7 +70,9 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         Some(mode) => mode,
         None => runtime.detect_upstream().await,
     };
-    let runtime = runtime.with_upstream(upstream);
+    let runtime = runtime
+        .with_upstream(upstream)
+        .with_pull_stall(config.pull_stall);
     tracing::info!(%upstream, network = %config.network, "the proxy reaches App containers through this");
 
     let proxy = Arc::new(ProxyLink::new(
@@ -87,6 +91,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         gpus: config.gpus.unwrap_or_else(crate::capacity::detect_gpus),
     };
     tracing::info!(memory = %crate::capacity::human_bytes(capacity.memory_bytes), gpus = capacity.gpus, "host capacity for Apps");
+    let runtime =
+        runtime.with_default_memory(crate::confine::default_memory(capacity.memory_bytes));
     let prober = match runtime.upstream() {
         crate::runtime::UpstreamMode::Bridge => crate::health::Prober::new(),
         crate::runtime::UpstreamMode::Published => {

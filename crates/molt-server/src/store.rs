@@ -122,6 +122,15 @@ ALTER TABLE deploy_containers ADD COLUMN role TEXT;
     r#"
 CREATE TABLE used_links (token_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL);
 "#,
+    // Confinement: the Apps an App may reach (JSON list of names), the
+    // capabilities it adds back, its process-count limit (NULL: the
+    // default) and whether its root filesystem is read-only.
+    r#"
+ALTER TABLE apps ADD COLUMN links TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE apps ADD COLUMN cap_add TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE apps ADD COLUMN pids_limit INTEGER;
+ALTER TABLE apps ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// An App as stored.
@@ -142,6 +151,15 @@ pub struct AppRow {
     pub drain_timeout_secs: u64,
     /// How long the proxy waits for the App's answer before a 504.
     pub upstream_timeout_secs: u64,
+    /// Apps whose network this App's containers join (`--link`): the only
+    /// other Apps they can reach.
+    pub links: Vec<String>,
+    /// Capabilities added to Docker's default set (`--cap-add`).
+    pub cap_add: Vec<String>,
+    /// The process-count limit; `None`: `confine::DEFAULT_PIDS_LIMIT`.
+    pub pids_limit: Option<u32>,
+    /// A read-only root filesystem, with a tmpfs at `/tmp`.
+    pub read_only: bool,
     pub current_deploy: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -344,8 +362,9 @@ impl Store {
         tx.execute(
             "INSERT INTO apps (name, status, image, port, health, domains, replicas, strategy,
                 memory_bytes, cpus, gpus, drain_timeout_secs, current_deploy, created_at, updated_at,
-                upstream_timeout_secs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                upstream_timeout_secs, links, cap_add, pids_limit, read_only)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                ?17, ?18, ?19, ?20)",
             params![
                 app.name,
                 app.status.as_str(),
@@ -363,6 +382,10 @@ impl Store {
                 app.created_at,
                 app.updated_at,
                 app.upstream_timeout_secs as i64,
+                serde_json::to_string(&app.links)?,
+                serde_json::to_string(&app.cap_add)?,
+                app.pids_limit,
+                app.read_only,
             ],
         )?;
         for e in env {
@@ -1009,6 +1032,10 @@ fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
         gpus: r.get("gpus")?,
         drain_timeout_secs: r.get::<_, i64>("drain_timeout_secs")? as u64,
         upstream_timeout_secs: r.get::<_, i64>("upstream_timeout_secs")? as u64,
+        links: json_col(r, "links")?,
+        cap_add: json_col(r, "cap_add")?,
+        pids_limit: r.get("pids_limit")?,
+        read_only: r.get("read_only")?,
         current_deploy: r.get("current_deploy")?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
@@ -1101,6 +1128,10 @@ pub(crate) mod tests {
             gpus: 0,
             drain_timeout_secs: 30,
             upstream_timeout_secs: 60,
+            links: Vec::new(),
+            cap_add: Vec::new(),
+            pids_limit: None,
+            read_only: false,
             current_deploy: None,
             created_at: now(),
             updated_at: now(),
@@ -1273,6 +1304,24 @@ pub(crate) mod tests {
             assert_eq!(woken, Woken::Changed);
         }
         steps.await.unwrap();
+    }
+
+    #[test]
+    fn confinement_is_stored_with_the_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("molt.db")).unwrap();
+        let app = AppRow {
+            links: vec!["db".into()],
+            cap_add: vec!["NET_RAW".into()],
+            pids_limit: Some(64),
+            read_only: true,
+            ..app()
+        };
+        store.create_app(&app, &[], &deploy("d1", 1)).unwrap();
+        let got = store.get_app("web").unwrap().unwrap();
+        assert_eq!(got.links, vec!["db".to_string()]);
+        assert_eq!(got.cap_add, vec!["NET_RAW".to_string()]);
+        assert_eq!((got.pids_limit, got.read_only), (Some(64), true));
     }
 
     #[test]

@@ -137,6 +137,10 @@ impl Engine {
             });
         }
 
+        let confinement =
+            crate::confine::Confinement::of(&self.store, &req, name.as_str(), base.as_ref())
+                .map_err(|(code, e)| EngineError::invalid(code, e))?;
+
         let needed = AppRow {
             memory_bytes,
             gpus: req.gpus.or(base.as_ref().map(|b| b.gpus)).unwrap_or(0),
@@ -172,6 +176,10 @@ impl Engine {
                 .or(base.as_ref().map(|b| b.upstream_timeout_secs))
                 .unwrap_or(60)
                 .clamp(1, 3600),
+            links: confinement.links,
+            cap_add: confinement.cap_add,
+            pids_limit: confinement.pids_limit,
+            read_only: req.read_only || base.as_ref().is_some_and(|b| b.read_only),
             current_deploy: None,
             created_at: at.clone(),
             updated_at: at.clone(),
@@ -666,6 +674,7 @@ impl Engine {
                 self.runtime.stop(&c.id, STOP_TIMEOUT_SECS).await?;
                 self.runtime.remove(&c.id).await?;
             }
+            self.runtime.forget_app(name).await;
             self.store.delete_app(name)?;
             Ok::<(), anyhow::Error>(())
         }
@@ -691,6 +700,10 @@ pub(super) fn placeholder_app(name: &str) -> AppRow {
         gpus: 0,
         drain_timeout_secs: 30,
         upstream_timeout_secs: 60,
+        links: Vec::new(),
+        cap_add: Vec::new(),
+        pids_limit: None,
+        read_only: false,
         current_deploy: None,
         created_at: String::new(),
         updated_at: String::new(),

@@ -148,6 +148,10 @@ impl Engine {
             cpus: app.cpus,
             gpus: app.gpus,
             port: app.port,
+            links: app.links.clone(),
+            cap_add: app.cap_add.clone(),
+            pids_limit: crate::confine::pids_limit(app),
+            read_only: app.read_only,
         };
         let id = self.runtime.start(&spec).await?;
         new_containers.push(id.clone());

@@ -59,6 +59,7 @@ impl Rig {
             upstream_timeout_secs: None,
             from: None,
             with_secrets: false,
+            ..Default::default()
         };
         let (_, d) = self.engine.create_app(req, "test").await.unwrap();
         let d = self.ended(&d.id).await;

@@ -94,6 +94,20 @@ pub struct CreateArgs {
     /// With --from: copy the App's secret variables too.
     #[arg(long, requires = "from")]
     pub with_secrets: bool,
+    /// An App this one may reach, by its name (repeatable): this App's
+    /// containers join that App's network. Every other App is unreachable.
+    #[arg(long = "link", value_name = "APP")]
+    pub links: Vec<String>,
+    /// A Linux capability to add to the default set, which lacks NET_RAW
+    /// (repeatable), e.g. `--cap-add NET_RAW` for ping.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// The most processes (threads included) a container may run (default 1024).
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u32>,
+    /// Run with a read-only root filesystem; `/tmp` stays writable (a tmpfs).
+    #[arg(long)]
+    pub read_only: bool,
     /// Return once the deploy has started instead of following it.
     #[arg(long)]
     pub detach: bool,
@@ -156,6 +170,10 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateAppRequest> {
         strategy: args.strategy.clone(),
         drain_timeout_secs: args.drain_timeout,
         upstream_timeout_secs: args.upstream_timeout,
+        links: args.links.clone(),
+        cap_add: args.cap_add.clone(),
+        pids_limit: args.pids_limit,
+        read_only: args.read_only,
         ..CreateAppRequest::default()
     })
 }
@@ -246,8 +264,10 @@ pub fn app_details(a: &AppView) -> String {
         ("strategy", a.strategy.clone()),
         (
             "memory",
-            a.memory_bytes
-                .map_or_else(|| "no limit".to_string(), format_bytes),
+            a.memory_bytes.map_or_else(
+                || "the default limit (3/4 of the memory the host offers Apps)".to_string(),
+                format_bytes,
+            ),
         ),
         (
             "cpus",
@@ -255,6 +275,32 @@ pub fn app_details(a: &AppView) -> String {
                 .map_or_else(|| "no limit".to_string(), |c| c.to_string()),
         ),
         ("gpus", a.gpus.to_string()),
+        (
+            "links",
+            or_none(
+                Some(&a.links.join(", "))
+                    .filter(|l| !l.is_empty())
+                    .map(String::as_str),
+            ),
+        ),
+        (
+            "capabilities",
+            if a.cap_add.is_empty() {
+                "Docker's default set without NET_RAW".to_string()
+            } else {
+                format!("Docker's default set, plus {}", a.cap_add.join(", "))
+            },
+        ),
+        ("pids limit", a.pids_limit.to_string()),
+        (
+            "root filesystem",
+            if a.read_only {
+                "read-only (/tmp writable)"
+            } else {
+                "writable"
+            }
+            .to_string(),
+        ),
         ("drain timeout", format!("{} s", a.drain_timeout_secs)),
         ("current deploy", or_none(a.current_deploy.as_deref())),
     ];

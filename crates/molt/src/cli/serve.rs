@@ -76,6 +76,11 @@ pub struct ServerArgs {
     /// deploys of a version (the rollback targets) are always kept.
     #[arg(long, value_name = "N", default_value = "50")]
     pub keep_deploys: std::num::NonZeroUsize,
+    /// Fail a deploy whose image pull gets nothing from the registry for
+    /// this many seconds ("the registry stopped sending"), instead of
+    /// holding the App until someone cancels.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub pull_stall_timeout: u64,
     /// Autoheal: how long after a container starts before it is judged.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub autoheal_grace: std::time::Duration,
@@ -149,6 +154,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
             .api_header_timeout
             .max(std::time::Duration::from_secs(1)),
         keep_deploys: args.keep_deploys.get(),
+        pull_stall: std::time::Duration::from_secs(args.pull_stall_timeout),
         upstream: match args.upstream {
             UpstreamArg::Auto => None,
             UpstreamArg::Bridge => Some(molt_server::runtime::UpstreamMode::Bridge),

@@ -122,7 +122,7 @@ pub(super) fn config_region(d: &AppData) -> Markup {
             div { dt { "Resources" } dd {
                 @match resources(a) {
                     Some(r) => (r),
-                    None => span.muted { "no limits" },
+                    None => span.muted { "default limits" },
                 }
             } }
             div { dt { "Drain timeout" } dd { (a.drain_timeout_secs) " s" } }
