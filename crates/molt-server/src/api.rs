@@ -1,7 +1,7 @@
 //! The HTTP API under `/api/v1`: JSON in and out, a bearer token on every
 //! route, errors as `{"error": {"code", "message"}}`.
 
-use crate::deploy::{Engine, EngineError};
+use crate::deploy::{DeployError, Deployer};
 use crate::ops::registries::{normalize_host, save_registry};
 use crate::ops::views::{app_view, deploy_view, env_views};
 use crate::store::{AppRow, DeployRow};
@@ -63,7 +63,7 @@ async fn dashboard_link(
     State(s): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<DashboardLink>, ApiFailure> {
-    let (token, expires) = crate::dashboard::link::issue(&s.engine.sealer)?;
+    let (token, expires) = crate::dashboard::link::issue(&s.deployer.sealer)?;
     // The address the client reached the API at is where the dashboard is.
     let host = headers
         .get(axum::http::header::HOST)
@@ -154,7 +154,7 @@ async fn server_metrics(State(s): State<ApiState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.engine.metrics.render(),
+        s.deployer.metrics.render(),
     )
 }
 
@@ -185,22 +185,22 @@ impl IntoResponse for ApiFailure {
     }
 }
 
-impl From<EngineError> for ApiFailure {
-    fn from(e: EngineError) -> Self {
+impl From<DeployError> for ApiFailure {
+    fn from(e: DeployError) -> Self {
         match e {
-            EngineError::Invalid { code, message } => {
+            DeployError::Invalid { code, message } => {
                 Self::new(StatusCode::BAD_REQUEST, code, message)
             }
-            EngineError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
-            EngineError::Conflict { message, deploy_id } => {
+            DeployError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
+            DeployError::Conflict { message, deploy_id } => {
                 let mut f = Self::new(StatusCode::CONFLICT, "conflict", message);
                 f.body.error.deploy_id = deploy_id;
                 f
             }
-            EngineError::Registry(r) => {
+            DeployError::Registry(r) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, r.code(), r.to_string())
             }
-            EngineError::Internal(e) => internal(e),
+            DeployError::Internal(e) => internal(e),
         }
     }
 }
@@ -331,8 +331,8 @@ fn triggered_by(headers: &HeaderMap) -> &'static str {
 
 // ---- views ----
 
-fn find_app(engine: &Engine, name: &str) -> Result<AppRow, ApiFailure> {
-    engine.store.get_app(name)?.ok_or_else(|| {
+fn find_app(deployer: &Deployer, name: &str) -> Result<AppRow, ApiFailure> {
+    deployer.store.get_app(name)?.ok_or_else(|| {
         ApiFailure::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -348,10 +348,10 @@ fn find_app(engine: &Engine, name: &str) -> Result<AppRow, ApiFailure> {
 
 #[utoipa::path(get, path = "/api/v1/apps", tag = "apps", responses((status = 200, description = "Every App", body = Vec<AppView>)))]
 async fn list_apps(State(s): State<ApiState>) -> Result<Json<Vec<AppView>>, ApiFailure> {
-    let apps = s.engine.store.list_apps()?;
+    let apps = s.deployer.store.list_apps()?;
     let views = apps
         .iter()
-        .map(|a| app_view(&s.engine, a))
+        .map(|a| app_view(&s.deployer, a))
         .collect::<anyhow::Result<_>>()?;
     Ok(Json(views))
 }
@@ -363,12 +363,12 @@ async fn create_app(
     ApiJson(req): ApiJson<CreateAppRequest>,
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
     crate::ops::refuse_own_host(&req.domains, &headers)?;
-    let (app, deploy) = s.engine.create_app(req, triggered_by(&headers)).await?;
-    let app = s.engine.store.get_app(&app.name)?.unwrap_or(app);
+    let (app, deploy) = s.deployer.create_app(req, triggered_by(&headers)).await?;
+    let app = s.deployer.store.get_app(&app.name)?.unwrap_or(app);
     Ok((
         StatusCode::CREATED,
         Json(DeployStarted {
-            app: app_view(&s.engine, &app)?,
+            app: app_view(&s.deployer, &app)?,
             deploy: deploy_view(&deploy, Vec::new()),
         }),
     ))
@@ -379,8 +379,8 @@ async fn show_app(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<AppView>, ApiFailure> {
-    let app = find_app(&s.engine, &name)?;
-    Ok(Json(app_view(&s.engine, &app)?))
+    let app = find_app(&s.deployer, &name)?;
+    Ok(Json(app_view(&s.deployer, &app)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/apps/{name}", tag = "apps", params(("name" = String, Path, description = "App name")), responses((status = 204, description = "Deleted with its containers, route, environment and history"), (status = 404, body = ApiError)))]
@@ -388,7 +388,7 @@ async fn delete_app(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
-    s.engine.delete_app(&name).await?;
+    s.deployer.delete_app(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -397,8 +397,8 @@ async fn list_deploys(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<DeployView>>, ApiFailure> {
-    find_app(&s.engine, &name)?;
-    let deploys = s.engine.store.list_deploys(&name)?;
+    find_app(&s.deployer, &name)?;
+    let deploys = s.deployer.store.list_deploys(&name)?;
     Ok(Json(
         deploys.iter().map(|d| deploy_view(d, Vec::new())).collect(),
     ))
@@ -412,13 +412,13 @@ async fn start_deploy(
     ApiJson(req): ApiJson<DeployRequest>,
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
     let (app, deploy) = s
-        .engine
+        .deployer
         .deploy(&name, &req.image, triggered_by(&headers))
         .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(DeployStarted {
-            app: app_view(&s.engine, &app)?,
+            app: app_view(&s.deployer, &app)?,
             deploy: deploy_view(&deploy, Vec::new()),
         }),
     ))
@@ -429,8 +429,10 @@ async fn debug_app(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<DebugReport>, ApiFailure> {
-    let app = find_app(&s.engine, &name)?;
-    Ok(Json(crate::ops::diagnose::diagnose(&s.engine, &app).await?))
+    let app = find_app(&s.deployer, &name)?;
+    Ok(Json(
+        crate::ops::diagnose::diagnose(&s.deployer, &app).await?,
+    ))
 }
 
 /// The answer to every request that started a deploy on an existing App.
@@ -442,7 +444,7 @@ fn started(
     Ok((
         StatusCode::ACCEPTED,
         Json(DeployStarted {
-            app: app_view(&s.engine, &app)?,
+            app: app_view(&s.deployer, &app)?,
             deploy: deploy_view(&deploy, Vec::new()),
         }),
     ))
@@ -454,7 +456,7 @@ async fn redeploy(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
-    let r = s.engine.redeploy(&name, triggered_by(&headers)).await?;
+    let r = s.deployer.redeploy(&name, triggered_by(&headers)).await?;
     started(&s, r)
 }
 
@@ -467,7 +469,7 @@ async fn restart(
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
     let req: RestartRequest = optional_json(&body)?;
     let r = s
-        .engine
+        .deployer
         .restart(&name, req.hard, triggered_by(&headers))
         .await?;
     started(&s, r)
@@ -482,7 +484,7 @@ async fn rollback(
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
     let req: RollbackRequest = optional_json(&body)?;
     let r = s
-        .engine
+        .deployer
         .rollback(
             &name,
             req.deploy_id.as_deref(),
@@ -501,7 +503,7 @@ async fn scale(
     ApiJson(req): ApiJson<ScaleRequest>,
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
     let r = s
-        .engine
+        .deployer
         .scale(&name, req.replicas, triggered_by(&headers))
         .await?;
     started(&s, r)
@@ -512,11 +514,11 @@ async fn cancel(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<DeployView>, ApiFailure> {
-    let id = s.engine.cancel(&name)?;
+    let id = s.deployer.cancel(&name)?;
     // Wait (bounded) for the deploy to record its end, so the answer is final.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let d = s.engine.store.get_deploy(&id)?;
+        let d = s.deployer.store.get_deploy(&id)?;
         match d {
             Some(d) if d.status.is_terminal() || tokio::time::Instant::now() >= deadline => {
                 return Ok(Json(deploy_view(&d, Vec::new())));
@@ -538,8 +540,8 @@ async fn list_env(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<EnvVarView>>, ApiFailure> {
-    find_app(&s.engine, &name)?;
-    Ok(Json(env_views(&s.engine, &name)?))
+    find_app(&s.deployer, &name)?;
+    Ok(Json(env_views(&s.deployer, &name)?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/apps/{name}/env", tag = "env", params(("name" = String, Path, description = "App name")), request_body = EnvChangeRequest, responses((status = 200, body = EnvChanged), (status = 400, body = ApiError)))]
@@ -555,11 +557,11 @@ async fn change_env(
         .map(|e| (e.key, e.value, e.secret))
         .collect();
     let deploy = s
-        .engine
+        .deployer
         .change_env(&name, set, req.unset, req.apply, triggered_by(&headers))
         .await?;
     Ok(Json(EnvChanged {
-        env: env_views(&s.engine, &name)?,
+        env: env_views(&s.deployer, &name)?,
         deploy: deploy.map(|d| deploy_view(&d, Vec::new())),
     }))
 }
@@ -578,7 +580,7 @@ async fn show_deploy(
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<DeployView>, ApiFailure> {
     let deploy = s
-        .engine
+        .deployer
         .store
         .get_deploy(&id)?
         .filter(|d| d.app == name)
@@ -594,13 +596,13 @@ async fn show_deploy(
                 ),
             )
         })?;
-    let events = s.engine.store.events(&id, q.after)?;
+    let events = s.deployer.store.events(&id, q.after)?;
     Ok(Json(deploy_view(&deploy, events)))
 }
 
 #[utoipa::path(get, path = "/api/v1/registries", tag = "registries", responses((status = 200, description = "Never the secret", body = Vec<RegistryView>)))]
 async fn list_registries(State(s): State<ApiState>) -> Result<Json<Vec<RegistryView>>, ApiFailure> {
-    let rows = s.engine.store.list_registries()?;
+    let rows = s.deployer.store.list_registries()?;
     Ok(Json(
         rows.into_iter()
             .map(|r| RegistryView {
@@ -618,7 +620,7 @@ async fn add_registry(
     State(s): State<ApiState>,
     ApiJson(req): ApiJson<AddRegistryRequest>,
 ) -> Result<(StatusCode, Json<RegistryView>), ApiFailure> {
-    let row = save_registry(&s.engine, &req).await?;
+    let row = save_registry(&s.deployer, &req).await?;
     Ok((
         StatusCode::CREATED,
         Json(RegistryView {
@@ -636,7 +638,7 @@ async fn remove_registry(
     Path(host): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
     let host = normalize_host(&host)?;
-    if s.engine.store.remove_registry(&host)? {
+    if s.deployer.store.remove_registry(&host)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiFailure::new(

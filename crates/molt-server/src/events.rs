@@ -33,7 +33,7 @@ pub async fn deploy_events(
     Path((name, id)): Path<(String, String)>,
     Query(q): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiFailure> {
-    let found = s.engine.store.get_deploy(&id)?.filter(|d| d.app == name);
+    let found = s.deployer.store.get_deploy(&id)?.filter(|d| d.app == name);
     if found.is_none() {
         return Err(ApiFailure::new(
             StatusCode::NOT_FOUND,
@@ -46,7 +46,7 @@ pub async fn deploy_events(
         ));
     }
     let stream = progress(
-        s.engine.store.clone(),
+        s.deployer.store.clone(),
         id,
         q.after,
         FALLBACK,

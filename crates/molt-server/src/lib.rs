@@ -1,4 +1,4 @@
-//! Molt's control plane: the API, the deploy engine and everything it
+//! Molt's control plane: the API, the deployer and everything it
 //! drives (the Docker engine, registries, health checks, the proxy, state).
 
 pub mod api;
@@ -26,5 +26,5 @@ pub mod server;
 pub mod store;
 pub mod tls;
 
-// Kept paths: the deploy engine and the CLI name these.
+// Kept paths: the deployer and the CLI name these.
 pub use converge::{autoheal, watch};

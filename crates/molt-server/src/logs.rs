@@ -78,7 +78,7 @@ pub async fn app_logs(
         ),
         None => None,
     };
-    if s.engine.store.get_app(&name)?.is_none() {
+    if s.deployer.store.get_app(&name)?.is_none() {
         return Err(ApiFailure::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -88,7 +88,7 @@ pub async fn app_logs(
             ),
         ));
     }
-    let runtime = s.engine.runtime.clone();
+    let runtime = s.deployer.runtime.clone();
     let (tx, rx) = mpsc::channel::<String>(256);
     tokio::spawn(async move {
         let mut seen = HashSet::new();

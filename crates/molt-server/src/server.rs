@@ -5,7 +5,7 @@
 use crate::api::{self, ApiState};
 use crate::capacity::Capacity;
 use crate::datadir;
-use crate::deploy::Engine;
+use crate::deploy::Deployer;
 use crate::proxy_link::ProxyLink;
 use crate::runtime::Runtime;
 use crate::seal::Sealer;
@@ -105,14 +105,14 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         health: Arc::new(prober),
         registries: Arc::new(crate::ports::OciRegistries),
     };
-    let engine = Arc::new(Engine::new(store, ports, sealer, capacity));
-    let report = crate::converge::startup::reconcile(&engine)
+    let deployer = Arc::new(Deployer::new(store, ports, sealer, capacity));
+    let report = crate::converge::startup::reconcile(&deployer)
         .await
         .context("reconciling state at start failed")?;
     tracing::info!(?report, "reconciled");
     proxy.supervise();
-    crate::converge::watch::spawn(Arc::clone(&engine));
-    crate::converge::autoheal::spawn(Arc::clone(&engine), config.autoheal);
+    crate::converge::watch::spawn(Arc::clone(&deployer));
+    crate::converge::autoheal::spawn(Arc::clone(&deployer), config.autoheal);
 
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
@@ -126,7 +126,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     );
     let stopping = tokio_util::sync::CancellationToken::new();
     let state = ApiState {
-        engine,
+        deployer,
         token: Arc::new(token),
         stopping: stopping.clone(),
     };

@@ -49,7 +49,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the control plane: API, deploy engine, reconciler. Starts the
+    /// Run the control plane: API, deployer, reconciler. Starts the
     /// proxy too if none runs.
     Server(ServerArgs),
     /// Run the data plane (the server starts it; rarely run by hand).

@@ -6,7 +6,7 @@
 //! replaced, and it leaves the proxy's rotation at its first failed check
 //! (the others take its requests) and comes back if it recovers.
 
-use crate::deploy::{short, Engine};
+use crate::deploy::{short, Deployer};
 use crate::health::Probe;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,13 +32,13 @@ impl Default for AutohealConfig {
     }
 }
 
-pub fn spawn(engine: Arc<Engine>, config: AutohealConfig) {
+pub fn spawn(deployer: Arc<Deployer>, config: AutohealConfig) {
     tokio::spawn(async move {
         // Consecutive failures per container.
         let mut failures: HashMap<String, (u32, Probe)> = HashMap::new();
         loop {
             tokio::time::sleep(config.interval).await;
-            if let Err(e) = round(&engine, &config, &mut failures).await {
+            if let Err(e) = round(&deployer, &config, &mut failures).await {
                 tracing::warn!("autoheal round failed: {e:#}");
             }
         }
@@ -46,16 +46,16 @@ pub fn spawn(engine: Arc<Engine>, config: AutohealConfig) {
 }
 
 async fn round(
-    engine: &Arc<Engine>,
+    deployer: &Arc<Deployer>,
     config: &AutohealConfig,
     failures: &mut HashMap<String, (u32, Probe)>,
 ) -> anyhow::Result<()> {
     let mut checked = Vec::new();
     let mut serving = HashSet::new();
-    for app in engine.store.list_apps()? {
-        let rows = engine.serving_rows(&app)?;
+    for app in deployer.store.list_apps()? {
+        let rows = deployer.serving_rows(&app)?;
         serving.extend(rows.iter().map(|r| r.container_id.clone()));
-        if engine.in_progress(&app.name).is_some() {
+        if deployer.in_progress(&app.name).is_some() {
             continue;
         }
         let many = rows.len() > 1;
@@ -64,14 +64,14 @@ async fn round(
             let Some(addr) = &row.addr else {
                 continue;
             };
-            let Some(state) = engine.runtime.state(container).await? else {
+            let Some(state) = deployer.runtime.state(container).await? else {
                 continue;
             };
             if !in_service(state.started_at.as_deref(), config.grace) {
                 continue;
             }
             checked.push(container.clone());
-            let probe = engine
+            let probe = deployer
                 .prober()
                 .check(
                     addr,
@@ -83,9 +83,9 @@ async fn round(
                 if failures.remove(container).is_some() {
                     tracing::info!(app = %app.name, replica = row.replica, "container {} recovered", short(container));
                 }
-                if engine.unbench(container) {
+                if deployer.return_to_rotation(container) {
                     tracing::info!(app = %app.name, replica = row.replica, "container {} is back in rotation", short(container));
-                    super::watch::resync_app(engine, &app.name).await;
+                    super::watch::resync_app(deployer, &app.name).await;
                 }
                 continue;
             }
@@ -96,9 +96,9 @@ async fn round(
             entry.1 = probe.clone();
             tracing::warn!(app = %app.name, replica = row.replica, failures = entry.0, "container {} failed a health check: {probe}", short(container));
             // Out of rotation at once, while the others serve.
-            if many && engine.bench(container) {
+            if many && deployer.take_out_of_rotation(container) {
                 tracing::warn!(app = %app.name, replica = row.replica, "container {} is out of rotation until it recovers", short(container));
-                super::watch::resync_app(engine, &app.name).await;
+                super::watch::resync_app(deployer, &app.name).await;
             }
             if entry.0 < config.threshold {
                 continue;
@@ -106,15 +106,15 @@ async fn round(
             let count = entry.0;
             failures.remove(container);
             let started = if many {
-                engine
+                deployer
                     .replace_replica(&app.name, row.replica, "autoheal")
                     .await
             } else {
-                engine.restart(&app.name, false, "autoheal").await
+                deployer.restart(&app.name, false, "autoheal").await
             };
             match started {
                 Ok((_, deploy)) => {
-                    let _ = engine.store.event(
+                    let _ = deployer.store.event(
                         &deploy.id,
                         &format!("autoheal: container {} failed {count} consecutive health checks; last: {probe}", short(container)),
                     );
@@ -128,7 +128,7 @@ async fn round(
         }
     }
     failures.retain(|c, _| checked.contains(c));
-    engine.retain_benched(&serving);
+    deployer.retain_out_of_rotation(&serving);
     Ok(())
 }
 

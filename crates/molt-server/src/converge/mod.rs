@@ -11,7 +11,7 @@ mod orphans;
 pub mod startup;
 pub mod watch;
 
-use crate::deploy::{route_for, short, Engine};
+use crate::deploy::{route_for, short, Deployer};
 use crate::runtime::ContainerState;
 use crate::store::ReplicaRow;
 use anyhow::Result;
@@ -48,32 +48,32 @@ pub struct Converged {
 /// `admit` names containers that take requests even though they are not in
 /// the route yet (their health wait ended). The caller holds the claim.
 pub async fn converge_app(
-    engine: &Engine,
+    deployer: &Deployer,
     name: &str,
     trigger: Trigger,
     admit: &HashSet<String>,
 ) -> Result<Converged> {
     let mut done = Converged::default();
-    let Some(app) = engine.store.get_app(name)? else {
+    let Some(app) = deployer.store.get_app(name)? else {
         return Ok(done);
     };
     if app.status == AppStatus::Deleting {
         // A delete was interrupted (it holds the claim while it runs).
-        engine.proxy.remove_route(&app.name).await?;
-        for c in engine.runtime.list(Some(&app.name)).await? {
-            engine.runtime.remove(&c.id).await?;
+        deployer.proxy.remove_route(&app.name).await?;
+        for c in deployer.runtime.list(Some(&app.name)).await? {
+            deployer.runtime.remove(&c.id).await?;
         }
-        engine.store.delete_app(&app.name)?;
+        deployer.store.delete_app(&app.name)?;
         return Ok(done);
     }
-    let route = engine
+    let route = deployer
         .proxy
         .routes()
         .await?
         .into_iter()
         .find(|r| r.app == app.name);
     let current = match &app.current_deploy {
-        Some(id) => engine.store.get_deploy(id)?,
+        Some(id) => deployer.store.get_deploy(id)?,
         None => None,
     };
     let Some(current) = current else {
@@ -81,9 +81,11 @@ pub async fn converge_app(
         // is failed (a deploy in flight records its own status).
         if trigger == Trigger::Startup {
             if route.is_some() {
-                engine.proxy.remove_route(&app.name).await?;
+                deployer.proxy.remove_route(&app.name).await?;
             }
-            engine.store.set_app_status(&app.name, AppStatus::Failed)?;
+            deployer
+                .store
+                .set_app_status(&app.name, AppStatus::Failed)?;
         }
         return Ok(done);
     };
@@ -96,21 +98,21 @@ pub async fn converge_app(
                 .any(|t| Some(&t.addr) == row.addr.as_ref() && t.id == row.container_id)
         })
     };
-    let rows = engine.store.replicas(&current.id)?;
+    let rows = deployer.store.replicas(&current.id)?;
     let coming_back = !rows.is_empty();
     let mut states = Vec::new();
     for row in rows {
-        let state = engine.runtime.state(&row.container_id).await?;
+        let state = deployer.runtime.state(&row.container_id).await?;
         states.push((row, state));
     }
-    // Benched ones stay out by `targets`; a container already routed at its
+    // Containers out of rotation stay out by `targets`; a container already routed at its
     // address keeps its place; any other earns it with a health check.
     let ready = |row: &ReplicaRow| {
         let c = &row.container_id;
-        !warming(c) && (routed(row) || engine.is_benched(c)) || admit.contains(c)
+        !warming(c) && (routed(row) || deployer.is_out_of_rotation(c)) || admit.contains(c)
     };
     let with_addr = |row: &ReplicaRow, state: &ContainerState| {
-        engine
+        deployer
             .runtime
             .upstream_addr(state, app.port)
             .map(|addr| ReplicaRow {
@@ -130,7 +132,7 @@ pub async fn converge_app(
     if coming_back && !serves {
         tracing::info!(app = %app.name, "no serving container takes requests; holding them");
         let held = Duration::from_secs(app.health.deploy_timeout_secs + 60);
-        engine.proxy.pause(&app.name, held, 10_000).await?;
+        deployer.proxy.pause(&app.name, held, 10_000).await?;
     }
 
     let mut in_service = Vec::new();
@@ -151,7 +153,7 @@ pub async fn converge_app(
             // Nobody restarts it (`docker stop`, `docker kill`, an interrupted
             // deploy): start it again now.
             tracing::warn!(app = %app.name, replica = row.replica, "the serving container {} stopped; starting it again", short(&container));
-            if let Err(e) = engine.runtime.start_existing(&container).await {
+            if let Err(e) = deployer.runtime.start_existing(&container).await {
                 tracing::warn!(app = %app.name, replica = row.replica, "cannot start {} again ({e:#}); replacing it", short(&container));
                 done.replace.push(row.replica);
                 continue;
@@ -162,7 +164,7 @@ pub async fn converge_app(
                 .unwrap_or_else(|p| p.into_inner())
                 .entry(container.clone())
                 .or_insert(false);
-            state = engine.runtime.state(&container).await?.unwrap_or(state);
+            state = deployer.runtime.state(&container).await?.unwrap_or(state);
         }
         let recorded = row.addr.clone();
         let Some(row) = with_addr(&row, &state) else {
@@ -174,7 +176,7 @@ pub async fn converge_app(
             .filter(|a| recorded.as_deref() != Some(*a))
         {
             tracing::info!(app = %app.name, replica = row.replica, %addr, "a serving container has a new address");
-            engine
+            deployer
                 .store
                 .set_replica_addr(&current.id, row.replica, addr)?;
         }
@@ -193,16 +195,16 @@ pub async fn converge_app(
         // Each serving container is warming, restarting or being replaced:
         // the hold above stays until one takes requests.
         if !coming_back {
-            engine.proxy.resume(&app.name).await?;
+            deployer.proxy.resume(&app.name).await?;
         }
     } else {
         in_service.extend(done.warming.iter().cloned());
-        let wanted = route_for(&app, engine.targets(&in_service));
+        let wanted = route_for(&app, deployer.targets(&in_service));
         if route.as_ref() != Some(&wanted) {
-            engine.proxy.set_route(wanted).await?;
+            deployer.proxy.set_route(wanted).await?;
         }
         // Held requests (a hold above, an interrupted recreate) flow now.
-        engine.proxy.resume(&app.name).await?;
+        deployer.proxy.resume(&app.name).await?;
     }
 
     // The App's status: `recovering` while none of its containers takes
@@ -221,7 +223,7 @@ pub async fn converge_app(
         Trigger::AfterDeploy => false,
     };
     if ours && app.status != status {
-        engine.store.set_app_status(&app.name, status)?;
+        deployer.store.set_app_status(&app.name, status)?;
     }
     Ok(done)
 }
@@ -230,18 +232,18 @@ pub async fn converge_app(
 /// waits for warming containers and replaces lost ones. Returns false when
 /// the App was busy (a deploy in progress converges at its end).
 pub async fn converge_claimed(
-    engine: &Arc<Engine>,
+    deployer: &Arc<Deployer>,
     app: &str,
     trigger: Trigger,
     admit: &HashSet<String>,
 ) -> bool {
-    if app.is_empty() || engine.claim(app, "resync").is_err() {
+    if app.is_empty() || deployer.claim(app, "resync").is_err() {
         return false;
     }
-    let result = converge_app(engine, app, trigger, admit).await;
-    engine.release(app);
+    let result = converge_app(deployer, app, trigger, admit).await;
+    deployer.release(app);
     match result {
-        Ok(done) => follow_up(engine, app, done),
+        Ok(done) => follow_up(deployer, app, done),
         Err(e) => tracing::warn!(%app, "cannot converge: {e:#}"),
     }
     true
@@ -249,10 +251,10 @@ pub async fn converge_claimed(
 
 /// [`converge_claimed`], retried while another converge holds the claim for
 /// a moment; a deploy that holds it converges at its end by itself.
-pub async fn converge_soon(engine: &Arc<Engine>, app: &str, admit: &HashSet<String>) {
+pub async fn converge_soon(deployer: &Arc<Deployer>, app: &str, admit: &HashSet<String>) {
     for _ in 0..50 {
-        if converge_claimed(engine, app, Trigger::Event, admit).await
-            || engine
+        if converge_claimed(deployer, app, Trigger::Event, admit).await
+            || deployer
                 .in_progress(app)
                 .is_some_and(|holder| holder != "resync")
         {
@@ -287,7 +289,7 @@ fn warming(container: &str) -> bool {
 /// route once its health check passes (or its deploy timeout ends: a
 /// container that never passes is autoheal's to judge); each lost replica
 /// is replaced through a deploy.
-pub fn follow_up(engine: &Arc<Engine>, app: &str, done: Converged) {
+pub fn follow_up(deployer: &Arc<Deployer>, app: &str, done: Converged) {
     for row in done.warming {
         let waited = WARMING
             .lock()
@@ -296,31 +298,31 @@ pub fn follow_up(engine: &Arc<Engine>, app: &str, done: Converged) {
         if waited == Some(true) {
             continue;
         }
-        let (engine, app) = (Arc::clone(engine), app.to_string());
+        let (deployer, app) = (Arc::clone(deployer), app.to_string());
         tokio::spawn(async move {
             let container = row.container_id.clone();
-            if let (Ok(Some(app_row)), Some(addr)) = (engine.store.get_app(&app), &row.addr) {
-                if !engine.wait_serving(&app_row, addr).await {
+            if let (Ok(Some(app_row)), Some(addr)) = (deployer.store.get_app(&app), &row.addr) {
+                if !deployer.wait_serving(&app_row, addr).await {
                     tracing::warn!(%app, replica = row.replica, "container {} is not healthy within the deploy timeout; routing it anyway", short(&container));
                 }
             }
             warmed(&container);
-            converge_soon(&engine, &app, &HashSet::from([container])).await;
+            converge_soon(&deployer, &app, &HashSet::from([container])).await;
         });
     }
     if let Some(&replica) = done.replace.first() {
-        let (engine, app) = (Arc::clone(engine), app.to_string());
+        let (deployer, app) = (Arc::clone(deployer), app.to_string());
         tokio::spawn(async move {
-            let many = engine
+            let many = deployer
                 .store
                 .get_app(&app)
                 .ok()
                 .flatten()
                 .is_some_and(|a| a.replicas > 1);
             let started = if many {
-                engine.replace_replica(&app, replica, "converge").await
+                deployer.replace_replica(&app, replica, "converge").await
             } else {
-                engine.restart(&app, false, "converge").await
+                deployer.restart(&app, false, "converge").await
             };
             if let Err(e) = started {
                 tracing::warn!(%app, "cannot replace a lost serving container: {e}");

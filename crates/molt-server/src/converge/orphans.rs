@@ -5,7 +5,7 @@
 //! from the store at that moment: a deploy that finished a moment ago may
 //! serve from containers that any earlier reading called leftovers.
 
-use crate::deploy::Engine;
+use crate::deploy::Deployer;
 use crate::store::AppRow;
 use anyhow::Result;
 use std::collections::HashSet;
@@ -22,16 +22,16 @@ struct Orphan {
 /// labelled with its name). The caller holds the App's claim; each drain
 /// (bounded by the App's drain timeout) happens under it, so a deploy waits
 /// for it rather than racing it.
-pub async fn remove_orphans(engine: &Engine, app: &str) -> Result<usize> {
-    let orphans = find(engine, app).await?;
+pub async fn remove_orphans(deployer: &Deployer, app: &str) -> Result<usize> {
+    let orphans = find(deployer, app).await?;
     let removed = orphans.len();
-    let row = engine.store.get_app(app)?;
+    let row = deployer.store.get_app(app)?;
     for orphan in orphans {
         if let (Some(row), Some(addr)) = (&row, &orphan.addr) {
-            drain(engine, row, addr).await;
+            drain(deployer, row, addr).await;
         }
         tracing::info!(%app, container = %orphan.name, "removing an orphan container");
-        if let Err(e) = engine.runtime.remove(&orphan.id).await {
+        if let Err(e) = deployer.runtime.remove(&orphan.id).await {
             tracing::warn!("cannot remove the orphan {}: {e:#}", orphan.name);
         }
     }
@@ -42,8 +42,8 @@ pub async fn remove_orphans(engine: &Engine, app: &str) -> Result<usize> {
 /// it through long drains: the orphans are chosen under the claim, drained
 /// without it, and removed under it again if they are orphans still.
 /// Returns false when the App was busy (its deploy removes its leftovers).
-pub async fn remove_orphans_unclaimed(engine: &Engine, app: &str) -> bool {
-    let chosen = match claimed(engine, app, find(engine, app)).await {
+pub async fn remove_orphans_unclaimed(deployer: &Deployer, app: &str) -> bool {
+    let chosen = match claimed(deployer, app, find(deployer, app)).await {
         Some(Ok(orphans)) => orphans,
         Some(Err(e)) => {
             tracing::warn!(%app, "cannot look for orphan containers: {e:#}");
@@ -54,17 +54,17 @@ pub async fn remove_orphans_unclaimed(engine: &Engine, app: &str) -> bool {
     if chosen.is_empty() {
         return true;
     }
-    if let Ok(Some(row)) = engine.store.get_app(app) {
+    if let Ok(Some(row)) = deployer.store.get_app(app) {
         for addr in chosen.iter().filter_map(|o| o.addr.as_deref()) {
-            drain(engine, &row, addr).await;
+            drain(deployer, &row, addr).await;
         }
     }
     let chosen: HashSet<String> = chosen.into_iter().map(|o| o.id).collect();
-    let removed = claimed(engine, app, async {
-        for orphan in find(engine, app).await? {
+    let removed = claimed(deployer, app, async {
+        for orphan in find(deployer, app).await? {
             if chosen.contains(&orphan.id) {
                 tracing::info!(%app, container = %orphan.name, "removing an orphan container");
-                engine.runtime.remove(&orphan.id).await?;
+                deployer.runtime.remove(&orphan.id).await?;
             }
         }
         Ok::<(), anyhow::Error>(())
@@ -80,38 +80,38 @@ pub async fn remove_orphans_unclaimed(engine: &Engine, app: &str) -> bool {
 
 /// Runs `work` under the App's claim; `None` when the App is busy.
 async fn claimed<T>(
-    engine: &Engine,
+    deployer: &Deployer,
     app: &str,
     work: impl std::future::Future<Output = T>,
 ) -> Option<T> {
-    engine.claim(app, "resync").ok()?;
+    deployer.claim(app, "resync").ok()?;
     let result = work.await;
-    engine.release(app);
+    deployer.release(app);
     Some(result)
 }
 
 /// The App's orphans now: its containers that are not in the serving set
 /// read from the store now, and not owned by the deploy holding the claim.
-async fn find(engine: &Engine, app: &str) -> Result<Vec<Orphan>> {
-    let row = engine.store.get_app(app)?;
+async fn find(deployer: &Deployer, app: &str) -> Result<Vec<Orphan>> {
+    let row = deployer.store.get_app(app)?;
     let serving: HashSet<String> = match &row {
         // A container kept across a scale keeps the label of the deploy that
         // started it, so labels alone cannot say what serves.
-        Some(row) => engine
+        Some(row) => deployer
             .serving_rows(row)?
             .into_iter()
             .map(|r| r.container_id)
             .collect(),
         None => HashSet::new(),
     };
-    let owner = engine.in_progress(app);
+    let owner = deployer.in_progress(app);
     let mut orphans = Vec::new();
-    for c in engine.runtime.list(Some(app)).await? {
+    for c in deployer.runtime.list(Some(app)).await? {
         if serving.contains(&c.id) || owner.as_deref() == Some(c.deploy.as_str()) {
             continue;
         }
-        let addr = match (&row, engine.runtime.state(&c.id).await) {
-            (Some(row), Ok(Some(state))) => engine.runtime.upstream_addr(&state, row.port),
+        let addr = match (&row, deployer.runtime.state(&c.id).await) {
+            (Some(row), Ok(Some(state))) => deployer.runtime.upstream_addr(&state, row.port),
             _ => None,
         };
         orphans.push(Orphan {
@@ -124,8 +124,8 @@ async fn find(engine: &Engine, app: &str) -> Result<Vec<Orphan>> {
 }
 
 /// Lets the proxy finish the requests an orphan may still be serving.
-async fn drain(engine: &Engine, app: &AppRow, addr: &str) {
-    let _ = engine
+async fn drain(deployer: &Deployer, app: &AppRow, addr: &str) {
+    let _ = deployer
         .proxy
         .wait_drained(&app.name, addr, Duration::from_secs(app.drain_timeout_secs))
         .await;

@@ -8,7 +8,7 @@
 //! listens without waiting for either.
 
 use super::{converge_app, follow_up, orphans, Trigger};
-use crate::deploy::Engine;
+use crate::deploy::Deployer;
 use crate::store::{DeployRow, ReplicaRow};
 use anyhow::Result;
 use molt_core::DeployStatus;
@@ -29,21 +29,21 @@ pub struct Report {
     pub routes_removed: usize,
 }
 
-pub async fn reconcile(engine: &Arc<Engine>) -> Result<Report> {
+pub async fn reconcile(deployer: &Arc<Deployer>) -> Result<Report> {
     let mut report = Report::default();
-    let routes = engine.proxy.routes().await?;
+    let routes = deployer.proxy.routes().await?;
 
     // 1. Deploys that were in flight.
-    for deploy in engine.store.unfinished_deploys()? {
-        if let Err(e) = settle(engine, &deploy, &routes, &mut report).await {
+    for deploy in deployer.store.unfinished_deploys()? {
+        if let Err(e) = settle(deployer, &deploy, &routes, &mut report).await {
             tracing::error!(app = %deploy.app, deploy = %deploy.id, "cannot settle the interrupted deploy: {e:#}");
         }
     }
 
     // 2. Every App converges, all at once and each on its own.
-    let apps = engine.store.list_apps()?;
+    let apps = deployer.store.list_apps()?;
     let outcomes =
-        futures_util::future::join_all(apps.iter().map(|app| start_app(engine, &app.name))).await;
+        futures_util::future::join_all(apps.iter().map(|app| start_app(deployer, &app.name))).await;
     for (app, outcome) in apps.iter().zip(outcomes) {
         match outcome {
             Ok(()) => report.apps_converged += 1,
@@ -58,20 +58,20 @@ pub async fn reconcile(engine: &Arc<Engine>) -> Result<Report> {
     let names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
     for route in &routes {
         if !names.contains(route.app.as_str()) {
-            match engine.proxy.remove_route(&route.app).await {
+            match deployer.proxy.remove_route(&route.app).await {
                 Ok(()) => report.routes_removed += 1,
                 Err(e) => tracing::error!(app = %route.app, "cannot remove the route: {e:#}"),
             }
         }
     }
     let mut gone: HashSet<String> = HashSet::new();
-    for c in engine.runtime.list(None).await? {
+    for c in deployer.runtime.list(None).await? {
         if !names.contains(c.app.as_str()) {
             gone.insert(c.app);
         }
     }
     for app in &gone {
-        match orphans::remove_orphans(engine, app).await {
+        match orphans::remove_orphans(deployer, app).await {
             Ok(removed) => report.orphans_removed += removed,
             Err(e) => tracing::error!(%app, "cannot remove its containers: {e:#}"),
         }
@@ -82,25 +82,25 @@ pub async fn reconcile(engine: &Arc<Engine>) -> Result<Report> {
 /// One App at start-up: converge under its claim, then leave health waits,
 /// replacements and orphans (whose drains may take the App's drain
 /// timeout) to the background.
-async fn start_app(engine: &Arc<Engine>, app: &str) -> Result<()> {
-    engine.claim(app, "resync")?;
-    let done = converge_app(engine, app, Trigger::Startup, &HashSet::new()).await;
-    engine.release(app);
-    follow_up(engine, app, done?);
-    let (engine, app) = (Arc::clone(engine), app.to_string());
-    tokio::spawn(async move { orphans::remove_orphans_unclaimed(&engine, &app).await });
+async fn start_app(deployer: &Arc<Deployer>, app: &str) -> Result<()> {
+    deployer.claim(app, "resync")?;
+    let done = converge_app(deployer, app, Trigger::Startup, &HashSet::new()).await;
+    deployer.release(app);
+    follow_up(deployer, app, done?);
+    let (deployer, app) = (Arc::clone(deployer), app.to_string());
+    tokio::spawn(async move { orphans::remove_orphans_unclaimed(&deployer, &app).await });
     Ok(())
 }
 
 /// Ends a deploy that the server did not see to its end.
 async fn settle(
-    engine: &Engine,
+    deployer: &Deployer,
     deploy: &DeployRow,
     routes: &[molt_proxy::admin::Route],
     report: &mut Report,
 ) -> Result<()> {
-    let Some(app) = engine.store.get_app(&deploy.app)? else {
-        engine.store.finish_deploy(
+    let Some(app) = deployer.store.get_app(&deploy.app)? else {
+        deployer.store.finish_deploy(
             &deploy.id,
             DeployStatus::Failed,
             Some(&molt_core::Failure::new(
@@ -116,7 +116,7 @@ async fn settle(
     // the deploy's whole set although the server died before recording it
     // (a rolling deploy interrupted halfway holds only part of it: that one
     // is undone, its old replicas come back).
-    let rows = engine.store.replicas(&deploy.id)?;
+    let rows = deployer.store.replicas(&deploy.id)?;
     let route = routes.iter().find(|r| r.app == deploy.app);
     let routed = |row: &ReplicaRow| {
         row.addr.as_ref().is_some_and(|addr| {
@@ -133,14 +133,14 @@ async fn settle(
         deploy.status.traffic_moved() || (deploy.status == DeployStatus::Swapping && whole_set);
     if moved {
         if !deploy.status.traffic_moved() {
-            engine.store.record_swap(
+            deployer.store.record_swap(
                 &deploy.id,
                 &app.name,
                 &crate::deploy::followed_image(deploy, &app),
                 "traffic had switched to the new containers (found by the reconciler)",
             )?;
         }
-        engine.store.finish_deploy(
+        deployer.store.finish_deploy(
             &deploy.id,
             DeployStatus::Succeeded,
             None,
@@ -150,7 +150,7 @@ async fn settle(
     } else {
         // Containers that take traffic stay until the route holds the old
         // set again and they drained (the orphan pass); the others go now.
-        let serving: HashSet<String> = engine
+        let serving: HashSet<String> = deployer
             .serving_rows(&app)?
             .into_iter()
             .map(|r| r.container_id)
@@ -160,9 +160,9 @@ async fn settle(
             .filter(|r| routed(r) && !serving.contains(&r.container_id))
             .map(|r| r.container_id.as_str())
             .collect();
-        for c in engine.runtime.list(Some(&deploy.app)).await? {
+        for c in deployer.runtime.list(Some(&deploy.app)).await? {
             if c.deploy == deploy.id && !in_route.contains(c.id.as_str()) {
-                engine.runtime.remove(&c.id).await?;
+                deployer.runtime.remove(&c.id).await?;
             }
         }
         let error = if in_route.is_empty() {
@@ -178,7 +178,7 @@ async fn settle(
                 deploy.replicas
             )
         };
-        engine.store.finish_deploy(
+        deployer.store.finish_deploy(
             &deploy.id,
             DeployStatus::Failed,
             Some(&molt_core::Failure::new(

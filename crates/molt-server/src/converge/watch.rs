@@ -8,25 +8,25 @@
 //! (the engine restarted) it reconnects and converges every App.
 
 use super::{converge_app, converge_claimed, converge_soon, orphans, Trigger};
-use crate::deploy::Engine;
+use crate::deploy::Deployer;
 use futures_util::StreamExt;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs for the life of the server.
-pub fn spawn(engine: Arc<Engine>) {
+pub fn spawn(deployer: Arc<Deployer>) {
     tokio::spawn(async move {
         let mut reconnect = false;
         loop {
-            let events = engine.runtime.events();
+            let events = deployer.runtime.events();
             futures_util::pin_mut!(events);
             if reconnect {
-                interrupt_deploys(&engine);
+                interrupt_deploys(&deployer);
             }
             reconnect = true;
             // Anything may have changed while we were not listening.
-            resync_all(&engine).await;
+            resync_all(&deployer).await;
             while let Some(event) = events.next().await {
                 match event {
                     Ok(e)
@@ -36,10 +36,10 @@ pub fn spawn(engine: Arc<Engine>) {
                         ) =>
                     {
                         tracing::debug!(app = %e.app, container = %e.container, action = %e.action, "container event");
-                        resync_app(&engine, &e.app).await;
+                        resync_app(&deployer, &e.app).await;
                     }
                     Ok(e) if e.action == "kill" => {
-                        hold_on_signal(&engine, &e.app, &e.container).await
+                        hold_on_signal(&deployer, &e.app, &e.container).await
                     }
                     Ok(_) => {}
                     Err(err) => {
@@ -61,28 +61,28 @@ pub fn spawn(engine: Arc<Engine>) {
 /// its requests are held from the signal on, so none meets a closed port
 /// meanwhile; the converge after the `die` starts it again. A signal that
 /// does not stop it (a reload) has its requests released a second later.
-async fn hold_on_signal(engine: &Arc<Engine>, app: &str, container: &str) {
-    if app.is_empty() || engine.claim(app, "resync").is_err() {
+async fn hold_on_signal(deployer: &Arc<Deployer>, app: &str, container: &str) {
+    if app.is_empty() || deployer.claim(app, "resync").is_err() {
         return;
     }
     let held = async {
-        let Some(row) = engine.store.get_app(app)? else {
+        let Some(row) = deployer.store.get_app(app)? else {
             return Ok(false);
         };
-        let rows = engine.serving_rows(&row)?;
+        let rows = deployer.serving_rows(&row)?;
         let alone = rows.iter().any(|r| r.container_id == container)
-            && rows
-                .iter()
-                .all(|r| r.container_id == container || engine.is_benched(&r.container_id));
+            && rows.iter().all(|r| {
+                r.container_id == container || deployer.is_out_of_rotation(&r.container_id)
+            });
         if alone {
             tracing::info!(%app, "the only serving container is being signalled; holding requests");
             let held = Duration::from_secs(row.health.deploy_timeout_secs + 60);
-            engine.proxy.pause(app, held, 10_000).await?;
+            deployer.proxy.pause(app, held, 10_000).await?;
         }
         Ok::<bool, anyhow::Error>(alone)
     }
     .await;
-    engine.release(app);
+    deployer.release(app);
     match held {
         Ok(true) => {}
         Ok(false) => return,
@@ -91,10 +91,10 @@ async fn hold_on_signal(engine: &Arc<Engine>, app: &str, container: &str) {
             return;
         }
     }
-    let (engine, app) = (Arc::clone(engine), app.to_string());
+    let (deployer, app) = (Arc::clone(deployer), app.to_string());
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        converge_soon(&engine, &app, &HashSet::new()).await;
+        converge_soon(&deployer, &app, &HashSet::new()).await;
     });
 }
 
@@ -103,14 +103,14 @@ async fn hold_on_signal(engine: &Arc<Engine>, app: &str, container: &str) {
 /// a container at its old address, half-way through a roll) are stopped
 /// truthfully as failures; each then restores the old set, and the converge
 /// after it points the routes at the new addresses.
-fn interrupt_deploys(engine: &Engine) {
-    let Ok(apps) = engine.store.list_apps() else {
+fn interrupt_deploys(deployer: &Deployer) {
+    let Ok(apps) = deployer.store.list_apps() else {
         return;
     };
     for app in apps {
-        if engine.in_progress(&app.name).is_some() {
+        if deployer.in_progress(&app.name).is_some() {
             tracing::warn!(app = %app.name, "the Docker engine restarted during a deploy; stopping it");
-            engine.interrupt(
+            deployer.interrupt(
                 &app.name,
                 "the Docker engine restarted while the deploy ran",
             );
@@ -119,13 +119,13 @@ fn interrupt_deploys(engine: &Engine) {
 }
 
 /// Every App converges, then loses its orphans (each under its own claim).
-async fn resync_all(engine: &Arc<Engine>) {
-    let Ok(apps) = engine.store.list_apps() else {
+async fn resync_all(deployer: &Arc<Deployer>) {
+    let Ok(apps) = deployer.store.list_apps() else {
         return;
     };
     for app in &apps {
-        resync_app(engine, &app.name).await;
-        orphans::remove_orphans_unclaimed(engine, &app.name).await;
+        resync_app(deployer, &app.name).await;
+        orphans::remove_orphans_unclaimed(deployer, &app.name).await;
     }
 }
 
@@ -134,17 +134,17 @@ async fn resync_all(engine: &Arc<Engine>) {
 /// the deploy left remains. The caller holds the App's claim (the deploy
 /// that just ended), so containers that must pass a health check first are
 /// waited for here.
-pub async fn settle_claimed(engine: &Engine, app: &str) {
+pub async fn settle_claimed(deployer: &Deployer, app: &str) {
     let mut admit = HashSet::new();
     for _ in 0..2 {
-        match converge_app(engine, app, Trigger::AfterDeploy, &admit).await {
+        match converge_app(deployer, app, Trigger::AfterDeploy, &admit).await {
             Ok(done) if !done.warming.is_empty() => {
-                let Ok(Some(row)) = engine.store.get_app(app) else {
+                let Ok(Some(row)) = deployer.store.get_app(app) else {
                     break;
                 };
                 for warming in done.warming {
                     if let Some(addr) = &warming.addr {
-                        engine.wait_serving(&row, addr).await;
+                        deployer.wait_serving(&row, addr).await;
                     }
                     super::warmed(&warming.container_id);
                     admit.insert(warming.container_id);
@@ -157,13 +157,13 @@ pub async fn settle_claimed(engine: &Engine, app: &str) {
             }
         }
     }
-    if let Err(e) = orphans::remove_orphans(engine, app).await {
+    if let Err(e) = orphans::remove_orphans(deployer, app).await {
         tracing::warn!(%app, "cannot remove orphan containers: {e:#}");
     }
 }
 
 /// Converges an App under its claim, unless a deploy holds it (the deploy
 /// converges at its end).
-pub async fn resync_app(engine: &Arc<Engine>, app: &str) {
-    converge_claimed(engine, app, Trigger::Event, &HashSet::new()).await;
+pub async fn resync_app(deployer: &Arc<Deployer>, app: &str) {
+    converge_claimed(deployer, app, Trigger::Event, &HashSet::new()).await;
 }

@@ -76,7 +76,7 @@ pub async fn follow(
         .decode(q.token.as_bytes())
         .ok()
         .and_then(|sealed| {
-            link_sealer(&s.api.engine.sealer)
+            link_sealer(&s.api.deployer.sealer)
                 .open(PURPOSE, &sealed)
                 .ok()
         })
@@ -97,7 +97,7 @@ pub async fn follow(
     if expires < now_secs() {
         return refuse("This login link has expired (links work for 5 minutes).");
     }
-    if !first_use(&s.api.engine.store, &q.token, expires) {
+    if !first_use(&s.api.deployer.store, &q.token, expires) {
         return refuse("This login link was already used (each works once).");
     }
     let mut resp = Redirect::to("/").into_response();

@@ -12,7 +12,7 @@ use molt_core::api::AddRegistryRequest;
 use serde::Deserialize;
 
 pub async fn page(State(s): State<DashState>, auth: Authed) -> Response {
-    let rows = match s.api.engine.store.list_registries() {
+    let rows = match s.api.deployer.store.list_registries() {
         Ok(r) => r,
         Err(e) => return super::apps::internal_page(e),
     };
@@ -130,7 +130,7 @@ pub async fn add(State(s): State<DashState>, f: CsrfForm<AddForm>) -> Response {
             username,
             password: form.password,
         };
-        match crate::ops::registries::save_registry(&s.api.engine, &req).await {
+        match crate::ops::registries::save_registry(&s.api.deployer, &req).await {
             Ok(row) => {
                 s.sessions.set_flash(
                     &session.id,
@@ -164,7 +164,7 @@ pub async fn remove(State(s): State<DashState>, f: CsrfForm<RemoveForm>) -> Resp
             "remove",
             FormState::default().with_general(super::apps::explain(e).1),
         ),
-        Ok(host) => match s.api.engine.store.remove_registry(&host) {
+        Ok(host) => match s.api.deployer.store.remove_registry(&host) {
             Ok(true) => Flash::notice(format!("Removed the credential for {host}.")),
             Ok(false) => Flash::notice(format!("There was no credential for {host}.")),
             Err(e) => {

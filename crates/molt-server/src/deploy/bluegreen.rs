@@ -16,7 +16,7 @@ pub(super) struct Ready {
     pub(super) retire: Vec<ReplicaRow>,
 }
 
-impl Engine {
+impl Deployer {
     /// Everything before a blue-green swap: pull, start the new containers
     /// beside the serving set, health-check them all. A scale or a replica
     /// replacement starts only some and keeps the others.

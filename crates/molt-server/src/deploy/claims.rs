@@ -4,13 +4,13 @@
 
 use super::*;
 
-impl Engine {
+impl Deployer {
     /// Reserves the App for one operation, or names the one in progress.
     pub(crate) fn claim(
         &self,
         app: &str,
         deploy_id: &str,
-    ) -> Result<CancellationToken, EngineError> {
+    ) -> Result<CancellationToken, DeployError> {
         let mut active = self.active();
         if let Some(running) = active.get(app) {
             let message = if running.deploy_id == "delete" {
@@ -23,7 +23,7 @@ impl Engine {
                     running.deploy_id
                 )
             };
-            return Err(EngineError::Conflict {
+            return Err(DeployError::Conflict {
                 message,
                 deploy_id: Some(running.deploy_id.clone()),
             });
@@ -46,7 +46,7 @@ impl Engine {
         &self,
         app: &str,
         deploy_id: &str,
-    ) -> Result<CancellationToken, EngineError> {
+    ) -> Result<CancellationToken, DeployError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
             // Listening before trying, so a release in between is not missed.
@@ -54,7 +54,7 @@ impl Engine {
             tokio::pin!(released);
             released.as_mut().enable();
             match self.claim(app, deploy_id) {
-                Err(EngineError::Conflict {
+                Err(DeployError::Conflict {
                     deploy_id: Some(holder),
                     ..
                 }) if holder == "resync" => {
@@ -74,9 +74,9 @@ impl Engine {
 
     /// Cancels the deploy in progress: the new container is torn down and no
     /// traffic moves. Returns its id.
-    pub fn cancel(&self, app: &str) -> Result<String, EngineError> {
+    pub fn cancel(&self, app: &str) -> Result<String, DeployError> {
         if self.store.get_app(app)?.is_none() {
-            return Err(EngineError::NotFound(format!(
+            return Err(DeployError::NotFound(format!(
                 "no App named `{app}`: see `molt apps list`"
             )));
         }
@@ -85,7 +85,7 @@ impl Engine {
                 a.cancel.cancel();
                 Ok(a.deploy_id.clone())
             }
-            _ => Err(EngineError::Conflict {
+            _ => Err(DeployError::Conflict {
                 message: format!("the App `{app}` has no deploy in progress to cancel"),
                 deploy_id: None,
             }),

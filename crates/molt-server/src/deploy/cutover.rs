@@ -1,11 +1,11 @@
 //! The one place where traffic moves. Every change of an App's route made by
-//! a deploy goes through [`Engine::route_to`] (a step that can still be
-//! undone) or [`Engine::cut_over`] (the swap that a deploy records). The
+//! a deploy goes through [`Deployer::route_to`] (a step that can still be
+//! undone) or [`Deployer::cut_over`] (the swap that a deploy records). The
 //! rule: until the proxy acknowledged a cutover, a failure leaves the old set
 //! serving; once it acknowledged, the deploy only moves forward. A failure
 //! to record it is retried, and if the database still refuses, the cutover
 //! is kept in memory and healed (recorded, finished, the old set retired)
-//! by [`Engine::heal_cutover`], which every converge calls first. Nothing
+//! by [`Deployer::heal_cutover`], which every converge calls first. Nothing
 //! that now serves is ever torn down because a record failed.
 
 use super::*;
@@ -36,7 +36,7 @@ pub(super) enum CutoverError {
     Unrecorded(Failure),
 }
 
-impl Engine {
+impl Deployer {
     /// Points the App's route at `rows` (those in rotation), a step a
     /// deploy can still undo: a refusal is a `proxy_refused` failure.
     pub(super) async fn route_to<'a>(

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Engine {
+impl Deployer {
     /// `restart --hard`: each serving container is stopped and started again
     /// in place, one after the other. With one replica requests fail while
     /// it is down; with several, each leaves the route (and drains) before

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Engine {
+impl Deployer {
     /// Validates a create request, runs the registry preflight, records the
     /// App with its first deploy and starts that deploy. Nothing is stored
     /// when a check fails. With `from`, the new App copies that App's
@@ -12,9 +12,9 @@ impl Engine {
         self: &Arc<Self>,
         req: CreateAppRequest,
         triggered_by: &str,
-    ) -> Result<(AppRow, DeployRow), EngineError> {
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         let name = AppName::parse(&req.name)
-            .map_err(|e| EngineError::invalid("invalid_name", e.to_string()))?;
+            .map_err(|e| DeployError::invalid("invalid_name", e.to_string()))?;
         let template = match &req.from {
             Some(from) => Some(self.template(from, req.with_secrets, name.as_str())?),
             None => None,
@@ -28,29 +28,29 @@ impl Engine {
         } else if let Some(image) = template_image {
             image
         } else {
-            return Err(EngineError::invalid(
+            return Err(DeployError::invalid(
                 "invalid_image",
                 "an image is required: give --image REF (or --from APP to copy an App)",
             ));
         };
         let image = ImageRef::parse(&image_raw)
-            .map_err(|e| EngineError::invalid("invalid_image", e.to_string()))?;
+            .map_err(|e| DeployError::invalid("invalid_image", e.to_string()))?;
         let port = match (req.port, &base) {
             (0, Some(b)) => b.port,
             (0, None) => {
-                return Err(EngineError::invalid("invalid_port", "a port is required: give --port PORT, the port the App listens on inside its container"))
+                return Err(DeployError::invalid("invalid_port", "a port is required: give --port PORT, the port the App listens on inside its container"))
             }
             (p, _) => p,
         };
         let mut health = base.as_ref().map(|b| b.health.clone()).unwrap_or_default();
         if let Some(path) = &req.health_path {
             molt_core::health::validate_path(path)
-                .map_err(|e| EngineError::invalid("invalid_health_path", e))?;
+                .map_err(|e| DeployError::invalid("invalid_health_path", e))?;
             health.path = Some(path.clone());
         }
         if let Some(t) = req.health_timeout {
             if t == 0 || t > 3600 {
-                return Err(EngineError::invalid(
+                return Err(DeployError::invalid(
                     "invalid_health_timeout",
                     "--health-timeout must be between 1 and 3600 seconds",
                 ));
@@ -63,12 +63,12 @@ impl Engine {
         let mut domains = Vec::new();
         for d in &req.domains {
             let d = molt_core::name::parse_domain(d)
-                .map_err(|e| EngineError::invalid("invalid_domain", e))?;
+                .map_err(|e| DeployError::invalid("invalid_domain", e))?;
             if d == name.default_domain() || domains.contains(&d) {
                 continue;
             }
             if let Some(owner) = self.domain_owner(&d)? {
-                return Err(EngineError::invalid(
+                return Err(DeployError::invalid(
                     "domain_taken",
                     format!("the domain {d} is already routed to the App `{owner}`"),
                 ));
@@ -78,14 +78,14 @@ impl Engine {
         // Its own `NAME.localhost` must not already route to another App.
         let own = name.default_domain();
         if let Some(owner) = self.domain_owner(&own)?.filter(|o| o != name.as_str()) {
-            return Err(EngineError::invalid(
+            return Err(DeployError::invalid(
                 "name_domain_taken",
                 format!("the App `{owner}` already answers on {own}, the host name every App named `{name}` gets: pick another name"),
             ));
         }
         for raw in &req.env {
             let (key, value) = molt_core::env::parse_assignment(raw)
-                .map_err(|e| EngineError::invalid("invalid_env", e))?;
+                .map_err(|e| DeployError::invalid("invalid_env", e))?;
             env.retain(|e| e.key != key);
             env.push(EnvEntry {
                 key,
@@ -97,13 +97,13 @@ impl Engine {
         let memory_bytes = match &req.memory {
             Some(m) => Some(
                 molt_core::size::parse_size(m)
-                    .map_err(|e| EngineError::invalid("invalid_memory", e))?,
+                    .map_err(|e| DeployError::invalid("invalid_memory", e))?,
             ),
             None => base.as_ref().and_then(|b| b.memory_bytes),
         };
         if let Some(c) = req.cpus {
             if !(c > 0.0 && c <= 1024.0) {
-                return Err(EngineError::invalid(
+                return Err(DeployError::invalid(
                     "invalid_cpus",
                     "--cpus must be a positive number such as 0.5 or 2",
                 ));
@@ -114,7 +114,7 @@ impl Engine {
             .or(base.as_ref().map(|b| b.replicas))
             .unwrap_or(1);
         if !(1..=100).contains(&replicas) {
-            return Err(EngineError::invalid(
+            return Err(DeployError::invalid(
                 "invalid_replicas",
                 "--replicas must be between 1 and 100",
             ));
@@ -125,13 +125,13 @@ impl Engine {
             .or(base.as_ref().map(|b| b.strategy.clone()))
             .unwrap_or_else(|| "auto".into());
         if !["auto", "bluegreen", "recreate", "rolling"].contains(&strategy.as_str()) {
-            return Err(EngineError::invalid(
+            return Err(DeployError::invalid(
                 "invalid_strategy",
                 format!("unknown strategy `{strategy}`: use auto, bluegreen, recreate or rolling"),
             ));
         }
         if self.store.get_app(name.as_str())?.is_some() {
-            return Err(EngineError::Conflict {
+            return Err(DeployError::Conflict {
                 message: format!("an App named `{name}` already exists: pick another name, or deploy to it with `molt deploy {name} IMAGE`"),
                 deploy_id: None,
             });
@@ -139,7 +139,7 @@ impl Engine {
 
         let confinement =
             crate::confine::Confinement::of(&self.store, &req, name.as_str(), base.as_ref())
-                .map_err(|(code, e)| EngineError::invalid(code, e))?;
+                .map_err(|(code, e)| DeployError::invalid(code, e))?;
 
         let needed = AppRow {
             memory_bytes,
@@ -148,7 +148,7 @@ impl Engine {
             ..placeholder_app(name.as_str())
         };
         capacity::choose(&needed, false, self.in_use()?, self.capacity)
-            .map_err(|e| EngineError::invalid("insufficient_resources", e))?;
+            .map_err(|e| DeployError::invalid("insufficient_resources", e))?;
 
         let cred = self.credential(&image.registry)?;
         self.registries.preflight(&image, cred.as_ref()).await?;
@@ -217,9 +217,9 @@ impl Engine {
         from: &str,
         with_secrets: bool,
         new_name: &str,
-    ) -> Result<(AppRow, Vec<EnvEntry>, String), EngineError> {
+    ) -> Result<(AppRow, Vec<EnvEntry>, String), DeployError> {
         let source = self.store.get_app(from)?.ok_or_else(|| {
-            EngineError::NotFound(format!(
+            DeployError::NotFound(format!(
                 "no App named `{from}` to copy: see `molt apps list`"
             ))
         })?;
@@ -282,24 +282,24 @@ impl Engine {
         app: &str,
         replicas: u32,
         triggered_by: &str,
-    ) -> Result<(AppRow, DeployRow), EngineError> {
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(app)?;
         if !(1..=100).contains(&replicas) {
-            return Err(EngineError::invalid(
+            return Err(DeployError::invalid(
                 "invalid_replicas",
                 "replicas must be between 1 and 100",
             ));
         }
         let serving = self.serving(&app)?;
         if replicas == app.replicas {
-            return Err(EngineError::invalid(
+            return Err(DeployError::invalid(
                 "replicas_unchanged",
                 format!("the App `{}` already runs {replicas} replica(s)", app.name),
             ));
         }
         if replicas > app.replicas {
             capacity::fits(&app, replicas, self.in_use()?, self.capacity)
-                .map_err(|e| EngineError::invalid("insufficient_resources", e))?;
+                .map_err(|e| DeployError::invalid("insufficient_resources", e))?;
         }
         let from = app.replicas;
         let plan = Plan {
@@ -335,7 +335,7 @@ impl Engine {
         app: &str,
         replica: u32,
         triggered_by: &str,
-    ) -> Result<(AppRow, DeployRow), EngineError> {
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(app)?;
         let serving = self.serving(&app)?;
         if capacity::fits(&app, app.replicas + 1, self.in_use()?, self.capacity).is_err() {
@@ -368,10 +368,10 @@ impl Engine {
         app: &str,
         image: &str,
         triggered_by: &str,
-    ) -> Result<(AppRow, DeployRow), EngineError> {
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(app)?;
         let image = ImageRef::parse(image)
-            .map_err(|e| EngineError::invalid("invalid_image", e.to_string()))?;
+            .map_err(|e| DeployError::invalid("invalid_image", e.to_string()))?;
         let env = self.store.env(&app.name)?;
         let plan = Plan::new(image.digest.clone());
         self.begin(
@@ -391,7 +391,7 @@ impl Engine {
         self: &Arc<Self>,
         app: &str,
         triggered_by: &str,
-    ) -> Result<(AppRow, DeployRow), EngineError> {
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(app)?;
         let env = self.store.env(&app.name)?;
         let image = app.image.clone();
@@ -407,7 +407,7 @@ impl Engine {
         app: &str,
         hard: bool,
         triggered_by: &str,
-    ) -> Result<(AppRow, DeployRow), EngineError> {
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(app)?;
         let serving = self.serving(&app)?;
         let env = self.store.env(&app.name)?;
@@ -431,7 +431,7 @@ impl Engine {
         self: &Arc<Self>,
         app: &str,
         triggered_by: &str,
-    ) -> Result<(AppRow, DeployRow), EngineError> {
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(app)?;
         let serving = self.serving(&app)?;
         let env = self.store.env(&app.name)?;
@@ -455,19 +455,19 @@ impl Engine {
         target: Option<&str>,
         with_config: bool,
         triggered_by: &str,
-    ) -> Result<(AppRow, DeployRow), EngineError> {
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(app)?;
         let history = self.store.list_deploys(&app.name)?;
         let target = match target {
             Some(id) => {
                 let d = history.iter().find(|d| d.id == id).ok_or_else(|| {
-                    EngineError::NotFound(format!(
+                    DeployError::NotFound(format!(
                         "the App `{}` has no deploy `{id}`: see `molt deploys {}`",
                         app.name, app.name
                     ))
                 })?;
                 if d.status != DeployStatus::Succeeded {
-                    return Err(EngineError::invalid(
+                    return Err(DeployError::invalid(
                         "rollback_target_not_succeeded",
                         format!(
                             "deploy {id} {}; only a succeeded deploy can be rolled back to",
@@ -491,7 +491,7 @@ impl Engine {
                 .find(|d| d.digest.is_some())
                 .cloned()
                 .ok_or_else(|| {
-                    EngineError::invalid(
+                    DeployError::invalid(
                         "no_rollback_target",
                         format!(
                             "the App `{}` has no earlier succeeded deploy to roll back to",
@@ -501,7 +501,7 @@ impl Engine {
                 })?,
         };
         let digest = target.digest.clone().ok_or_else(|| {
-            EngineError::invalid(
+            DeployError::invalid(
                 "rollback_target_without_digest",
                 format!(
                     "deploy {} recorded no digest, so its exact image cannot be run again",
@@ -510,7 +510,7 @@ impl Engine {
             )
         })?;
         let pinned = ImageRef::parse(&target.image)
-            .map_err(|e| EngineError::invalid("invalid_image", e.to_string()))?
+            .map_err(|e| DeployError::invalid("invalid_image", e.to_string()))?
             .with_digest(&digest);
         let env = if with_config {
             target.env.clone()
@@ -547,7 +547,7 @@ impl Engine {
         mut plan: Plan,
         env: Vec<EnvEntry>,
         triggered_by: &str,
-    ) -> Result<(AppRow, DeployRow), EngineError> {
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         if plan.strategy.is_none() {
             plan.strategy = Some(
                 capacity::choose(
@@ -556,7 +556,7 @@ impl Engine {
                     self.in_use()?,
                     self.capacity,
                 )
-                .map_err(|e| EngineError::invalid("insufficient_resources", e))?,
+                .map_err(|e| DeployError::invalid("insufficient_resources", e))?,
             );
         }
         if plan.replicas == 0 {
@@ -596,16 +596,16 @@ impl Engine {
         unset: Vec<String>,
         apply: bool,
         triggered_by: &str,
-    ) -> Result<Option<DeployRow>, EngineError> {
+    ) -> Result<Option<DeployRow>, DeployError> {
         let app = self.find_app(app)?;
         let mut entries = Vec::new();
         for (key, value, secret) in set {
             molt_core::env::validate_key(&key)
-                .map_err(|e| EngineError::invalid("invalid_env", e))?;
+                .map_err(|e| DeployError::invalid("invalid_env", e))?;
             molt_core::env::validate_value(&key, &value)
-                .map_err(|e| EngineError::invalid("invalid_env", e))?;
+                .map_err(|e| DeployError::invalid("invalid_env", e))?;
             if key == "PORT" {
-                return Err(EngineError::invalid(
+                return Err(DeployError::invalid(
                     "invalid_env",
                     "PORT is set by Molt to the App's port; change the port instead",
                 ));
@@ -631,12 +631,12 @@ impl Engine {
         }
         for key in &unset {
             molt_core::env::validate_key(key)
-                .map_err(|e| EngineError::invalid("invalid_env", e))?;
+                .map_err(|e| DeployError::invalid("invalid_env", e))?;
         }
         if apply {
             // Refuse before changing anything when a deploy is running.
             if let Some(running) = self.in_progress(&app.name) {
-                return Err(EngineError::Conflict {
+                return Err(DeployError::Conflict {
                     message: format!("the App `{}` is busy with deploy {running}; wait for it to finish or cancel it with `molt cancel {}`", app.name, app.name),
                     deploy_id: Some(running),
                 });
@@ -653,7 +653,7 @@ impl Engine {
 
     /// Deletes an App: cancels any deploy in progress, then removes its
     /// route, its containers, its environment and history, and the App.
-    pub async fn delete_app(&self, name: &str) -> Result<(), EngineError> {
+    pub async fn delete_app(&self, name: &str) -> Result<(), DeployError> {
         self.find_app(name)?;
         if let Some(active) = self.active().get(name) {
             active.cancel.cancel();
@@ -680,7 +680,7 @@ impl Engine {
         }
         .await;
         self.release(name);
-        result.map_err(EngineError::Internal)
+        result.map_err(DeployError::Internal)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The deploy engine: one operation per App at a time, each deploy a run of
+//! The deployer: one operation per App at a time, each deploy a run of
 //! the state machine in `molt_core::deploy`, every step recorded before it is
 //! taken. A failure before the swap removes the new containers and leaves the
 //! old set serving; after the swap the deploy only moves forward.
@@ -68,10 +68,10 @@ use tokio_util::sync::CancellationToken;
 /// How long a stopped container gets between SIGTERM and SIGKILL.
 const STOP_TIMEOUT_SECS: u64 = 10;
 
-/// Why the engine refused or failed a request; the API maps each kind to an
+/// Why the deployer refused or failed a request; the API maps each kind to an
 /// HTTP status and a stable code.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub enum DeployError {
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
     #[error("{0}")]
@@ -87,7 +87,7 @@ pub enum EngineError {
     Internal(#[from] anyhow::Error),
 }
 
-impl EngineError {
+impl DeployError {
     fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         Self::Invalid {
             code,
@@ -97,7 +97,7 @@ impl EngineError {
 }
 
 /// A step of a deploy failed: the typed failure it ends with. Any other
-/// error met on the way (the database, an engine call) is Molt's own.
+/// error met on the way (the database, a Docker engine call) is Molt's own.
 struct StepError(Failure);
 
 impl<E: std::fmt::Display> From<E> for StepError {
@@ -124,7 +124,7 @@ struct Active {
 
 /// The control plane's deploy executor. It reaches containers, routes and
 /// health only through `ports`, so tests give it fakes.
-pub struct Engine {
+pub struct Deployer {
     pub store: Arc<Store>,
     /// The Docker engine (or a fake).
     pub runtime: Arc<dyn Containers>,
@@ -145,13 +145,13 @@ pub struct Engine {
     /// Serving containers autoheal took out of the proxy's rotation while
     /// their health check fails (in memory: after a restart every serving
     /// container is in rotation until checked again).
-    benched: Mutex<HashSet<String>>,
+    out_of_rotation: Mutex<HashSet<String>>,
     /// Cutovers the proxy took and the database did not record yet, by App
     /// (see `cutover`).
     unrecorded: Mutex<HashMap<String, cutover::Unrecorded>>,
 }
 
-impl Engine {
+impl Deployer {
     pub fn new(store: Arc<Store>, ports: Ports, sealer: Arc<Sealer>, capacity: Capacity) -> Self {
         Self {
             store,
@@ -165,7 +165,7 @@ impl Engine {
             active: Mutex::new(HashMap::new()),
             released: tokio::sync::Notify::new(),
             interruptions: Mutex::new(HashMap::new()),
-            benched: Mutex::new(HashSet::new()),
+            out_of_rotation: Mutex::new(HashSet::new()),
             unrecorded: Mutex::new(HashMap::new()),
         }
     }
@@ -178,19 +178,19 @@ impl Engine {
         self.prober.as_ref()
     }
 
-    fn find_app(&self, name: &str) -> Result<AppRow, EngineError> {
+    fn find_app(&self, name: &str) -> Result<AppRow, DeployError> {
         self.store.get_app(name)?.ok_or_else(|| {
-            EngineError::NotFound(format!("no App named `{name}`: see `molt apps list`"))
+            DeployError::NotFound(format!("no App named `{name}`: see `molt apps list`"))
         })
     }
 
     /// The deploy that serves an App now.
-    fn serving(&self, app: &AppRow) -> Result<DeployRow, EngineError> {
+    fn serving(&self, app: &AppRow) -> Result<DeployRow, DeployError> {
         let current = match &app.current_deploy {
             Some(id) => self.store.get_deploy(id)?,
             None => None,
         };
-        current.ok_or_else(|| EngineError::Conflict {
+        current.ok_or_else(|| DeployError::Conflict {
             message: format!("the App `{}` has no serving version yet: deploy an image first with `molt deploy {} IMAGE`", app.name, app.name),
             deploy_id: None,
         })

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Engine {
+impl Deployer {
     /// Probes a container that was just started (by the reconciler) until
     /// it is healthy or the App's deploy timeout passes; returns whether it
     /// became healthy.

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Engine {
+impl Deployer {
     /// A recreate, for a host that cannot hold the old and the new version
     /// at once: pull first; phase 1 holds the App's requests, drains and stops
     /// the old containers (kept); phase 2 starts the new ones and, once they

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Engine {
+impl Deployer {
     /// A rolling deploy: for each replica, a new container starts beside the
     /// serving set, is health-checked, and takes the old one's place in the
     /// route in one swap; the old one drains and is stopped (kept until the

@@ -3,33 +3,35 @@
 
 use super::*;
 
-impl Engine {
-    pub(super) fn benched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.benched.lock().unwrap_or_else(|p| p.into_inner())
+impl Deployer {
+    pub(super) fn out_of_rotation(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.out_of_rotation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes a container out of the proxy's rotation (applied by the next
     /// route change, see `targets`); false if it was out already.
-    pub fn bench(&self, container: &str) -> bool {
-        self.benched().insert(container.to_string())
+    pub fn take_out_of_rotation(&self, container: &str) -> bool {
+        self.out_of_rotation().insert(container.to_string())
     }
 
-    /// Puts a benched container back into rotation; false if it was in.
-    pub fn unbench(&self, container: &str) -> bool {
-        self.benched().remove(container)
+    /// Puts a container back into rotation; false if it was in.
+    pub fn return_to_rotation(&self, container: &str) -> bool {
+        self.out_of_rotation().remove(container)
     }
 
-    pub fn is_benched(&self, container: &str) -> bool {
-        self.benched().contains(container)
+    pub fn is_out_of_rotation(&self, container: &str) -> bool {
+        self.out_of_rotation().contains(container)
     }
 
-    /// Forgets benched containers that no longer serve.
-    pub fn retain_benched(&self, serving: &HashSet<String>) {
-        self.benched().retain(|c| serving.contains(c));
+    /// Forgets containers out of rotation that no longer serve.
+    pub fn retain_out_of_rotation(&self, serving: &HashSet<String>) {
+        self.out_of_rotation().retain(|c| serving.contains(c));
     }
 
     /// The proxy targets for a set of containers, by replica: those with an
-    /// address, without the benched ones, unless that would leave none (a
+    /// address, without those out of rotation, unless that would leave none (a
     /// replica that fails its checks still beats a 503 for everyone).
     pub fn targets<'a>(&self, rows: impl IntoIterator<Item = &'a ReplicaRow>) -> Vec<Target> {
         let mut rows: Vec<&ReplicaRow> = rows.into_iter().filter(|r| r.addr.is_some()).collect();
@@ -38,10 +40,10 @@ impl Engine {
             addr: r.addr.clone().unwrap_or_default(),
             id: r.container_id.clone(),
         };
-        let benched = self.benched();
+        let out_of_rotation = self.out_of_rotation();
         let in_rotation: Vec<Target> = rows
             .iter()
-            .filter(|r| !benched.contains(&r.container_id))
+            .filter(|r| !out_of_rotation.contains(&r.container_id))
             .map(target)
             .collect();
         if in_rotation.is_empty() {

@@ -14,18 +14,18 @@ pub(super) enum Outcome {
     Unrecorded(Failure),
 }
 
-impl Engine {
+impl Deployer {
     pub(super) fn spawn(
         self: &Arc<Self>,
         deploy: DeployRow,
         plan: Plan,
         cancel: CancellationToken,
     ) {
-        let engine = Arc::clone(self);
+        let deployer = Arc::clone(self);
         tokio::spawn(async move {
             let app = deploy.app.clone();
-            engine.run(deploy, plan, cancel).await;
-            engine.release(&app);
+            deployer.run(deploy, plan, cancel).await;
+            deployer.release(&app);
         });
     }
 

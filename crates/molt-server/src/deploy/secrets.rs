@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Engine {
+impl Deployer {
     /// The credential saved for a registry host, opened.
     pub fn credential(&self, host: &str) -> anyhow::Result<Option<Credential>> {
         let Some(row) = self.store.get_registry(host)? else {

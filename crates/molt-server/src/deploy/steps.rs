@@ -7,7 +7,7 @@ use super::*;
 /// known) and the digest.
 pub(super) type Fetched = (String, Option<String>);
 
-impl Engine {
+impl Deployer {
     /// The App, the serving deploy and its containers, and the image on the
     /// host: what a recreate or a rolling deploy needs before it touches the
     /// serving set; or how the deploy ends when that fails or is canceled.

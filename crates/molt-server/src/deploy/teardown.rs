@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Engine {
+impl Deployer {
     /// Removes whatever a deploy that did not swap started, including a
     /// container created just before a cancel; never a serving container.
     pub(super) async fn tear_down(&self, deploy: &DeployRow, known: &[String]) {

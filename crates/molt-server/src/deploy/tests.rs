@@ -12,7 +12,7 @@ const V2: &str = "127.0.0.1:5000/v2:1";
 const V3: &str = "127.0.0.1:5000/v3:1";
 
 struct Rig {
-    engine: Arc<Engine>,
+    deployer: Arc<Deployer>,
     fakes: FakeWorld,
     _dir: tempfile::TempDir,
 }
@@ -25,14 +25,14 @@ fn rig() -> Rig {
         memory_bytes: 64 << 30,
         gpus: 0,
     };
-    let engine = Arc::new(Engine::new(
+    let deployer = Arc::new(Deployer::new(
         store,
         fakes.ports(),
         Arc::new(Sealer::from_key(&[7; 32])),
         capacity,
     ));
     Rig {
-        engine,
+        deployer,
         fakes,
         _dir: dir,
     }
@@ -61,7 +61,7 @@ impl Rig {
             with_secrets: false,
             ..Default::default()
         };
-        let (_, d) = self.engine.create_app(req, "test").await.unwrap();
+        let (_, d) = self.deployer.create_app(req, "test").await.unwrap();
         let d = self.ended(&d.id).await;
         assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
         self.assert_serves();
@@ -71,22 +71,22 @@ impl Rig {
     /// returns the deploy as recorded.
     async fn ended(&self, id: &str) -> DeployRow {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.engine.in_progress("web").is_some() {
+        while self.deployer.in_progress("web").is_some() {
             assert!(Instant::now() < deadline, "deploy {id} did not end");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        self.engine.store.get_deploy(id).unwrap().unwrap()
+        self.deployer.store.get_deploy(id).unwrap().unwrap()
     }
 
     fn serving(&self) -> Vec<ReplicaRow> {
-        let app = self.engine.store.get_app("web").unwrap().unwrap();
-        self.engine.serving_rows(&app).unwrap()
+        let app = self.deployer.store.get_app("web").unwrap().unwrap();
+        self.deployer.serving_rows(&app).unwrap()
     }
 
     /// The App serves exactly its recorded set.
     fn assert_serves(&self) {
         let rows = self.serving();
-        let app = self.engine.store.get_app("web").unwrap().unwrap();
+        let app = self.deployer.store.get_app("web").unwrap().unwrap();
         assert_eq!(rows.len() as u32, app.replicas, "{rows:?}");
         let world = self.fakes.world();
         for row in &rows {
@@ -123,7 +123,7 @@ impl Rig {
     }
 
     async fn deploy(&self, image: &str) -> DeployRow {
-        let (_, d) = self.engine.deploy("web", image, "test").await.unwrap();
+        let (_, d) = self.deployer.deploy("web", image, "test").await.unwrap();
         self.ended(&d.id).await
     }
 }
@@ -207,18 +207,18 @@ async fn a_route_the_proxy_refuses_leaves_the_old_set_serving() {
             w.refuse_routes_from = Some(w.route_calls + 1);
             w.route_calls + 1
         };
-        let (_, d) = rig.engine.deploy("web", V2, "test").await.unwrap();
+        let (_, d) = rig.deployer.deploy("web", V2, "test").await.unwrap();
         // Recreate's restore needs the proxy again: let it answer once the
         // first refusal happened.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while rig.engine.in_progress("web").is_some() {
+        while rig.deployer.in_progress("web").is_some() {
             if strategy == "recreate" && rig.fakes.world().route_calls >= first {
                 rig.fakes.world().refuse_routes_from = None;
             }
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let d = rig.engine.store.get_deploy(&d.id).unwrap().unwrap();
+        let d = rig.deployer.store.get_deploy(&d.id).unwrap().unwrap();
         let failure = d
             .failure
             .unwrap_or_else(|| panic!("{strategy}: {:?} without a failure", d.status));
@@ -244,14 +244,14 @@ async fn a_cutover_the_database_refuses_moves_forward_and_heals() {
         let rig = rig();
         rig.create(2, strategy).await;
         let old: Vec<String> = rig.serving().into_iter().map(|r| r.container_id).collect();
-        rig.engine
+        rig.deployer
             .store
             .execute_for_test(
                 "CREATE TEMP TRIGGER refuse_swap BEFORE UPDATE OF current_deploy ON apps
                  BEGIN SELECT RAISE(ABORT, 'disk I/O error (injected)'); END;",
             )
             .unwrap();
-        let (_, d) = rig.engine.deploy("web", V2, "test").await.unwrap();
+        let (_, d) = rig.deployer.deploy("web", V2, "test").await.unwrap();
         let d = rig.ended(&d.id).await;
         assert_eq!(
             d.status,
@@ -277,13 +277,13 @@ async fn a_cutover_the_database_refuses_moves_forward_and_heals() {
                 );
             }
         }
-        assert!(!rig.engine.heal_cutover("web").await, "still refused");
-        rig.engine
+        assert!(!rig.deployer.heal_cutover("web").await, "still refused");
+        rig.deployer
             .store
             .execute_for_test("DROP TRIGGER refuse_swap;")
             .unwrap();
-        assert!(rig.engine.heal_cutover("web").await);
-        let d = rig.engine.store.get_deploy(&d.id).unwrap().unwrap();
+        assert!(rig.deployer.heal_cutover("web").await);
+        let d = rig.deployer.store.get_deploy(&d.id).unwrap().unwrap();
         assert_eq!(d.status, DeployStatus::Succeeded, "{strategy}");
         assert_eq!(rig.serving_image(), repo(V2));
         rig.assert_serves();
@@ -313,20 +313,20 @@ async fn a_cancel_at_any_point_leaves_the_app_serving() {
             let image = images[n % 2];
             let (reached, release) = rig.fakes.hold_at(rig.fakes.calls() + n);
             let d = if strategy == "hard" {
-                rig.engine.restart("web", true, "test").await.unwrap().1
+                rig.deployer.restart("web", true, "test").await.unwrap().1
             } else {
-                rig.engine.deploy("web", image, "test").await.unwrap().1
+                rig.deployer.deploy("web", image, "test").await.unwrap().1
             };
             let held = tokio::select! {
                 _ = reached.notified() => true,
                 _ = async {
-                    while rig.engine.in_progress("web").is_some() {
+                    while rig.deployer.in_progress("web").is_some() {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 } => false,
             };
             if held {
-                let _ = rig.engine.cancel("web");
+                let _ = rig.deployer.cancel("web");
                 release.notify_one();
             }
             let d = rig.ended(&d.id).await;
@@ -352,14 +352,14 @@ async fn an_engine_restart_mid_deploy_is_an_interrupted_failure() {
     let rig = rig();
     rig.create(1, "bluegreen").await;
     rig.fakes.world().unhealthy_images.insert(repo(V2));
-    let (_, d) = rig.engine.deploy("web", V2, "test").await.unwrap();
+    let (_, d) = rig.deployer.deploy("web", V2, "test").await.unwrap();
     // Wait until its new container runs, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(5);
     while rig.fakes.of_app("web").len() < 2 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    rig.engine.interrupt("web", "the Docker engine restarted");
+    rig.deployer.interrupt("web", "the Docker engine restarted");
     let d = rig.ended(&d.id).await;
     let failure = d.failure.unwrap();
     assert_eq!(failure.kind, FailureKind::Interrupted, "{failure:?}");
@@ -373,7 +373,7 @@ fn the_store_refuses_an_illegal_transition() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(rig.create(1, "bluegreen"));
     let id = rig
-        .engine
+        .deployer
         .store
         .get_app("web")
         .unwrap()
@@ -381,7 +381,7 @@ fn the_store_refuses_an_illegal_transition() {
         .current_deploy
         .unwrap();
     let err = rig
-        .engine
+        .deployer
         .store
         .advance(&id, DeployStatus::Pulling, "back in time")
         .unwrap_err();
@@ -389,7 +389,7 @@ fn the_store_refuses_an_illegal_transition() {
         err.to_string().contains("cannot go from `succeeded`"),
         "{err}"
     );
-    let d = rig.engine.store.get_deploy(&id).unwrap().unwrap();
+    let d = rig.deployer.store.get_deploy(&id).unwrap().unwrap();
     assert_eq!(d.status, DeployStatus::Succeeded);
 }
 
@@ -399,7 +399,7 @@ fn the_store_refuses_an_illegal_transition() {
 async fn crash_output_is_recorded_with_secrets_masked() {
     let rig = rig();
     rig.create(1, "bluegreen").await;
-    rig.engine
+    rig.deployer
         .change_env(
             "web",
             vec![
@@ -427,7 +427,7 @@ async fn crash_output_is_recorded_with_secrets_masked() {
         "{output}"
     );
     assert!(!failure.message.contains("s3cr3t"), "{}", failure.message);
-    let events = rig.engine.store.events(&d.id, 0).unwrap();
+    let events = rig.deployer.store.events(&d.id, 0).unwrap();
     let all: String = events.iter().map(|e| format!("{}\n", e.message)).collect();
     assert!(all.contains("last output of container"), "{all}");
     assert!(!all.contains("s3cr3t-t0ken"), "{all}");
@@ -448,9 +448,9 @@ async fn a_name_whose_localhost_host_is_taken_is_refused_at_create() {
         domains: vec!["api.localhost".into()],
         ..Default::default()
     };
-    let (_, d) = rig.engine.create_app(req, "test").await.unwrap();
+    let (_, d) = rig.deployer.create_app(req, "test").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while rig.engine.in_progress("other").is_some() {
+    while rig.deployer.in_progress("other").is_some() {
         assert!(Instant::now() < deadline, "deploy {} did not end", d.id);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -461,15 +461,15 @@ async fn a_name_whose_localhost_host_is_taken_is_refused_at_create() {
         port: 8080,
         ..Default::default()
     };
-    let err = rig.engine.create_app(req, "test").await.unwrap_err();
+    let err = rig.deployer.create_app(req, "test").await.unwrap_err();
     match err {
-        EngineError::Invalid { code, message } => {
+        DeployError::Invalid { code, message } => {
             assert_eq!(code, "name_domain_taken");
             assert!(message.contains("`other`"), "{message}");
             assert!(message.contains("api.localhost"), "{message}");
         }
         e => panic!("expected a refusal, got {e:?}"),
     }
-    assert!(rig.engine.store.get_app("api").unwrap().is_none());
+    assert!(rig.deployer.store.get_app("api").unwrap().is_none());
     assert_eq!(rig.fakes.world().calls.len(), started, "nothing started");
 }

@@ -2,14 +2,14 @@
 //! typed failure and its serving containers' state, each finding with a
 //! hint.
 
-use crate::deploy::Engine;
+use crate::deploy::Deployer;
 use crate::ops::views::deploy_view;
 use crate::store::AppRow;
 use molt_core::api::{DebugReport, Finding};
 
-pub async fn diagnose(engine: &Engine, app: &AppRow) -> anyhow::Result<DebugReport> {
+pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<DebugReport> {
     let name = &app.name;
-    let deploys = engine.store.list_deploys(&app.name)?;
+    let deploys = deployer.store.list_deploys(&app.name)?;
     // The newest failed deploy that came after the serving one.
     let failed = deploys
         .iter()
@@ -29,7 +29,7 @@ pub async fn diagnose(engine: &Engine, app: &AppRow) -> anyhow::Result<DebugRepo
         .iter()
         .find(|d| Some(&d.id) == app.current_deploy.as_ref());
     // Every serving container; with several, each finding names its replica.
-    let rows = engine.serving_rows(app)?;
+    let rows = deployer.serving_rows(app)?;
     let many = rows.len() > 1;
     for row in &rows {
         let container = &row.container_id;
@@ -41,7 +41,7 @@ pub async fn diagnose(engine: &Engine, app: &AppRow) -> anyhow::Result<DebugRepo
         } else {
             ("serving container".to_string(), String::new())
         };
-        match engine.runtime.state(container).await? {
+        match deployer.runtime.state(container).await? {
             None => findings.push(Finding {
                 kind: "container_missing".into(),
                 summary: format!("the {the} is gone"),
@@ -58,8 +58,8 @@ pub async fn diagnose(engine: &Engine, app: &AppRow) -> anyhow::Result<DebugRepo
                 findings.push(f);
             }
             Some(state) if state.restarting || !state.running || state.restart_count > 0 => {
-                let logs = engine.runtime.logs_tail(container, 20).await;
-                let logs = engine.mask_secrets(name, &[], &logs);
+                let logs = deployer.runtime.logs_tail(container, 20).await;
+                let logs = deployer.mask_secrets(name, &[], &logs);
                 findings.push(Finding {
                     kind: "crash_loop".into(),
                     summary: format!(
@@ -72,7 +72,7 @@ pub async fn diagnose(engine: &Engine, app: &AppRow) -> anyhow::Result<DebugRepo
                     hint: format!("its last output says why; roll back with `molt rollback {name}` while you fix it"),
                 });
             }
-            Some(_) if engine.is_benched(container) => findings.push(Finding {
+            Some(_) if deployer.is_out_of_rotation(container) => findings.push(Finding {
                 kind: "health_check_failing".into(),
                 summary: format!("the {the} fails its health check and is out of the proxy's rotation"),
                 detail: None,

@@ -7,7 +7,7 @@ pub mod diagnose;
 pub mod registries;
 pub mod views;
 
-use crate::deploy::{Engine, EngineError};
+use crate::deploy::{DeployError, Deployer};
 use axum::http::HeaderMap;
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// and the API token.
 #[derive(Clone)]
 pub struct Shared {
-    pub engine: Arc<Engine>,
+    pub deployer: Arc<Deployer>,
     pub token: Arc<String>,
     /// Cancelled when the server stops: long-held requests (event streams,
     /// live regions) end early instead of holding the graceful stop up.
@@ -33,7 +33,7 @@ pub fn internal_message(id: &str) -> String {
 /// reached at (the request's `Host`): an App must not take over the name
 /// people use to manage Molt. (`--api` itself is an address, which no
 /// domain may be.)
-pub fn refuse_own_host(domains: &[String], headers: &HeaderMap) -> Result<(), EngineError> {
+pub fn refuse_own_host(domains: &[String], headers: &HeaderMap) -> Result<(), DeployError> {
     let Some(host) = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -44,7 +44,7 @@ pub fn refuse_own_host(domains: &[String], headers: &HeaderMap) -> Result<(), En
     };
     for d in domains {
         if molt_core::name::parse_domain(d).is_ok_and(|d| d == host) {
-            return Err(EngineError::Invalid {
+            return Err(DeployError::Invalid {
                 code: "invalid_domain",
                 message: format!("{host} is the name of this Molt server's API and dashboard, so no App can answer on it: use another host name"),
             });
@@ -67,7 +67,7 @@ mod tests {
         );
         let refused = refuse_own_host(&["Molt.Example.com.".into()], &h).unwrap_err();
         assert!(
-            matches!(&refused, EngineError::Invalid { code, .. } if *code == "invalid_domain"),
+            matches!(&refused, DeployError::Invalid { code, .. } if *code == "invalid_domain"),
             "{refused:?}"
         );
         assert!(refuse_own_host(&["app.example.com".into()], &h).is_ok());

@@ -1,7 +1,7 @@
 //! Registry credentials: verified with the registry, sealed, saved. The
 //! API and the dashboard both call these, so both apply the same checks.
 
-use crate::deploy::{Engine, EngineError};
+use crate::deploy::{DeployError, Deployer};
 use crate::registry::{self, Credential};
 use crate::store::RegistryRow;
 use molt_core::api::AddRegistryRequest;
@@ -9,12 +9,12 @@ use molt_core::api::AddRegistryRequest;
 /// Verifies a registry credential with the registry, then seals and saves
 /// it. Shared by the API and the dashboard, so both apply the same checks.
 pub async fn save_registry(
-    engine: &Engine,
+    deployer: &Deployer,
     req: &AddRegistryRequest,
-) -> Result<RegistryRow, EngineError> {
+) -> Result<RegistryRow, DeployError> {
     let host = normalize_host(&req.host)?;
     if req.username.is_empty() || req.password.is_empty() {
-        return Err(EngineError::Invalid {
+        return Err(DeployError::Invalid {
             code: "invalid_credential",
             message: "both a username and a password (or token) are needed".into(),
         });
@@ -24,13 +24,13 @@ pub async fn save_registry(
         password: req.password.clone(),
     };
     registry::verify_credential(&host, &cred).await?;
-    let sealed = engine
+    let sealed = deployer
         .sealer
         .seal(&format!("registry:{host}"), req.password.as_bytes())?;
-    engine
+    deployer
         .store
         .upsert_registry(&host, &req.username, &sealed)?;
-    let row = engine
+    let row = deployer
         .store
         .get_registry(&host)?
         .ok_or_else(|| anyhow::anyhow!("the credential vanished right after it was saved"))?;
@@ -38,7 +38,7 @@ pub async fn save_registry(
 }
 
 /// A registry host as images name it (`ghcr.io`, `127.0.0.1:5000`).
-pub fn normalize_host(raw: &str) -> Result<String, EngineError> {
+pub fn normalize_host(raw: &str) -> Result<String, DeployError> {
     let host = raw
         .trim()
         .trim_start_matches("https://")
@@ -52,7 +52,7 @@ pub fn normalize_host(raw: &str) -> Result<String, EngineError> {
     // Reuse the reference parser's host rules on `HOST/x`.
     match molt_core::ImageRef::parse(&format!("{host}/x")) {
         Ok(r) if r.registry == host => Ok(host),
-        _ => Err(EngineError::Invalid {
+        _ => Err(DeployError::Invalid {
             code: "invalid_registry",
             message: format!(
                 "`{}` is not a registry host: give one like `ghcr.io` or `127.0.0.1:5000`",

@@ -2,7 +2,7 @@
 //! clients, built in one place for the API, the event stream and the
 //! dashboard.
 
-use crate::deploy::Engine;
+use crate::deploy::Deployer;
 use crate::store::{AppRow, DeployRow, EventRow};
 use molt_core::api::{AppView, ContainerView, DeployEvent, DeployView, EnvVarView};
 
@@ -34,17 +34,17 @@ pub fn deploy_view(d: &DeployRow, events: Vec<EventRow>) -> DeployView {
     }
 }
 
-pub fn app_view(engine: &Engine, app: &AppRow) -> anyhow::Result<AppView> {
+pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
     let current = match &app.current_deploy {
-        Some(id) => engine.store.get_deploy(id)?,
+        Some(id) => deployer.store.get_deploy(id)?,
         None => None,
     };
-    let last = engine.store.latest_deploy(&app.name)?;
-    let containers = engine
+    let last = deployer.store.latest_deploy(&app.name)?;
+    let containers = deployer
         .serving_rows(app)?
         .into_iter()
         .map(|r| ContainerView {
-            in_rotation: !engine.is_benched(&r.container_id),
+            in_rotation: !deployer.is_out_of_rotation(&r.container_id),
             replica: r.replica,
             id: r.container_id,
             name: r.container_name,
@@ -80,8 +80,8 @@ pub fn app_view(engine: &Engine, app: &AppRow) -> anyhow::Result<AppView> {
 }
 
 /// An App's variables; secrets show no value.
-pub fn env_views(engine: &Engine, app: &str) -> anyhow::Result<Vec<EnvVarView>> {
-    Ok(engine
+pub fn env_views(deployer: &Deployer, app: &str) -> anyhow::Result<Vec<EnvVarView>> {
+    Ok(deployer
         .store
         .env(app)?
         .into_iter()

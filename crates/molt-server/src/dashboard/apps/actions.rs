@@ -34,7 +34,7 @@ pub async fn deploy(
             &format!("{back}#deploy"),
         );
     }
-    let r = s.api.engine.deploy(&app.name, image, TRIGGER).await;
+    let r = s.api.deployer.deploy(&app.name, image, TRIGGER).await;
     started_from_field(&s, &session, &app.name, ("deploy", "image"), st, r, |dep| {
         format!(
             "Deploying {}: deploy {} has started.",
@@ -53,7 +53,7 @@ pub(super) fn started_from_field(
     app: &str,
     (form, field): (&str, &str),
     st: FormState,
-    r: Result<(AppRow, DeployRow), EngineError>,
+    r: Result<(AppRow, DeployRow), DeployError>,
     notice: impl FnOnce(&DeployRow) -> String,
 ) -> Response {
     let back = app_url(app);
@@ -78,7 +78,7 @@ pub(super) fn started(
     app: &str,
     form: &str,
     what: &str,
-    r: Result<(AppRow, DeployRow), EngineError>,
+    r: Result<(AppRow, DeployRow), DeployError>,
 ) -> Response {
     let back = app_url(app);
     match r {
@@ -112,7 +112,7 @@ pub async fn redeploy(
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let r = s.api.engine.redeploy(&app.name, TRIGGER).await;
+    let r = s.api.deployer.redeploy(&app.name, TRIGGER).await;
     started(
         &s,
         &f.session,
@@ -139,7 +139,7 @@ pub async fn restart(
         Err(r) => return *r,
     };
     let hard = checked(&f.form.hard);
-    let r = s.api.engine.restart(&app.name, hard, TRIGGER).await;
+    let r = s.api.deployer.restart(&app.name, hard, TRIGGER).await;
     let what = if hard {
         "Restarting in place"
     } else {
@@ -176,7 +176,7 @@ pub async fn scale(
             &format!("{}#scale", app_url(&app.name)),
         );
     };
-    let r = s.api.engine.scale(&app.name, replicas, TRIGGER).await;
+    let r = s.api.deployer.scale(&app.name, replicas, TRIGGER).await;
     started_from_field(
         &s,
         &session,
@@ -204,7 +204,7 @@ pub async fn cancel(
         Err(r) => return *r,
     };
     let back = app_url(&app.name);
-    match s.api.engine.cancel(&app.name) {
+    match s.api.deployer.cancel(&app.name) {
         Ok(id) => flash_to(
             &s,
             &f.session,
@@ -245,7 +245,7 @@ pub async fn rollback(
     let target = opt(&f.form.deploy_id);
     let r = s
         .api
-        .engine
+        .deployer
         .rollback(
             &app.name,
             target.as_deref(),
@@ -335,7 +335,7 @@ pub async fn change_env(
         Err(r) => return *r,
     };
     let back = app_url(&app.name);
-    let stored = match s.api.engine.store.env(&app.name) {
+    let stored = match s.api.deployer.store.env(&app.name) {
         Ok(e) => e,
         Err(e) => return internal_page(e),
     };
@@ -360,7 +360,7 @@ pub async fn change_env(
     let (n_set, n_unset) = (set.len(), unset.len());
     match s
         .api
-        .engine
+        .deployer
         .change_env(&app.name, set, unset, apply, TRIGGER)
         .await
     {
@@ -421,7 +421,7 @@ pub async fn template(
         with_secrets: checked(&f.form.with_secrets),
         ..Default::default()
     };
-    match s.api.engine.create_app(req, TRIGGER).await {
+    match s.api.deployer.create_app(req, TRIGGER).await {
         Ok((new, _)) => flash_to(
             &s,
             &f.session,
@@ -476,7 +476,7 @@ pub async fn delete(
             &format!("{back}#delete"),
         );
     }
-    match s.api.engine.delete_app(&app.name).await {
+    match s.api.deployer.delete_app(&app.name).await {
         Ok(()) => flash_to(
             &s,
             &f.session,

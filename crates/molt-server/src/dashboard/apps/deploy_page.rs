@@ -6,9 +6,9 @@ use crate::feed::DeployChange;
 use axum::http::HeaderMap;
 
 pub(super) fn deploy_region(s: &DashState, csrf: &str, app: &AppRow, dep: &DeployRow) -> Markup {
-    let events = s.api.engine.store.events(&dep.id, 0).unwrap_or_default();
+    let events = s.api.deployer.store.events(&dep.id, 0).unwrap_or_default();
     // Read after the events, so the status shown is never behind them.
-    let fresh = s.api.engine.store.get_deploy(&dep.id).ok().flatten();
+    let fresh = s.api.deployer.store.get_deploy(&dep.id).ok().flatten();
     let dep = fresh.as_ref().unwrap_or(dep);
     let base = app_url(&app.name);
     let serving = app.current_deploy.as_deref() == Some(dep.id.as_str());
@@ -64,7 +64,7 @@ pub(super) fn find_deploy(
     name: &str,
     id: &str,
 ) -> anyhow::Result<Option<(AppRow, DeployRow)>> {
-    let store = &s.api.engine.store;
+    let store = &s.api.deployer.store;
     let Some(app) = store.get_app(name)? else {
         return Ok(None);
     };
@@ -131,7 +131,7 @@ pub async fn deploy_live(
             Err(e) => Live::Answer(internal_page(e)),
         }
     };
-    let store = &s.api.engine.store;
+    let store = &s.api.deployer.store;
     let wanted = |c: &DeployChange| &c.deploy_id == id;
     live::held(store, &s.api.stopping, &headers, wanted, render).await
 }

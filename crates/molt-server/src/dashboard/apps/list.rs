@@ -12,7 +12,7 @@ pub(super) struct Listed {
 }
 
 pub(super) fn load_list(s: &DashState) -> anyhow::Result<Vec<Listed>> {
-    let store = &s.api.engine.store;
+    let store = &s.api.deployer.store;
     store
         .list_apps()?
         .into_iter()
@@ -121,7 +121,7 @@ pub async fn list_live(State(s): State<DashState>, _auth: Authed, headers: Heade
             Err(e) => Live::Answer(internal_page(e)),
         }
     };
-    let store = &s.api.engine.store;
+    let store = &s.api.deployer.store;
     live::held(store, &s.api.stopping, &headers, |_| true, render).await
 }
 
@@ -191,7 +191,7 @@ pub struct CreateForm {
     pub(super) strategy: String,
 }
 
-/// The create form field that an engine error code is about.
+/// The create form field that a deployer error code is about.
 pub(super) fn create_field(code: &str) -> Option<&'static str> {
     Some(match code {
         "invalid_name" | "conflict" | "name_domain_taken" => "name",
@@ -340,7 +340,7 @@ pub async fn create(
         ..Default::default()
     };
     let created = match crate::ops::refuse_own_host(&req.domains, &headers) {
-        Ok(()) => s.api.engine.create_app(req, TRIGGER).await,
+        Ok(()) => s.api.deployer.create_app(req, TRIGGER).await,
         Err(e) => Err(e),
     };
     match created {

@@ -7,7 +7,7 @@ use super::layout::{self, Field, FormState, Nav, Shell};
 use super::live;
 use super::session::{Authed, CsrfForm, Flash};
 use super::DashState;
-use crate::deploy::EngineError;
+use crate::deploy::DeployError;
 use crate::store::{AppRow, DeployRow, EnvEntry};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -43,14 +43,14 @@ pub(super) fn internal_page(e: anyhow::Error) -> Response {
     )
 }
 
-/// An engine refusal as a stable code and a message for people.
-pub(super) fn explain(e: EngineError) -> (&'static str, String) {
+/// A deployer refusal as a stable code and a message for people.
+pub(super) fn explain(e: DeployError) -> (&'static str, String) {
     match e {
-        EngineError::Invalid { code, message } => (code, message),
-        EngineError::NotFound(m) => ("not_found", m),
-        EngineError::Conflict { message, .. } => ("conflict", message),
-        EngineError::Registry(r) => (r.code(), r.to_string()),
-        EngineError::Internal(e) => {
+        DeployError::Invalid { code, message } => (code, message),
+        DeployError::NotFound(m) => ("not_found", m),
+        DeployError::Conflict { message, .. } => ("conflict", message),
+        DeployError::Registry(r) => (r.code(), r.to_string()),
+        DeployError::Internal(e) => {
             let id = crate::datadir::random_hex(4);
             tracing::error!(error_id = %id, "dashboard: {e:#}");
             ("internal", crate::ops::internal_message(&id))
@@ -76,7 +76,7 @@ fn app_url(name: &str) -> String {
 
 /// The App, or a redirect to the list saying it is gone.
 fn require_app(s: &DashState, auth: &Authed, name: &str) -> Result<AppRow, Box<Response>> {
-    match s.api.engine.store.get_app(name) {
+    match s.api.deployer.store.get_app(name) {
         Ok(Some(app)) => Ok(app),
         Ok(None) => Err(Box::new(flash_to(
             s,
@@ -92,7 +92,7 @@ fn require_app(s: &DashState, auth: &Authed, name: &str) -> Result<AppRow, Box<R
 }
 
 fn is_active(s: &DashState, app: &AppRow) -> bool {
-    s.api.engine.in_progress(&app.name).is_some()
+    s.api.deployer.in_progress(&app.name).is_some()
         || matches!(
             app.status,
             AppStatus::Creating

@@ -16,7 +16,7 @@ pub(super) struct AppData {
 }
 
 pub(super) fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option<AppData>> {
-    let store = &s.api.engine.store;
+    let store = &s.api.deployer.store;
     let Some(app) = store.get_app(name)? else {
         return Ok(None);
     };
@@ -26,7 +26,7 @@ pub(super) fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option<AppDa
         .as_ref()
         .and_then(|id| deploys.iter().find(|d| &d.id == id).cloned());
     let env = store.env(name)?;
-    let running = s.api.engine.in_progress(name).filter(|id| id != "delete");
+    let running = s.api.deployer.in_progress(name).filter(|id| id != "delete");
     Ok(Some(AppData {
         app,
         deploys,
@@ -45,7 +45,7 @@ pub(super) const LOG_LINES: usize = 80;
 pub(super) async fn recent_logs(s: &DashState, app: &AppRow) -> String {
     let containers = s
         .api
-        .engine
+        .deployer
         .runtime
         .list(Some(&app.name))
         .await
@@ -61,7 +61,7 @@ pub(super) async fn recent_logs(s: &DashState, app: &AppRow) -> String {
     };
     let mut out = String::new();
     for c in chosen {
-        let text = s.api.engine.runtime.logs_tail(&c.id, LOG_LINES).await;
+        let text = s.api.deployer.runtime.logs_tail(&c.id, LOG_LINES).await;
         for line in text.lines() {
             out.push_str(&format!("[{}] {line}\n", crate::deploy::short(&c.deploy)));
         }
@@ -234,9 +234,9 @@ pub(super) fn progress_region(s: &DashState, csrf: &str, d: &AppData) -> Markup 
     let Some(dep) = shown else {
         return html! { p.muted { "No deploys yet." } };
     };
-    let events = s.api.engine.store.events(&dep.id, 0).unwrap_or_default();
+    let events = s.api.deployer.store.events(&dep.id, 0).unwrap_or_default();
     // Read after the events, so the status shown is never behind them.
-    let fresh = s.api.engine.store.get_deploy(&dep.id).ok().flatten();
+    let fresh = s.api.deployer.store.get_deploy(&dep.id).ok().flatten();
     let dep = fresh.as_ref().unwrap_or(dep);
     let url = format!("{}/deploys/{}", app_url(&d.app.name), dep.id);
     html! {
@@ -577,7 +577,7 @@ pub async fn app_live(
             Err(e) => Live::Answer(internal_page(e)),
         }
     };
-    let store = &s.api.engine.store;
+    let store = &s.api.deployer.store;
     let wanted = |c: &DeployChange| &c.app == name;
     live::held(store, &s.api.stopping, &headers, wanted, render).await
 }
