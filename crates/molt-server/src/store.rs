@@ -556,6 +556,16 @@ impl Store {
         Ok(())
     }
 
+    /// Marks every container a deploy started as in the route: its whole
+    /// set took the traffic (the cutover), recorded before the swap is.
+    pub fn mark_routed(&self, deploy_id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deploy_containers SET role = 'routed' WHERE deploy_id = ?1 AND role = 'new'",
+            [deploy_id],
+        )?;
+        Ok(())
+    }
+
     /// The recorded role of each replica of a deploy.
     pub fn replica_roles(&self, deploy_id: &str) -> Result<Vec<(u32, Option<ReplicaRole>)>> {
         let conn = self.conn();

@@ -9,7 +9,7 @@
 
 use super::{converge_app, follow_up, orphans, Trigger};
 use crate::deploy::Deployer;
-use crate::store::{DeployRow, ReplicaRow};
+use crate::store::{DeployRow, ReplicaRole, ReplicaRow};
 use anyhow::Result;
 use molt_core::DeployStatus;
 use std::collections::HashSet;
@@ -127,10 +127,20 @@ async fn settle(
             })
         })
     };
+    // Progress as recorded: every replica of the set took its place in the
+    // route (the cutover marks them; a rolling deploy marks each as it
+    // moves). The proxy's routes are asked too, for the moment between its
+    // acknowledgement and that record.
+    let roles = deployer.store.replica_roles(&deploy.id)?;
+    let recorded = !roles.is_empty()
+        && roles.len() as u32 == deploy.replicas
+        && roles
+            .iter()
+            .all(|(_, role)| matches!(role, Some(ReplicaRole::Routed | ReplicaRole::Kept)));
     let whole_set =
         !rows.is_empty() && rows.len() as u32 == deploy.replicas && rows.iter().all(routed);
-    let moved =
-        deploy.status.traffic_moved() || (deploy.status == DeployStatus::Swapping && whole_set);
+    let moved = deploy.status.traffic_moved()
+        || (deploy.status == DeployStatus::Swapping && (recorded || whole_set));
     if moved {
         if !deploy.status.traffic_moved() {
             deployer.store.record_swap(

@@ -72,6 +72,11 @@ impl Deployer {
                 .await
                 .map_err(|StepError(f)| CutoverError::Refused(f))?;
         }
+        // Progress as data: a server that dies from here on reads that the
+        // whole set took the traffic, and finishes the deploy forward.
+        if let Err(e) = self.store.mark_routed(&deploy.id) {
+            tracing::warn!(deploy = %deploy.id, "cannot record the replicas as routed: {e:#}");
+        }
         let mut result = self.record(&pending);
         for wait in RECORD_RETRIES {
             if result.is_ok() {

@@ -229,6 +229,11 @@ impl Deployer {
         );
         for (old, fresh) in moved.into_iter().rev() {
             let who = format!("replica {}: ", fresh.replica);
+            // No longer part of a set that took the traffic, should the
+            // server die before the roll-back ends.
+            let _ = self
+                .store
+                .set_replica_role(&deploy.id, fresh.replica, ReplicaRole::New);
             let restored = match &old {
                 Some(old) => match self.bring_back(deploy, app, old).await {
                     Ok(addr) => {
