@@ -16,8 +16,8 @@ use crate::runtime::ContainerState;
 use crate::store::ReplicaRow;
 use anyhow::Result;
 use molt_core::AppStatus;
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use orphans::remove_orphans;
@@ -109,7 +109,8 @@ pub async fn converge_app(
     // address keeps its place; any other earns it with a health check.
     let ready = |row: &ReplicaRow| {
         let c = &row.container_id;
-        !warming(c) && (routed(row) || deployer.is_out_of_rotation(c)) || admit.contains(c)
+        !warming(deployer, c) && (routed(row) || deployer.is_out_of_rotation(c))
+            || admit.contains(c)
     };
     let with_addr = |row: &ReplicaRow, state: &ContainerState| {
         deployer
@@ -159,11 +160,7 @@ pub async fn converge_app(
                 continue;
             }
             started = true;
-            WARMING
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(container.clone())
-                .or_insert(false);
+            deployer.warming().entry(container.clone()).or_insert(false);
             state = deployer.runtime.state(&container).await?.unwrap_or(state);
         }
         let recorded = row.addr.clone();
@@ -265,24 +262,13 @@ pub async fn converge_soon(deployer: &Arc<Deployer>, app: &str, admit: &HashSet<
     tracing::warn!(%app, "the App stayed busy; the next event converges it");
 }
 
-/// Containers converge started that have not passed a health check yet,
-/// and whether a waiter runs for each: in the route at their old address,
-/// they still are no sign that the App answers.
-static WARMING: Mutex<BTreeMap<String, bool>> = Mutex::new(BTreeMap::new());
-
 /// A container's health wait ended (passed or timed out).
-fn warmed(container: &str) {
-    WARMING
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(container);
+fn warmed(deployer: &Deployer, container: &str) {
+    deployer.warming().remove(container);
 }
 
-fn warming(container: &str) -> bool {
-    WARMING
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains_key(container)
+fn warming(deployer: &Deployer, container: &str) -> bool {
+    deployer.warming().contains_key(container)
 }
 
 /// The background half of a converge: each warming container joins the
@@ -291,10 +277,7 @@ fn warming(container: &str) -> bool {
 /// is replaced through a deploy.
 pub fn follow_up(deployer: &Arc<Deployer>, app: &str, done: Converged) {
     for row in done.warming {
-        let waited = WARMING
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(row.container_id.clone(), true);
+        let waited = deployer.warming().insert(row.container_id.clone(), true);
         if waited == Some(true) {
             continue;
         }
@@ -306,7 +289,7 @@ pub fn follow_up(deployer: &Arc<Deployer>, app: &str, done: Converged) {
                     tracing::warn!(%app, replica = row.replica, "container {} is not healthy within the deploy timeout; routing it anyway", short(&container));
                 }
             }
-            warmed(&container);
+            warmed(&deployer, &container);
             converge_soon(&deployer, &app, &HashSet::from([container])).await;
         });
     }

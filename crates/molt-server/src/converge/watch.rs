@@ -146,7 +146,7 @@ pub async fn settle_claimed(deployer: &Deployer, app: &str) {
                     if let Some(addr) = &warming.addr {
                         deployer.wait_serving(&row, addr).await;
                     }
-                    super::warmed(&warming.container_id);
+                    super::warmed(deployer, &warming.container_id);
                     admit.insert(warming.container_id);
                 }
             }

@@ -149,6 +149,9 @@ pub struct Deployer {
     /// Cutovers the proxy took and the database did not record yet, by App
     /// (see `cutover`).
     unrecorded: Mutex<HashMap<String, cutover::Unrecorded>>,
+    /// Containers the converger started that have not passed a health check
+    /// yet, and whether a waiter runs for each (see `converge`).
+    warming: Mutex<std::collections::BTreeMap<String, bool>>,
 }
 
 impl Deployer {
@@ -167,7 +170,15 @@ impl Deployer {
             interruptions: Mutex::new(HashMap::new()),
             out_of_rotation: Mutex::new(HashSet::new()),
             unrecorded: Mutex::new(HashMap::new()),
+            warming: Mutex::new(Default::default()),
         }
+    }
+
+    /// The converger's containers waiting for their first passed check.
+    pub(crate) fn warming(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, bool>> {
+        self.warming.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
