@@ -1,0 +1,106 @@
+//! The state store: one SQLite file in WAL mode with `synchronous=FULL`, so
+//! a record written before a step survives a crash right after it. Every
+//! change that spans rows runs in one transaction.
+
+mod apps;
+mod deploys;
+mod env;
+mod registries;
+mod rows;
+mod schema;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use deploys::*;
+use env::*;
+pub use rows::*;
+use rows::{app_from_row, deploy_from_row, registry_from_row};
+use schema::MIGRATIONS;
+
+use crate::feed::Feed;
+use anyhow::{Context, Result};
+use molt_core::health::HealthCheck;
+use molt_core::{AppStatus, DeployKind, DeployStatus, Failure};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// Deploys kept per App unless `molt server --keep-deploys` says otherwise.
+pub const DEFAULT_KEEP_DEPLOYS: usize = 50;
+
+/// Succeeded deploys of a version (not a scale, digest recorded) kept per
+/// App however old, so that `molt rollback` always has somewhere to go.
+pub const KEEP_ROLLBACK_TARGETS: usize = 5;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    /// Announces committed deploy changes to live views.
+    feed: Feed,
+    /// How many deploys per App `finish_deploy` keeps (see `prune_history`).
+    keep_deploys: AtomicUsize,
+}
+
+/// Now, as RFC 3339 in UTC with milliseconds.
+pub fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let store = Self {
+            conn: Mutex::new(conn),
+            feed: Feed::default(),
+            keep_deploys: AtomicUsize::new(DEFAULT_KEEP_DEPLOYS),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (transactions roll back), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)
+                .with_context(|| format!("database migration {} failed", i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn parse_col<T: std::str::FromStr<Err = String>>(
+    r: &Row,
+    idx: usize,
+) -> rusqlite::Result<T> {
+    let s: String = r.get(idx)?;
+    s.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+pub(super) fn json_col<T: serde::de::DeserializeOwned>(r: &Row, name: &str) -> rusqlite::Result<T> {
+    let s: String = r.get(name)?;
+    serde_json::from_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}

@@ -1,0 +1,230 @@
+//! The rows the store reads and writes, and how they are read.
+
+use super::*;
+
+/// An App as stored.
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub name: String,
+    pub status: AppStatus,
+    pub image: String,
+    pub port: u16,
+    pub health: HealthCheck,
+    /// Domains added by the user; `NAME.localhost` is implied.
+    pub domains: Vec<String>,
+    pub replicas: u32,
+    pub strategy: String,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub gpus: u32,
+    pub drain_timeout_secs: u64,
+    /// How long the proxy waits for the App's answer before a 504.
+    pub upstream_timeout_secs: u64,
+    /// Apps whose network this App's containers join (`--link`): the only
+    /// other Apps they can reach.
+    pub links: Vec<String>,
+    /// Capabilities added to Docker's default set (`--cap-add`).
+    pub cap_add: Vec<String>,
+    /// The process-count limit; `None`: `confine::DEFAULT_PIDS_LIMIT`.
+    pub pids_limit: Option<u32>,
+    /// A read-only root filesystem, with a tmpfs at `/tmp`.
+    pub read_only: bool,
+    pub current_deploy: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl AppRow {
+    /// Every host the proxy routes to this App.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts = vec![format!("{}.localhost", self.name)];
+        hosts.extend(self.domains.iter().cloned());
+        hosts
+    }
+}
+
+/// A deploy as stored.
+#[derive(Debug, Clone)]
+pub struct DeployRow {
+    pub id: String,
+    pub app: String,
+    pub kind: DeployKind,
+    pub image: String,
+    pub digest: Option<String>,
+    pub status: DeployStatus,
+    pub error: Option<String>,
+    pub triggered_by: String,
+    pub previous_deploy: Option<String>,
+    pub previous_digest: Option<String>,
+    /// How many containers the deploy runs when it is done: the App's
+    /// replicas, or the new count of a scale.
+    pub replicas: u32,
+    /// The environment this deploy runs with (secrets stay sealed).
+    pub env: Vec<EnvEntry>,
+    /// Why it failed, when it did (`error` is its message).
+    pub failure: Option<Failure>,
+    /// How it replaces the serving set (`bluegreen`, `rolling`,
+    /// `recreate`, `in_place`), once chosen.
+    pub strategy: Option<String>,
+    /// A recreate's phase: 1 while the old set stops, 2 while the new one
+    /// starts.
+    pub phase: Option<u32>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// One container of a deploy: which replica it is and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    pub deploy_id: String,
+    /// 0-based; also the container's `molt.replica` label.
+    pub replica: u32,
+    pub container_id: String,
+    pub container_name: String,
+    /// `ip:port` on Molt's network, once known; it can change when the
+    /// engine restarts the container.
+    pub addr: Option<String>,
+}
+
+/// What a replica is to the deploy whose row it is: a serving container
+/// kept from the version before, a container the deploy started, or one
+/// of those that already took its place in the route (a rolling deploy
+/// moves them one by one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaRole {
+    Kept,
+    New,
+    Routed,
+}
+
+impl ReplicaRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::New => "new",
+            Self::Routed => "routed",
+        }
+    }
+
+    pub(super) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "kept" => Some(Self::Kept),
+            "new" => Some(Self::New),
+            "routed" => Some(Self::Routed),
+            _ => None,
+        }
+    }
+}
+
+/// One environment variable of an App. A secret has no `value`, only its
+/// `sealed` bytes (base64 in JSON snapshots).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EnvEntry {
+    pub key: String,
+    pub secret: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "sealed_b64")]
+    pub sealed: Option<Vec<u8>>,
+}
+
+mod sealed_b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let raw: Option<String> = Option::deserialize(d)?;
+        raw.map(|r| {
+            base64::engine::general_purpose::STANDARD
+                .decode(r)
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: i64,
+    pub at: String,
+    pub status: DeployStatus,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistryRow {
+    pub host: String,
+    pub username: String,
+    pub secret_sealed: Vec<u8>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub(super) fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
+    let status: String = r.get("status")?;
+    Ok(AppRow {
+        name: r.get("name")?,
+        status: status.parse().unwrap_or(AppStatus::Failed),
+        image: r.get("image")?,
+        port: r.get("port")?,
+        health: json_col(r, "health")?,
+        domains: json_col(r, "domains")?,
+        replicas: r.get("replicas")?,
+        strategy: r.get("strategy")?,
+        memory_bytes: r.get::<_, Option<i64>>("memory_bytes")?.map(|m| m as u64),
+        cpus: r.get("cpus")?,
+        gpus: r.get("gpus")?,
+        drain_timeout_secs: r.get::<_, i64>("drain_timeout_secs")? as u64,
+        upstream_timeout_secs: r.get::<_, i64>("upstream_timeout_secs")? as u64,
+        links: json_col(r, "links")?,
+        cap_add: json_col(r, "cap_add")?,
+        pids_limit: r.get("pids_limit")?,
+        read_only: r.get("read_only")?,
+        current_deploy: r.get("current_deploy")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
+pub(super) fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
+    let kind: String = r.get("kind")?;
+    let status: String = r.get("status")?;
+    Ok(DeployRow {
+        id: r.get("id")?,
+        app: r.get("app")?,
+        kind: kind.parse().unwrap_or(DeployKind::Deploy),
+        image: r.get("image")?,
+        digest: r.get("digest")?,
+        status: status.parse().unwrap_or(DeployStatus::Failed),
+        error: r.get("error")?,
+        triggered_by: r.get("triggered_by")?,
+        previous_deploy: r.get("previous_deploy")?,
+        previous_digest: r.get("previous_digest")?,
+        replicas: r.get("replicas")?,
+        env: json_col(r, "env_snapshot")?,
+        created_at: r.get("created_at")?,
+        finished_at: r.get("finished_at")?,
+        failure: r
+            .get::<_, Option<String>>("failure")?
+            .and_then(|f| serde_json::from_str(&f).ok()),
+        strategy: r.get("strategy")?,
+        phase: r.get("phase")?,
+    })
+}
+
+pub(super) fn registry_from_row(r: &Row) -> rusqlite::Result<RegistryRow> {
+    Ok(RegistryRow {
+        host: r.get("host")?,
+        username: r.get("username")?,
+        secret_sealed: r.get("secret_sealed")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
