@@ -54,6 +54,11 @@ pub async fn converge_app(
     admit: &HashSet<String>,
 ) -> Result<Converged> {
     let mut done = Converged::default();
+    // A cutover the proxy took and the database has not recorded yet: the
+    // record is behind what serves, so nothing is converged from it.
+    if !deployer.heal_cutover(name).await {
+        return Ok(done);
+    }
     let Some(app) = deployer.store.get_app(name)? else {
         return Ok(done);
     };
