@@ -6,44 +6,46 @@ impl Store {
     /// Creates an App and its first deploy together, so that no App exists
     /// without the deploy that brings it up.
     pub fn create_app(&self, app: &AppRow, env: &[EnvEntry], deploy: &DeployRow) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO apps (name, status, image, port, health, domains, replicas, strategy,
-                memory_bytes, cpus, gpus, drain_timeout_secs, current_deploy, created_at, updated_at,
-                upstream_timeout_secs, links, cap_add, pids_limit, read_only)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                ?17, ?18, ?19, ?20)",
-            params![
-                app.name,
-                app.status.as_str(),
-                app.image,
-                app.port,
-                serde_json::to_string(&app.health)?,
-                serde_json::to_string(&app.domains)?,
-                app.replicas,
-                app.strategy,
-                app.memory_bytes.map(|m| m as i64),
-                app.cpus,
-                app.gpus,
-                app.drain_timeout_secs as i64,
-                app.current_deploy,
-                app.created_at,
-                app.updated_at,
-                app.upstream_timeout_secs as i64,
-                serde_json::to_string(&app.links)?,
-                serde_json::to_string(&app.cap_add)?,
-                app.pids_limit,
-                app.read_only,
-            ],
-        )?;
-        for e in env {
-            put_env(&tx, &app.name, e)?;
-        }
-        insert_deploy(&tx, deploy)?;
-        tx.commit()?;
-        self.feed.announce(&deploy.app, &deploy.id);
-        Ok(())
+        self.blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO apps (name, status, image, port, health, domains, replicas, strategy,
+                    memory_bytes, cpus, gpus, drain_timeout_secs, current_deploy, created_at, updated_at,
+                    upstream_timeout_secs, links, cap_add, pids_limit, read_only)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                    ?17, ?18, ?19, ?20)",
+                params![
+                    app.name,
+                    app.status.as_str(),
+                    app.image,
+                    app.port,
+                    serde_json::to_string(&app.health)?,
+                    serde_json::to_string(&app.domains)?,
+                    app.replicas,
+                    app.strategy,
+                    app.memory_bytes.map(|m| m as i64),
+                    app.cpus,
+                    app.gpus,
+                    app.drain_timeout_secs as i64,
+                    app.current_deploy,
+                    app.created_at,
+                    app.updated_at,
+                    app.upstream_timeout_secs as i64,
+                    serde_json::to_string(&app.links)?,
+                    serde_json::to_string(&app.cap_add)?,
+                    app.pids_limit,
+                    app.read_only,
+                ],
+            )?;
+            for e in env {
+                put_env(&tx, &app.name, e)?;
+            }
+            insert_deploy(&tx, deploy)?;
+            tx.commit()?;
+            self.feed.announce(&deploy.app, &deploy.id);
+            Ok(())
+        })
     }
 
     pub fn get_app(&self, name: &str) -> Result<Option<AppRow>> {
@@ -54,44 +56,52 @@ impl Store {
     }
 
     pub fn list_apps(&self) -> Result<Vec<AppRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT * FROM apps ORDER BY name")?;
-        let rows = stmt.query_map([], app_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT * FROM apps ORDER BY name")?;
+            let rows = stmt.query_map([], app_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     pub fn set_app_status(&self, name: &str, status: AppStatus) -> Result<()> {
-        self.conn().execute(
-            "UPDATE apps SET status = ?2, updated_at = ?3 WHERE name = ?1",
-            params![name, status.as_str(), now()],
-        )?;
-        Ok(())
+        self.blocking(|| {
+            self.conn().execute(
+                "UPDATE apps SET status = ?2, updated_at = ?3 WHERE name = ?1",
+                params![name, status.as_str(), now()],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn set_app_image(&self, name: &str, image: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE apps SET image = ?2, updated_at = ?3 WHERE name = ?1",
-            params![name, image, now()],
-        )?;
-        Ok(())
+        self.blocking(|| {
+            self.conn().execute(
+                "UPDATE apps SET image = ?2, updated_at = ?3 WHERE name = ?1",
+                params![name, image, now()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Deletes an App with its whole history.
     pub fn delete_app(&self, name: &str) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "DELETE FROM deploy_events WHERE deploy_id IN (SELECT id FROM deploys WHERE app = ?)",
-            [name],
-        )?;
-        tx.execute(
-            "DELETE FROM deploy_containers WHERE deploy_id IN (SELECT id FROM deploys WHERE app = ?)",
-            [name],
-        )?;
-        tx.execute("DELETE FROM deploys WHERE app = ?", [name])?;
-        tx.execute("DELETE FROM env WHERE app = ?", [name])?;
-        tx.execute("DELETE FROM apps WHERE name = ?", [name])?;
-        tx.commit()?;
-        Ok(())
+        self.blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM deploy_events WHERE deploy_id IN (SELECT id FROM deploys WHERE app = ?)",
+                [name],
+            )?;
+            tx.execute(
+                "DELETE FROM deploy_containers WHERE deploy_id IN (SELECT id FROM deploys WHERE app = ?)",
+                [name],
+            )?;
+            tx.execute("DELETE FROM deploys WHERE app = ?", [name])?;
+            tx.execute("DELETE FROM env WHERE app = ?", [name])?;
+            tx.execute("DELETE FROM apps WHERE name = ?", [name])?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 }

@@ -6,16 +6,18 @@ use super::*;
 impl Store {
     /// Records a new deploy and marks its App as deploying.
     pub fn start_deploy(&self, deploy: &DeployRow) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        insert_deploy(&tx, deploy)?;
-        tx.execute(
-            "UPDATE apps SET status = 'deploying', updated_at = ?2 WHERE name = ?1",
-            params![deploy.app, now()],
-        )?;
-        tx.commit()?;
-        self.feed.announce(&deploy.app, &deploy.id);
-        Ok(())
+        self.blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            insert_deploy(&tx, deploy)?;
+            tx.execute(
+                "UPDATE apps SET status = 'deploying', updated_at = ?2 WHERE name = ?1",
+                params![deploy.app, now()],
+            )?;
+            tx.commit()?;
+            self.feed.announce(&deploy.app, &deploy.id);
+            Ok(())
+        })
     }
 
     pub fn get_deploy(&self, id: &str) -> Result<Option<DeployRow>> {
@@ -27,10 +29,12 @@ impl Store {
 
     /// An App's deploys, newest first.
     pub fn list_deploys(&self, app: &str) -> Result<Vec<DeployRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT * FROM deploys WHERE app = ? ORDER BY n DESC")?;
-        let rows = stmt.query_map([app], deploy_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT * FROM deploys WHERE app = ? ORDER BY n DESC")?;
+            let rows = stmt.query_map([app], deploy_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     pub fn latest_deploy(&self, app: &str) -> Result<Option<DeployRow>> {
@@ -46,44 +50,50 @@ impl Store {
 
     /// Deploys that were running when the server last stopped.
     pub fn unfinished_deploys(&self) -> Result<Vec<DeployRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT * FROM deploys WHERE status NOT IN ('succeeded', 'failed', 'canceled') ORDER BY n",
-        )?;
-        let rows = stmt.query_map([], deploy_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT * FROM deploys WHERE status NOT IN ('succeeded', 'failed', 'canceled') ORDER BY n",
+            )?;
+            let rows = stmt.query_map([], deploy_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// Moves a deploy to `status` and adds the event that says why, together.
     /// A step the state machine of `molt_core::deploy` does not allow is
     /// refused and changes nothing.
     pub fn advance(&self, id: &str, status: DeployStatus, message: &str) -> Result<EventRow> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        check_transition(&tx, id, status)?;
-        tx.execute(
-            "UPDATE deploys SET status = ?2 WHERE id = ?1",
-            params![id, status.as_str()],
-        )?;
-        let event = insert_event(&tx, id, status, message)?;
-        tx.commit()?;
-        self.announce(&conn, id);
-        Ok(event)
+        self.blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            check_transition(&tx, id, status)?;
+            tx.execute(
+                "UPDATE deploys SET status = ?2 WHERE id = ?1",
+                params![id, status.as_str()],
+            )?;
+            let event = insert_event(&tx, id, status, message)?;
+            tx.commit()?;
+            self.announce(&conn, id);
+            Ok(event)
+        })
     }
 
     /// Adds an event to a deploy's timeline without changing its status.
     pub fn event(&self, id: &str, message: &str) -> Result<EventRow> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let status: String =
-            tx.query_row("SELECT status FROM deploys WHERE id = ?", [id], |r| {
-                r.get(0)
-            })?;
-        let status = status.parse().unwrap_or(DeployStatus::Pending);
-        let event = insert_event(&tx, id, status, message)?;
-        tx.commit()?;
-        self.announce(&conn, id);
-        Ok(event)
+        self.blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let status: String =
+                tx.query_row("SELECT status FROM deploys WHERE id = ?", [id], |r| {
+                    r.get(0)
+                })?;
+            let status = status.parse().unwrap_or(DeployStatus::Pending);
+            let event = insert_event(&tx, id, status, message)?;
+            tx.commit()?;
+            self.announce(&conn, id);
+            Ok(event)
+        })
     }
 
     /// Runs SQL on the store's own connection: tests install faults with it
@@ -96,129 +106,149 @@ impl Store {
 
     /// Records a recreate's phase.
     pub fn set_deploy_phase(&self, id: &str, phase: u32) -> Result<()> {
-        self.conn().execute(
-            "UPDATE deploys SET phase = ?2 WHERE id = ?1",
-            params![id, phase],
-        )?;
-        Ok(())
+        self.blocking(|| {
+            self.conn().execute(
+                "UPDATE deploys SET phase = ?2 WHERE id = ?1",
+                params![id, phase],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records what one replica of a deploy is to it (see `ReplicaRole`).
     pub fn set_replica_role(&self, deploy_id: &str, replica: u32, role: ReplicaRole) -> Result<()> {
-        self.conn().execute(
-            "UPDATE deploy_containers SET role = ?3 WHERE deploy_id = ?1 AND replica = ?2",
-            params![deploy_id, replica, role.as_str()],
-        )?;
-        Ok(())
+        self.blocking(|| {
+            self.conn().execute(
+                "UPDATE deploy_containers SET role = ?3 WHERE deploy_id = ?1 AND replica = ?2",
+                params![deploy_id, replica, role.as_str()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Marks every container a deploy started as in the route: its whole
     /// set took the traffic (the cutover), recorded before the swap is.
     pub fn mark_routed(&self, deploy_id: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE deploy_containers SET role = 'routed' WHERE deploy_id = ?1 AND role = 'new'",
-            [deploy_id],
-        )?;
-        Ok(())
+        self.blocking(|| {
+            self.conn().execute(
+                "UPDATE deploy_containers SET role = 'routed' WHERE deploy_id = ?1 AND role = 'new'",
+                [deploy_id],
+            )?;
+            Ok(())
+        })
     }
 
     /// The recorded role of each replica of a deploy.
     pub fn replica_roles(&self, deploy_id: &str) -> Result<Vec<(u32, Option<ReplicaRole>)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT replica, role FROM deploy_containers WHERE deploy_id = ? ORDER BY replica",
-        )?;
-        let rows = stmt.query_map([deploy_id], |r| {
-            let role: Option<String> = r.get(1)?;
-            Ok((r.get(0)?, role.and_then(|r| ReplicaRole::parse(&r))))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT replica, role FROM deploy_containers WHERE deploy_id = ? ORDER BY replica",
+            )?;
+            let rows = stmt.query_map([deploy_id], |r| {
+                let role: Option<String> = r.get(1)?;
+                Ok((r.get(0)?, role.and_then(|r| ReplicaRole::parse(&r))))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// Records the strategy a deploy runs with.
     pub fn set_deploy_strategy(&self, id: &str, strategy: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE deploys SET strategy = ?2 WHERE id = ?1",
-            params![id, strategy],
-        )?;
-        Ok(())
+        self.blocking(|| {
+            self.conn().execute(
+                "UPDATE deploys SET strategy = ?2 WHERE id = ?1",
+                params![id, strategy],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn set_deploy_digest(&self, id: &str, digest: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE deploys SET digest = ?2 WHERE id = ?1",
-            params![id, digest],
-        )?;
-        Ok(())
+        self.blocking(|| {
+            self.conn().execute(
+                "UPDATE deploys SET digest = ?2 WHERE id = ?1",
+                params![id, digest],
+            )?;
+            Ok(())
+        })
     }
 
     // ---- a deploy's containers ----
 
     /// Records (or replaces) one replica of a deploy.
     pub fn put_replica(&self, row: &ReplicaRow) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO deploy_containers (deploy_id, replica, container_id, container_name, addr)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(deploy_id, replica) DO UPDATE SET container_id = excluded.container_id,
-                container_name = excluded.container_name, addr = excluded.addr",
-            params![
-                row.deploy_id,
-                row.replica,
-                row.container_id,
-                row.container_name,
-                row.addr
-            ],
-        )?;
-        Ok(())
+        self.blocking(|| {
+            self.conn().execute(
+                "INSERT INTO deploy_containers (deploy_id, replica, container_id, container_name, addr)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(deploy_id, replica) DO UPDATE SET container_id = excluded.container_id,
+                    container_name = excluded.container_name, addr = excluded.addr",
+                params![
+                    row.deploy_id,
+                    row.replica,
+                    row.container_id,
+                    row.container_name,
+                    row.addr
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn set_replica_addr(&self, deploy_id: &str, replica: u32, addr: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE deploy_containers SET addr = ?3 WHERE deploy_id = ?1 AND replica = ?2",
-            params![deploy_id, replica, addr],
-        )?;
-        Ok(())
+        self.blocking(|| {
+            self.conn().execute(
+                "UPDATE deploy_containers SET addr = ?3 WHERE deploy_id = ?1 AND replica = ?2",
+                params![deploy_id, replica, addr],
+            )?;
+            Ok(())
+        })
     }
 
     /// A deploy's containers, by replica.
     pub fn replicas(&self, deploy_id: &str) -> Result<Vec<ReplicaRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT deploy_id, replica, container_id, container_name, addr
-             FROM deploy_containers WHERE deploy_id = ? ORDER BY replica",
-        )?;
-        let rows = stmt.query_map([deploy_id], |r| {
-            Ok(ReplicaRow {
-                deploy_id: r.get(0)?,
-                replica: r.get(1)?,
-                container_id: r.get(2)?,
-                container_name: r.get(3)?,
-                addr: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT deploy_id, replica, container_id, container_name, addr
+                 FROM deploy_containers WHERE deploy_id = ? ORDER BY replica",
+            )?;
+            let rows = stmt.query_map([deploy_id], |r| {
+                Ok(ReplicaRow {
+                    deploy_id: r.get(0)?,
+                    replica: r.get(1)?,
+                    container_id: r.get(2)?,
+                    container_name: r.get(3)?,
+                    addr: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// The swap, as recorded: the deploy becomes the App's serving one (its
     /// replica count the App's) and moves to `draining`, in one transaction.
     pub fn record_swap(&self, id: &str, app: &str, image: &str, message: &str) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE apps SET current_deploy = ?2, image = ?3, updated_at = ?4,
-                replicas = (SELECT replicas FROM deploys WHERE id = ?2)
-             WHERE name = ?1",
-            params![app, id, image, now()],
-        )?;
-        check_transition(&tx, id, DeployStatus::Draining)?;
-        tx.execute(
-            "UPDATE deploys SET status = 'draining' WHERE id = ?1",
-            params![id],
-        )?;
-        insert_event(&tx, id, DeployStatus::Draining, message)?;
-        tx.commit()?;
-        self.feed.announce(app, id);
-        Ok(())
+        self.blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE apps SET current_deploy = ?2, image = ?3, updated_at = ?4,
+                    replicas = (SELECT replicas FROM deploys WHERE id = ?2)
+                 WHERE name = ?1",
+                params![app, id, image, now()],
+            )?;
+            check_transition(&tx, id, DeployStatus::Draining)?;
+            tx.execute(
+                "UPDATE deploys SET status = 'draining' WHERE id = ?1",
+                params![id],
+            )?;
+            insert_event(&tx, id, DeployStatus::Draining, message)?;
+            tx.commit()?;
+            self.feed.announce(app, id);
+            Ok(())
+        })
     }
 
     /// Ends a deploy (succeeded, failed or canceled) and settles its App's
@@ -267,20 +297,22 @@ impl Store {
     }
 
     pub fn events(&self, id: &str, after_seq: i64) -> Result<Vec<EventRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, at, status, message FROM deploy_events
-             WHERE deploy_id = ? AND seq > ? ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![id, after_seq], |r| {
-            Ok(EventRow {
-                seq: r.get(0)?,
-                at: r.get(1)?,
-                status: parse_col(r, 2)?,
-                message: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT seq, at, status, message FROM deploy_events
+                 WHERE deploy_id = ? AND seq > ? ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![id, after_seq], |r| {
+                Ok(EventRow {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    status: parse_col(r, 2)?,
+                    message: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// Subscribes to committed deploy changes: see [`crate::feed`].
@@ -308,11 +340,13 @@ impl Store {
     /// Prunes an App's history now (`finish_deploy` does it after each
     /// deploy); returns how many deploys went.
     pub fn prune(&self, app: &str) -> Result<usize> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let pruned = prune_history(&tx, app, self.keep_deploys.load(Ordering::Relaxed))?;
-        tx.commit()?;
-        Ok(pruned)
+        self.blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let pruned = prune_history(&tx, app, self.keep_deploys.load(Ordering::Relaxed))?;
+            tx.commit()?;
+            Ok(pruned)
+        })
     }
 }
 

@@ -5,42 +5,46 @@ use super::*;
 impl Store {
     /// An App's variables, by key.
     pub fn env(&self, app: &str) -> Result<Vec<EnvEntry>> {
-        env_of(&self.conn(), app)
+        self.blocking(|| env_of(&self.conn(), app))
     }
 
     /// Sets and unsets variables in one transaction; returns how many of
     /// `unset` existed.
     pub fn change_env(&self, app: &str, set: &[EnvEntry], unset: &[String]) -> Result<usize> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for e in set {
-            put_env(&tx, app, e)?;
-        }
-        let mut removed = 0;
-        for key in unset {
-            removed += tx.execute(
-                "DELETE FROM env WHERE app = ?1 AND key = ?2",
-                params![app, key],
+        self.blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            for e in set {
+                put_env(&tx, app, e)?;
+            }
+            let mut removed = 0;
+            for key in unset {
+                removed += tx.execute(
+                    "DELETE FROM env WHERE app = ?1 AND key = ?2",
+                    params![app, key],
+                )?;
+            }
+            tx.execute(
+                "UPDATE apps SET updated_at = ?2 WHERE name = ?1",
+                params![app, now()],
             )?;
-        }
-        tx.execute(
-            "UPDATE apps SET updated_at = ?2 WHERE name = ?1",
-            params![app, now()],
-        )?;
-        tx.commit()?;
-        Ok(removed)
+            tx.commit()?;
+            Ok(removed)
+        })
     }
 
     /// Replaces an App's whole environment (rollback `--with-config`).
     pub fn replace_env(&self, app: &str, entries: &[EnvEntry]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM env WHERE app = ?", [app])?;
-        for e in entries {
-            put_env(&tx, app, e)?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM env WHERE app = ?", [app])?;
+            for e in entries {
+                put_env(&tx, app, e)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 }
 

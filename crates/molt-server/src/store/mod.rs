@@ -68,6 +68,21 @@ impl Store {
         Ok(store)
     }
 
+    /// Runs a database call off the async workers' shoulders: on a
+    /// multi-thread runtime the worker first hands its other tasks to the
+    /// rest (`block_in_place`), so a write's fsync or a wait for the lock
+    /// never stalls the requests queued behind it. Elsewhere (a
+    /// current-thread runtime, a plain thread) it simply runs.
+    fn blocking<T>(&self, call: impl FnOnce() -> T) -> T {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(call)
+            }
+            _ => call(),
+        }
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written
         // (transactions roll back), so a poisoned lock is safe to reuse.

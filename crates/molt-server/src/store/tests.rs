@@ -269,3 +269,53 @@ fn the_replicas_migration_keeps_existing_containers() {
     assert_eq!(rows[0].addr.as_deref(), Some("10.0.0.2:80"));
     assert_eq!(store.get_deploy("d1").unwrap().unwrap().replicas, 1);
 }
+
+/// A database call does not stall the async worker it runs on: with a
+/// single worker, a ticking task keeps ticking while a store call waits for
+/// a connection that a slow call (here: one holding it for 300 ms) keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_store_call_hands_its_worker_over() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("molt.db")).unwrap());
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let slow = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            let _conn = store.conn();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        })
+    };
+    locked_rx.recv().unwrap();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ticker = {
+        let ticks = Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    // On the one worker, beside the ticker (the test's own body runs on
+    // another thread).
+    let during = tokio::spawn({
+        let (store, ticks) = (Arc::clone(&store), Arc::clone(&ticks));
+        async move {
+            let before = ticks.load(Ordering::SeqCst);
+            store.list_apps().unwrap();
+            ticks.load(Ordering::SeqCst) - before
+        }
+    })
+    .await
+    .unwrap();
+    ticker.abort();
+    slow.join().unwrap();
+    assert!(
+        during >= 5,
+        "the worker stalled: {during} ticks while the call waited"
+    );
+}
