@@ -158,26 +158,13 @@ mod tests {
 
     fn app(memory_mb: u64, gpus: u32, strategy: &str) -> AppRow {
         AppRow {
-            name: "gpu".into(),
             status: molt_core::AppStatus::Running,
             image: "x".into(),
             port: 80,
-            health: Default::default(),
-            domains: vec![],
-            replicas: 1,
             strategy: strategy.into(),
             memory_bytes: (memory_mb > 0).then_some(memory_mb << 20),
-            cpus: None,
             gpus,
-            drain_timeout_secs: 30,
-            upstream_timeout_secs: 60,
-            links: Vec::new(),
-            cap_add: Vec::new(),
-            pids_limit: None,
-            read_only: false,
-            current_deploy: None,
-            created_at: String::new(),
-            updated_at: String::new(),
+            ..AppRow::named("gpu")
         }
     }
 

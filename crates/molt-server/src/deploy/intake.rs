@@ -145,7 +145,7 @@ impl Deployer {
             memory_bytes,
             gpus: req.gpus.or(base.as_ref().map(|b| b.gpus)).unwrap_or(0),
             replicas,
-            ..placeholder_app(name.as_str())
+            ..AppRow::named(name.as_str())
         };
         capacity::choose(&needed, false, self.in_use()?, self.capacity)
             .map_err(|e| DeployError::invalid("insufficient_resources", e))?;
@@ -681,32 +681,6 @@ impl Deployer {
         .await;
         self.release(name);
         result.map_err(DeployError::Internal)
-    }
-}
-
-/// An App row with only a name, for capacity checks before it exists.
-pub(super) fn placeholder_app(name: &str) -> AppRow {
-    AppRow {
-        name: name.to_string(),
-        status: AppStatus::Creating,
-        image: String::new(),
-        port: 0,
-        health: HealthCheck::default(),
-        domains: Vec::new(),
-        replicas: 1,
-        strategy: "auto".into(),
-        memory_bytes: None,
-        cpus: None,
-        gpus: 0,
-        drain_timeout_secs: 30,
-        upstream_timeout_secs: 60,
-        links: Vec::new(),
-        cap_add: Vec::new(),
-        pids_limit: None,
-        read_only: false,
-        current_deploy: None,
-        created_at: String::new(),
-        updated_at: String::new(),
     }
 }
 

@@ -35,6 +35,33 @@ pub struct AppRow {
 }
 
 impl AppRow {
+    /// An App with only a name and the defaults of a new one (capacity
+    /// checks before it exists, tests).
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            status: AppStatus::Creating,
+            image: String::new(),
+            port: 0,
+            health: HealthCheck::default(),
+            domains: Vec::new(),
+            replicas: 1,
+            strategy: "auto".into(),
+            memory_bytes: None,
+            cpus: None,
+            gpus: 0,
+            drain_timeout_secs: 30,
+            upstream_timeout_secs: 60,
+            links: Vec::new(),
+            cap_add: Vec::new(),
+            pids_limit: None,
+            read_only: false,
+            current_deploy: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
     /// Every host the proxy routes to this App.
     pub fn hosts(&self) -> Vec<String> {
         let mut hosts = vec![format!("{}.localhost", self.name)];

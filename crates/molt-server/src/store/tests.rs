@@ -35,26 +35,11 @@ pub(crate) fn web() -> (tempfile::TempDir, std::sync::Arc<Store>) {
 
 fn app() -> AppRow {
     AppRow {
-        name: "web".into(),
-        status: AppStatus::Creating,
         image: "r/web:1".into(),
         port: 80,
-        health: HealthCheck::default(),
-        domains: Vec::new(),
-        replicas: 1,
-        strategy: "auto".into(),
-        memory_bytes: None,
-        cpus: None,
-        gpus: 0,
-        drain_timeout_secs: 30,
-        upstream_timeout_secs: 60,
-        links: Vec::new(),
-        cap_add: Vec::new(),
-        pids_limit: None,
-        read_only: false,
-        current_deploy: None,
         created_at: now(),
         updated_at: now(),
+        ..AppRow::named("web")
     }
 }
 
