@@ -33,16 +33,7 @@ impl Deployer {
         let image = ImageRef::parse(&deploy.image)?;
         let serving = self.serving_rows(&app)?;
         let plan_layout = layout(&serving, plan.replicas, plan.only.as_deref());
-        // Containers that stay belong to this deploy's set from the start,
-        // so its rows always describe the whole set it will serve with.
-        for row in &plan_layout.keep {
-            self.store.put_replica(&ReplicaRow {
-                deploy_id: deploy.id.clone(),
-                ..row.clone()
-            })?;
-            self.store
-                .set_replica_role(&deploy.id, row.replica, ReplicaRole::Kept)?;
-        }
+        self.adopt_kept(deploy, &plan_layout.keep)?;
         let mut fresh = Vec::new();
         let digest = if plan_layout.start.is_empty() {
             if let Some(d) = &plan.digest {

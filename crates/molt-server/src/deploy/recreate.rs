@@ -179,13 +179,7 @@ impl Deployer {
                 return Outcome::Unrecorded(f)
             }
         }
-        for row in &old_rows {
-            let removed = self.runtime.remove(&row.container_id).await;
-            let _ = self.store.event(&deploy.id, &match removed {
-                Ok(()) => format!("removed the old container {}", short(&row.container_id)),
-                Err(e) => format!("could not remove the old container {} ({e:#}); it will be removed at the next reconcile", short(&row.container_id)),
-            });
-        }
+        self.remove_stopped(deploy, &old_rows).await;
         Outcome::Succeeded(summary)
     }
 

@@ -21,20 +21,8 @@ impl Deployer {
             Err(outcome) => return outcome,
         };
         let plan_layout = layout(&old_rows, plan.replicas, plan.only.as_deref());
-        for row in &plan_layout.keep {
-            let kept = self
-                .store
-                .put_replica(&ReplicaRow {
-                    deploy_id: deploy.id.clone(),
-                    ..row.clone()
-                })
-                .and_then(|()| {
-                    self.store
-                        .set_replica_role(&deploy.id, row.replica, ReplicaRole::Kept)
-                });
-            if let Err(e) = kept {
-                return Outcome::Failed(Failure::internal(e.to_string()));
-            }
+        if let Err(e) = self.adopt_kept(deploy, &plan_layout.keep) {
+            return Outcome::Failed(Failure::internal(e.to_string()));
         }
         // What the route holds, by replica.
         let mut set: BTreeMap<u32, ReplicaRow> =
@@ -45,34 +33,8 @@ impl Deployer {
         let total = plan_layout.start.len();
         for (step, &index) in plan_layout.start.iter().enumerate() {
             let who = format!("replica {index}: ");
-            let start = async {
-                let name = container_name(&app.name, &deploy.id, index);
-                let message = format!("{who}starting container {name}");
-                if step == 0 {
-                    self.store.advance(
-                        &deploy.id,
-                        DeployStatus::Starting,
-                        &format!("rolling {total} replicas one at a time; {message}"),
-                    )?;
-                } else {
-                    self.store.event(&deploy.id, &message)?;
-                }
-                let row = self
-                    .start_replica(deploy, &app, &run_ref, index, new_containers)
-                    .await?;
-                if step == 0 {
-                    self.store.advance(
-                        &deploy.id,
-                        DeployStatus::HealthChecking,
-                        &health_message(&app),
-                    )?;
-                }
-                let addr = self.check_replica(deploy, &app, &row, &who).await?;
-                Ok::<_, StepError>(ReplicaRow {
-                    addr: Some(addr),
-                    ..row
-                })
-            };
+            let start =
+                self.start_one(deploy, &app, &run_ref, (step, total, index), new_containers);
             let started = if cancel.is_cancelled() {
                 Ok(None)
             } else {
@@ -123,24 +85,7 @@ impl Deployer {
                 ),
             );
             if let Some(old_row) = &previous {
-                self.drain(&app, old_row, &deploy.id, "old").await;
-                let stopped = self
-                    .runtime
-                    .stop(&old_row.container_id, STOP_TIMEOUT_SECS)
-                    .await;
-                let _ = self.store.event(
-                    &deploy.id,
-                    &match stopped {
-                        Ok(()) => format!(
-                            "{who}stopped the old container {} (kept until the deploy ends)",
-                            short(&old_row.container_id)
-                        ),
-                        Err(e) => format!(
-                            "{who}could not stop the old container {}: {e:#}",
-                            short(&old_row.container_id)
-                        ),
-                    },
-                );
+                self.set_aside(deploy, &app, old_row, &who).await;
             }
             moved.push((previous, fresh));
         }
@@ -192,15 +137,72 @@ impl Deployer {
             return Outcome::Unrecorded(f);
         }
         // From here on the new version serves: nothing below fails the deploy.
-        for old_row in moved.iter().filter_map(|(o, _)| o.as_ref()) {
-            let removed = self.runtime.remove(&old_row.container_id).await;
-            let _ = self.store.event(&deploy.id, &match removed {
-                Ok(()) => format!("removed the old container {}", short(&old_row.container_id)),
-                Err(e) => format!("could not remove the old container {} ({e:#}); it will be removed at the next reconcile", short(&old_row.container_id)),
-            });
-        }
+        let replaced: Vec<ReplicaRow> = moved.into_iter().filter_map(|(o, _)| o).collect();
+        self.remove_stopped(deploy, &replaced).await;
         self.retire(&app, &extra, &deploy.id).await;
         Outcome::Succeeded(summary)
+    }
+
+    /// Starts the new container of one replica (the `step`-th of `total`)
+    /// and waits until it is healthy; returns it with its address.
+    async fn start_one(
+        &self,
+        deploy: &DeployRow,
+        app: &AppRow,
+        run_ref: &str,
+        (step, total, index): (usize, usize, u32),
+        new_containers: &mut Vec<String>,
+    ) -> Result<ReplicaRow, StepError> {
+        let who = format!("replica {index}: ");
+        let name = container_name(&app.name, &deploy.id, index);
+        let message = format!("{who}starting container {name}");
+        if step == 0 {
+            self.store.advance(
+                &deploy.id,
+                DeployStatus::Starting,
+                &format!("rolling {total} replicas one at a time; {message}"),
+            )?;
+        } else {
+            self.store.event(&deploy.id, &message)?;
+        }
+        let row = self
+            .start_replica(deploy, app, run_ref, index, new_containers)
+            .await?;
+        if step == 0 {
+            self.store.advance(
+                &deploy.id,
+                DeployStatus::HealthChecking,
+                &health_message(app),
+            )?;
+        }
+        let addr = self.check_replica(deploy, app, &row, &who).await?;
+        Ok(ReplicaRow {
+            addr: Some(addr),
+            ..row
+        })
+    }
+
+    /// An old container that left the route: drained, then stopped but
+    /// kept, so a roll-back can start it again.
+    async fn set_aside(&self, deploy: &DeployRow, app: &AppRow, old: &ReplicaRow, who: &str) {
+        self.drain(app, old, &deploy.id, "old").await;
+        let stopped = self
+            .runtime
+            .stop(&old.container_id, STOP_TIMEOUT_SECS)
+            .await;
+        let _ = self.store.event(
+            &deploy.id,
+            &match stopped {
+                Ok(()) => format!(
+                    "{who}stopped the old container {} (kept until the deploy ends)",
+                    short(&old.container_id)
+                ),
+                Err(e) => format!(
+                    "{who}could not stop the old container {}: {e:#}",
+                    short(&old.container_id)
+                ),
+            },
+        );
     }
 
     /// Undoes the replicas a rolling deploy moved, newest first: the old

@@ -266,6 +266,33 @@ impl Deployer {
         let _ = self.store.event(deploy_id, &message);
     }
 
+    /// Serving containers that stay in a deploy's set belong to its rows
+    /// from the start, so its rows always describe the whole set it will
+    /// serve with.
+    pub(super) fn adopt_kept(&self, deploy: &DeployRow, keep: &[ReplicaRow]) -> anyhow::Result<()> {
+        for row in keep {
+            self.store.put_replica(&ReplicaRow {
+                deploy_id: deploy.id.clone(),
+                ..row.clone()
+            })?;
+            self.store
+                .set_replica_role(&deploy.id, row.replica, ReplicaRole::Kept)?;
+        }
+        Ok(())
+    }
+
+    /// Removes old containers that were stopped and kept for a roll-back,
+    /// once the new set is recorded as serving.
+    pub(super) async fn remove_stopped(&self, deploy: &DeployRow, old: &[ReplicaRow]) {
+        for row in old {
+            let removed = self.runtime.remove(&row.container_id).await;
+            let _ = self.store.event(&deploy.id, &match removed {
+                Ok(()) => format!("removed the old container {}", short(&row.container_id)),
+                Err(e) => format!("could not remove the old container {} ({e:#}); it will be removed at the next reconcile", short(&row.container_id)),
+            });
+        }
+    }
+
     /// Drains containers that left the route (together), then stops and
     /// removes them.
     pub(super) async fn retire(&self, app: &AppRow, old: &[ReplicaRow], deploy_id: &str) {
