@@ -26,57 +26,8 @@ impl Deployer {
                 "the serving deploy has no container to replace",
             ));
         }
-        let one = old_rows.len() == 1;
-
         // Phase 1: stop the old deployment while requests wait.
-        let held_for =
-            Duration::from_secs(app.health.deploy_timeout_secs + app.drain_timeout_secs + 60);
-        let phase1 = async {
-            self.store.set_deploy_phase(&deploy.id, 1)?;
-            self.store.event(&deploy.id, "phase 1 of 2: stopping the old deployment (the host cannot hold both versions; new requests are held)")?;
-            self.proxy.pause(&app.name, held_for, 10_000).await?;
-            self.route_to(&app, []).await?;
-            let drains = old_rows
-                .iter()
-                .filter_map(|r| r.addr.as_deref())
-                .map(|addr| {
-                    self.proxy.wait_drained(
-                        &app.name,
-                        addr,
-                        Duration::from_secs(app.drain_timeout_secs),
-                    )
-                });
-            let mut closed = 0;
-            for drained in join_all(drains).await {
-                closed += drained?.1;
-            }
-            let noun = if one { "container" } else { "containers" };
-            self.store.event(
-                &deploy.id,
-                &if closed == 0 {
-                    format!("the old {noun} drained")
-                } else {
-                    format!(
-                        "drain timeout reached: closed {closed} connection(s) on the old {noun}"
-                    )
-                },
-            )?;
-            for row in &old_rows {
-                self.runtime
-                    .stop(&row.container_id, STOP_TIMEOUT_SECS)
-                    .await?;
-            }
-            self.store.event(
-                &deploy.id,
-                &format!(
-                    "stopped the old {noun} {} (kept until the new {} healthy)",
-                    list_short(&old_rows),
-                    if one { "one is" } else { "ones are" }
-                ),
-            )?;
-            Ok::<(), StepError>(())
-        };
-        if let Err(StepError(failure)) = phase1.await {
+        if let Err(StepError(failure)) = self.stop_old(deploy, &app, &old_rows).await {
             self.restore_old(deploy, &app, &old.id, &old_rows).await;
             return Outcome::Failed(failure.context("stopping the old deployment failed"));
         }
@@ -181,6 +132,55 @@ impl Deployer {
         }
         self.remove_stopped(deploy, &old_rows).await;
         Outcome::Succeeded(summary)
+    }
+
+    /// Phase 1 of a recreate: the App's requests are held, the route is
+    /// emptied so the old containers drain, and they are stopped (kept, so
+    /// a failed phase 2 can start them again).
+    async fn stop_old(
+        &self,
+        deploy: &DeployRow,
+        app: &AppRow,
+        old: &[ReplicaRow],
+    ) -> Result<(), StepError> {
+        let one = old.len() == 1;
+        let held_for =
+            Duration::from_secs(app.health.deploy_timeout_secs + app.drain_timeout_secs + 60);
+        self.store.set_deploy_phase(&deploy.id, 1)?;
+        self.store.event(&deploy.id, "phase 1 of 2: stopping the old deployment (the host cannot hold both versions; new requests are held)")?;
+        self.proxy.pause(&app.name, held_for, 10_000).await?;
+        self.route_to(app, []).await?;
+        let drains = old.iter().filter_map(|r| r.addr.as_deref()).map(|addr| {
+            self.proxy
+                .wait_drained(&app.name, addr, Duration::from_secs(app.drain_timeout_secs))
+        });
+        let mut closed = 0;
+        for drained in join_all(drains).await {
+            closed += drained?.1;
+        }
+        let noun = if one { "container" } else { "containers" };
+        self.store.event(
+            &deploy.id,
+            &if closed == 0 {
+                format!("the old {noun} drained")
+            } else {
+                format!("drain timeout reached: closed {closed} connection(s) on the old {noun}")
+            },
+        )?;
+        for row in old {
+            self.runtime
+                .stop(&row.container_id, STOP_TIMEOUT_SECS)
+                .await?;
+        }
+        self.store.event(
+            &deploy.id,
+            &format!(
+                "stopped the old {noun} {} (kept until the new {} healthy)",
+                list_short(old),
+                if one { "one is" } else { "ones are" }
+            ),
+        )?;
+        Ok(())
     }
 
     /// After a failed recreate: starts the old containers again, points the
