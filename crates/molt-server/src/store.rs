@@ -11,6 +11,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+mod runs;
+pub use runs::KEEP_RUNS;
+
 /// Deploys kept per App unless `molt server --keep-deploys` says otherwise.
 pub const DEFAULT_KEEP_DEPLOYS: usize = 50;
 
@@ -130,6 +133,23 @@ ALTER TABLE apps ADD COLUMN links TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE apps ADD COLUMN cap_add TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE apps ADD COLUMN pids_limit INTEGER;
 ALTER TABLE apps ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0;
+"#,
+    // `molt run`: one-off commands, kept apart from deploys (see `runs`).
+    r#"
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    command TEXT NOT NULL,
+    release TEXT,
+    image TEXT NOT NULL,
+    triggered_by TEXT NOT NULL,
+    exit_code INTEGER,
+    error TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    duration_ms INTEGER
+);
+CREATE INDEX runs_by_app ON runs (app, started_at);
 "#,
 ];
 
@@ -441,6 +461,7 @@ impl Store {
         )?;
         tx.execute("DELETE FROM deploys WHERE app = ?", [name])?;
         tx.execute("DELETE FROM env WHERE app = ?", [name])?;
+        tx.execute("DELETE FROM runs WHERE app = ?", [name])?;
         tx.execute("DELETE FROM apps WHERE name = ?", [name])?;
         tx.commit()?;
         Ok(())
