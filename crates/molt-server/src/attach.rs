@@ -95,7 +95,14 @@ pub async fn run(
     wants_upgrade(&headers)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let body_req: RunRequest = body(req).await?;
-    let started = oneoff::start_run(&s.deployer, &name, body_req, triggered_by(&headers)).await?;
+    let (deployer, who) = (s.deployer.clone(), triggered_by(&headers));
+    // On a task of its own: a client that leaves while the container is
+    // being created must not cancel this half-way; the `Started` it ends
+    // with, dropped unused, removes the container.
+    let started =
+        tokio::spawn(async move { oneoff::start_run(&deployer, &name, body_req, who).await })
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the run failed: {e}"))??;
     Ok(upgrade(&s, on_upgrade, started))
 }
 

@@ -26,7 +26,7 @@ enum Process {
     /// A one-off container and its run record.
     Run {
         container: String,
-        run: RunView,
+        run: Box<RunView>,
         timeout: Option<Duration>,
     },
     /// An exec in a serving container.
@@ -233,7 +233,7 @@ pub async fn start_run(
     Ok(Started {
         process: Process::Run {
             container,
-            run,
+            run: Box::new(run),
             timeout,
         },
         attached,
