@@ -2,6 +2,7 @@
 //! server, the command line and the tests.
 
 pub mod api;
+pub mod attach;
 pub mod deploy;
 pub mod env;
 pub mod failure;

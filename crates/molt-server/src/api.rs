@@ -30,7 +30,7 @@ const BODY_LIMIT: usize = 256 * 1024;
         list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
         crate::events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
         list_registries, add_registry, remove_registry, openapi_json, dashboard_link, crate::logs::app_logs, debug_app,
-        scale
+        scale, crate::attach::run, crate::attach::exec, crate::attach::list_runs
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -112,6 +112,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/env", get(list_env).patch(change_env))
         .route("/apps/{name}/logs", get(crate::logs::app_logs))
         .route("/apps/{name}/debug", get(debug_app))
+        .route("/apps/{name}/run", post(crate::attach::run))
+        .route("/apps/{name}/exec", post(crate::attach::exec))
+        .route("/apps/{name}/runs", get(crate::attach::list_runs))
         .route("/registries", get(list_registries).post(add_registry))
         .route("/openapi.json", get(openapi_json))
         .route("/dashboard-link", post(dashboard_link))
@@ -321,7 +324,7 @@ async fn require_token(
 }
 
 /// Who asked, for the deploy history: the CLI says so in a header.
-fn triggered_by(headers: &HeaderMap) -> &'static str {
+pub(crate) fn triggered_by(headers: &HeaderMap) -> &'static str {
     match headers.get("x-molt-client").and_then(|v| v.to_str().ok()) {
         Some("cli") => "cli",
         Some("dashboard") => "dashboard",

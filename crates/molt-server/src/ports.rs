@@ -9,7 +9,8 @@ use crate::health::{Probe, Prober};
 use crate::proxy_link::ProxyLink;
 use crate::registry::{Credential, RegistryError};
 use crate::runtime::{
-    ContainerEvent, ContainerSpec, ContainerState, LabeledContainer, Runtime, UpstreamMode,
+    Attached, ContainerEvent, ContainerSpec, ContainerState, LabeledContainer, OneOff, Runtime,
+    UpstreamMode,
 };
 use anyhow::Result;
 use futures_util::stream::BoxStream;
@@ -67,6 +68,46 @@ pub trait Containers: Send + Sync {
     ) -> BoxStream<'static, String>;
     /// Container events of this installation; ends when the stream breaks.
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent>>;
+
+    // `molt run` and `molt exec` (the fakes of deploy tests run neither).
+
+    /// Creates, attaches to and starts a one-off container (`size`: the
+    /// client's terminal, columns × rows, with a TTY).
+    async fn run_attached(
+        &self,
+        _spec: &ContainerSpec,
+        _one_off: &OneOff,
+        _size: Option<(u16, u16)>,
+    ) -> Result<(String, Attached)> {
+        Err(anyhow::anyhow!(
+            "this runtime cannot run one-off containers"
+        ))
+    }
+    /// Waits until a container exited; its exit code.
+    async fn wait_exit(&self, _id: &str) -> Result<i64> {
+        Err(anyhow::anyhow!("this runtime cannot wait for containers"))
+    }
+    /// Runs a command in a running container; the exec's id and streams.
+    async fn exec_attached(
+        &self,
+        _container: &str,
+        _cmd: &[String],
+        _tty: bool,
+        _stdin: bool,
+        _size: Option<(u16, u16)>,
+    ) -> Result<(String, Attached)> {
+        Err(anyhow::anyhow!(
+            "this runtime cannot run commands in containers"
+        ))
+    }
+    /// An exec's exit code, once it ended.
+    async fn exec_exit(&self, _exec_id: &str) -> Result<Option<i64>> {
+        Ok(None)
+    }
+    /// This installation's one-off containers, by id.
+    async fn list_runs(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Where traffic is routed: Molt's proxy, or a fake in tests.
@@ -176,6 +217,33 @@ impl Containers for Runtime {
     }
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent>> {
         Box::pin(Runtime::events(self))
+    }
+    async fn run_attached(
+        &self,
+        spec: &ContainerSpec,
+        one_off: &OneOff,
+        size: Option<(u16, u16)>,
+    ) -> Result<(String, Attached)> {
+        Runtime::run_attached(self, spec, one_off, size).await
+    }
+    async fn wait_exit(&self, id: &str) -> Result<i64> {
+        Runtime::wait_exit(self, id).await
+    }
+    async fn exec_attached(
+        &self,
+        container: &str,
+        cmd: &[String],
+        tty: bool,
+        stdin: bool,
+        size: Option<(u16, u16)>,
+    ) -> Result<(String, Attached)> {
+        Runtime::exec_attached(self, container, cmd, tty, stdin, size).await
+    }
+    async fn exec_exit(&self, exec_id: &str) -> Result<Option<i64>> {
+        Runtime::exec_exit(self, exec_id).await
+    }
+    async fn list_runs(&self) -> Result<Vec<String>> {
+        Runtime::list_runs(self).await
     }
 }
 

@@ -26,6 +26,15 @@ pub const LABEL_REPLICA: &str = "molt.replica";
 
 /// What a container of an App is for.
 pub const ROLE_WEB: &str = "web";
+/// A `molt run` one-off container: never a replica, never routed, removed
+/// when its command ends (and by the start-up reconciler if the server
+/// died first).
+pub const ROLE_RUN: &str = "run";
+/// The run record a one-off container belongs to.
+pub const LABEL_RUN: &str = "molt.run";
+
+mod attach;
+pub use attach::{Attached, OneOff, Output};
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -413,19 +422,44 @@ impl Runtime {
     /// added, a process limit, a memory limit (the host-derived default
     /// when the App gives none), optionally a read-only root.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<String> {
+        let id = self.create(spec, None).await?;
+        self.docker.start_container(&id, None).await.map_err(|e| {
+            anyhow!(
+                "the engine could not start the container: {}",
+                engine_message(&e)
+            )
+        })?;
+        Ok(id)
+    }
+
+    /// Creates (without starting) an App's container: a replica, or with
+    /// `one_off` a `molt run` container, confined the same way but with its
+    /// own role label, the command given, no restart, no published port
+    /// and no alias (linked Apps must not reach it by the App's name).
+    async fn create(
+        &self,
+        spec: &ContainerSpec,
+        one_off: Option<&attach::OneOff>,
+    ) -> Result<String> {
         let network = self.ensure_app_network(&spec.app).await?;
         let mut linked = Vec::new();
         for link in &spec.links {
             linked.push(self.ensure_app_network(link).await?);
         }
         let memory = spec.memory_bytes.or(self.default_memory).map(|m| m as i64);
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_INSTANCE.to_string(), self.instance.clone()),
             (LABEL_APP.to_string(), spec.app.clone()),
             (LABEL_DEPLOY.to_string(), spec.deploy.clone()),
             (LABEL_ROLE.to_string(), ROLE_WEB.to_string()),
             (LABEL_REPLICA.to_string(), spec.replica.to_string()),
         ]);
+        if let Some(o) = one_off {
+            labels.insert(LABEL_ROLE.to_string(), ROLE_RUN.to_string());
+            labels.remove(LABEL_REPLICA);
+            labels.insert(LABEL_RUN.to_string(), o.run_id.clone());
+        }
+        let publish = self.upstream == UpstreamMode::Published && one_off.is_none();
         let device_requests = (spec.gpus > 0).then(|| {
             vec![DeviceRequest {
                 driver: Some("nvidia".into()),
@@ -436,7 +470,11 @@ impl Runtime {
         });
         let host_config = HostConfig {
             restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                name: Some(if one_off.is_some() {
+                    RestartPolicyNameEnum::NO
+                } else {
+                    RestartPolicyNameEnum::UNLESS_STOPPED
+                }),
                 maximum_retry_count: None,
             }),
             network_mode: Some(network.clone()),
@@ -457,7 +495,7 @@ impl Runtime {
             nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
             device_requests,
             // A port the engine picks, on loopback only.
-            port_bindings: (self.upstream == UpstreamMode::Published).then(|| {
+            port_bindings: publish.then(|| {
                 HashMap::from([(
                     format!("{}/tcp", spec.port),
                     Some(vec![PortBinding {
@@ -472,19 +510,25 @@ impl Runtime {
             image: Some(spec.image.clone()),
             env: Some(spec.env.clone()),
             labels: Some(labels),
-            exposed_ports: (self.upstream == UpstreamMode::Published)
-                .then(|| vec![format!("{}/tcp", spec.port)]),
+            exposed_ports: publish.then(|| vec![format!("{}/tcp", spec.port)]),
             host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     network.clone(),
                     EndpointSettings {
                         // Linked Apps reach it by the App's name.
-                        aliases: Some(vec![spec.app.clone()]),
+                        aliases: one_off.is_none().then(|| vec![spec.app.clone()]),
                         ..Default::default()
                     },
                 )])),
             }),
+            cmd: one_off.map(|o| o.cmd.clone()),
+            tty: one_off.map(|o| o.tty),
+            open_stdin: one_off.map(|o| o.stdin),
+            stdin_once: one_off.map(|o| o.stdin),
+            attach_stdin: one_off.map(|o| o.stdin),
+            attach_stdout: one_off.map(|_| true),
+            attach_stderr: one_off.map(|_| true),
             ..Default::default()
         };
         let created = self
@@ -524,15 +568,6 @@ impl Runtime {
                 ));
             }
         }
-        self.docker
-            .start_container(&created.id, None)
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "the engine could not start the container: {}",
-                    engine_message(&e)
-                )
-            })?;
         Ok(created.id)
     }
 
@@ -719,17 +754,30 @@ impl Runtime {
             ])),
             ..Default::default()
         };
-        self.docker.events(Some(options)).map(|item| {
-            let message = item
-                .map_err(|e| anyhow!("the engine's event stream broke: {}", engine_message(&e)))?;
-            let actor = message.actor.unwrap_or_default();
-            let attributes = actor.attributes.unwrap_or_default();
-            Ok(ContainerEvent {
-                action: message.action.unwrap_or_default(),
-                container: actor.id.unwrap_or_default(),
-                app: attributes.get(LABEL_APP).cloned().unwrap_or_default(),
+        self.docker
+            .events(Some(options))
+            .filter_map(|item| async move {
+                let message = match item {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return Some(Err(anyhow!(
+                            "the engine's event stream broke: {}",
+                            engine_message(&e)
+                        )))
+                    }
+                };
+                let actor = message.actor.unwrap_or_default();
+                let attributes = actor.attributes.unwrap_or_default();
+                // A one-off container's start and exit are not the App's.
+                if attributes.get(LABEL_ROLE).map(String::as_str) == Some(ROLE_RUN) {
+                    return None;
+                }
+                Some(Ok(ContainerEvent {
+                    action: message.action.unwrap_or_default(),
+                    container: actor.id.unwrap_or_default(),
+                    app: attributes.get(LABEL_APP).cloned().unwrap_or_default(),
+                }))
             })
-        })
     }
 
     /// Every container of this installation, or of one App.
@@ -752,6 +800,10 @@ impl Runtime {
             .into_iter()
             .filter_map(|c| {
                 let labels = c.labels.unwrap_or_default();
+                // One-off containers are no App's replicas (`list_runs`).
+                if labels.get(LABEL_ROLE).map(String::as_str) == Some(ROLE_RUN) {
+                    return None;
+                }
                 Some(LabeledContainer {
                     id: c.id?,
                     name: c

@@ -101,6 +101,17 @@ enum Command {
         #[command(flatten)]
         args: LogsArgs,
     },
+    /// Run a command in a one-off container of the App's version (its
+    /// image and environment, no route), e.g. a migration.
+    Run {
+        #[command(flatten)]
+        args: cli::attach::RunArgs,
+    },
+    /// Run a command inside a serving container of the App.
+    Exec {
+        #[command(flatten)]
+        args: cli::attach::ExecArgs,
+    },
     /// Print a one-time login URL for the dashboard (valid 5 minutes).
     DashboardLink,
     /// What is wrong with an App: its latest failed deploy and its
@@ -166,6 +177,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Env { command } => lifecycle::env(&client()?, command).await,
         Command::Registries { command } => registries::run(&client()?, command).await,
         Command::Logs { args } => logs::logs(&client()?, args).await,
+        Command::Run { args } => cli::attach::run(&client()?, args).await,
+        Command::Exec { args } => cli::attach::exec(&client()?, args).await,
         Command::DashboardLink => logs::dashboard_link(&client()?).await,
         Command::Debug { args } => logs::debug(&client()?, args).await,
     }

@@ -33,6 +33,14 @@ pub async fn reconcile(deployer: &Arc<Deployer>) -> Result<Report> {
     let mut report = Report::default();
     let routes = deployer.proxy.routes().await?;
 
+    // 0. One-off containers of `molt run`: their clients left with the
+    // server, so they go (they are never an App's replicas).
+    match crate::ops::oneoff::sweep_runs(deployer).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} one-off container(s) a stopped server left"),
+        Err(e) => tracing::error!("cannot remove leftover one-off containers: {e:#}"),
+    }
+
     // 1. Deploys that were in flight.
     for deploy in deployer.store.unfinished_deploys()? {
         if let Err(e) = settle(deployer, &deploy, &routes, &mut report).await {

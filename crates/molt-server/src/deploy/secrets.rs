@@ -20,7 +20,7 @@ impl Deployer {
 
     /// The environment a container gets: `PORT`, then the App's variables
     /// with secrets opened.
-    pub(super) fn container_env(
+    pub(crate) fn container_env(
         &self,
         app: &AppRow,
         env: &[EnvEntry],

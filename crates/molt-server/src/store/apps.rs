@@ -99,6 +99,7 @@ impl Store {
             )?;
             tx.execute("DELETE FROM deploys WHERE app = ?", [name])?;
             tx.execute("DELETE FROM env WHERE app = ?", [name])?;
+            tx.execute("DELETE FROM runs WHERE app = ?", [name])?;
             tx.execute("DELETE FROM apps WHERE name = ?", [name])?;
             tx.commit()?;
             Ok(())

@@ -7,6 +7,7 @@ mod deploys;
 mod env;
 mod registries;
 mod rows;
+mod runs;
 mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -15,6 +16,7 @@ use deploys::*;
 use env::*;
 pub use rows::*;
 use rows::{app_from_row, deploy_from_row, registry_from_row};
+pub use runs::KEEP_RUNS;
 use schema::MIGRATIONS;
 
 use crate::feed::Feed;

@@ -113,4 +113,21 @@ ALTER TABLE apps ADD COLUMN cap_add TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE apps ADD COLUMN pids_limit INTEGER;
 ALTER TABLE apps ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0;
 "#,
+    // `molt run`: one-off commands, kept apart from deploys (see `runs`).
+    r#"
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    command TEXT NOT NULL,
+    release TEXT,
+    image TEXT NOT NULL,
+    triggered_by TEXT NOT NULL,
+    exit_code INTEGER,
+    error TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    duration_ms INTEGER
+);
+CREATE INDEX runs_by_app ON runs (app, started_at);
+"#,
 ];

@@ -279,6 +279,41 @@ impl Client {
         Ok(())
     }
 
+    /// POSTs `body` asking to switch to the attach stream (`molt run`,
+    /// `molt exec`); the upgraded connection, or the API's refusal.
+    pub async fn upgrade(
+        &self,
+        url: Url,
+        body: &Value,
+        protocol: &str,
+    ) -> Result<reqwest::Upgraded> {
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONNECTION, "Upgrade")
+            .header(reqwest::header::UPGRADE, protocol)
+            // Starting may pull an image first.
+            .timeout(Duration::from_secs(3600))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return resp.upgrade().await.map_err(|e| self.transport(e));
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return Err(CliError::new(
+                FAILED,
+                "the server answered without switching to the command's stream: is it an older Molt, or is a proxy in front of it dropping `Upgrade`?",
+            )
+            .into());
+        }
+        Err(api_failure(status.as_u16(), &body).into())
+    }
+
     /// Why a request got no answer, with what to check.
     pub fn transport(&self, e: reqwest::Error) -> anyhow::Error {
         // The innermost cause says what happened ("Connection refused").

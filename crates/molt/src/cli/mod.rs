@@ -2,6 +2,7 @@
 //! returns its exit code; errors carry theirs (see [`client::exit_code`]).
 
 pub mod apps;
+pub mod attach;
 pub mod client;
 pub mod deploys;
 pub mod follow;
