@@ -41,7 +41,24 @@ pub struct Route {
     /// How long a retired target keeps its in-flight requests and upgraded
     /// connections before they are closed.
     pub drain_timeout_ms: u64,
+    /// An upgraded connection (WebSocket) with no byte either way for this
+    /// long is closed. Default 5 min, at most 24 h. Absent from routes
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_idle_timeout_ms: Option<u64>,
+    /// The largest request body sent on to the App; larger ones get a 413.
+    /// Default 100 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
+
+/// `Route::tunnel_idle_timeout_ms` when unset.
+pub const DEFAULT_TUNNEL_IDLE_MS: u64 = 5 * 60 * 1000;
+/// `Route::max_body_bytes` when unset.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 100 * 1024 * 1024;
+/// The longest any route timeout is taken to be (24 h): a larger value
+/// would overflow a deadline and means "practically never" anyway.
+pub const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]

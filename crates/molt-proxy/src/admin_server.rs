@@ -145,6 +145,9 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, _)) => {
+                if !peer_allowed(&stream) {
+                    continue;
+                }
                 let admin = Arc::clone(&admin);
                 tokio::spawn(async move {
                     if let Err(e) = connection(stream, &admin).await {
@@ -159,6 +162,32 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Whether the process at the other end may use the admin socket: the
+/// proxy's own user, or root (SO_PEERCRED, asked of the kernel once per
+/// admin connection). The socket's 0600 mode says the same, but a mode can
+/// be loosened by mistake and a socket handed to another user; the check
+/// makes the rule hold whatever happens to the file. Handover included: it
+/// passes the listening sockets and the data dir's lock.
+fn peer_allowed(stream: &UnixStream) -> bool {
+    let own = rustix::process::getuid().as_raw();
+    match stream.peer_cred() {
+        Ok(cred) if uid_allowed(cred.uid(), own) => true,
+        Ok(cred) => {
+            tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), own_uid = own,
+                "admin connection from another user refused");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell who connected to the admin socket; refused");
+            false
+        }
+    }
+}
+
+fn uid_allowed(peer: u32, own: u32) -> bool {
+    peer == own || peer == 0
 }
 
 async fn connection(stream: UnixStream, admin: &Arc<Admin>) -> std::io::Result<()> {
@@ -423,4 +452,17 @@ fn successor_addr(listen: SocketAddr) -> SocketAddr {
         });
     }
     addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uid_allowed;
+
+    #[test]
+    fn only_the_proxys_user_or_root_may_use_the_admin_socket() {
+        assert!(uid_allowed(1000, 1000));
+        assert!(uid_allowed(0, 1000));
+        assert!(!uid_allowed(1001, 1000));
+        assert!(!uid_allowed(65534, 0));
+    }
 }

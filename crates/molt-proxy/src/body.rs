@@ -98,11 +98,33 @@ impl Body for ProxyBody {
 }
 
 /// What the proxy sends upstream: the user's body, streamed on as it
-/// arrives (`Left`), or nothing (`Right`). A request without a body is sent
+/// arrives and cut at the App's body limit (`Left`), or nothing (`Right`). A request without a body is sent
 /// as `Right`, so it can be built again and sent to another target when the
 /// first one refused the connection (it never reached an App, so nothing
 /// runs twice).
-pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Empty<Bytes>>;
+pub type UpstreamBody =
+    http_body_util::Either<http_body_util::Limited<Incoming>, http_body_util::Empty<Bytes>>;
+
+/// The user's body, failing the upstream request once it passes `max`
+/// bytes. Counting is a subtraction per frame; nothing is allocated unless
+/// the limit is hit.
+pub fn limited(body: Incoming, max: u64) -> UpstreamBody {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    http_body_util::Either::Left(http_body_util::Limited::new(body, max))
+}
+
+/// Whether an upstream request failed because the user's body passed its
+/// limit (the proxy then answers 413, not 502).
+pub fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
 
 /// `UpstreamBody` for a request without a body.
 pub fn no_body() -> UpstreamBody {

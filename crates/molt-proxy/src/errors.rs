@@ -72,6 +72,13 @@ pub fn timeout(app: &str, ms: u64) -> Response<ProxyBody> {
     )
 }
 
+pub fn too_large(app: &str, max: u64) -> Response<ProxyBody> {
+    page(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than the App `{app}` accepts ({max} bytes)."),
+    )
+}
+
 /// A held request whose wait ran out: the redeploy took longer than the
 /// pause allows.
 pub fn held_too_long(app: &str, max_pause_ms: u64) -> Response<ProxyBody> {

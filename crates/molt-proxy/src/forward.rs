@@ -14,9 +14,11 @@ use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{no_body, ProxyBody, UpstreamBody};
+use crate::body::{limited, no_body, too_large, ProxyBody, UpstreamBody};
+use crate::edge::{self, Activity, Watched};
 use crate::errors;
 use crate::headers;
+pub use crate::headers::Peer;
 use crate::hold::Admission;
 use crate::host;
 use crate::metrics::UpstreamError;
@@ -24,11 +26,15 @@ use crate::routes::{RouteState, Routes};
 use crate::target::{InFlightGuard, UpstreamClient};
 
 /// Serves one request from `client`.
-pub async fn handle(
-    routes: &Routes,
-    client: SocketAddr,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
+pub async fn handle(routes: &Routes, client: &Peer, req: Request<Incoming>) -> Response<ProxyBody> {
+    // Two Host headers: which App was meant is ambiguous, and a proxy and
+    // an App that pick differently can be played against each other. One
+    // step of the header map's value chain, no allocation.
+    let mut hosts = req.headers().get_all(HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        routes.unrouted.record(StatusCode::BAD_REQUEST);
+        return errors::bad_request("the request has more than one Host header");
+    }
     // HTTP/2 carries the host in `:authority`, which hyper puts in the URI.
     let host_value = req.headers().get(HOST).cloned().or_else(|| {
         req.uri()
@@ -53,7 +59,10 @@ pub async fn handle(
     // so it goes to whatever targets are current when it is released.
     let resp = match route.hold.admit().await {
         Admission::Go => forward(&route, client, host_value, req).await,
-        Admission::HandedOver => relay(routes.successor(), app, client, host_value, req).await,
+        Admission::HandedOver => {
+            let max_body = route.settings().max_body;
+            relay(routes.successor(), app, client, host_value, req, max_body).await
+        }
         Admission::TimedOut { max_pause_ms } => errors::held_too_long(app, max_pause_ms),
         Admission::Full { max_queued } => errors::hold_full(app, max_queued),
     };
@@ -64,11 +73,16 @@ pub async fn handle(
 
 async fn forward(
     route: &RouteState,
-    client: SocketAddr,
+    client: &Peer,
     host: HeaderValue,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let app = route.app.as_str();
+    let settings = route.settings();
+    // A body announced too large is refused before anything is sent on.
+    if body_len(req.headers()).is_some_and(|len| len > settings.max_body) {
+        return errors::too_large(app, settings.max_body);
+    }
     let Some(mut guard) = route.acquire() else {
         return errors::no_target(app);
     };
@@ -82,7 +96,8 @@ async fn forward(
     if !parts.headers.contains_key(HOST) {
         parts.headers.insert(HOST, host.clone());
     }
-    headers::set_forwarded(&mut parts.headers, client.ip(), &host);
+    headers::set_forwarded(&mut parts.headers, client, &host);
+    headers::strip_molt_cookies(&mut parts.headers);
     let request_id = headers::ensure_request_id(&mut parts.headers);
     // A request without a body gets one more try on another replica if its
     // target refuses the connection (a container that just died, before
@@ -97,10 +112,10 @@ async fn forward(
     let mut body = if spare.is_some() {
         no_body()
     } else {
-        UpstreamBody::Left(body)
+        limited(body, settings.max_body)
     };
 
-    let limit = route.settings().upstream_timeout_ms;
+    let limit = settings.upstream_timeout;
     let mut resp = loop {
         let target = Arc::clone(guard.target());
         let Some(upstream) = target.client() else {
@@ -117,6 +132,11 @@ async fn forward(
         };
         match answer {
             Some(Ok(resp)) => break resp,
+            Some(Err(e)) if too_large(&e) => {
+                tracing::info!(%app, request_id = ?request_id, limit = settings.max_body,
+                    "request body over the App's limit; answered 413");
+                return errors::too_large(app, settings.max_body);
+            }
             Some(Err(e)) => {
                 tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
                     error = %error_chain(&e), "upstream request failed");
@@ -148,7 +168,12 @@ async fn forward(
             return errors::upstream_failed(app);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+        tokio::spawn(tunnel(
+            client_upgrade,
+            upstream_upgrade,
+            guard,
+            settings.tunnel_idle,
+        ));
         let (mut parts, _) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, true);
         return Response::from_parts(parts, ProxyBody::empty());
@@ -181,9 +206,10 @@ fn bodiless(
 async fn relay(
     successor: Option<SocketAddr>,
     app: &str,
-    client: SocketAddr,
+    client: &Peer,
     host: HeaderValue,
     req: Request<Incoming>,
+    max_body: u64,
 ) -> Response<ProxyBody> {
     let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
     let Some(successor) = successor.filter(|_| !upgrade) else {
@@ -203,11 +229,12 @@ async fn relay(
     if !parts.headers.contains_key(HOST) {
         parts.headers.insert(HOST, host.clone());
     }
-    headers::set_forwarded(&mut parts.headers, client.ip(), &host);
+    headers::set_forwarded(&mut parts.headers, client, &host);
+    headers::strip_molt_cookies(&mut parts.headers);
     let relay_client: UpstreamClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let req = Request::from_parts(parts, UpstreamBody::Left(body));
+    let req = Request::from_parts(parts, limited(body, max_body));
     match relay_client.request(req).await {
         Ok(resp) => {
             tracing::info!(%app, %successor, "held request passed on to the new proxy");
@@ -215,6 +242,7 @@ async fn relay(
             headers::strip_hop_by_hop(&mut parts.headers, false);
             Response::from_parts(parts, ProxyBody::relayed(body))
         }
+        Err(e) if too_large(&e) => errors::too_large(app, max_body),
         Err(e) => {
             tracing::warn!(%app, %successor, error = %error_chain(&e),
                 "passing a held request on to the new proxy failed");
@@ -247,19 +275,35 @@ fn upstream_uri(target: &Authority, original: &Uri) -> Option<Uri> {
         .ok()
 }
 
+/// The request body's announced length, if any.
+fn body_len(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Copies bytes both ways between the upgraded user and upstream
-/// connections until either side closes or the target is closed (drain
-/// timeout, shutdown). Holds the in-flight guard all along.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, guard: InFlightGuard) {
+/// connections until either side closes, nothing crosses for `idle`, or the
+/// target is closed (drain timeout, shutdown). Holds the in-flight guard
+/// all along.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, guard: InFlightGuard, idle: Duration) {
     let target = Arc::clone(guard.target());
+    let activity = Arc::new(Activity::default());
     let copy = async {
         let (client, upstream) = tokio::try_join!(client, upstream)
             .map_err(|e| std::io::Error::other(format!("upgrade failed: {e}")))?;
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
+        let mut client = Watched::new(TokioIo::new(client), Arc::clone(&activity));
+        let mut upstream = Watched::new(TokioIo::new(upstream), Arc::clone(&activity));
         tokio::io::copy_bidirectional(&mut client, &mut upstream).await
     };
     tokio::select! {
+        () = edge::idle_for(&activity, idle) => {
+            tracing::debug!(addr = %target.target.addr, ?idle, "upgraded connection idle; closed");
+        }
         result = copy => match result {
             Ok((up, down)) => tracing::debug!(addr = %target.target.addr, up, down, "upgraded connection ended"),
             Err(e) => tracing::debug!(addr = %target.target.addr, error = %e, "upgraded connection failed"),

@@ -3,14 +3,18 @@
 //! proxy; `X-Forwarded-*` and `X-Request-Id` tell the App who asked.
 
 use std::hash::{BuildHasher, Hasher};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::edge::{canonical, EdgeConfig};
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -64,27 +68,120 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Sets the `X-Forwarded-*` headers for a request from `client` to `host`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: &HeaderValue) {
-    let client = match client {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+/// Who is on the other end of a user connection, worked out once per
+/// connection so requests only clone a ready header value.
+pub struct Peer {
+    /// The client: the TCP peer, or the address a trusted PROXY header gave.
+    pub addr: SocketAddr,
+    /// `addr`'s IP as a header value.
+    pub ip: HeaderValue,
+    /// Whether what the client says in forwarding headers is believed.
+    pub trusted: bool,
+    pub edge: Arc<EdgeConfig>,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, edge: &Arc<EdgeConfig>) -> Peer {
+        let ip = canonical(addr.ip());
+        Peer {
+            addr,
+            ip: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or(HeaderValue::from_static("0.0.0.0")),
+            trusted: edge.trusts(ip),
+            edge: Arc::clone(edge),
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `X-Real-IP` for a request
+/// from `peer` to `host`. From a peer not in the trusted proxies, what the
+/// client sent in those and in `Forwarded` is replaced, never passed on: an
+/// App must be able to believe them. That path is a few map operations and
+/// clones of ready values, no allocation. From a trusted proxy the chain is
+/// kept and extended, and the client is the last untrusted hop in it.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderValue) {
+    if !peer.trusted {
+        headers.remove(header::FORWARDED);
+        // `insert` replaces every earlier value of the header.
+        headers.insert(X_FORWARDED_FOR, peer.ip.clone());
+        headers.insert(X_REAL_IP, peer.ip.clone());
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_HOST, host.clone());
+        return;
+    }
     let earlier: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
+    let client = earlier
+        .iter()
+        .rev()
+        .flat_map(|v| v.rsplit(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .find(|ip| !peer.edge.trusts(*ip))
+        .map(canonical);
     let chain = if earlier.is_empty() {
-        client.to_string()
+        None
     } else {
-        format!("{}, {client}", earlier.join(", "))
+        HeaderValue::from_str(&format!("{}, {}", earlier.join(", "), peer.addr.ip())).ok()
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert(X_FORWARDED_FOR, value);
+    let real_ip = client.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
+    headers.insert(X_FORWARDED_FOR, chain.unwrap_or_else(|| peer.ip.clone()));
+    if !headers.contains_key(&X_REAL_IP) {
+        headers.insert(X_REAL_IP, real_ip.unwrap_or_else(|| peer.ip.clone()));
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(X_FORWARDED_HOST, host.clone());
+    let proto_ok = headers
+        .get(&X_FORWARDED_PROTO)
+        .is_some_and(|v| v == "http" || v == "https");
+    if !proto_ok {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+}
+
+/// Removes cookies named `molt_*` (the dashboard's session and the like)
+/// from a request to an App: Molt's cookies are for Molt. Cheap for the
+/// common request: a byte scan of its Cookie header, if any; only a header
+/// that mentions `molt_` is rebuilt.
+pub fn strip_molt_cookies(headers: &mut HeaderMap) {
+    let mentions = headers.get_all(header::COOKIE).iter().any(|v| {
+        v.as_bytes()
+            .windows(5)
+            .any(|w| w.eq_ignore_ascii_case(b"molt_"))
+    });
+    if !mentions {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair
+                .split(|b| *b == b'=')
+                .next()
+                .unwrap_or(pair)
+                .trim_ascii();
+            if name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"molt_") {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+    }
+    headers.remove(header::COOKIE);
+    if let Ok(value) = HeaderValue::from_bytes(&kept) {
+        if !kept.is_empty() {
+            headers.insert(header::COOKIE, value);
+        }
+    }
 }
 
 /// Keeps a sane incoming `X-Request-Id`, or sets a fresh one; returns it.
@@ -160,14 +257,64 @@ mod tests {
         );
     }
 
+    fn peer(addr: &str, trusted: &[&str]) -> Peer {
+        let edge = Arc::new(EdgeConfig {
+            trusted_proxies: trusted.iter().map(|c| c.parse().expect("cidr")).collect(),
+            ..EdgeConfig::default()
+        });
+        Peer::new(addr.parse().expect("addr"), &edge)
+    }
+
     #[test]
-    fn forwarded_for_appends() {
+    fn forwarded_for_appends_from_a_trusted_proxy() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
         let host = HeaderValue::from_static("web.test:8080");
-        set_forwarded(&mut h, "127.0.0.1".parse().expect("ip"), &host);
+        set_forwarded(&mut h, &peer("127.0.0.1:5000", &["127.0.0.0/8"]), &host);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-real-ip"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "web.test:8080");
+    }
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+            ("forwarded", "for=10.0.0.1;proto=https"),
+            ("x-real-ip", "10.0.0.1"),
+        ]);
+        let host = HeaderValue::from_static("web.test");
+        set_forwarded(
+            &mut h,
+            &peer("[::ffff:192.0.2.9]:5000", &["10.0.0.0/8"]),
+            &host,
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(h["x-real-ip"], "192.0.2.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "web.test");
+        assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn molt_cookies_never_reach_an_app() {
+        let mut h = map(&[
+            ("cookie", "a=1; molt_session=secret; b=2"),
+            ("cookie", "MOLT_csrf=x"),
+        ]);
+        strip_molt_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+        let mut only = map(&[("cookie", "molt_session=secret")]);
+        strip_molt_cookies(&mut only);
+        assert!(!only.contains_key("cookie"));
+        let mut kept = map(&[("cookie", "x=molt_session")]);
+        strip_molt_cookies(&mut kept);
+        assert_eq!(kept["cookie"], "x=molt_session");
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Hold {
         };
         self.held_total.fetch_add(1, Ordering::Relaxed);
         let released = tokio::time::timeout(
-            Duration::from_millis(limits.max_pause_ms),
+            Duration::from_millis(limits.max_pause_ms.min(crate::admin::MAX_TIMEOUT_MS)),
             rx.wait_for(|s| s.paused.is_none() || s.resumes != entry.resumes || s.handed_over),
         )
         .await

@@ -14,6 +14,7 @@
 pub mod admin;
 mod admin_server;
 mod body;
+mod edge;
 mod errors;
 mod fdpass;
 mod forward;
@@ -30,5 +31,6 @@ mod server;
 mod target;
 
 pub use admin::{AdminClient, AdminError, DrainOutcome, Paused, PingInfo};
+pub use edge::{Cidr, EdgeConfig, DEFAULT_MAX_CONNECTIONS};
 pub use instance::exe_id;
 pub use server::{default_threads, run, run_until, Proxy, ProxyConfig};

@@ -210,6 +210,8 @@ mod tests {
             targets: vec![],
             upstream_timeout_ms: 0,
             drain_timeout_ms: 0,
+            tunnel_idle_timeout_ms: None,
+            max_body_bytes: None,
         };
         let routes = Routes::with(
             std::env::temp_dir().join("unused-routes.json"),

@@ -97,6 +97,8 @@ mod tests {
             }],
             upstream_timeout_ms: 1000,
             drain_timeout_ms: 1000,
+            tunnel_idle_timeout_ms: None,
+            max_body_bytes: None,
         };
         save(&path, vec![route.clone()]).await.expect("save");
         save(&path, vec![route.clone(), route.clone()])

@@ -14,7 +14,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use crate::admin::{Paused, Route, Target};
+use crate::admin::{
+    Paused, Route, Target, DEFAULT_MAX_BODY_BYTES, DEFAULT_TUNNEL_IDLE_MS, MAX_TIMEOUT_MS,
+};
 use crate::hold::{Hold, PauseLimits};
 use crate::host;
 use crate::metrics::ResponseCounts;
@@ -60,8 +62,20 @@ impl TargetSet {
 #[derive(Debug, Clone)]
 pub struct RouteSettings {
     pub hosts: Vec<String>,
+    /// As the route gave them (listed back unchanged); the request path
+    /// uses the clamped values below.
     pub upstream_timeout_ms: u64,
     pub drain_timeout_ms: u64,
+    pub tunnel_idle_timeout_ms: Option<u64>,
+    pub max_body_bytes: Option<u64>,
+    /// `upstream_timeout_ms` within `MAX_TIMEOUT_MS` (0 stays unbounded).
+    pub upstream_timeout: u64,
+    /// `drain_timeout_ms` within `MAX_TIMEOUT_MS`.
+    pub drain_timeout: Duration,
+    /// Within [1 s, `MAX_TIMEOUT_MS`], default `DEFAULT_TUNNEL_IDLE_MS`.
+    pub tunnel_idle: Duration,
+    /// Default `DEFAULT_MAX_BODY_BYTES`.
+    pub max_body: u64,
 }
 
 struct Retired {
@@ -164,6 +178,8 @@ impl RouteState {
                 .collect(),
             upstream_timeout_ms: settings.upstream_timeout_ms,
             drain_timeout_ms: settings.drain_timeout_ms,
+            tunnel_idle_timeout_ms: settings.tunnel_idle_timeout_ms,
+            max_body_bytes: settings.max_body_bytes,
         }
     }
 
@@ -239,7 +255,7 @@ impl RouteState {
             target: Arc::clone(&target),
             epoch,
         });
-        let timeout = Duration::from_millis(self.settings.load().drain_timeout_ms);
+        let timeout = self.settings.load().drain_timeout;
         let deadline = Instant::now() + timeout;
         tracing::info!(app = %self.app, addr = %target.target.addr, id = %target.target.id,
             ?timeout, "target retired, draining");
@@ -309,7 +325,8 @@ impl RouteState {
             .filter(|r| r.target.target.addr == addr)
             .map(|r| (Arc::clone(&r.target), r.epoch))
             .collect();
-        let deadline = Instant::now() + timeout;
+        // Clamped: a huge timeout from the admin socket must not overflow.
+        let deadline = Instant::now() + timeout.min(Duration::from_millis(MAX_TIMEOUT_MS));
         let mut cut_total = 0;
         let mut drained = true;
         for (target, epoch) in waiting {
@@ -354,6 +371,17 @@ fn settings_of(route: &Route) -> RouteSettings {
         hosts: route.hosts.clone(),
         upstream_timeout_ms: route.upstream_timeout_ms,
         drain_timeout_ms: route.drain_timeout_ms,
+        tunnel_idle_timeout_ms: route.tunnel_idle_timeout_ms,
+        max_body_bytes: route.max_body_bytes,
+        upstream_timeout: route.upstream_timeout_ms.min(MAX_TIMEOUT_MS),
+        drain_timeout: Duration::from_millis(route.drain_timeout_ms.min(MAX_TIMEOUT_MS)),
+        tunnel_idle: Duration::from_millis(
+            route
+                .tunnel_idle_timeout_ms
+                .unwrap_or(DEFAULT_TUNNEL_IDLE_MS)
+                .clamp(1_000, MAX_TIMEOUT_MS),
+        ),
+        max_body: route.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
     }
 }
 
@@ -627,6 +655,8 @@ mod tests {
             }],
             upstream_timeout_ms: 0,
             drain_timeout_ms: 1_000,
+            tunnel_idle_timeout_ms: None,
+            max_body_bytes: None,
         }
     }
 

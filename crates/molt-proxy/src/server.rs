@@ -15,14 +15,14 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::{ROUTES_FILE, SOCKET_FILE};
 use crate::admin_server::{self, Admin, Handoff};
-use crate::forward;
+use crate::edge::{self, EdgeConfig, Prefixed};
+use crate::forward::{self, Peer};
 use crate::handover::{self, Inherited};
 use crate::instance::{exe_id, Instance};
 use crate::metrics_server;
@@ -43,8 +43,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// After a handover, how long busy keep-alive connections get to receive a
 /// `Connection: close` answer before idle ones are closed.
 const HANDOVER_LINGER: Duration = Duration::from_secs(1);
-/// A client must send its request headers within this (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -59,6 +57,8 @@ pub struct ProxyConfig {
     /// proxy finishes what it has in flight and exits). With none running,
     /// start afresh.
     pub takeover: bool,
+    /// Limits and trust for what faces the internet.
+    pub edge: EdgeConfig,
 }
 
 /// A running proxy. Dropping it stops it too (without waiting).
@@ -101,7 +101,7 @@ impl Proxy {
                 Some(addr) => Some(bind_metrics(addr).await?),
                 None => None,
             };
-            return Self::serve(dir, routes, http, metrics, instance, None).await;
+            return Self::serve(dir, routes, http, metrics, instance, None, config.edge).await;
         };
 
         // Taking over. Any error before `confirm` drops the handover's
@@ -143,7 +143,16 @@ impl Proxy {
             (None, _) => None,
         };
         let instance = Instance::adopt(dir, lock)?;
-        let proxy = Self::serve(dir, routes, http, metrics, instance, Some(conn)).await?;
+        let proxy = Self::serve(
+            dir,
+            routes,
+            http,
+            metrics,
+            instance,
+            Some(conn),
+            config.edge,
+        )
+        .await?;
         tracing::info!(from_pid = ?from_pid, from_version = ?from_version, "took over from the running proxy");
         Ok(proxy)
     }
@@ -157,7 +166,9 @@ impl Proxy {
         metrics: Option<TcpListener>,
         instance: Instance,
         handover: Option<tokio::net::UnixStream>,
+        mut edge: EdgeConfig,
     ) -> anyhow::Result<Proxy> {
+        edge.max_connections = edge::connections_that_fit(edge.max_connections);
         let routes = Arc::new(routes);
         let http_addr = http.local_addr()?;
         let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -179,7 +190,8 @@ impl Proxy {
 
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
         tracing::info!(listen = %http_addr, metrics = ?metrics_addr, routes = routes.list().len(),
-            threads, data_dir = %dir.display(), "proxy started");
+            threads, max_connections = edge.max_connections, trusted_proxies = edge.trusted_proxies.len(),
+            proxy_protocol = edge.proxy_protocol, data_dir = %dir.display(), "proxy started");
         let (stop, stopped) = oneshot::channel();
         let serving = Serving {
             http,
@@ -187,6 +199,7 @@ impl Proxy {
             admin: Arc::clone(&admin),
             instance,
             closing: Arc::new(AtomicBool::new(false)),
+            edge: Arc::new(edge),
         };
         let admin_task = tokio::spawn(admin_server::serve(admin_listener, admin, rebound));
         let metrics_task = metrics.map(|l| tokio::spawn(metrics_server::serve(l, routes)));
@@ -318,6 +331,7 @@ struct Serving {
     /// busy keep-alive clients move to the successor between requests
     /// instead of racing a close.
     closing: Arc<AtomicBool>,
+    edge: Arc<EdgeConfig>,
 }
 
 /// Why the accept loop ended.
@@ -328,13 +342,27 @@ enum Stop {
 
 impl Serving {
     async fn run(self, mut stopped: oneshot::Receiver<()>, handed_over: watch::Receiver<bool>) {
+        let edge = &self.edge;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        builder.http2().timer(TokioTimer::new());
-        let graceful = GracefulShutdown::new();
+            .header_read_timeout(edge.header_read_timeout)
+            // Past this a request head gets a 431 from hyper.
+            .max_buf_size(edge.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(edge.h2_keep_alive)
+            .keep_alive_timeout(edge.h2_keep_alive)
+            .max_concurrent_streams(edge.h2_max_streams)
+            .max_header_list_size(u32::try_from(edge.max_header_bytes).unwrap_or(u32::MAX));
+        let builder = Arc::new(builder);
+        // Every connection holds a receiver: their count is the number of
+        // connections (the limit reads it, one atomic load per accept), a
+        // `true` asks them to finish gracefully, and `closed` resolves once
+        // all are gone.
+        let graceful = watch::Sender::new(false);
         let handover = wait_true(handed_over);
         tokio::pin!(handover);
         let why = loop {
@@ -351,36 +379,20 @@ impl Serving {
                     }
                 },
             };
+            if graceful.receiver_count() >= edge.max_connections {
+                edge::refuse(stream, edge.max_connections);
+                continue;
+            }
             let _ = stream.set_nodelay(true);
-            let routes = Arc::clone(&self.routes);
-            let closing = Arc::clone(&self.closing);
-            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let routes = Arc::clone(&routes);
-                let closing = Arc::clone(&closing);
-                async move {
-                    let http1 = req.version() <= http::Version::HTTP_11;
-                    let mut resp = forward::handle(&routes, peer, req).await;
-                    if http1
-                        && closing.load(Ordering::Relaxed)
-                        && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
-                    {
-                        resp.headers_mut().insert(
-                            http::header::CONNECTION,
-                            http::HeaderValue::from_static("close"),
-                        );
-                    }
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                }
-            });
+            tokio::spawn(connection(
+                stream,
+                peer,
+                Arc::clone(&builder),
+                Arc::clone(&self.routes),
+                Arc::clone(&self.closing),
+                Arc::clone(&self.edge),
+                graceful.subscribe(),
+            ));
         };
         // Ours only: after a handover the successor's keep the socket
         // listening (and the data dir locked).
@@ -389,7 +401,8 @@ impl Serving {
         match why {
             Stop::Shutdown => {
                 self.admin.release_socket();
-                if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+                graceful.send_replace(true);
+                if tokio::time::timeout(SHUTDOWN_GRACE, graceful.closed())
                     .await
                     .is_err()
                 {
@@ -405,10 +418,11 @@ impl Serving {
                     // response that says so; then idle ones are closed
                     // (HTTP/2 gets a GOAWAY) and in-flight ones finish.
                     let linger = tokio::time::Instant::now() + HANDOVER_LINGER;
-                    while graceful.count() > 0 && tokio::time::Instant::now() < linger {
+                    while graceful.receiver_count() > 0 && tokio::time::Instant::now() < linger {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    graceful.shutdown().await;
+                    graceful.send_replace(true);
+                    graceful.closed().await;
                     // Upgraded connections (WebSockets) outlive their HTTP
                     // connection; they get the same grace.
                     while routes.all().iter().any(|r| r.in_flight() > 0) {
@@ -429,6 +443,106 @@ impl Serving {
         drop(self.instance);
         tracing::info!("proxy stopped");
     }
+}
+
+/// Serves one user connection: its PROXY header and first bytes under the
+/// first-bytes deadline, then HTTP/1 or HTTP/2 until it ends, an HTTP/2 one
+/// idles past its timeout, or the proxy asks it to finish (`graceful`).
+async fn connection(
+    mut stream: tokio::net::TcpStream,
+    mut peer: SocketAddr,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    routes: Arc<Routes>,
+    closing: Arc<AtomicBool>,
+    edge: Arc<EdgeConfig>,
+    mut graceful: watch::Receiver<bool>,
+) {
+    let first_bytes = async {
+        if edge.proxy_protocol {
+            if !edge.trusts(peer.ip()) {
+                tracing::warn!(%peer, "PROXY header expected from a peer not in --trusted-proxy; closing");
+                return Ok(None);
+            }
+            if let Some(client) = edge::read_proxy_v2(&mut stream).await? {
+                peer = client;
+            }
+        }
+        edge::sniff(&mut stream).await
+    };
+    let prefix = match tokio::time::timeout(edge.first_bytes_timeout, first_bytes).await {
+        Ok(Ok(Some(prefix))) => prefix,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "connection failed before its first request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "connection sent too little within the first-bytes deadline; closed");
+            return;
+        }
+    };
+    let h2 = prefix.is_h2();
+    // Worked out once per connection, not per request.
+    let client = Arc::new(Peer::new(peer, &edge));
+    // Requests started on this connection (HTTP/2's idle clock reads it):
+    // a relaxed add on a counter only this connection touches.
+    let started = Arc::new(edge::Activity::default());
+    let svc = {
+        let started = Arc::clone(&started);
+        service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let routes = Arc::clone(&routes);
+            let closing = Arc::clone(&closing);
+            let client = Arc::clone(&client);
+            started.bump();
+            async move {
+                let http1 = req.version() <= http::Version::HTTP_11;
+                let mut resp = forward::handle(&routes, &client, req).await;
+                if http1
+                    && closing.load(Ordering::Relaxed)
+                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let io = TokioIo::new(Prefixed::new(stream, prefix));
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let idle = async {
+        if h2 {
+            edge::idle_for(&started, edge.h2_idle_timeout).await;
+        } else {
+            // HTTP/1's header read timeout covers its idle time.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(idle);
+    let mut finishing = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            changed = graceful.wait_for(|v| *v), if !finishing => {
+                finishing = true;
+                if changed.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = &mut idle, if !finishing => {
+                tracing::debug!(%peer, "HTTP/2 connection idle; closing");
+                finishing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+    drop(graceful);
 }
 
 /// How long a proxy that handed over keeps serving what it has: its

@@ -47,7 +47,21 @@ async fn routes_by_host_ignoring_port_and_case() {
 async fn sets_forwarding_headers_and_strips_hop_by_hop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = Upstream::start("A").await;
-    let (proxy, admin) = start_proxy(dir.path()).await;
+    // The test client stands for a trusted proxy in front, so its
+    // `X-Forwarded-For` is extended rather than replaced (see edge.rs for
+    // an untrusted client).
+    let proxy = Proxy::start(ProxyConfig {
+        edge: molt_proxy::EdgeConfig {
+            trusted_proxies: vec!["127.0.0.0/8".parse().expect("cidr")],
+            ..molt_proxy::EdgeConfig::default()
+        },
+        ..config(dir.path())
+    })
+    .await
+    .expect("proxy starts");
+    let admin = molt_proxy::AdminClient::connect(dir.path())
+        .await
+        .expect("admin connects");
     admin
         .set_route(route("a", &["a.test"], vec![a.target()]))
         .await

@@ -21,6 +21,10 @@ pub struct ProxyLink {
     metrics: Option<SocketAddr>,
     /// The proxy's worker threads; `None` leaves its default.
     threads: Option<NonZeroUsize>,
+    /// `--trusted-proxy` blocks for the proxy.
+    trusted: Vec<String>,
+    /// `--proxy-protocol` for the proxy.
+    proxy_protocol: bool,
     exe: PathBuf,
     admin: AdminClient,
 }
@@ -39,9 +43,19 @@ impl ProxyLink {
             listen,
             metrics,
             threads,
+            trusted: Vec::new(),
+            proxy_protocol: false,
             exe,
             admin: AdminClient::at(data_dir.join(SOCKET_FILE)).with_timeout(CALL_TIMEOUT),
         })
+    }
+
+    /// Who the proxy it starts believes (`--trusted-proxy`,
+    /// `--proxy-protocol`).
+    pub fn with_edge(mut self, trusted: Vec<String>, proxy_protocol: bool) -> Self {
+        self.trusted = trusted;
+        self.proxy_protocol = proxy_protocol;
+        self
     }
 
     /// Sends one request and reads its answer; a proxy that refuses is an
@@ -163,6 +177,12 @@ impl ProxyLink {
         }
         if let Some(threads) = self.threads {
             command.arg("--threads").arg(threads.to_string());
+        }
+        for block in &self.trusted {
+            command.arg("--trusted-proxy").arg(block);
+        }
+        if self.proxy_protocol {
+            command.arg("--proxy-protocol");
         }
         if takeover {
             command.arg("--takeover");

@@ -34,6 +34,10 @@ pub struct ServerConfig {
     pub upstream: Option<crate::runtime::UpstreamMode>,
     /// The proxy's worker threads; `None`: its default (half the CPUs).
     pub proxy_threads: Option<std::num::NonZeroUsize>,
+    /// `--trusted-proxy` blocks passed on to the proxy it starts.
+    pub proxy_trusted: Vec<String>,
+    /// `--proxy-protocol`, passed on to the proxy it starts.
+    pub proxy_protocol: bool,
     /// Where the server serves its own Prometheus metrics without the token,
     /// if anywhere (on the API's address they need the token).
     pub metrics: Option<SocketAddr>,
@@ -75,12 +79,15 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         .with_pull_stall(config.pull_stall);
     tracing::info!(%upstream, network = %config.network, "the proxy reaches App containers through this");
 
-    let proxy = Arc::new(ProxyLink::new(
-        dir,
-        config.proxy,
-        config.proxy_metrics,
-        config.proxy_threads,
-    )?);
+    let proxy = Arc::new(
+        ProxyLink::new(
+            dir,
+            config.proxy,
+            config.proxy_metrics,
+            config.proxy_threads,
+        )?
+        .with_edge(config.proxy_trusted.clone(), config.proxy_protocol),
+    );
     proxy.ensure_running().await?;
 
     let capacity = Capacity {

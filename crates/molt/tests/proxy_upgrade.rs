@@ -229,6 +229,8 @@ async fn takeover_under_load_loses_no_request() {
         }],
         upstream_timeout_ms: 5_000,
         drain_timeout_ms: 5_000,
+        tunnel_idle_timeout_ms: None,
+        max_body_bytes: None,
     };
     admin.set_route(route.clone()).await.expect("set route");
 

@@ -165,6 +165,7 @@ pub fn config(dir: &std::path::Path) -> ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         metrics: None,
         takeover: false,
+        edge: molt_proxy::EdgeConfig::default(),
     }
 }
 
@@ -181,6 +182,8 @@ pub fn route(app: &str, hosts: &[&str], targets: Vec<Target>) -> Route {
         targets,
         upstream_timeout_ms: 5_000,
         drain_timeout_ms: 30_000,
+        tunnel_idle_timeout_ms: None,
+        max_body_bytes: None,
     }
 }
 

@@ -155,6 +155,8 @@ pub fn route_for(app: &AppRow, targets: Vec<Target>) -> Route {
         targets,
         upstream_timeout_ms: app.upstream_timeout_secs * 1000,
         drain_timeout_ms: app.drain_timeout_secs * 1000,
+        tunnel_idle_timeout_ms: None,
+        max_body_bytes: None,
     }
 }
 

@@ -71,6 +71,8 @@ pub struct ServerArgs {
     /// least 1 (the proxy shares the host with the Apps).
     #[arg(long, value_name = "N")]
     pub proxy_threads: Option<std::num::NonZeroUsize>,
+    #[command(flatten)]
+    pub proxy_edge: EdgeArgs,
     /// Deploys kept per App: when a deploy ends, older finished ones go with
     /// their timelines. The serving deploy and the newest 5 succeeded
     /// deploys of a version (the rollback targets) are always kept.
@@ -119,8 +121,29 @@ pub struct ProxyArgs {
     /// proxy shares the host with the Apps it serves).
     #[arg(long, value_name = "N")]
     pub threads: Option<std::num::NonZeroUsize>,
+    /// Connections served at once; past it new ones get a 503 and are
+    /// closed (the proxy never runs out of file descriptors instead).
+    #[arg(long, value_name = "N", default_value_t = molt_proxy::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// Who the proxy believes; on `molt proxy`, and passed on by `molt server`.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// A load balancer or proxy in front (address or block, e.g.
+    /// 10.0.0.0/8; repeatable): its `X-Forwarded-*`, `Forwarded` and
+    /// `X-Real-IP` are believed. From anyone else they are replaced.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<molt_proxy::Cidr>,
+    /// Every connection starts with a PROXY protocol v2 header (from a
+    /// load balancer in front, which must be a --trusted-proxy); the
+    /// client's address comes from it.
+    #[arg(long)]
+    pub proxy_protocol: bool,
 }
 
 /// Logs to stderr, filtered by RUST_LOG (default `info`).
@@ -149,6 +172,13 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         gpus: args.gpus,
         proxy_metrics: args.proxy_metrics,
         proxy_threads: args.proxy_threads,
+        proxy_trusted: args
+            .proxy_edge
+            .trusted_proxies
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        proxy_protocol: args.proxy_edge.proxy_protocol,
         metrics: args.metrics,
         api_header_timeout: args
             .api_header_timeout
@@ -178,6 +208,12 @@ pub async fn proxy(args: ProxyArgs, data_dir: Option<PathBuf>) -> Result<()> {
         listen: args.listen,
         metrics: args.metrics,
         takeover: args.takeover,
+        edge: molt_proxy::EdgeConfig {
+            max_connections: args.max_connections.max(1),
+            trusted_proxies: args.edge.trusted_proxies,
+            proxy_protocol: args.edge.proxy_protocol,
+            ..molt_proxy::EdgeConfig::default()
+        },
     })
     .await
 }

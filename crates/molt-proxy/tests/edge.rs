@@ -1,0 +1,410 @@
+//! Facing the internet: slow clients, the connection limit, hostile
+//! headers, Molt's cookies, body limits, idle tunnels, huge timeouts, the
+//! PROXY protocol. All traffic stays on 127.0.0.1, bounded in count and time.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+use molt_proxy::{AdminClient, EdgeConfig, Proxy, ProxyConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const HOST: &str = "web.test";
+
+async fn start(dir: &std::path::Path, edge: EdgeConfig) -> (Proxy, AdminClient) {
+    let proxy = Proxy::start(ProxyConfig {
+        edge,
+        ..config(dir)
+    })
+    .await
+    .expect("proxy starts");
+    let admin = AdminClient::connect(dir).await.expect("admin connects");
+    (proxy, admin)
+}
+
+/// Sends `raw` on a fresh connection and reads the answer until the proxy
+/// closes it (or 5 s).
+async fn exchange(proxy: SocketAddr, raw: &[u8]) -> String {
+    let mut stream = TcpStream::connect(proxy).await.expect("connect");
+    stream.write_all(raw).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the proxy closed `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // An error page (e.g. 408) before the close is fine.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_do_not_starve_others_and_are_closed_after_the_timeout() {
+    const SLOW: usize = 2_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(
+        dir.path(),
+        EdgeConfig {
+            first_bytes_timeout: Duration::from_secs(1),
+            header_read_timeout: Duration::from_secs(1),
+            h2_idle_timeout: Duration::from_secs(1),
+            ..EdgeConfig::default()
+        },
+    )
+    .await;
+    admin
+        .set_route(route("web", &[HOST], vec![a.target()]))
+        .await
+        .expect("set");
+    let at = proxy.http_addr();
+    // A third send nothing, a third half a request head, a third a prefix
+    // of the HTTP/2 preface. Connected in batches: the listen backlog is
+    // finite, and this is about what the proxy does once they are in.
+    let mut slow = Vec::with_capacity(SLOW);
+    for batch in 0..SLOW / 100 {
+        let mut opening = Vec::new();
+        for i in 0..100 {
+            let kind = (batch * 100 + i) % 3;
+            opening.push(tokio::spawn(async move {
+                let mut s = TcpStream::connect(at).await.expect("connect");
+                match kind {
+                    1 => s
+                        .write_all(b"GET / HTTP/1.1\r\nHost: web.te")
+                        .await
+                        .expect("write"),
+                    2 => s.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write"),
+                    _ => {}
+                }
+                s
+            }));
+        }
+        for o in opening {
+            slow.push(o.await.expect("connect task"));
+        }
+    }
+    let started = Instant::now();
+    let (status, body) = bounded("a normal request", get(&client(), at, HOST, "/"))
+        .await
+        .expect("get");
+    let took = started.elapsed();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "A"));
+    assert!(
+        took < Duration::from_millis(500),
+        "a normal request took {took:?} beside {SLOW} slow connections"
+    );
+    // Every slow connection is closed after its (1 s) deadline.
+    let waited = Instant::now();
+    let mut open = 0;
+    for s in &mut slow {
+        if !closed_within(s, Duration::from_secs(4).saturating_sub(waited.elapsed())).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "{open} slow connections still open after 4 s");
+    eprintln!(
+        "normal request beside {SLOW} slow connections: {took:?}; all closed within {:?}",
+        waited.elapsed()
+    );
+    drop(slow);
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_full_proxy_answers_503_and_serves_again_once_connections_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(
+        dir.path(),
+        EdgeConfig {
+            max_connections: 3,
+            ..EdgeConfig::default()
+        },
+    )
+    .await;
+    admin
+        .set_route(route("web", &[HOST], vec![a.target()]))
+        .await
+        .expect("set");
+    let at = proxy.http_addr();
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(at).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = exchange(at, b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "over the limit: {answer}"
+    );
+    assert!(answer.contains("too many connections"), "{answer}");
+    drop(idle);
+    let mut served = false;
+    for _ in 0..50 {
+        if let Ok((StatusCode::OK, _)) = get(&client(), at, HOST, "/").await {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "serves again once the idle connections are gone");
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn hostile_heads_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
+    admin
+        .set_route(route("web", &[HOST], vec![a.target()]))
+        .await
+        .expect("set");
+    let at = proxy.http_addr();
+    let two_hosts = exchange(
+        at,
+        b"GET / HTTP/1.1\r\nHost: web.test\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: web.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let oversized = exchange(at, big.as_bytes()).await;
+    assert!(oversized.starts_with("HTTP/1.1 431"), "{oversized}");
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_replaced_and_molt_cookies_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
+    admin
+        .set_route(route("web", &[HOST], vec![a.target()]))
+        .await
+        .expect("set");
+    let seen = exchange(
+        proxy.http_addr(),
+        b"GET /headers HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\
+X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\n\
+Forwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\
+Cookie: theme=dark; molt_session=secret; lang=en\r\n\r\n",
+    )
+    .await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(!seen.contains("6.6.6.6"), "{seen}");
+    assert!(!seen.contains("evil.test"), "{seen}");
+    assert!(!seen.contains("forwarded: "), "{seen}");
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1\n"), "{seen}");
+    assert!(seen.contains("x-real-ip: 127.0.0.1\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-host: web.test\n"), "{seen}");
+    assert!(seen.contains("cookie: theme=dark; lang=en\n"), "{seen}");
+    assert!(!seen.contains("secret"), "{seen}");
+    proxy.shutdown().await.expect("shutdown");
+}
+
+/// A PROXY protocol v2 header for a TCP/IPv4 client.
+fn proxy_v2(client: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&client);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&8080u16.to_be_bytes());
+    h
+}
+
+#[tokio::test]
+async fn the_client_address_comes_from_a_trusted_proxy_protocol_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(
+        dir.path(),
+        EdgeConfig {
+            trusted_proxies: vec!["127.0.0.1/32".parse().expect("cidr")],
+            proxy_protocol: true,
+            ..EdgeConfig::default()
+        },
+    )
+    .await;
+    admin
+        .set_route(route("web", &[HOST], vec![a.target()]))
+        .await
+        .expect("set");
+    let mut raw = proxy_v2([203, 0, 113, 7], 40000);
+    raw.extend_from_slice(
+        b"GET /headers HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+    );
+    let seen = exchange(proxy.http_addr(), &raw).await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    // The client (not trusted) said 6.6.6.6: replaced by its real address.
+    assert!(seen.contains("x-forwarded-for: 203.0.113.7\n"), "{seen}");
+    assert!(seen.contains("x-real-ip: 203.0.113.7\n"), "{seen}");
+    // Without the header the connection is not served.
+    let bare = exchange(
+        proxy.http_addr(),
+        b"GET / HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!bare.contains("200 OK"), "{bare}");
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_proxy_protocol_header_from_an_untrusted_peer_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(
+        dir.path(),
+        EdgeConfig {
+            trusted_proxies: vec!["10.0.0.0/8".parse().expect("cidr")],
+            proxy_protocol: true,
+            ..EdgeConfig::default()
+        },
+    )
+    .await;
+    admin
+        .set_route(route("web", &[HOST], vec![a.target()]))
+        .await
+        .expect("set");
+    let mut raw = proxy_v2([203, 0, 113, 7], 40000);
+    raw.extend_from_slice(b"GET /headers HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n");
+    let seen = exchange(proxy.http_addr(), &raw).await;
+    assert!(seen.is_empty(), "{seen}");
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn bodies_over_the_apps_limit_get_413() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
+    let mut r = route("web", &[HOST], vec![a.target()]);
+    r.max_body_bytes = Some(1_000);
+    admin.set_route(r).await.expect("set");
+    let at = proxy.http_addr();
+    let small = exchange(
+        at,
+        b"POST /echo HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+    assert!(small.ends_with("hello"), "{small}");
+    // Announced too large: refused before anything reaches the App.
+    let hits = a.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let announced = exchange(
+        at,
+        b"POST /echo HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\nContent-Length: 5000\r\n\r\n",
+    )
+    .await;
+    assert!(announced.starts_with("HTTP/1.1 413"), "{announced}");
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
+    // Streamed (chunked) past the limit: cut while streaming.
+    let mut chunked =
+        b"POST /echo HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for _ in 0..5 {
+        chunked.extend_from_slice(b"3e8\r\n");
+        chunked.extend_from_slice(&[b'x'; 1000]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let streamed = exchange(at, &chunked).await;
+    assert!(streamed.starts_with("HTTP/1.1 413"), "{streamed}");
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn idle_tunnels_are_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
+    let mut r = route("web", &[HOST], vec![a.target()]);
+    r.tunnel_idle_timeout_ms = Some(1_000);
+    admin.set_route(r).await.expect("set");
+    let mut ws = upgrade(proxy.http_addr(), HOST).await;
+    // Activity keeps it open past the timeout...
+    for _ in 0..4 {
+        echo(&mut ws, b"ping").await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    echo(&mut ws, b"ping").await;
+    // ...silence closes it.
+    let started = Instant::now();
+    assert!(closed_within(&mut ws, Duration::from_secs(3)).await);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn huge_route_timeouts_are_clamped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
+    let mut r = route("web", &[HOST], vec![a.target()]);
+    r.upstream_timeout_ms = u64::MAX;
+    r.drain_timeout_ms = u64::MAX;
+    r.tunnel_idle_timeout_ms = Some(u64::MAX);
+    admin.set_route(r.clone()).await.expect("set");
+    let (status, _) = get(&client(), proxy.http_addr(), HOST, "/")
+        .await
+        .expect("get");
+    assert_eq!(status, StatusCode::OK);
+    // Retiring A computes its drain deadline: it must not overflow.
+    r.targets = vec![b.target()];
+    admin.set_route(r.clone()).await.expect("set");
+    let (status, body) = get(&client(), proxy.http_addr(), HOST, "/")
+        .await
+        .expect("get");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "B"));
+    let outcome = admin
+        .wait_drained("web", &a.target().addr, Duration::from_secs(5))
+        .await
+        .expect("wait drained");
+    assert!(outcome.drained);
+    // Listed back as given.
+    assert_eq!(admin.list_routes().await.expect("list")[0], r);
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn error_pages_name_no_internals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gone = closed_port().await;
+    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
+    admin
+        .set_route(route(
+            "web",
+            &[HOST],
+            vec![molt_proxy::admin::Target {
+                addr: gone.to_string(),
+                id: "c0ffee".into(),
+            }],
+        ))
+        .await
+        .expect("set");
+    let (status, body) = get(&client(), proxy.http_addr(), HOST, "/")
+        .await
+        .expect("get");
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(!body.contains(&gone.port().to_string()), "{body}");
+    assert!(!body.contains("c0ffee"), "{body}");
+    assert!(!body.to_lowercase().contains("error:"), "{body}");
+    proxy.shutdown().await.expect("shutdown");
+}
