@@ -131,6 +131,11 @@ ALTER TABLE apps ADD COLUMN cap_add TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE apps ADD COLUMN pids_limit INTEGER;
 ALTER TABLE apps ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0;
 "#,
+    // The settings a `config` deploy brings (JSON `AppSettings`), applied
+    // to the App only when its swap is recorded.
+    r#"
+ALTER TABLE deploys ADD COLUMN settings TEXT;
+"#,
 ];
 
 /// An App as stored.
@@ -174,6 +179,57 @@ impl AppRow {
     }
 }
 
+/// The settings of an App that `molt apps update` can change. A `config`
+/// deploy carries the new ones and they become the App's in the same
+/// transaction as its swap, so a deploy that fails changes nothing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AppSettings {
+    pub port: u16,
+    pub health: HealthCheck,
+    pub domains: Vec<String>,
+    pub replicas: u32,
+    pub strategy: String,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub gpus: u32,
+    pub drain_timeout_secs: u64,
+    pub upstream_timeout_secs: u64,
+}
+
+impl AppSettings {
+    pub fn of(app: &AppRow) -> Self {
+        Self {
+            port: app.port,
+            health: app.health.clone(),
+            domains: app.domains.clone(),
+            replicas: app.replicas,
+            strategy: app.strategy.clone(),
+            memory_bytes: app.memory_bytes,
+            cpus: app.cpus,
+            gpus: app.gpus,
+            drain_timeout_secs: app.drain_timeout_secs,
+            upstream_timeout_secs: app.upstream_timeout_secs,
+        }
+    }
+
+    /// `app` with these settings.
+    pub fn apply_to(&self, app: &AppRow) -> AppRow {
+        AppRow {
+            port: self.port,
+            health: self.health.clone(),
+            domains: self.domains.clone(),
+            replicas: self.replicas,
+            strategy: self.strategy.clone(),
+            memory_bytes: self.memory_bytes,
+            cpus: self.cpus,
+            gpus: self.gpus,
+            drain_timeout_secs: self.drain_timeout_secs,
+            upstream_timeout_secs: self.upstream_timeout_secs,
+            ..app.clone()
+        }
+    }
+}
+
 /// A deploy as stored.
 #[derive(Debug, Clone)]
 pub struct DeployRow {
@@ -200,6 +256,9 @@ pub struct DeployRow {
     /// A recreate's phase: 1 while the old set stops, 2 while the new one
     /// starts.
     pub phase: Option<u32>,
+    /// The App's new settings, for a `config` deploy that changes them
+    /// (`molt apps update`); the App takes them when the swap is recorded.
+    pub settings: Option<AppSettings>,
     pub created_at: String,
     pub finished_at: Option<String>,
 }
@@ -634,7 +693,8 @@ impl Store {
     }
 
     /// The swap, as recorded: the deploy becomes the App's serving one (its
-    /// replica count the App's) and moves to `draining`, in one transaction.
+    /// replica count the App's, and the settings it carries the App's) and
+    /// moves to `draining`, in one transaction.
     pub fn record_swap(&self, id: &str, app: &str, image: &str, message: &str) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -644,6 +704,34 @@ impl Store {
              WHERE name = ?1",
             params![app, id, image, now()],
         )?;
+        let settings: Option<String> = tx
+            .query_row("SELECT settings FROM deploys WHERE id = ?", [id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten();
+        if let Some(settings) = settings {
+            let s: AppSettings = serde_json::from_str(&settings)
+                .with_context(|| format!("the settings recorded with deploy {id}"))?;
+            tx.execute(
+                "UPDATE apps SET port = ?2, health = ?3, domains = ?4, strategy = ?5,
+                    memory_bytes = ?6, cpus = ?7, gpus = ?8, drain_timeout_secs = ?9,
+                    upstream_timeout_secs = ?10
+                 WHERE name = ?1",
+                params![
+                    app,
+                    s.port,
+                    serde_json::to_string(&s.health)?,
+                    serde_json::to_string(&s.domains)?,
+                    s.strategy,
+                    s.memory_bytes.map(|m| m as i64),
+                    s.cpus,
+                    s.gpus,
+                    s.drain_timeout_secs as i64,
+                    s.upstream_timeout_secs as i64,
+                ],
+            )?;
+        }
         check_transition(&tx, id, DeployStatus::Draining)?;
         tx.execute(
             "UPDATE deploys SET status = 'draining' WHERE id = ?1",
@@ -871,8 +959,8 @@ fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
     conn.execute(
         "INSERT INTO deploys (id, app, kind, image, digest, status, error, triggered_by,
             previous_deploy, previous_digest, replicas, env_snapshot, created_at, finished_at,
-            failure, strategy)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            failure, strategy, settings)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             d.id,
             d.app,
@@ -890,6 +978,7 @@ fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
             d.finished_at,
             d.failure.as_ref().map(serde_json::to_string).transpose()?,
             d.strategy,
+            d.settings.as_ref().map(serde_json::to_string).transpose()?,
         ],
     )?;
     insert_event(
@@ -1065,6 +1154,9 @@ fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
             .and_then(|f| serde_json::from_str(&f).ok()),
         strategy: r.get("strategy")?,
         phase: r.get("phase")?,
+        settings: r
+            .get::<_, Option<String>>("settings")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -1094,6 +1186,7 @@ pub(crate) mod tests {
             failure: None,
             strategy: None,
             phase: None,
+            settings: None,
             triggered_by: "test".into(),
             previous_deploy: None,
             previous_digest: None,
