@@ -261,16 +261,10 @@ pub(super) fn likely_cause(
     new: &AppSettings,
     failure: &Failure,
 ) -> Option<String> {
+    // Several listening ports are already listed in the failure's message.
     let port_hint = |listening: &[u16]| match listening {
-        [] => String::new(),
         [p] => format!(" (the container listens on port {p}: `molt apps update {app} --port {p}`)"),
-        ps => format!(
-            " (the container listens on ports {})",
-            ps.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => String::new(),
     };
     match failure.kind {
         FailureKind::PortMismatch if old.port != new.port => Some(format!(
