@@ -25,11 +25,11 @@ impl Deployer {
 
     /// The App as a deploy runs it: as stored, with the settings the
     /// deploy brings (a `config` deploy of `apps update`).
-    pub(super) fn app_for(&self, deploy: &DeployRow) -> Result<AppRow, StepError> {
+    pub(super) fn app_for(&self, deploy: &DeployRow) -> anyhow::Result<AppRow> {
         let app = self
             .store
             .get_app(&deploy.app)?
-            .ok_or_else(|| StepError::internal(format!("the App `{}` was deleted", deploy.app)))?;
+            .ok_or_else(|| anyhow::anyhow!("the App `{}` was deleted", deploy.app))?;
         Ok(match &deploy.settings {
             Some(settings) => settings.apply_to(&app),
             None => app,
