@@ -142,6 +142,10 @@ pub struct CreateAppRequest {
     pub health_timeout: Option<u64>,
     #[serde(default)]
     pub health_interval_ms: Option<u64>,
+    /// Seconds after a container starts during which failed health checks
+    /// do not count (default 0); the deploy timeout runs after it.
+    #[serde(default)]
+    pub start_period: Option<u64>,
     #[serde(default)]
     pub domains: Vec<String>,
     /// `KEY=VALUE` pairs.
@@ -183,6 +187,76 @@ pub struct CreateAppRequest {
     /// A read-only root filesystem, with a writable tmpfs at `/tmp`.
     #[serde(default)]
     pub read_only: bool,
+}
+
+/// `PATCH /api/v1/apps/{name}`: the settings to change; what is left out
+/// stays as it is. A change of port, health check, resources or replicas
+/// runs as a `config` deploy through the health-checked swap; a change of
+/// domains, timeouts or strategy only is a `config` deploy that starts no
+/// container and moves the route at once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAppRequest {
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// Check with a TCP connect instead of an HTTP path.
+    #[serde(default)]
+    pub no_health_path: bool,
+    /// Seconds a deploy waits for the container to become healthy.
+    #[serde(default)]
+    pub health_timeout: Option<u64>,
+    #[serde(default)]
+    pub health_interval_ms: Option<u64>,
+    /// Seconds after start during which failed health checks do not count.
+    #[serde(default)]
+    pub start_period: Option<u64>,
+    /// e.g. `512m`, `2g`.
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    #[serde(default)]
+    pub add_domains: Vec<String>,
+    #[serde(default)]
+    pub remove_domains: Vec<String>,
+    #[serde(default)]
+    pub drain_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub upstream_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// Go ahead when the new settings do not fit beside the serving version
+    /// and the change must stop it first (a recreate, requests held);
+    /// without it such a change is refused with `recreate_needs_yes`.
+    #[serde(default)]
+    pub yes: bool,
+}
+
+impl UpdateAppRequest {
+    /// Whether the request names any setting at all.
+    pub fn is_empty(&self) -> bool {
+        self.port.is_none()
+            && self.health_path.is_none()
+            && !self.no_health_path
+            && self.health_timeout.is_none()
+            && self.health_interval_ms.is_none()
+            && self.start_period.is_none()
+            && self.memory.is_none()
+            && self.cpus.is_none()
+            && self.gpus.is_none()
+            && self.add_domains.is_empty()
+            && self.remove_domains.is_empty()
+            && self.drain_timeout_secs.is_none()
+            && self.upstream_timeout_secs.is_none()
+            && self.strategy.is_none()
+            && self.replicas.is_none()
+    }
 }
 
 /// The answer to a request that started a deploy.

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use molt_core::api::{
     AddRegistryRequest, ApiError, ApiErrorBody, AppView, CreateAppRequest, DebugReport,
     DeployRequest, DeployStarted, DeployView, EnvChangeRequest, EnvChanged, EnvVarView,
-    RegistryView, RestartRequest, RollbackRequest, ScaleRequest,
+    RegistryView, RestartRequest, RollbackRequest, ScaleRequest, UpdateAppRequest,
 };
 use serde::Deserialize;
 
@@ -30,7 +30,7 @@ const BODY_LIMIT: usize = 256 * 1024;
         list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
         crate::events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
         list_registries, add_registry, remove_registry, openapi_json, dashboard_link, crate::logs::app_logs, debug_app,
-        scale, crate::attach::run, crate::attach::exec, crate::attach::list_runs
+        scale, crate::attach::run, crate::attach::exec, crate::attach::list_runs, update_app
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -97,7 +97,10 @@ pub use crate::ops::Shared as ApiState;
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/apps", get(list_apps).post(create_app))
-        .route("/apps/{name}", get(show_app).delete(delete_app))
+        .route(
+            "/apps/{name}",
+            get(show_app).delete(delete_app).patch(update_app),
+        )
         .route("/apps/{name}/deploys", get(list_deploys).post(start_deploy))
         .route("/apps/{name}/deploys/{id}", get(show_deploy))
         .route(
@@ -384,6 +387,21 @@ async fn show_app(
 ) -> Result<Json<AppView>, ApiFailure> {
     let app = find_app(&s.deployer, &name)?;
     Ok(Json(app_view(&s.deployer, &app)?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/apps/{name}", tag = "apps", params(("name" = String, Path, description = "App name")), request_body = UpdateAppRequest, responses((status = 202, description = "A `config` deploy started: with new containers through the health-checked swap when the port, health check or resources change, or moving only the route (domains, timeouts, strategy) or the replica count; the App takes the new settings only if it succeeds", body = DeployStarted), (status = 400, description = "Invalid or unchanged settings, a domain another App serves, the host cannot hold them, or `recreate_needs_yes`: the change must stop the serving version first and `yes` was not given", body = ApiError), (status = 404, body = ApiError), (status = 409, description = "Another deploy is in progress, or nothing serves yet", body = ApiError)))]
+async fn update_app(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<UpdateAppRequest>,
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    crate::ops::refuse_own_host(&req.add_domains, &headers)?;
+    let r = s
+        .deployer
+        .update_app(&name, req, triggered_by(&headers))
+        .await?;
+    started(&s, r)
 }
 
 #[utoipa::path(delete, path = "/api/v1/apps/{name}", tag = "apps", params(("name" = String, Path, description = "App name")), responses((status = 204, description = "Deleted with its containers, route, environment and history"), (status = 404, body = ApiError)))]

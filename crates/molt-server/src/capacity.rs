@@ -78,19 +78,38 @@ pub fn choose(
     in_use: Need,
     capacity: Capacity,
 ) -> Result<Strategy, String> {
-    let one = Need::of(app);
-    let n = app.replicas.max(1);
+    choose_change(serving.then_some(app), app, in_use, capacity)
+}
+
+/// Chooses how `new` replaces the serving set of `old` (`None`: nothing
+/// serves yet). They differ when a settings change moves the memory, GPUs
+/// or replica count, so the old set is counted with the old settings.
+pub fn choose_change(
+    old: Option<&AppRow>,
+    new: &AppRow,
+    in_use: Need,
+    capacity: Capacity,
+) -> Result<Strategy, String> {
+    let one = Need::of(new);
+    let n = new.replicas.max(1);
     let set = one.times(n);
-    let others = if serving { in_use.minus(set) } else { in_use };
+    let (old_one, old_set) = match old {
+        Some(o) => (Need::of(o), Need::of(o).times(o.replicas.max(1))),
+        None => (Need::default(), Need::default()),
+    };
+    let others = in_use.minus(old_set);
     if !others.plus(set).fits(capacity) {
-        return Err(cannot_hold(app, n, others, capacity));
+        return Err(cannot_hold(new, n, others, capacity));
     }
-    if !serving {
+    if old.is_none() {
         return Ok(Strategy::BlueGreen);
     }
-    let both_fit = others.plus(set).plus(set).fits(capacity);
-    let one_more_fits = others.plus(set).plus(one).fits(capacity);
-    Ok(match app.strategy.as_str() {
+    let both_fit = others.plus(old_set).plus(set).fits(capacity);
+    // A roll holds the old set and one new container at first, and one old
+    // container and the new set at its end (the peak is at either end).
+    let one_more_fits = others.plus(old_set).plus(one).fits(capacity)
+        && others.plus(old_one).plus(set).fits(capacity);
+    Ok(match new.strategy.as_str() {
         "recreate" => Strategy::Recreate,
         // With one replica, one at a time is the blue-green swap.
         "rolling" if n > 1 => Strategy::Rolling,

@@ -46,6 +46,9 @@ pub struct World {
     pub crash_output: Option<String>,
     /// Images whose containers answer their health check with 500.
     pub unhealthy_images: HashSet<String>,
+    /// The port every container listens on, whatever its App's port (like
+    /// an image that ignores `PORT`); `None`: the App's port.
+    pub listen_port: Option<u16>,
     /// Routes as the proxy holds them.
     pub routes: HashMap<String, Route>,
     pub paused: HashSet<String>,
@@ -195,7 +198,7 @@ impl Containers for FakeWorld {
         Ok(self.world().containers.get(id).map(Self::state_of))
     }
     async fn listening_ports(&self, _: &str) -> Vec<u16> {
-        Vec::new()
+        self.world().listen_port.into_iter().collect()
     }
     async fn memory_limit(&self, _: &str) -> Option<u64> {
         None
@@ -302,8 +305,10 @@ impl HealthProbe for FakeWorld {
     async fn check(&self, addr: &str, _: Option<&str>, _: Duration) -> Probe {
         self.step(format!("check {addr}")).await;
         let w = self.world();
-        let ip = addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr);
+        let (ip, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
+        let listening = w.listen_port.is_none_or(|p| p.to_string() == port);
         match w.containers.values().find(|c| c.ip == ip && c.running) {
+            Some(_) if !listening => Probe::Refused(format!("connect to {addr} refused")),
             None => Probe::Refused(format!("connect to {addr} refused")),
             Some(c) if w.unhealthy_images.contains(&c.image) => {
                 Probe::Answered("GET /healthz answered 500".into())

@@ -1,4 +1,5 @@
-//! Autoheal: after a grace period from its start, each serving container is
+//! Autoheal: after a grace period from its start (at least the App's start
+//! period), each serving container is
 //! health-checked continuously; one that fails a threshold of consecutive
 //! checks is replaced through the swap (a fresh container of the same
 //! digest first, then the sick one drained and removed), and the App's
@@ -67,7 +68,11 @@ async fn round(
             let Some(state) = deployer.runtime.state(container).await? else {
                 continue;
             };
-            if !in_service(state.started_at.as_deref(), config.grace) {
+            // Never in the App's start period: it may still be booting.
+            let grace = config
+                .grace
+                .max(Duration::from_millis(app.health.start_period_ms));
+            if !in_service(state.started_at.as_deref(), grace) {
                 continue;
             }
             checked.push(container.clone());

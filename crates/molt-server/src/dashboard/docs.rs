@@ -38,6 +38,7 @@ const DOCS: &[Doc] = &[
     doc!("debugging-failed-deploys"),
     doc!("gpu-and-recreate-deploys"),
     doc!("replicas"),
+    doc!("change-app-settings"),
     doc!("run-migrations-before-promoting"),
     doc!("running-in-production"),
 ];

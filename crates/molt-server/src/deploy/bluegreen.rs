@@ -26,10 +26,7 @@ impl Deployer {
         plan: &Plan,
         new_containers: &mut Vec<String>,
     ) -> Result<Ready, StepError> {
-        let app = self
-            .store
-            .get_app(&deploy.app)?
-            .ok_or_else(|| StepError::internal(format!("the App `{}` was deleted", deploy.app)))?;
+        let app = self.app_for(deploy)?;
         let image = ImageRef::parse(&deploy.image)?;
         let serving = self.serving_rows(&app)?;
         let plan_layout = layout(&serving, plan.replicas, plan.only.as_deref());
@@ -90,7 +87,12 @@ impl Deployer {
             retire,
         } = ready;
         let set: Vec<&ReplicaRow> = keep.iter().chain(fresh.iter()).collect();
-        let (swapping, swapped) = if fresh.is_empty() {
+        let (swapping, swapped) = if fresh.is_empty() && retire.is_empty() {
+            (
+                "moving the route to the new settings".to_string(),
+                "the route took the new settings; the serving containers stay".to_string(),
+            )
+        } else if fresh.is_empty() {
             (
                 format!("taking {} out of the route", describe_replicas(&retire)),
                 format!("{} left the route", describe_replicas(&retire)),

@@ -1,7 +1,9 @@
 //! Requests that start deploys: each is validated and recorded, the App is
 //! claimed, and the deploy is spawned.
 
+use super::settings::SettingsChange;
 use super::*;
+use crate::store::AppSettings;
 
 impl Deployer {
     /// Validates a create request, runs the registry preflight, records the
@@ -35,45 +37,21 @@ impl Deployer {
         };
         let image = ImageRef::parse(&image_raw)
             .map_err(|e| DeployError::invalid("invalid_image", e.to_string()))?;
-        let port = match (req.port, &base) {
-            (0, Some(b)) => b.port,
-            (0, None) => {
-                return Err(DeployError::invalid("invalid_port", "a port is required: give --port PORT, the port the App listens on inside its container"))
-            }
-            (p, _) => p,
-        };
-        let mut health = base.as_ref().map(|b| b.health.clone()).unwrap_or_default();
-        if let Some(path) = &req.health_path {
-            molt_core::health::validate_path(path)
-                .map_err(|e| DeployError::invalid("invalid_health_path", e))?;
-            health.path = Some(path.clone());
+        if req.port == 0 && base.is_none() {
+            return Err(DeployError::invalid("invalid_port", "a port is required: give --port PORT, the port the App listens on inside its container"));
         }
-        if let Some(t) = req.health_timeout {
-            if t == 0 || t > 3600 {
-                return Err(DeployError::invalid(
-                    "invalid_health_timeout",
-                    "--health-timeout must be between 1 and 3600 seconds",
-                ));
-            }
-            health.deploy_timeout_secs = t;
-        }
-        if let Some(ms) = req.health_interval_ms {
-            health.interval_ms = ms.clamp(10, 60_000);
-        }
-        let mut domains = Vec::new();
+        // The template's settings (its domains are not copied) or the
+        // defaults, with what the request gives: the rules `apps update`
+        // checks too.
+        let mut settings = AppSettings::of(base.as_ref().unwrap_or(&AppRow::named(name.as_str())));
+        settings.domains = Vec::new();
+        SettingsChange::of_create(&req).apply(&mut settings)?;
         for d in &req.domains {
-            let d = molt_core::name::parse_domain(d)
-                .map_err(|e| DeployError::invalid("invalid_domain", e))?;
-            if d == name.default_domain() || domains.contains(&d) {
-                continue;
+            if let Some(d) = self.domain_for(name.as_str(), d)? {
+                if !settings.domains.contains(&d) {
+                    settings.domains.push(d);
+                }
             }
-            if let Some(owner) = self.domain_owner(&d)? {
-                return Err(DeployError::invalid(
-                    "domain_taken",
-                    format!("the domain {d} is already routed to the App `{owner}`"),
-                ));
-            }
-            domains.push(d);
         }
         // Its own `NAME.localhost` must not already route to another App.
         let own = name.default_domain();
@@ -94,42 +72,6 @@ impl Deployer {
                 sealed: None,
             });
         }
-        let memory_bytes = match &req.memory {
-            Some(m) => Some(
-                molt_core::size::parse_size(m)
-                    .map_err(|e| DeployError::invalid("invalid_memory", e))?,
-            ),
-            None => base.as_ref().and_then(|b| b.memory_bytes),
-        };
-        if let Some(c) = req.cpus {
-            if !(c > 0.0 && c <= 1024.0) {
-                return Err(DeployError::invalid(
-                    "invalid_cpus",
-                    "--cpus must be a positive number such as 0.5 or 2",
-                ));
-            }
-        }
-        let replicas = req
-            .replicas
-            .or(base.as_ref().map(|b| b.replicas))
-            .unwrap_or(1);
-        if !(1..=100).contains(&replicas) {
-            return Err(DeployError::invalid(
-                "invalid_replicas",
-                "--replicas must be between 1 and 100",
-            ));
-        }
-        let strategy = req
-            .strategy
-            .clone()
-            .or(base.as_ref().map(|b| b.strategy.clone()))
-            .unwrap_or_else(|| "auto".into());
-        if !["auto", "bluegreen", "recreate", "rolling"].contains(&strategy.as_str()) {
-            return Err(DeployError::invalid(
-                "invalid_strategy",
-                format!("unknown strategy `{strategy}`: use auto, bluegreen, recreate or rolling"),
-            ));
-        }
         if self.store.get_app(name.as_str())?.is_some() {
             return Err(DeployError::Conflict {
                 message: format!("an App named `{name}` already exists: pick another name, or deploy to it with `molt deploy {name} IMAGE`"),
@@ -141,12 +83,7 @@ impl Deployer {
             crate::confine::Confinement::of(&self.store, &req, name.as_str(), base.as_ref())
                 .map_err(|(code, e)| DeployError::invalid(code, e))?;
 
-        let needed = AppRow {
-            memory_bytes,
-            gpus: req.gpus.or(base.as_ref().map(|b| b.gpus)).unwrap_or(0),
-            replicas,
-            ..AppRow::named(name.as_str())
-        };
+        let needed = settings.apply_to(&AppRow::named(name.as_str()));
         capacity::choose(&needed, false, self.in_use()?, self.capacity)
             .map_err(|e| DeployError::invalid("insufficient_resources", e))?;
 
@@ -158,24 +95,16 @@ impl Deployer {
             name: name.to_string(),
             status: AppStatus::Creating,
             image: image.to_string(),
-            port,
-            health,
-            domains,
-            replicas,
-            strategy,
-            memory_bytes,
-            cpus: req.cpus.or(base.as_ref().and_then(|b| b.cpus)),
-            gpus: req.gpus.or(base.as_ref().map(|b| b.gpus)).unwrap_or(0),
-            drain_timeout_secs: req
-                .drain_timeout_secs
-                .or(base.as_ref().map(|b| b.drain_timeout_secs))
-                .unwrap_or(30)
-                .min(3600),
-            upstream_timeout_secs: req
-                .upstream_timeout_secs
-                .or(base.as_ref().map(|b| b.upstream_timeout_secs))
-                .unwrap_or(60)
-                .clamp(1, 3600),
+            port: settings.port,
+            health: settings.health,
+            domains: settings.domains,
+            replicas: settings.replicas,
+            strategy: settings.strategy,
+            memory_bytes: settings.memory_bytes,
+            cpus: settings.cpus,
+            gpus: settings.gpus,
+            drain_timeout_secs: settings.drain_timeout_secs,
+            upstream_timeout_secs: settings.upstream_timeout_secs,
             links: confinement.links,
             cap_add: confinement.cap_add,
             pids_limit: confinement.pids_limit,
@@ -193,7 +122,7 @@ impl Deployer {
             None,
         );
         deploy.env = env.clone();
-        deploy.replicas = replicas;
+        deploy.replicas = app.replicas;
         deploy.strategy = Some("bluegreen".into());
         let cancel = self.claim(&app.name, &deploy.id)?;
         if let Err(e) = self.store.create_app(&app, &env, &deploy) {
@@ -202,7 +131,7 @@ impl Deployer {
         }
         let plan = Plan {
             strategy: Some(Strategy::BlueGreen),
-            replicas,
+            replicas: app.replicas,
             ..Plan::new(image.digest.clone())
         };
         self.spawn(deploy.clone(), plan, cancel);
@@ -577,6 +506,7 @@ impl Deployer {
         deploy.env = env;
         deploy.replicas = plan.replicas;
         deploy.strategy = Some(plan.strategy_name().to_string());
+        deploy.settings = plan.settings.clone();
         let cancel = self.claim_patiently(&app.name, &deploy.id).await?;
         if let Err(e) = self.store.start_deploy(&deploy) {
             self.release(&app.name);
@@ -708,6 +638,7 @@ pub(super) fn new_deploy(
         failure: None,
         strategy: None,
         phase: None,
+        settings: None,
         created_at: now(),
         finished_at: None,
     }

@@ -16,7 +16,8 @@
 //! claim (`claims`); `run` drives one to its end through its strategy
 //! (`bluegreen`, `rolling`, `recreate`, `in_place`), which share `steps` and
 //! `readiness`; `cutover` is the one place where traffic moves; `teardown`
-//! removes what a stopped deploy started. The outside world is reached only
+//! removes what a stopped deploy started; `update` changes an App's
+//! settings through a `config` deploy, with the rules of `settings`. The outside world is reached only
 //! through the traits of `crate::ports`.
 
 mod bluegreen;
@@ -32,10 +33,12 @@ mod rolling;
 mod rotation;
 mod run;
 mod secrets;
+mod settings;
 mod steps;
 mod teardown;
 #[cfg(test)]
 mod tests;
+mod update;
 
 pub(crate) use cutover::followed_image;
 pub use cutover::route_for;
@@ -52,7 +55,7 @@ use crate::store::{now, AppRow, DeployRow, EnvEntry, ReplicaRole, ReplicaRow, St
 use bluegreen::Ready;
 use cutover::{CutoverError, Unrecorded};
 use futures_util::future::{join_all, try_join_all};
-use molt_core::api::CreateAppRequest;
+use molt_core::api::{CreateAppRequest, UpdateAppRequest};
 use molt_core::health::HealthCheck;
 use molt_core::{AppName, AppStatus, DeployKind, DeployStatus, Failure, FailureKind, ImageRef};
 use molt_proxy::admin::{Route, Target};

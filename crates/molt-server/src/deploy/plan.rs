@@ -23,6 +23,9 @@ pub(super) struct Plan {
     /// Only these replicas get new containers and the other serving ones
     /// are kept (autoheal replacing one, a scale: none); `None` replaces all.
     pub(super) only: Option<Vec<u32>>,
+    /// The App's new settings (`apps update`): the deploy runs with them
+    /// and the App takes them when the swap is recorded.
+    pub(super) settings: Option<crate::store::AppSettings>,
 }
 
 impl Plan {
@@ -44,6 +47,7 @@ impl Plan {
             strategy: None,
             replicas: 0,
             only: None,
+            settings: None,
         }
     }
 }

@@ -5,10 +5,10 @@ use super::*;
 
 impl Deployer {
     /// Probes a container that was just started (by the reconciler) until
-    /// it is healthy or the App's deploy timeout passes; returns whether it
-    /// became healthy.
+    /// it is healthy or its start period and then the App's deploy timeout
+    /// pass; returns whether it became healthy.
     pub async fn wait_serving(&self, app: &AppRow, addr: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(app.health.deploy_timeout_secs);
+        let deadline = Instant::now() + patience(&app.health);
         let check_timeout = Duration::from_millis(app.health.check_timeout_ms);
         loop {
             let probe = self
@@ -57,8 +57,11 @@ impl Deployer {
             }))
     }
 
-    /// Checks until the container is healthy, exits, or the deploy timeout
-    /// passes. Records the first result and every change of result.
+    /// Checks until the container is healthy, exits, or the start period
+    /// and then the deploy timeout pass: failed checks in the start period
+    /// do not count against the deploy timeout, so a slow boot is not
+    /// failed early (an exit still fails at once). Records the first
+    /// result and every change of result.
     pub(super) async fn wait_healthy(
         &self,
         deploy: &DeployRow,
@@ -68,7 +71,7 @@ impl Deployer {
         who: &str,
     ) -> Result<String, StepError> {
         let started = Instant::now();
-        let deadline = started + Duration::from_secs(health.deploy_timeout_secs);
+        let deadline = started + patience(health);
         let check_timeout = Duration::from_millis(health.check_timeout_ms);
         let interval = Duration::from_millis(health.interval_ms);
         let mut last: Option<Probe> = None;
@@ -130,10 +133,18 @@ impl Deployer {
         let shown = last
             .map(|p| p.to_string())
             .unwrap_or_else(|| "no check completed".into());
-        let mut message = format!(
-            "the new container did not become healthy within {} s; last check: {shown}",
-            health.deploy_timeout_secs
-        );
+        let start_period = health.start_period_ms / 1000;
+        let mut message = if start_period > 0 {
+            format!(
+                "the new container did not become healthy within its start period of {start_period} s and the {} s after it; last check: {shown}",
+                health.deploy_timeout_secs
+            )
+        } else {
+            format!(
+                "the new container did not become healthy within {} s; last check: {shown}",
+                health.deploy_timeout_secs
+            )
+        };
         let kind = match last {
             Some(Probe::Refused(_)) => FailureKind::PortMismatch,
             Some(Probe::Answered(_)) => FailureKind::HealthCheckFailing,
@@ -214,4 +225,10 @@ impl Deployer {
                 .with_output(logs),
         )
     }
+}
+
+/// How long a new container gets to become healthy: its start period, then
+/// the deploy timeout.
+pub(super) fn patience(health: &HealthCheck) -> Duration {
+    Duration::from_millis(health.start_period_ms) + Duration::from_secs(health.deploy_timeout_secs)
 }

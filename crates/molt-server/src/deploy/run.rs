@@ -79,7 +79,9 @@ impl Deployer {
         // A crash's output (and a failing check's answer) is recorded below:
         // never with the App's secret values in it.
         let outcome = match outcome {
-            Outcome::Failed(failure) => Outcome::Failed(self.mask_failure(&deploy, failure)),
+            Outcome::Failed(failure) => Outcome::Failed(
+                self.explain_settings_failure(&deploy, self.mask_failure(&deploy, failure)),
+            ),
             outcome => outcome,
         };
         let label = match &outcome {

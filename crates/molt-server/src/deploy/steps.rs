@@ -23,15 +23,25 @@ impl Deployer {
         }
     }
 
+    /// The App as a deploy runs it: as stored, with the settings the
+    /// deploy brings (a `config` deploy of `apps update`).
+    pub(super) fn app_for(&self, deploy: &DeployRow) -> anyhow::Result<AppRow> {
+        let app = self
+            .store
+            .get_app(&deploy.app)?
+            .ok_or_else(|| anyhow::anyhow!("the App `{}` was deleted", deploy.app))?;
+        Ok(match &deploy.settings {
+            Some(settings) => settings.apply_to(&app),
+            None => app,
+        })
+    }
+
     async fn set_up(
         &self,
         deploy: &DeployRow,
         plan: &Plan,
     ) -> Result<(AppRow, DeployRow, Vec<ReplicaRow>, Fetched), StepError> {
-        let app = self
-            .store
-            .get_app(&deploy.app)?
-            .ok_or_else(|| StepError::internal(format!("the App `{}` was deleted", deploy.app)))?;
+        let app = self.app_for(deploy)?;
         let image = ImageRef::parse(&deploy.image)?;
         let old = self
             .serving(&app)
@@ -224,13 +234,17 @@ impl Deployer {
     }
 
     /// Starts a stopped serving container again and waits until it is
-    /// healthy (at least 30 s: it served before); returns its address.
+    /// healthy (at least 30 s: it served before); returns its address. It
+    /// is checked with the settings it ran with, the App's as stored (a
+    /// settings change is recorded only with its swap).
     pub(super) async fn bring_back(
         &self,
         deploy: &DeployRow,
         app: &AppRow,
         row: &ReplicaRow,
     ) -> Result<String, StepError> {
+        let stored = self.store.get_app(&app.name)?;
+        let app = stored.as_ref().unwrap_or(app);
         self.runtime.start_existing(&row.container_id).await?;
         let addr = self.wait_for_address(&row.container_id, app.port).await?;
         let health = HealthCheck {

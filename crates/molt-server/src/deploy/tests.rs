@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::fakes::FakeWorld;
+use crate::store::AppSettings;
 
 const V1: &str = "127.0.0.1:5000/v1:1";
 const V2: &str = "127.0.0.1:5000/v2:1";
@@ -472,4 +473,267 @@ async fn a_name_whose_localhost_host_is_taken_is_refused_at_create() {
     }
     assert!(rig.deployer.store.get_app("api").unwrap().is_none());
     assert_eq!(rig.fakes.world().calls.len(), started, "nothing started");
+}
+
+impl Rig {
+    /// Runs `molt apps update web` with `req` to its end.
+    async fn update(&self, req: UpdateAppRequest) -> DeployRow {
+        let (_, d) = self.deployer.update_app("web", req, "test").await.unwrap();
+        assert_eq!(d.kind, DeployKind::Config);
+        self.ended(&d.id).await
+    }
+
+    fn app(&self) -> AppRow {
+        self.deployer.store.get_app("web").unwrap().unwrap()
+    }
+
+    fn container_ids(&self) -> Vec<String> {
+        self.serving().into_iter().map(|r| r.container_id).collect()
+    }
+}
+
+fn refusal(e: DeployError) -> (&'static str, String) {
+    match e {
+        DeployError::Invalid { code, message } => (code, message),
+        e => panic!("expected a refusal, got {e:?}"),
+    }
+}
+
+/// A new port the container does not listen on fails its health check:
+/// the old container keeps serving, the App keeps every old setting, and
+/// the failure names the port the container listens on.
+#[tokio::test]
+async fn a_failed_config_deploy_leaves_the_settings_unchanged() {
+    for strategy in ["bluegreen", "rolling", "recreate"] {
+        let rig = rig();
+        rig.create(2, strategy).await;
+        let before = rig.app();
+        let containers = rig.container_ids();
+        rig.fakes.world().listen_port = Some(8080);
+        let d = rig
+            .update(UpdateAppRequest {
+                port: Some(9090),
+                health_path: Some("/ready".into()),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(d.status, DeployStatus::Failed, "{strategy}");
+        let failure = d.failure.unwrap();
+        assert_eq!(failure.kind, FailureKind::PortMismatch, "{failure:?}");
+        assert_eq!(failure.listening_ports, vec![8080]);
+        assert!(
+            failure
+                .message
+                .contains("likely cause is the new port 9090")
+                && failure.message.contains("listens on port 8080"),
+            "{}",
+            failure.message
+        );
+        let after = rig.app();
+        assert_eq!(AppSettings::of(&after), AppSettings::of(&before));
+        assert_eq!(after.current_deploy, before.current_deploy);
+        assert_eq!(rig.container_ids(), containers, "{strategy}");
+        rig.assert_serves();
+    }
+}
+
+/// A new port and health path start new containers through the swap, and
+/// the App takes the settings with the swap.
+#[tokio::test]
+async fn a_config_deploy_applies_its_settings_with_the_swap() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    let containers = rig.container_ids();
+    let d = rig
+        .update(UpdateAppRequest {
+            port: Some(9090),
+            health_path: Some("/ready".into()),
+            start_period: Some(8),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    let app = rig.app();
+    assert_eq!(app.port, 9090);
+    assert_eq!(app.health.path.as_deref(), Some("/ready"));
+    assert_eq!(app.health.start_period_ms, 8000);
+    assert_eq!(app.current_deploy.as_deref(), Some(d.id.as_str()));
+    assert_ne!(rig.container_ids(), containers, "new containers serve");
+    let addr = rig.fakes.world().routes["web"].targets[0].addr.clone();
+    assert!(addr.ends_with(":9090"), "{addr}");
+    rig.assert_serves();
+}
+
+/// Domains and timeouts move only the route: no container starts, the
+/// change is a `config` deploy that succeeds at once, and removing the last
+/// extra domain keeps `NAME.localhost`.
+#[tokio::test]
+async fn a_routing_only_change_moves_the_route_without_new_containers() {
+    let rig = rig();
+    rig.create(2, "bluegreen").await;
+    let containers = rig.container_ids();
+    let starts = |rig: &Rig| {
+        rig.fakes
+            .world()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("start "))
+            .count()
+    };
+    let before = starts(&rig);
+    let d = rig
+        .update(UpdateAppRequest {
+            add_domains: vec!["WWW.Example.com".into()],
+            drain_timeout_secs: Some(5),
+            upstream_timeout_secs: Some(7),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(starts(&rig), before, "no container started");
+    assert_eq!(rig.container_ids(), containers);
+    let route = rig.fakes.world().routes["web"].clone();
+    assert_eq!(route.hosts, vec!["web.localhost", "www.example.com"]);
+    assert_eq!(
+        (route.drain_timeout_ms, route.upstream_timeout_ms),
+        (5000, 7000)
+    );
+    assert_eq!(rig.app().domains, vec!["www.example.com"]);
+    rig.assert_serves();
+
+    let d = rig
+        .update(UpdateAppRequest {
+            remove_domains: vec!["www.example.com".into()],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(rig.fakes.world().routes["web"].hosts, vec!["web.localhost"]);
+    assert_eq!(rig.container_ids(), containers);
+    let (code, _) = refusal(
+        rig.deployer
+            .update_app(
+                "web",
+                UpdateAppRequest {
+                    remove_domains: vec!["web.localhost".into()],
+                    ..Default::default()
+                },
+                "test",
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, "invalid_domain");
+    rig.assert_serves();
+}
+
+/// A domain another App serves is refused with that App's name, and a
+/// request that changes nothing is refused.
+#[tokio::test]
+async fn an_update_is_refused_before_anything_moves() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    let req = CreateAppRequest {
+        name: "api".into(),
+        image: V1.into(),
+        port: 8080,
+        domains: vec!["api.example.com".into()],
+        ..Default::default()
+    };
+    let (_, d) = rig.deployer.create_app(req, "test").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.deployer.in_progress("api").is_some() {
+        assert!(Instant::now() < deadline, "deploy {} did not end", d.id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let calls = rig.fakes.world().calls.len();
+    let update = |req| rig.deployer.update_app("web", req, "test");
+    let (code, message) = refusal(
+        update(UpdateAppRequest {
+            add_domains: vec!["api.example.com".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, "domain_taken");
+    assert!(message.contains("`api`"), "{message}");
+    for req in [
+        UpdateAppRequest::default(),
+        UpdateAppRequest {
+            port: Some(8080),
+            ..Default::default()
+        },
+    ] {
+        let (code, _) = refusal(update(req).await.unwrap_err());
+        assert_eq!(code, "nothing_to_change");
+    }
+    let (code, _) = refusal(
+        update(UpdateAppRequest {
+            health_timeout: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, "invalid_health_timeout", "create's rules apply");
+    assert_eq!(rig.fakes.world().calls.len(), calls, "nothing moved");
+    assert_eq!(rig.deployer.store.list_deploys("web").unwrap().len(), 1);
+}
+
+/// Memory that cannot fit beside the serving version makes the change a
+/// recreate, which is refused without `yes` and runs with it.
+#[tokio::test]
+async fn memory_beyond_capacity_needs_yes() {
+    let rig = rig();
+    rig.create(1, "auto").await;
+    let d = rig
+        .update(UpdateAppRequest {
+            memory: Some("40g".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(
+        d.strategy.as_deref(),
+        Some("bluegreen"),
+        "40 GiB fit beside nothing"
+    );
+    let containers = rig.container_ids();
+    let calls = rig.fakes.world().calls.len();
+    let thirty = UpdateAppRequest {
+        memory: Some("30g".into()),
+        ..Default::default()
+    };
+    let (code, message) = refusal(
+        rig.deployer
+            .update_app("web", thirty.clone(), "test")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, "recreate_needs_yes");
+    assert!(message.contains("--yes"), "{message}");
+    assert_eq!(rig.fakes.world().calls.len(), calls, "nothing stopped");
+    assert_eq!(rig.app().memory_bytes, Some(40 << 30));
+    let d = rig
+        .update(UpdateAppRequest {
+            yes: true,
+            ..thirty
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(d.strategy.as_deref(), Some("recreate"));
+    assert_eq!(rig.app().memory_bytes, Some(30 << 30));
+    assert_ne!(rig.container_ids(), containers);
+    rig.assert_serves();
+}
+
+#[test]
+fn the_deploy_timeout_runs_after_the_start_period() {
+    let health = HealthCheck {
+        start_period_ms: 8_000,
+        deploy_timeout_secs: 2,
+        ..Default::default()
+    };
+    assert_eq!(readiness::patience(&health), Duration::from_secs(10));
 }

@@ -228,7 +228,8 @@ impl Store {
     }
 
     /// The swap, as recorded: the deploy becomes the App's serving one (its
-    /// replica count the App's) and moves to `draining`, in one transaction.
+    /// replica count the App's, and the settings it carries the App's) and
+    /// moves to `draining`, in one transaction.
     pub fn record_swap(&self, id: &str, app: &str, image: &str, message: &str) -> Result<()> {
         self.blocking(|| {
             let mut conn = self.conn();
@@ -239,6 +240,34 @@ impl Store {
                  WHERE name = ?1",
                 params![app, id, image, now()],
             )?;
+            let settings: Option<String> = tx
+                .query_row("SELECT settings FROM deploys WHERE id = ?", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .flatten();
+            if let Some(settings) = settings {
+                let s: AppSettings = serde_json::from_str(&settings)
+                    .with_context(|| format!("the settings recorded with deploy {id}"))?;
+                tx.execute(
+                    "UPDATE apps SET port = ?2, health = ?3, domains = ?4, strategy = ?5,
+                        memory_bytes = ?6, cpus = ?7, gpus = ?8, drain_timeout_secs = ?9,
+                        upstream_timeout_secs = ?10
+                     WHERE name = ?1",
+                    params![
+                        app,
+                        s.port,
+                        serde_json::to_string(&s.health)?,
+                        serde_json::to_string(&s.domains)?,
+                        s.strategy,
+                        s.memory_bytes.map(|m| m as i64),
+                        s.cpus,
+                        s.gpus,
+                        s.drain_timeout_secs as i64,
+                        s.upstream_timeout_secs as i64,
+                    ],
+                )?;
+            }
             check_transition(&tx, id, DeployStatus::Draining)?;
             tx.execute(
                 "UPDATE deploys SET status = 'draining' WHERE id = ?1",
@@ -369,8 +398,8 @@ pub(super) fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
     conn.execute(
         "INSERT INTO deploys (id, app, kind, image, digest, status, error, triggered_by,
             previous_deploy, previous_digest, replicas, env_snapshot, created_at, finished_at,
-            failure, strategy)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            failure, strategy, settings)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             d.id,
             d.app,
@@ -388,6 +417,7 @@ pub(super) fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
             d.finished_at,
             d.failure.as_ref().map(serde_json::to_string).transpose()?,
             d.strategy,
+            d.settings.as_ref().map(serde_json::to_string).transpose()?,
         ],
     )?;
     insert_event(

@@ -70,6 +70,57 @@ impl AppRow {
     }
 }
 
+/// The settings of an App that `molt apps update` can change. A `config`
+/// deploy carries the new ones and they become the App's in the same
+/// transaction as its swap, so a deploy that fails changes nothing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AppSettings {
+    pub port: u16,
+    pub health: HealthCheck,
+    pub domains: Vec<String>,
+    pub replicas: u32,
+    pub strategy: String,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub gpus: u32,
+    pub drain_timeout_secs: u64,
+    pub upstream_timeout_secs: u64,
+}
+
+impl AppSettings {
+    pub fn of(app: &AppRow) -> Self {
+        Self {
+            port: app.port,
+            health: app.health.clone(),
+            domains: app.domains.clone(),
+            replicas: app.replicas,
+            strategy: app.strategy.clone(),
+            memory_bytes: app.memory_bytes,
+            cpus: app.cpus,
+            gpus: app.gpus,
+            drain_timeout_secs: app.drain_timeout_secs,
+            upstream_timeout_secs: app.upstream_timeout_secs,
+        }
+    }
+
+    /// `app` with these settings.
+    pub fn apply_to(&self, app: &AppRow) -> AppRow {
+        AppRow {
+            port: self.port,
+            health: self.health.clone(),
+            domains: self.domains.clone(),
+            replicas: self.replicas,
+            strategy: self.strategy.clone(),
+            memory_bytes: self.memory_bytes,
+            cpus: self.cpus,
+            gpus: self.gpus,
+            drain_timeout_secs: self.drain_timeout_secs,
+            upstream_timeout_secs: self.upstream_timeout_secs,
+            ..app.clone()
+        }
+    }
+}
+
 /// A deploy as stored.
 #[derive(Debug, Clone)]
 pub struct DeployRow {
@@ -96,6 +147,9 @@ pub struct DeployRow {
     /// A recreate's phase: 1 while the old set stops, 2 while the new one
     /// starts.
     pub phase: Option<u32>,
+    /// The App's new settings, for a `config` deploy that changes them
+    /// (`molt apps update`); the App takes them when the swap is recorded.
+    pub settings: Option<AppSettings>,
     pub created_at: String,
     pub finished_at: Option<String>,
 }
@@ -243,6 +297,9 @@ pub(super) fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
             .and_then(|f| serde_json::from_str(&f).ok()),
         strategy: r.get("strategy")?,
         phase: r.get("phase")?,
+        settings: r
+            .get::<_, Option<String>>("settings")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 

@@ -130,4 +130,9 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_by_app ON runs (app, started_at);
 "#,
+    // The settings a `config` deploy brings (JSON `AppSettings`), applied
+    // to the App only when its swap is recorded.
+    r#"
+ALTER TABLE deploys ADD COLUMN settings TEXT;
+"#,
 ];

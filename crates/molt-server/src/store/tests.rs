@@ -14,6 +14,7 @@ pub(crate) fn deploy(id: &str, replicas: u32) -> DeployRow {
         failure: None,
         strategy: None,
         phase: None,
+        settings: None,
         triggered_by: "test".into(),
         previous_deploy: None,
         previous_digest: None,

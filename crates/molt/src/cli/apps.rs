@@ -5,7 +5,7 @@ use super::follow;
 use super::output::{key_values, or_none, short_digest, short_time, table, NONE};
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use molt_core::api::{AppView, CreateAppRequest, DeployStarted};
+use molt_core::api::{AppView, CreateAppRequest, DeployStarted, UpdateAppRequest};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(Debug, Subcommand)]
@@ -16,6 +16,11 @@ pub enum AppsCommand {
     List(JsonFlag),
     /// Show one App.
     Show(ShowArgs),
+    /// Change an App's settings. A new port, health check or resources start
+    /// new containers through the health-checked swap (the App keeps its
+    /// old settings if they fail); domains, timeouts and the strategy move
+    /// only the route, at once.
+    Update(Box<UpdateArgs>),
     /// Change how many containers serve an App, with no downtime: new ones
     /// are health-checked before they take requests, removed ones drain first.
     Scale(ScaleArgs),
@@ -57,6 +62,11 @@ pub struct CreateArgs {
     /// Seconds a deploy waits for the new version to become healthy.
     #[arg(long, value_name = "SECS")]
     pub health_timeout: Option<u64>,
+    /// Seconds after a container starts during which failed health checks
+    /// do not count (default 0); the health timeout runs after it, and
+    /// autoheal leaves the container alone meanwhile.
+    #[arg(long, value_name = "SECS")]
+    pub start_period: Option<u64>,
     /// A host routed to the App besides NAME.localhost (repeatable).
     #[arg(long = "domain", value_name = "HOST")]
     pub domains: Vec<String>,
@@ -114,6 +124,99 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub name: String,
+    /// The port the container listens on.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// HTTP path that answers 2xx when healthy.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_health_path")]
+    pub health_path: Option<String>,
+    /// Check with a TCP connect to the port instead of an HTTP path.
+    #[arg(long)]
+    pub no_health_path: bool,
+    /// Seconds a deploy waits for a new container to become healthy.
+    #[arg(long, value_name = "SECS")]
+    pub health_timeout: Option<u64>,
+    /// Milliseconds between health checks.
+    #[arg(long, value_name = "MS")]
+    pub health_interval: Option<u64>,
+    /// Seconds after start during which failed health checks do not count.
+    #[arg(long, value_name = "SECS")]
+    pub start_period: Option<u64>,
+    /// Memory limit, e.g. `512m` or `2g`.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU limit, e.g. `0.5`.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// GPUs to give each container.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Route this host to the App too (repeatable).
+    #[arg(long = "add-domain", value_name = "HOST")]
+    pub add_domains: Vec<String>,
+    /// Stop routing this host to the App (repeatable); NAME.localhost stays.
+    #[arg(long = "remove-domain", value_name = "HOST")]
+    pub remove_domains: Vec<String>,
+    /// Seconds an old container keeps its in-flight requests after a swap.
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
+    /// Seconds the proxy waits for the App's answer before a 504.
+    #[arg(long, value_name = "SECS")]
+    pub upstream_timeout: Option<u64>,
+    /// How later deploys replace the serving version.
+    #[arg(long, value_parser = ["auto", "bluegreen", "recreate", "rolling"])]
+    pub strategy: Option<String>,
+    /// How many containers serve the App.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
+    /// Go ahead when the change must stop the serving version first (new
+    /// memory or GPUs that do not fit beside it: a recreate, requests held).
+    #[arg(long)]
+    pub yes: bool,
+    /// Return once the change has started instead of following it.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// The request body for `apps update`, from the flags.
+pub fn update_request(args: &UpdateArgs) -> Result<UpdateAppRequest> {
+    let req = UpdateAppRequest {
+        port: args.port,
+        health_path: args.health_path.clone(),
+        no_health_path: args.no_health_path,
+        health_timeout: args.health_timeout,
+        health_interval_ms: args.health_interval,
+        start_period: args.start_period,
+        memory: args.memory.clone(),
+        cpus: args.cpus,
+        gpus: args.gpus,
+        add_domains: args.add_domains.clone(),
+        remove_domains: args.remove_domains.clone(),
+        drain_timeout_secs: args.drain_timeout,
+        upstream_timeout_secs: args.upstream_timeout,
+        strategy: args.strategy.clone(),
+        replicas: args.replicas,
+        yes: args.yes,
+    };
+    if req.is_empty() {
+        return Err(usage(format!(
+            "nothing to change: give at least one setting, e.g. `molt apps update {} --port 8080` (see `molt apps update --help`)",
+            args.name
+        )));
+    }
+    Ok(req)
+}
+
+async fn update(client: &Client, args: UpdateArgs) -> Result<u8> {
+    let body = serde_json::to_value(update_request(&args)?)?;
+    let answer = client.patch(&["apps", &args.name], &body).await?;
+    let started: DeployStarted = answer.decode("a started deploy")?;
+    follow::started(client, started, args.detach).await
+}
+
+#[derive(Debug, Args)]
 pub struct ShowArgs {
     pub name: String,
     /// Print the API's JSON.
@@ -134,6 +237,7 @@ pub async fn run(client: &Client, command: AppsCommand) -> Result<u8> {
         AppsCommand::Create(args) => create(client, *args).await,
         AppsCommand::List(args) => list(client, args.json).await,
         AppsCommand::Show(args) => show(client, &args.name, args.json).await,
+        AppsCommand::Update(args) => update(client, *args).await,
         AppsCommand::Scale(args) => scale(client, args).await,
         AppsCommand::Delete(args) => delete(client, &args.name, args.yes).await,
     }
@@ -161,6 +265,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateAppRequest> {
         with_secrets: args.with_secrets,
         health_path: args.health_path.clone(),
         health_timeout: args.health_timeout,
+        start_period: args.start_period,
         domains: args.domains.clone(),
         env: args.env.clone(),
         memory: args.memory.clone(),
@@ -256,7 +361,13 @@ pub fn app_details(a: &AppView) -> String {
         ("port", a.port.to_string()),
         (
             "health",
-            format!("{health}, within {} s", a.health.deploy_timeout_secs),
+            match a.health.start_period_ms / 1000 {
+                0 => format!("{health}, within {} s", a.health.deploy_timeout_secs),
+                start => format!(
+                    "{health}, within {} s after a start period of {start} s",
+                    a.health.deploy_timeout_secs
+                ),
+            },
         ),
         ("domains", a.domains.join(", ")),
         ("replicas", a.replicas.to_string()),

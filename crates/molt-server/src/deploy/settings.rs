@@ -1,0 +1,303 @@
+//! An App's settings as a request gives them: the one set of rules that
+//! `apps create` and `apps update` both check, what a change moves, and
+//! which changed setting most likely broke a `config` deploy that failed.
+
+use super::*;
+use crate::store::AppSettings;
+
+/// The longest start period and deploy timeout, in seconds.
+const MAX_WAIT_SECS: u64 = 3600;
+
+/// Settings given by a request; `None` keeps the value it is applied to.
+#[derive(Default)]
+pub(super) struct SettingsChange<'a> {
+    pub(super) port: Option<u16>,
+    /// `Some(None)`: check with a TCP connect.
+    pub(super) health_path: Option<Option<&'a str>>,
+    pub(super) health_timeout: Option<u64>,
+    pub(super) health_interval_ms: Option<u64>,
+    /// Seconds.
+    pub(super) start_period: Option<u64>,
+    pub(super) memory: Option<&'a str>,
+    pub(super) cpus: Option<f64>,
+    pub(super) gpus: Option<u32>,
+    pub(super) replicas: Option<u32>,
+    pub(super) strategy: Option<&'a str>,
+    pub(super) drain_timeout_secs: Option<u64>,
+    pub(super) upstream_timeout_secs: Option<u64>,
+}
+
+impl<'a> SettingsChange<'a> {
+    pub(super) fn of_create(req: &'a CreateAppRequest) -> Self {
+        Self {
+            port: (req.port != 0).then_some(req.port),
+            health_path: req.health_path.as_deref().map(Some),
+            health_timeout: req.health_timeout,
+            health_interval_ms: req.health_interval_ms,
+            start_period: req.start_period,
+            memory: req.memory.as_deref(),
+            cpus: req.cpus,
+            gpus: req.gpus,
+            replicas: req.replicas,
+            strategy: req.strategy.as_deref(),
+            drain_timeout_secs: req.drain_timeout_secs,
+            upstream_timeout_secs: req.upstream_timeout_secs,
+        }
+    }
+
+    pub(super) fn of_update(req: &'a UpdateAppRequest) -> Result<Self, DeployError> {
+        if req.no_health_path && req.health_path.is_some() {
+            return Err(DeployError::invalid(
+                "invalid_health_path",
+                "give either --health-path PATH or --no-health-path, not both",
+            ));
+        }
+        Ok(Self {
+            port: req.port,
+            health_path: if req.no_health_path {
+                Some(None)
+            } else {
+                req.health_path.as_deref().map(Some)
+            },
+            health_timeout: req.health_timeout,
+            health_interval_ms: req.health_interval_ms,
+            start_period: req.start_period,
+            memory: req.memory.as_deref(),
+            cpus: req.cpus,
+            gpus: req.gpus,
+            replicas: req.replicas,
+            strategy: req.strategy.as_deref(),
+            drain_timeout_secs: req.drain_timeout_secs,
+            upstream_timeout_secs: req.upstream_timeout_secs,
+        })
+    }
+
+    /// Checks every given value and writes it into `s`.
+    pub(super) fn apply(&self, s: &mut AppSettings) -> Result<(), DeployError> {
+        if let Some(port) = self.port {
+            if port == 0 {
+                return Err(DeployError::invalid(
+                    "invalid_port",
+                    "--port must be between 1 and 65535: the port the App listens on inside its container",
+                ));
+            }
+            s.port = port;
+        }
+        if let Some(path) = self.health_path {
+            if let Some(path) = path {
+                molt_core::health::validate_path(path)
+                    .map_err(|e| DeployError::invalid("invalid_health_path", e))?;
+            }
+            s.health.path = path.map(str::to_string);
+        }
+        if let Some(t) = self.health_timeout {
+            if t == 0 || t > MAX_WAIT_SECS {
+                return Err(DeployError::invalid(
+                    "invalid_health_timeout",
+                    "--health-timeout must be between 1 and 3600 seconds",
+                ));
+            }
+            s.health.deploy_timeout_secs = t;
+        }
+        if let Some(ms) = self.health_interval_ms {
+            s.health.interval_ms = ms.clamp(10, 60_000);
+        }
+        if let Some(secs) = self.start_period {
+            if secs > MAX_WAIT_SECS {
+                return Err(DeployError::invalid(
+                    "invalid_start_period",
+                    "--start-period must be between 0 and 3600 seconds",
+                ));
+            }
+            s.health.start_period_ms = secs * 1000;
+        }
+        if let Some(m) = self.memory {
+            s.memory_bytes = Some(
+                molt_core::size::parse_size(m)
+                    .map_err(|e| DeployError::invalid("invalid_memory", e))?,
+            );
+        }
+        if let Some(c) = self.cpus {
+            if !(c > 0.0 && c <= 1024.0) {
+                return Err(DeployError::invalid(
+                    "invalid_cpus",
+                    "--cpus must be a positive number such as 0.5 or 2",
+                ));
+            }
+            s.cpus = Some(c);
+        }
+        if let Some(g) = self.gpus {
+            s.gpus = g;
+        }
+        if let Some(r) = self.replicas {
+            if !(1..=100).contains(&r) {
+                return Err(DeployError::invalid(
+                    "invalid_replicas",
+                    "--replicas must be between 1 and 100",
+                ));
+            }
+            s.replicas = r;
+        }
+        if let Some(strategy) = self.strategy {
+            if !["auto", "bluegreen", "recreate", "rolling"].contains(&strategy) {
+                return Err(DeployError::invalid(
+                    "invalid_strategy",
+                    format!(
+                        "unknown strategy `{strategy}`: use auto, bluegreen, recreate or rolling"
+                    ),
+                ));
+            }
+            s.strategy = strategy.to_string();
+        }
+        if let Some(d) = self.drain_timeout_secs {
+            s.drain_timeout_secs = d.min(MAX_WAIT_SECS);
+        }
+        if let Some(u) = self.upstream_timeout_secs {
+            s.upstream_timeout_secs = u.clamp(1, MAX_WAIT_SECS);
+        }
+        Ok(())
+    }
+}
+
+impl Deployer {
+    /// A domain for the App `app`, normalized; `None` when it is the App's
+    /// own `NAME.localhost` (always routed). Refused when another App
+    /// serves it, naming that App.
+    pub(super) fn domain_for(&self, app: &str, raw: &str) -> Result<Option<String>, DeployError> {
+        let d = molt_core::name::parse_domain(raw)
+            .map_err(|e| DeployError::invalid("invalid_domain", e))?;
+        if d == format!("{app}.localhost") {
+            return Ok(None);
+        }
+        if let Some(owner) = self.domain_owner(&d)?.filter(|o| o != app) {
+            return Err(DeployError::invalid(
+                "domain_taken",
+                format!("the domain {d} is already routed to the App `{owner}`: remove it there first with `molt apps update {owner} --remove-domain {d}`"),
+            ));
+        }
+        Ok(Some(d))
+    }
+}
+
+/// What differs between two settings, one phrase per setting, e.g.
+/// `port 8080 → 9090`.
+pub(super) fn describe_changes(old: &AppSettings, new: &AppSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diff = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{what} {a} → {b}"));
+        }
+    };
+    let path = |h: &HealthCheck| h.path.clone().unwrap_or_else(|| "none (TCP)".into());
+    let mem = |m: Option<u64>| {
+        m.map(capacity::human_bytes)
+            .unwrap_or_else(|| "default".into())
+    };
+    let cpus = |c: Option<f64>| {
+        c.map(|c| c.to_string())
+            .unwrap_or_else(|| "no limit".into())
+    };
+    diff("port", old.port.to_string(), new.port.to_string());
+    diff("health path", path(&old.health), path(&new.health));
+    diff(
+        "health timeout",
+        format!("{} s", old.health.deploy_timeout_secs),
+        format!("{} s", new.health.deploy_timeout_secs),
+    );
+    diff(
+        "health interval",
+        format!("{} ms", old.health.interval_ms),
+        format!("{} ms", new.health.interval_ms),
+    );
+    diff(
+        "start period",
+        format!("{} s", old.health.start_period_ms / 1000),
+        format!("{} s", new.health.start_period_ms / 1000),
+    );
+    diff("memory", mem(old.memory_bytes), mem(new.memory_bytes));
+    diff("cpus", cpus(old.cpus), cpus(new.cpus));
+    diff("gpus", old.gpus.to_string(), new.gpus.to_string());
+    diff(
+        "replicas",
+        old.replicas.to_string(),
+        new.replicas.to_string(),
+    );
+    diff("strategy", old.strategy.clone(), new.strategy.clone());
+    diff(
+        "drain timeout",
+        format!("{} s", old.drain_timeout_secs),
+        format!("{} s", new.drain_timeout_secs),
+    );
+    diff(
+        "upstream timeout",
+        format!("{} s", old.upstream_timeout_secs),
+        format!("{} s", new.upstream_timeout_secs),
+    );
+    for d in new.domains.iter().filter(|d| !old.domains.contains(d)) {
+        out.push(format!("domain {d} added"));
+    }
+    for d in old.domains.iter().filter(|d| !new.domains.contains(d)) {
+        out.push(format!("domain {d} removed"));
+    }
+    out
+}
+
+/// Whether running containers must be replaced for `new` to hold: what
+/// they run with (port, health check, resources). Domains, timeouts and
+/// the strategy live in the route or apply to later deploys.
+pub(super) fn needs_new_containers(old: &AppSettings, new: &AppSettings) -> bool {
+    old.port != new.port
+        || old.health != new.health
+        || old.memory_bytes != new.memory_bytes
+        || old.cpus != new.cpus
+        || old.gpus != new.gpus
+}
+
+/// The changed setting that most likely made a `config` deploy fail, as a
+/// sentence with what to do, by the failure's kind.
+pub(super) fn likely_cause(
+    app: &str,
+    old: &AppSettings,
+    new: &AppSettings,
+    failure: &Failure,
+) -> Option<String> {
+    // Several listening ports are already listed in the failure's message.
+    let port_hint = |listening: &[u16]| match listening {
+        [p] => format!(" (the container listens on port {p}: `molt apps update {app} --port {p}`)"),
+        _ => String::new(),
+    };
+    match failure.kind {
+        FailureKind::PortMismatch if old.port != new.port => Some(format!(
+            "The likely cause is the new port {}{}",
+            new.port,
+            port_hint(&failure.listening_ports)
+        )),
+        FailureKind::HealthCheckFailing | FailureKind::DeployTimeout
+            if old.health.path != new.health.path =>
+        {
+            Some(format!(
+                "The likely cause is the new health path {}",
+                new.health.path.as_deref().unwrap_or("(none: a TCP connect)")
+            ))
+        }
+        FailureKind::PortMismatch | FailureKind::HealthCheckFailing | FailureKind::DeployTimeout
+            if new.health.deploy_timeout_secs < old.health.deploy_timeout_secs
+                || new.health.start_period_ms < old.health.start_period_ms =>
+        {
+            Some(format!(
+                "The likely cause is the shorter wait: a start period of {} s and a health timeout of {} s (raise --start-period or --health-timeout)",
+                new.health.start_period_ms / 1000,
+                new.health.deploy_timeout_secs
+            ))
+        }
+        FailureKind::OomKilled | FailureKind::Crash if new.memory_bytes != old.memory_bytes => {
+            Some(format!(
+                "The likely cause is the new memory limit of {}",
+                new.memory_bytes
+                    .map(capacity::human_bytes)
+                    .unwrap_or_else(|| "the default".into())
+            ))
+        }
+        _ => None,
+    }
+}

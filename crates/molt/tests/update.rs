@@ -1,0 +1,233 @@
+//! `molt apps update`: an App's settings change through the health-checked
+//! swap with no failed request; a change that fails changes nothing and
+//! says why; routing changes move no container; a change that cannot fit
+//! beside the serving version asks for `--yes` and then recreates with
+//! requests held; a start period lets a slow boot deploy.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+/// The serving container ids of `app`, sorted.
+fn serving_containers(server: &MoltServer, app: &str) -> Vec<String> {
+    let show = ok(molt(server, &["apps", "show", app, "--json"])).json();
+    let mut ids: Vec<String> = show["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .map(|c| c["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_change_under_load_and_a_bad_one_changes_nothing() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start(None);
+    let proxy = server.proxy_addr();
+    create_app(&server, "web", &v1, &["--health-path", "/healthz"]);
+    let load = Load::start(proxy, "web.localhost", 4);
+    assert!(wait_until(Duration::from_secs(10), || async { load.ok() > 50 }).await);
+
+    // A new health path and port: new containers through the swap.
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "web",
+            "--health-path",
+            "/version",
+            "--port",
+            "9090",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    let show = ok(molt(&server, &["apps", "show", "web", "--json"])).json();
+    assert_eq!(show["port"], 9090, "{show}");
+    assert_eq!(show["health_path"], "/version", "{show}");
+    assert_eq!(show["last_deploy"]["kind"], "config", "{show}");
+
+    // Domains and timeouts move the route, not the containers.
+    let before = serving_containers(&server, "web");
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "web",
+            "--add-domain",
+            "www.update.test",
+            "--drain-timeout",
+            "5",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    assert_eq!(served(proxy, "www.update.test").await, "testapp v1");
+    assert_eq!(serving_containers(&server, "web"), before);
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "web",
+            "--remove-domain",
+            "www.update.test",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    let (status, _) = get(proxy, "www.update.test", "/").await.unwrap();
+    assert_ne!(status, 200, "the removed domain is no longer routed");
+    assert_eq!(served(proxy, "web.localhost").await, "testapp v1");
+    assert_eq!(serving_containers(&server, "web"), before);
+
+    // Nothing to change is bad usage.
+    let out = molt(&server, &["apps", "update", "web"]);
+    assert_eq!(out.status, 2, "{out}");
+    assert!(out.stderr.contains("nothing to change"), "{out}");
+
+    let load = load.finish().await;
+    assert!(load.ok > 100, "the load ran ({} requests)", load.ok);
+    assert_eq!(
+        load.failed,
+        0,
+        "{} of {} requests failed during the changes: {:?}",
+        load.failed,
+        load.ok + load.failed,
+        load.errors
+    );
+
+    // An image that listens on 8080 whatever its port: a new port fails,
+    // the old container keeps serving with the old settings, and the error
+    // names the port it listens on.
+    create_app(
+        &server,
+        "fixed",
+        &v1,
+        &["--health-path", "/healthz", "--env", "LISTEN_PORT=8080"],
+    );
+    let before = serving_containers(&server, "fixed");
+    let load = Load::start(proxy, "fixed.localhost", 2);
+    assert!(wait_until(Duration::from_secs(10), || async { load.ok() > 20 }).await);
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "fixed",
+            "--port",
+            "9191",
+            "--health-timeout",
+            "3",
+        ],
+    );
+    assert_eq!(out.status, 1, "{out}");
+    // (The engine's helpers may hold a port of their own in the container.)
+    assert!(
+        out.stderr.contains("listens on port 8080") || out.stderr.contains("listens on ports 8080"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("new port 9191"), "{out}");
+    let show = ok(molt(&server, &["apps", "show", "fixed", "--json"])).json();
+    assert_eq!(show["port"], 8080, "{show}");
+    assert_eq!(show["health"]["deploy_timeout_secs"], 60, "{show}");
+    assert_eq!(serving_containers(&server, "fixed"), before);
+    let load = load.finish().await;
+    assert_eq!(load.failed, 0, "{:?}", load.errors);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_beyond_capacity_asks_for_yes_then_recreates_with_requests_held() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start_with(None, &["--memory", "256m", "--gpus", "0"], &[]);
+    create_app(
+        &server,
+        "big",
+        &v1,
+        &["--health-path", "/healthz", "--memory", "100m"],
+    );
+    let before = serving_containers(&server, "big");
+
+    let out = molt(&server, &["apps", "update", "big", "--memory", "200m"]);
+    assert_eq!(out.status, 2, "{out}");
+    assert!(out.stderr.contains("recreate"), "{out}");
+    assert!(out.stderr.contains("--yes"), "{out}");
+    assert_eq!(
+        serving_containers(&server, "big"),
+        before,
+        "nothing stopped"
+    );
+
+    let load = Load::start_bounded(
+        server.proxy_addr(),
+        "big.localhost",
+        4,
+        Duration::from_secs(120),
+        Duration::from_secs(120),
+    );
+    assert!(wait_until(Duration::from_secs(10), || async { load.ok() > 50 }).await);
+    let out = molt(
+        &server,
+        &["apps", "update", "big", "--memory", "200m", "--yes"],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    assert!(
+        out.stdout
+            .contains("phase 1 of 2: stopping the old deployment"),
+        "{out}"
+    );
+    let show = ok(molt(&server, &["apps", "show", "big", "--json"])).json();
+    assert_eq!(show["memory_bytes"], 200u64 << 20, "{show}");
+    assert_ne!(serving_containers(&server, "big"), before);
+    let load = load.finish().await;
+    assert!(load.ok > 100, "the load ran ({} requests)", load.ok);
+    assert_eq!(load.failed, 0, "{:?}", load.errors);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_period_lets_a_slow_boot_deploy() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start(None);
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "create",
+            "slow",
+            "--image",
+            &v1,
+            "--port",
+            "8080",
+            "--health-path",
+            "/healthz",
+            "--health-timeout",
+            "2",
+            "--start-period",
+            "8",
+            "--env",
+            "STARTUP_DELAY_MS=5000",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    assert_eq!(
+        served(server.proxy_addr(), "slow.localhost").await,
+        "testapp v1"
+    );
+    let show = ok(molt(&server, &["apps", "show", "slow", "--json"])).json();
+    assert_eq!(show["health"]["start_period_ms"], 8000, "{show}");
+
+    // Without the start period the same boot fails its 2 s timeout, and
+    // the error says which setting to raise.
+    let out = molt(&server, &["apps", "update", "slow", "--start-period", "0"]);
+    assert_eq!(out.status, 1, "{out}");
+    assert!(out.stderr.contains("--start-period"), "{out}");
+    assert_eq!(
+        served(server.proxy_addr(), "slow.localhost").await,
+        "testapp v1"
+    );
+}
