@@ -63,7 +63,7 @@ async fn dashboard_link(
     State(s): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<DashboardLink>, ApiFailure> {
-    let (token, expires) = crate::dashboard::link::issue(&s.deployer.sealer)?;
+    let (token, expires) = crate::ops::login_links::issue(&s.deployer.sealer)?;
     // The address the client reached the API at is where the dashboard is.
     let host = headers
         .get(axum::http::header::HOST)
@@ -141,7 +141,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(metrics)
         .nest("/api/v1", api)
-        .merge(crate::dashboard::router(state.clone()))
         .with_state(state)
 }
 

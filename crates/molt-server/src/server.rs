@@ -155,7 +155,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     }
     serve(
         listener,
-        api::router(state),
+        api::router(state.clone()).merge(crate::dashboard::router(state)),
         config.api_header_timeout,
         async move {
             shutdown_signal().await;

@@ -107,6 +107,12 @@ enum Command {
         #[command(flatten)]
         args: cli::attach::RunArgs,
     },
+    /// An App's one-off commands (`molt run`): who ran what, the exit code
+    /// and how long it took.
+    Runs {
+        #[command(flatten)]
+        args: cli::runs::RunsArgs,
+    },
     /// Run a command inside a serving container of the App.
     Exec {
         #[command(flatten)]
@@ -179,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs { args } => logs::logs(&client()?, args).await,
         Command::Run { args } => cli::attach::run(&client()?, args).await,
         Command::Exec { args } => cli::attach::exec(&client()?, args).await,
+        Command::Runs { args } => cli::runs::list(&client()?, args).await,
         Command::DashboardLink => logs::dashboard_link(&client()?).await,
         Command::Debug { args } => logs::debug(&client()?, args).await,
     }

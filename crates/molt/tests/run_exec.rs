@@ -346,6 +346,11 @@ async fn run_and_exec_against_the_real_engine() {
         "{runs:?}"
     );
     assert!(!serde_json::to_string(runs).unwrap().contains(secret));
+    // `molt runs` shows the same records.
+    let listed = ok(molt(&server, &["runs", "web"]));
+    assert!(listed.stdout.contains("exit 7"), "{listed}");
+    let listed = molt(&server, &["runs", "web", "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), runs.len(), "{listed}");
     // Runs are not deploys: the history holds only the deploys.
     let deploys = molt(&server, &["deploys", "web", "--json"]).json();
     assert_eq!(deploys.as_array().unwrap().len(), 3, "{deploys}");

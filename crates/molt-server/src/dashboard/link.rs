@@ -1,64 +1,12 @@
-//! One-time login links (`molt dashboard-link`): the API seals an expiry
-//! time under a key derived from the server's secret key for links alone;
-//! the link logs a browser in once, within five minutes. Used links are
-//! remembered in the database until they expire, so a restart does not make
-//! a used link work again.
+//! `GET /login/link`: a one-time login link (see `ops::login_links`) logs
+//! the browser in with a new session.
 
 use super::DashState;
+use crate::ops::login_links::{redeem, Refused};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine as _;
 use serde::Deserialize;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// How long a link works.
-pub const LINK_LIFETIME: Duration = Duration::from_secs(300);
-const PURPOSE: &str = "dashboard-link";
-
-/// The sealer of links: a key of its own, derived from the secret key, so
-/// tokens handed to browsers are never sealed with the key of the secrets.
-fn link_sealer(sealer: &crate::seal::Sealer) -> crate::seal::Sealer {
-    sealer.derive(PURPOSE)
-}
-
-/// What the database keeps of a used token: its SHA-256, so it holds no
-/// token that could be replayed elsewhere.
-fn token_hash(token: &str) -> String {
-    hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        token.as_bytes(),
-    ))
-}
-
-/// Marks a token used, in the database; false if it was already (or the
-/// database cannot say, so a link never works twice by accident).
-fn first_use(store: &crate::store::Store, token: &str, expires: u64) -> bool {
-    match store.use_link(&token_hash(token), expires, now_secs()) {
-        Ok(first) => first,
-        Err(e) => {
-            tracing::error!("cannot record a used dashboard link: {e:#}");
-            false
-        }
-    }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// A new link token: the sealed expiry (the seal's random nonce makes every
-/// token unique).
-pub fn issue(sealer: &crate::seal::Sealer) -> anyhow::Result<(String, u64)> {
-    let expires = now_secs() + LINK_LIFETIME.as_secs();
-    let sealed = link_sealer(sealer).seal(PURPOSE, &expires.to_be_bytes())?;
-    Ok((
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed),
-        expires,
-    ))
-}
 
 #[derive(Deserialize)]
 pub struct LinkQuery {
@@ -67,23 +15,8 @@ pub struct LinkQuery {
 }
 
 /// `GET /login/link?token=…`.
-pub async fn follow(
-    State(s): State<DashState>,
-    headers: HeaderMap,
-    Query(q): Query<LinkQuery>,
-) -> Response {
-    let opened = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(q.token.as_bytes())
-        .ok()
-        .and_then(|sealed| {
-            link_sealer(&s.api.deployer.sealer)
-                .open(PURPOSE, &sealed)
-                .ok()
-        })
-        .and_then(|plain| <[u8; 8]>::try_from(plain.as_slice()).ok())
-        .map(u64::from_be_bytes);
+pub async fn follow(State(s): State<DashState>, Query(q): Query<LinkQuery>) -> Response {
     let refuse = |why: &str| {
-        let _ = &headers;
         (
             StatusCode::UNAUTHORIZED,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -91,71 +24,17 @@ pub async fn follow(
         )
             .into_response()
     };
-    let Some(expires) = opened else {
-        return refuse("This login link is not valid.");
-    };
-    if expires < now_secs() {
-        return refuse("This login link has expired (links work for 5 minutes).");
-    }
-    if !first_use(&s.api.deployer.store, &q.token, expires) {
-        return refuse("This login link was already used (each works once).");
-    }
-    let mut resp = Redirect::to("/").into_response();
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        super::session::session_cookie(&s.sessions.create_session()),
-    );
-    resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, std::path::PathBuf, crate::store::Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("molt.db");
-        let store = crate::store::Store::open(&path).unwrap();
-        (dir, path, store)
-    }
-
-    #[test]
-    fn links_work_once() {
-        let (_dir, _, used) = store();
-        assert!(first_use(&used, "a", now_secs() + 10));
-        assert!(!first_use(&used, "a", now_secs() + 10));
-        assert!(first_use(&used, "b", now_secs() + 10));
-    }
-
-    /// A used link stays used when the server restarts (the database is
-    /// opened again), until it expires.
-    #[test]
-    fn used_links_survive_a_restart() {
-        let (_dir, path, used) = store();
-        assert!(first_use(&used, "a", now_secs() + 60));
-        drop(used);
-        let reopened = crate::store::Store::open(&path).unwrap();
-        assert!(!first_use(&reopened, "a", now_secs() + 60));
-        // Expired entries are forgotten on the next use.
-        assert!(reopened.use_link("old", 5, 1).unwrap());
-        assert!(!reopened.use_link("old", 5, 2).unwrap());
-        assert!(reopened.use_link("new", 100, 20).unwrap());
-        assert!(reopened.use_link("old", 5, 20).unwrap(), "kept past expiry");
-    }
-
-    #[test]
-    fn tokens_are_unique_and_sealed() {
-        let sealer = crate::seal::Sealer::from_key(&[3; 32]);
-        let (a, _) = issue(&sealer).unwrap();
-        let (b, _) = issue(&sealer).unwrap();
-        assert_ne!(a, b);
-        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(a)
-            .unwrap();
-        let links = link_sealer(&sealer);
-        assert!(links.open(PURPOSE, &sealed).is_ok());
-        assert!(links.open("other", &sealed).is_err());
-        // The key of the secrets at rest does not open a link.
-        assert!(sealer.open(PURPOSE, &sealed).is_err());
+    match redeem(&s.api.deployer, &q.token) {
+        Err(Refused::Invalid) => refuse("This login link is not valid."),
+        Err(Refused::Expired) => refuse("This login link has expired (links work for 5 minutes)."),
+        Err(Refused::Used) => refuse("This login link was already used (each works once)."),
+        Ok(()) => {
+            let mut resp = Redirect::to("/").into_response();
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                super::session::session_cookie(&s.sessions.create_session()),
+            );
+            resp
+        }
     }
 }

@@ -32,7 +32,7 @@ pub struct DashState {
     pub sessions: Arc<session::Sessions>,
 }
 
-/// The dashboard's routes, merged into the API router by `api::router`
+/// The dashboard's routes, merged beside the API's by the server
 /// (generic over the outer router's state, which it does not use).
 pub fn router<S: Clone + Send + Sync + 'static>(api: ApiState) -> Router<S> {
     let state = DashState {

@@ -4,6 +4,7 @@
 //! live in `deploy/intake.rs`; this module holds what is not a deploy.
 
 pub mod diagnose;
+pub mod login_links;
 pub mod oneoff;
 pub mod registries;
 pub mod views;

@@ -10,4 +10,5 @@ pub mod lifecycle;
 pub mod logs;
 pub mod output;
 pub mod registries;
+pub mod runs;
 pub mod serve;
