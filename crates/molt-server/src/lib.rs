@@ -2,7 +2,6 @@
 //! drives (the Docker engine, registries, health checks, the proxy, state).
 
 pub mod api;
-pub mod attach;
 pub mod capacity;
 pub mod confine;
 pub mod converge;
@@ -10,12 +9,10 @@ pub mod dashboard;
 pub mod datadir;
 pub mod debug;
 pub mod deploy;
-pub mod events;
 #[cfg(test)]
 pub(crate) mod fakes;
 pub mod feed;
 pub mod health;
-pub mod logs;
 pub mod metrics;
 pub mod ops;
 pub mod ports;

@@ -97,7 +97,7 @@ pub struct ServerArgs {
 }
 
 fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
-    molt_server::logs::parse_duration(raw).map(std::time::Duration::from_secs)
+    molt_server::api::logs::parse_duration(raw).map(std::time::Duration::from_secs)
 }
 
 fn parse_size(raw: &str) -> Result<u64, String> {

@@ -5,7 +5,7 @@
 //! container) ends as soon as the client goes away, even while a container
 //! prints nothing.
 
-use crate::api::{ApiFailure, ApiState};
+use super::{ApiFailure, ApiState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};

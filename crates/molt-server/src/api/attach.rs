@@ -7,7 +7,7 @@
 //! upgrade needs no WebSocket stack on either side and passes through the
 //! reverse proxies that pass WebSockets.
 
-use crate::api::{triggered_by, ApiFailure, ApiState};
+use super::{triggered_by, ApiFailure, ApiState};
 use crate::ops::oneoff::{self, Started};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};

@@ -1,6 +1,10 @@
 //! The HTTP API under `/api/v1`: JSON in and out, a bearer token on every
 //! route, errors as `{"error": {"code", "message"}}`.
 
+pub mod attach;
+pub mod events;
+pub mod logs;
+
 use crate::deploy::{DeployError, Deployer};
 use crate::ops::registries::{normalize_host, save_registry};
 use crate::ops::views::{app_view, deploy_view, env_views};
@@ -28,9 +32,9 @@ const BODY_LIMIT: usize = 256 * 1024;
     info(title = "Molt API", description = "Zero-downtime deploys of container images. Every route needs `Authorization: Bearer TOKEN`."),
     paths(
         list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
-        crate::events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
-        list_registries, add_registry, remove_registry, openapi_json, dashboard_link, crate::logs::app_logs, debug_app,
-        scale, crate::attach::run, crate::attach::exec, crate::attach::list_runs, update_app
+        events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
+        list_registries, add_registry, remove_registry, openapi_json, dashboard_link, logs::app_logs, debug_app,
+        scale, attach::run, attach::exec, attach::list_runs, update_app
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -105,7 +109,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/deploys/{id}", get(show_deploy))
         .route(
             "/apps/{name}/deploys/{id}/events",
-            get(crate::events::deploy_events),
+            get(events::deploy_events),
         )
         .route("/apps/{name}/redeploy", post(redeploy))
         .route("/apps/{name}/restart", post(restart))
@@ -113,11 +117,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/cancel", post(cancel))
         .route("/apps/{name}/scale", post(scale))
         .route("/apps/{name}/env", get(list_env).patch(change_env))
-        .route("/apps/{name}/logs", get(crate::logs::app_logs))
+        .route("/apps/{name}/logs", get(logs::app_logs))
         .route("/apps/{name}/debug", get(debug_app))
-        .route("/apps/{name}/run", post(crate::attach::run))
-        .route("/apps/{name}/exec", post(crate::attach::exec))
-        .route("/apps/{name}/runs", get(crate::attach::list_runs))
+        .route("/apps/{name}/run", post(attach::run))
+        .route("/apps/{name}/exec", post(attach::exec))
+        .route("/apps/{name}/runs", get(attach::list_runs))
         .route("/registries", get(list_registries).post(add_registry))
         .route("/openapi.json", get(openapi_json))
         .route("/dashboard-link", post(dashboard_link))

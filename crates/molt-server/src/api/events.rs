@@ -1,7 +1,7 @@
 //! Live progress of a deploy as server-sent events: one `event: progress`
 //! per timeline entry, then `event: end` with the finished deploy.
 
-use crate::api::{ApiFailure, ApiState};
+use super::{ApiFailure, ApiState};
 use crate::feed::Feed;
 use crate::ops::views::deploy_view;
 use crate::store::{DeployRow, EventRow, Store};
