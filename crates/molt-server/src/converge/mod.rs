@@ -7,7 +7,7 @@
 //! moves the route meanwhile; nothing here waits for a health check.
 
 pub mod autoheal;
-mod orphans;
+pub(crate) mod orphans;
 pub mod startup;
 pub mod watch;
 

@@ -93,6 +93,11 @@ async fn claimed<T>(
 /// The App's orphans now: its containers that are not in the serving set
 /// read from the store now, and not owned by the deploy holding the claim.
 async fn find(deployer: &Deployer, app: &str) -> Result<Vec<Orphan>> {
+    // A cutover the database has not recorded yet: the serving set read
+    // from it is behind what the proxy routes to, so nothing is an orphan.
+    if deployer.has_unrecorded_cutover(app) {
+        return Ok(Vec::new());
+    }
     let row = deployer.store.get_app(app)?;
     let serving: HashSet<String> = match &row {
         // A container kept across a scale keeps the label of the deploy that

@@ -111,6 +111,11 @@ impl Deployer {
         self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether an App has a cutover the database has not recorded yet.
+    pub fn has_unrecorded_cutover(&self, app: &str) -> bool {
+        self.unrecorded().contains_key(app)
+    }
+
     /// Records an App's cutover that the database refused earlier, finishes
     /// its deploy and retires the containers that left the route. Returns
     /// whether the App has no unrecorded cutover left, which is when its

@@ -279,6 +279,19 @@ async fn a_cutover_the_database_refuses_moves_forward_and_heals() {
             }
         }
         assert!(!rig.deployer.heal_cutover("web").await, "still refused");
+        // Orphan removal reads the (stale) record: it must leave both sets.
+        crate::converge::orphans::remove_orphans(&rig.deployer, "web")
+            .await
+            .unwrap();
+        {
+            let w = rig.fakes.world();
+            for id in routed.iter().chain(&old) {
+                assert!(
+                    w.containers.contains_key(id),
+                    "{strategy}: {id} removed as an orphan"
+                );
+            }
+        }
         rig.deployer
             .store
             .execute_for_test("DROP TRIGGER refuse_swap;")
