@@ -50,6 +50,11 @@ pub struct AppView {
     /// The serving containers, one per replica.
     #[serde(default)]
     pub containers: Vec<ContainerView>,
+    /// The check in force, in words: the health path (`GET /healthz
+    /// answers 2xx`), else the image's own `HEALTHCHECK`, else a TCP
+    /// connect. Given by `GET /api/v1/apps/{name}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
 }
 
 /// One serving container of an App.
@@ -390,7 +395,8 @@ pub struct DebugReport {
 pub struct Finding {
     /// A stable kind: `image_not_found`, `registry_unauthorized`,
     /// `registry_unreachable`, `crash`, `crash_loop`, `oom_killed`,
-    /// `health_check_failing`, `port_mismatch`, `deploy_timeout`, `other`.
+    /// `health_check_failing`, `image_healthcheck_failing`, `port_mismatch`,
+    /// `deploy_timeout`, `other`.
     pub kind: String,
     pub summary: String,
     /// Evidence: exit code and last output, health result, ...

@@ -29,6 +29,9 @@ pub enum FailureKind {
     PortMismatch,
     /// The health check answered, but not with 2xx.
     HealthCheckFailing,
+    /// The image's own `HEALTHCHECK` reported the container unhealthy
+    /// (the App has no health path); its last output is carried.
+    ImageHealthcheckFailing,
     /// No check passed before the deploy timeout.
     DeployTimeout,
     /// The proxy did not take a route.
@@ -56,6 +59,7 @@ impl FailureKind {
             Self::OomKilled => "oom_killed",
             Self::PortMismatch => "port_mismatch",
             Self::HealthCheckFailing => "health_check_failing",
+            Self::ImageHealthcheckFailing => "image_healthcheck_failing",
             Self::DeployTimeout => "deploy_timeout",
             Self::ProxyRefused => "proxy_refused",
             Self::InsufficientResources => "insufficient_resources",

@@ -115,6 +115,12 @@ pub fn classify(
             None,
             "the health path must answer 2xx once the App is ready; check the path (--health-path) and what it answers".into(),
         ),
+        FailureKind::ImageHealthcheckFailing => finding(
+            "image_healthcheck_failing",
+            "the image's own HEALTHCHECK reported the container unhealthy".into(),
+            output,
+            "its last output says why; fix what the check tests, or give the App a --health-path to check over HTTP instead (a health path always wins over the image's check)".into(),
+        ),
         FailureKind::DeployTimeout => finding(
             "deploy_timeout",
             "the container did not become healthy in time".into(),

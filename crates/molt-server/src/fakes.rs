@@ -4,7 +4,7 @@
 //! found". Every call can be held at a chosen step (`FakeWorld::hold_at`),
 //! so a test can cancel a deploy at each of its await points in turn.
 
-use crate::health::Probe;
+use crate::health::{EngineHealth, EngineHealthStatus, Probe};
 use crate::ports::{Containers, HealthProbe, Ports, Registries, Routes};
 use crate::registry::{Credential, RegistryError};
 use crate::runtime::{
@@ -46,6 +46,9 @@ pub struct World {
     pub crash_output: Option<String>,
     /// Images whose containers answer their health check with 500.
     pub unhealthy_images: HashSet<String>,
+    /// Images that declare a `HEALTHCHECK`, with the engine's verdict on
+    /// their containers.
+    pub image_checks: HashMap<String, EngineHealthStatus>,
     /// The port every container listens on, whatever its App's port (like
     /// an image that ignores `PORT`); `None`: the App's port.
     pub listen_port: Option<u16>,
@@ -129,7 +132,13 @@ impl FakeWorld {
             .collect()
     }
 
-    fn state_of(c: &FakeContainer) -> ContainerState {
+    fn state_of(w: &World, c: &FakeContainer) -> ContainerState {
+        let health = w.image_checks.get(&c.image).map(|status| EngineHealth {
+            status: *status,
+            command: "`/app check` every 1 s".into(),
+            last_output: (*status == EngineHealthStatus::Unhealthy)
+                .then(|| "check failed: not ready".into()),
+        });
         ContainerState {
             running: c.running,
             restarting: false,
@@ -140,6 +149,7 @@ impl FakeWorld {
             published: HashMap::new(),
             restart_count: 0,
             started_at: None,
+            health,
         }
     }
 }
@@ -195,7 +205,8 @@ impl Containers for FakeWorld {
         Ok(c.id)
     }
     async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
-        Ok(self.world().containers.get(id).map(Self::state_of))
+        let w = self.world();
+        Ok(w.containers.get(id).map(|c| Self::state_of(&w, c)))
     }
     async fn listening_ports(&self, _: &str) -> Vec<u16> {
         self.world().listen_port.into_iter().collect()

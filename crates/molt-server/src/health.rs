@@ -1,5 +1,6 @@
-//! Health probes: an HTTP `GET` that must answer 2xx, or a TCP connect when
-//! the App has no health path.
+//! Health probes: an HTTP `GET` that must answer 2xx; without a health
+//! path, the image's own `HEALTHCHECK` as the engine runs it; without
+//! either, a TCP connect.
 
 use std::fmt;
 use std::time::Duration;
@@ -33,6 +34,104 @@ impl fmt::Display for Probe {
             }
         }
     }
+}
+
+/// The image's own `HEALTHCHECK` as the engine runs it in one container:
+/// what it runs and what it last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineHealth {
+    pub status: EngineHealthStatus,
+    /// The check's command as the image declares it, e.g.
+    /// `/app check /healthz (every 5 s)`.
+    pub command: String,
+    /// What the last check that ran printed (trimmed, bounded).
+    pub last_output: Option<String>,
+}
+
+/// The engine's verdict on a container with a `HEALTHCHECK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineHealthStatus {
+    /// No verdict yet: the check has not passed, nor failed its retries.
+    Starting,
+    Healthy,
+    /// The check failed its retries in a row.
+    Unhealthy,
+}
+
+impl EngineHealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl EngineHealth {
+    /// The verdict as a probe: `Answered` when unhealthy, so that a failing
+    /// image check reads like a failing health path (something runs, and
+    /// says it is not well).
+    pub fn probe(&self) -> Probe {
+        let said = match self.last_output.as_deref() {
+            Some(out) if !out.is_empty() => format!("; its last output: {out}"),
+            _ => String::new(),
+        };
+        match self.status {
+            EngineHealthStatus::Healthy => Probe::Healthy(format!(
+                "the image's HEALTHCHECK ({}) reports healthy",
+                self.command
+            )),
+            EngineHealthStatus::Unhealthy => Probe::Answered(format!(
+                "the image's HEALTHCHECK ({}) reports unhealthy{said}",
+                self.command
+            )),
+            EngineHealthStatus::Starting => Probe::Unhealthy(format!(
+                "the image's HEALTHCHECK ({}) has not passed yet{said}",
+                self.command
+            )),
+        }
+    }
+}
+
+/// How much of a check's output is kept: enough for the reason, never a
+/// flood.
+const OUTPUT_LIMIT: usize = 1000;
+
+/// The last output of an image's check, trimmed and bounded.
+pub fn check_output(output: &str) -> Option<String> {
+    let trimmed = output.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    let mut shown: String = trimmed.chars().take(OUTPUT_LIMIT).collect();
+    if shown.len() < trimmed.len() {
+        shown.push('…');
+    }
+    Some(shown)
+}
+
+/// An image's `HEALTHCHECK` (the engine's `Test` array and interval in
+/// nanoseconds) as a phrase; `None` when the image declares none or
+/// disables it (`NONE`).
+pub fn describe_healthcheck(test: &[String], interval_ns: Option<i64>) -> Option<String> {
+    let command = match test.split_first()? {
+        (kind, _) if kind == "NONE" => return None,
+        (kind, args) if kind == "CMD" && !args.is_empty() => args.join(" "),
+        (kind, [line]) if kind == "CMD-SHELL" => line.clone(),
+        _ => return None,
+    };
+    let every = match interval_ns.filter(|ns| *ns > 0) {
+        Some(ns) => Duration::from_nanos(ns as u64),
+        // The engine's default.
+        None => Duration::from_secs(30),
+    };
+    let every = if every.subsec_millis() == 0 {
+        format!("{} s", every.as_secs())
+    } else {
+        format!("{} ms", every.as_millis())
+    };
+    Some(format!("`{command}` every {every}"))
 }
 
 /// Probes share one client; it opens a fresh connection per check so a
@@ -214,6 +313,52 @@ fn connect_reason(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_healthchecks_are_described() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            describe_healthcheck(&v(&["CMD", "/app", "check"]), Some(1_000_000_000)).as_deref(),
+            Some("`/app check` every 1 s")
+        );
+        assert_eq!(
+            describe_healthcheck(&v(&["CMD-SHELL", "curl -f localhost"]), None).as_deref(),
+            Some("`curl -f localhost` every 30 s")
+        );
+        assert_eq!(
+            describe_healthcheck(&v(&["CMD", "x"]), Some(500_000_000)).as_deref(),
+            Some("`x` every 500 ms")
+        );
+        assert_eq!(describe_healthcheck(&v(&["NONE"]), None), None);
+        assert_eq!(describe_healthcheck(&[], None), None);
+        assert_eq!(describe_healthcheck(&v(&["CMD"]), None), None);
+    }
+
+    #[test]
+    fn engine_verdicts_are_probes() {
+        let mut h = EngineHealth {
+            status: EngineHealthStatus::Starting,
+            command: "`/app check` every 1 s".into(),
+            last_output: check_output("  GET /healthz answered 500\n"),
+        };
+        assert!(matches!(h.probe(), Probe::Unhealthy(_)));
+        h.status = EngineHealthStatus::Unhealthy;
+        let p = h.probe();
+        assert!(matches!(p, Probe::Answered(_)), "{p:?}");
+        assert!(
+            p.to_string()
+                .ends_with("its last output: GET /healthz answered 500"),
+            "{p}"
+        );
+        h.status = EngineHealthStatus::Healthy;
+        assert!(h.probe().is_healthy());
+        let long = "x".repeat(5000);
+        assert_eq!(
+            check_output(&long).unwrap().chars().count(),
+            OUTPUT_LIMIT + 1
+        );
+        assert_eq!(check_output(" \n"), None);
+    }
 
     #[tokio::test]
     async fn tcp_probe_sees_listener_and_refusal() {

@@ -113,6 +113,9 @@ pub struct ContainerState {
     pub restart_count: i64,
     /// When the container last started (RFC 3339), for autoheal's grace.
     pub started_at: Option<String>,
+    /// The image's own `HEALTHCHECK` as the engine runs it, when the image
+    /// declares one.
+    pub health: Option<crate::health::EngineHealth>,
 }
 
 /// A container event of this installation, from the engine's event stream.
@@ -584,11 +587,12 @@ impl Runtime {
         };
         let state = inspect.state.unwrap_or_default();
         let settings = inspect.network_settings.unwrap_or_default();
+        let config = inspect.config.unwrap_or_default();
+        let health = engine_health(config.healthcheck.as_ref(), state.health.as_ref());
         // Its address on its App's network; a container started before
         // Apps had networks of their own is on the shared one.
-        let app_network = inspect
-            .config
-            .and_then(|c| c.labels)
+        let app_network = config
+            .labels
             .and_then(|l| l.get(LABEL_APP).cloned())
             .map(|app| self.app_network(&app));
         let ip = settings.networks.and_then(|mut nets| {
@@ -609,6 +613,7 @@ impl Runtime {
             published,
             restart_count: inspect.restart_count.unwrap_or(0),
             started_at: state.started_at.filter(|s| !s.starts_with("0001-")),
+            health,
         }))
     }
 
@@ -904,6 +909,37 @@ pub fn engine_message(e: &bollard::errors::Error) -> String {
         bollard::errors::Error::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
     }
+}
+
+/// The image's `HEALTHCHECK` in a container, from its config (what runs)
+/// and its state (the engine's verdict and the last check's output).
+fn engine_health(
+    config: Option<&bollard::models::HealthConfig>,
+    state: Option<&bollard::models::Health>,
+) -> Option<crate::health::EngineHealth> {
+    use crate::health::{check_output, describe_healthcheck, EngineHealth, EngineHealthStatus};
+    use bollard::models::HealthStatusEnum;
+    let config = config?;
+    let command =
+        describe_healthcheck(config.test.as_deref().unwrap_or_default(), config.interval)?;
+    let state = state?;
+    let status = match state.status? {
+        HealthStatusEnum::HEALTHY => EngineHealthStatus::Healthy,
+        HealthStatusEnum::UNHEALTHY => EngineHealthStatus::Unhealthy,
+        HealthStatusEnum::STARTING => EngineHealthStatus::Starting,
+        HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => return None,
+    };
+    let last_output = state
+        .log
+        .as_ref()
+        .and_then(|log| log.last())
+        .and_then(|r| r.output.as_deref())
+        .and_then(check_output);
+    Some(EngineHealth {
+        status,
+        command,
+        last_output,
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ pub mod logs;
 
 use crate::deploy::{DeployError, Deployer};
 use crate::ops::registries::{normalize_host, save_registry};
-use crate::ops::views::{app_view, deploy_view, env_views};
+use crate::ops::views::{app_view, app_view_with_check, deploy_view, env_views};
 use crate::store::{AppRow, DeployRow};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
@@ -389,7 +389,7 @@ async fn show_app(
     Path(name): Path<String>,
 ) -> Result<Json<AppView>, ApiFailure> {
     let app = find_app(&s.deployer, &name)?;
-    Ok(Json(app_view(&s.deployer, &app)?))
+    Ok(Json(app_view_with_check(&s.deployer, &app).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/apps/{name}", tag = "apps", params(("name" = String, Path, description = "App name")), request_body = UpdateAppRequest, responses((status = 202, description = "A `config` deploy started: with new containers through the health-checked swap when the port, health check or resources change, or moving only the route (domains, timeouts, strategy) or the replica count; the App takes the new settings only if it succeeds", body = DeployStarted), (status = 400, description = "Invalid or unchanged settings, a domain another App serves, the host cannot hold them, or `recreate_needs_yes`: the change must stop the serving version first and `yes` was not given", body = ApiError), (status = 404, body = ApiError), (status = 409, description = "Another deploy is in progress, or nothing serves yet", body = ApiError)))]

@@ -1,6 +1,7 @@
 //! Autoheal: after a grace period from its start (at least the App's start
 //! period), each serving container is
-//! health-checked continuously; one that fails a threshold of consecutive
+//! health-checked continuously by the check in force (the health path, else
+//! the image's own `HEALTHCHECK`, else a TCP connect); one that fails a threshold of consecutive
 //! checks is replaced through the swap (a fresh container of the same
 //! digest first, then the sick one drained and removed), and the App's
 //! history records why. With several replicas only the sick one is
@@ -77,10 +78,10 @@ async fn round(
             }
             checked.push(container.clone());
             let probe = deployer
-                .prober()
-                .check(
-                    addr,
+                .check_container(
                     app.health.path.as_deref(),
+                    container,
+                    addr,
                     Duration::from_millis(app.health.check_timeout_ms),
                 )
                 .await;

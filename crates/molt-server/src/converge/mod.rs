@@ -290,7 +290,7 @@ pub fn follow_up(deployer: &Arc<Deployer>, app: &str, done: Converged) {
         tokio::spawn(async move {
             let container = row.container_id.clone();
             if let (Ok(Some(app_row)), Some(addr)) = (deployer.store.get_app(&app), &row.addr) {
-                if !deployer.wait_serving(&app_row, addr).await {
+                if !deployer.wait_serving(&app_row, &container, addr).await {
                     tracing::warn!(%app, replica = row.replica, "container {} is not healthy within the deploy timeout; routing it anyway", short(&container));
                 }
             }

@@ -144,7 +144,9 @@ pub async fn settle_claimed(deployer: &Deployer, app: &str) {
                 };
                 for warming in done.warming {
                     if let Some(addr) = &warming.addr {
-                        deployer.wait_serving(&row, addr).await;
+                        deployer
+                            .wait_serving(&row, &warming.container_id, addr)
+                            .await;
                     }
                     super::warmed(deployer, &warming.container_id);
                     admit.insert(warming.container_id);

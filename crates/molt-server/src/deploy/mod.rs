@@ -46,7 +46,7 @@ pub(crate) use narration::indent;
 pub use narration::short;
 
 use crate::capacity::{self, Capacity, Need, Strategy};
-use crate::health::Probe;
+use crate::health::{EngineHealth, EngineHealthStatus, Probe};
 use crate::ports::{Containers, HealthProbe, Ports, Registries, Routes};
 use crate::registry::{Credential, RegistryError};
 use crate::runtime::ContainerSpec;

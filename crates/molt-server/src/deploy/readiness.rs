@@ -7,13 +7,12 @@ impl Deployer {
     /// Probes a container that was just started (by the reconciler) until
     /// it is healthy or its start period and then the App's deploy timeout
     /// pass; returns whether it became healthy.
-    pub async fn wait_serving(&self, app: &AppRow, addr: &str) -> bool {
+    pub async fn wait_serving(&self, app: &AppRow, id: &str, addr: &str) -> bool {
         let deadline = Instant::now() + patience(&app.health);
         let check_timeout = Duration::from_millis(app.health.check_timeout_ms);
         loop {
             let probe = self
-                .prober
-                .check(addr, app.health.path.as_deref(), check_timeout)
+                .check_container(app.health.path.as_deref(), id, addr, check_timeout)
                 .await;
             if probe.is_healthy() {
                 return true;
@@ -22,6 +21,57 @@ impl Deployer {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(app.health.interval_ms)).await;
+        }
+    }
+
+    /// One check of a container by the check in force: the App's health
+    /// path always wins; without one, the image's own `HEALTHCHECK` as the
+    /// engine reports it; without either, a TCP connect to the port.
+    pub async fn check_container(
+        &self,
+        path: Option<&str>,
+        id: &str,
+        addr: &str,
+        timeout: Duration,
+    ) -> Probe {
+        if path.is_none() {
+            if let Some(image) = self.image_check(id).await {
+                let verdict = image.probe();
+                if !verdict.is_healthy() {
+                    return verdict;
+                }
+                // The image's check runs inside the container: it says
+                // nothing of whether the proxy reaches the App's port.
+                let reach = self.prober.check(addr, None, timeout).await;
+                return if reach.is_healthy() { verdict } else { reach };
+            }
+        }
+        self.prober.check(addr, path, timeout).await
+    }
+
+    /// The image's own `HEALTHCHECK` in a container, when it has one.
+    async fn image_check(&self, id: &str) -> Option<EngineHealth> {
+        self.runtime.state(id).await.ok().flatten()?.health
+    }
+
+    /// Which check decides whether an App's containers are healthy, in
+    /// words, for `molt apps show`: read from a serving container (whose
+    /// config carries its image's `HEALTHCHECK`), if one runs.
+    pub async fn check_in_force(&self, app: &AppRow, container: Option<&str>) -> String {
+        if let Some(path) = &app.health.path {
+            return format!("GET {path} answers 2xx");
+        }
+        let image = match container {
+            Some(id) => self.image_check(id).await,
+            None => None,
+        };
+        match image {
+            Some(h) => format!(
+                "the image's HEALTHCHECK: {} (currently {})",
+                h.command,
+                h.status.as_str()
+            ),
+            None => format!("TCP connect to port {}", app.port),
         }
     }
 
@@ -71,6 +121,7 @@ impl Deployer {
         who: &str,
     ) -> Result<String, StepError> {
         let started = Instant::now();
+        let start_period = Duration::from_millis(health.start_period_ms);
         let deadline = started + patience(health);
         let check_timeout = Duration::from_millis(health.check_timeout_ms);
         let interval = Duration::from_millis(health.interval_ms);
@@ -82,10 +133,10 @@ impl Deployer {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let probe = self
-                .prober
-                .check(
-                    addr,
+                .check_container(
                     health.path.as_deref(),
+                    id,
+                    addr,
                     check_timeout.min(remaining.max(Duration::from_millis(10))),
                 )
                 .await;
@@ -105,6 +156,15 @@ impl Deployer {
                 }
             } else {
                 passes = 0;
+            }
+            // The image's check already counted its retries: its verdict
+            // is final once the App's start period is over.
+            if health.path.is_none() && started.elapsed() >= start_period {
+                if let Some(image) = self.image_check(id).await {
+                    if image.status == EngineHealthStatus::Unhealthy {
+                        return Err(StepError(image_unhealthy(&image)));
+                    }
+                }
             }
             last = Some(probe);
             if Instant::now() >= deadline {
@@ -231,4 +291,25 @@ impl Deployer {
 /// the deploy timeout.
 pub(super) fn patience(health: &HealthCheck) -> Duration {
     Duration::from_millis(health.start_period_ms) + Duration::from_secs(health.deploy_timeout_secs)
+}
+
+/// The failure of a container whose image's own `HEALTHCHECK` reported it
+/// unhealthy, with what the check printed last.
+fn image_unhealthy(image: &EngineHealth) -> Failure {
+    let mut message = format!(
+        "the image's own HEALTHCHECK ({}) reported the new container unhealthy",
+        image.command
+    );
+    let mut failure = Failure::new(FailureKind::ImageHealthcheckFailing, String::new())
+        .with_last_check(image.probe().to_string());
+    match &image.last_output {
+        Some(out) => {
+            message.push_str("; its last output:\n");
+            message.push_str(&indent(out));
+            failure = failure.with_output(out.clone());
+        }
+        None => message.push_str("; it printed nothing"),
+    }
+    failure.message = message;
+    failure
 }

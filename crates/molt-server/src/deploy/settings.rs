@@ -272,7 +272,9 @@ pub(super) fn likely_cause(
             new.port,
             port_hint(&failure.listening_ports)
         )),
-        FailureKind::HealthCheckFailing | FailureKind::DeployTimeout
+        FailureKind::HealthCheckFailing
+        | FailureKind::ImageHealthcheckFailing
+        | FailureKind::DeployTimeout
             if old.health.path != new.health.path =>
         {
             Some(format!(
@@ -280,7 +282,10 @@ pub(super) fn likely_cause(
                 new.health.path.as_deref().unwrap_or("(none: a TCP connect)")
             ))
         }
-        FailureKind::PortMismatch | FailureKind::HealthCheckFailing | FailureKind::DeployTimeout
+        FailureKind::PortMismatch
+        | FailureKind::HealthCheckFailing
+        | FailureKind::ImageHealthcheckFailing
+        | FailureKind::DeployTimeout
             if new.health.deploy_timeout_secs < old.health.deploy_timeout_secs
                 || new.health.start_period_ms < old.health.start_period_ms =>
         {

@@ -76,7 +76,17 @@ pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
         created_at: app.created_at.clone(),
         updated_at: app.updated_at.clone(),
         containers,
+        health_check: None,
     })
+}
+
+/// `app_view` with the check in force, which asks the engine about a
+/// serving container (its image's `HEALTHCHECK`).
+pub async fn app_view_with_check(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
+    let mut view = app_view(deployer, app)?;
+    let container = view.containers.first().map(|c| c.id.clone());
+    view.health_check = Some(deployer.check_in_force(app, container.as_deref()).await);
+    Ok(view)
 }
 
 /// An App's variables; secrets show no value.

@@ -349,9 +349,10 @@ async fn show(client: &Client, name: &str, json: bool) -> Result<u8> {
 
 /// `apps show` as `key: value` lines.
 pub fn app_details(a: &AppView) -> String {
-    let health = match &a.health.path {
-        Some(p) => format!("GET {p} answers 2xx"),
-        None => format!("TCP connect to port {}", a.port),
+    let health = match (&a.health_check, &a.health.path) {
+        (Some(check), _) => check.clone(),
+        (None, Some(p)) => format!("GET {p} answers 2xx"),
+        (None, None) => format!("TCP connect to port {}", a.port),
     };
     let mut pairs = vec![
         ("name", a.name.clone()),

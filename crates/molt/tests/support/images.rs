@@ -29,7 +29,16 @@ pub const VARIANTS: &[(&str, &[(&str, &str)])] = &[
     ("unhealthy", &[("HEALTH_STATUS", "500")]),
     ("otherport", &[("LISTEN_PORT", "9000")]),
     ("slowstart", &[("STARTUP_DELAY_MS", "1500")]),
+    // Declares a `HEALTHCHECK` (see `HEALTHCHECKS`).
+    ("imagecheck", &[]),
 ];
+
+/// Variants whose image declares its own `HEALTHCHECK`: asks `/healthz`
+/// every second, unhealthy after two failures in a row.
+pub const HEALTHCHECKS: &[(&str, &str)] = &[(
+    "imagecheck",
+    "HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD [\"/testapp\", \"check\", \"/healthz\"]",
+)];
 
 /// The local tag of a variant's image, e.g. `molt-test/testapp:v1`.
 pub fn image_name(variant: &str) -> String {
@@ -127,6 +136,10 @@ fn build_all() -> TestImages {
             format!("FROM scratch\nCOPY testapp /testapp\nENV VERSION={variant}\n");
         for (k, v) in *env {
             dockerfile.push_str(&format!("ENV {k}={v}\n"));
+        }
+        for (_, line) in HEALTHCHECKS.iter().filter(|(v, _)| v == variant) {
+            dockerfile.push_str(line);
+            dockerfile.push('\n');
         }
         dockerfile.push_str("ENTRYPOINT [\"/testapp\"]\n");
         let file = context.join(format!("Dockerfile.{variant}"));

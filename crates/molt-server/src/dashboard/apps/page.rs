@@ -13,9 +13,11 @@ pub(super) struct AppData {
     pub(super) serving: Option<DeployRow>,
     pub(super) env: Vec<EnvEntry>,
     pub(super) running: Option<String>,
+    /// The check in force, in words (see `Deployer::check_in_force`).
+    pub(super) check: String,
 }
 
-pub(super) fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option<AppData>> {
+pub(super) async fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option<AppData>> {
     let store = &s.api.deployer.store;
     let Some(app) = store.get_app(name)? else {
         return Ok(None);
@@ -27,12 +29,19 @@ pub(super) fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option<AppDa
         .and_then(|id| deploys.iter().find(|d| &d.id == id).cloned());
     let env = store.env(name)?;
     let running = s.api.deployer.in_progress(name).filter(|id| id != "delete");
+    let container = s.api.deployer.serving_rows(&app)?.into_iter().next();
+    let check = s
+        .api
+        .deployer
+        .check_in_force(&app, container.as_ref().map(|r| r.container_id.as_str()))
+        .await;
     Ok(Some(AppData {
         app,
         deploys,
         serving,
         env,
         running,
+        check,
     }))
 }
 
@@ -111,10 +120,7 @@ pub(super) fn config_region(d: &AppData) -> Markup {
             div { dt { "Domains" } dd { @for h in a.hosts() { code { (h) } " " } } }
             div { dt { "Port" } dd { (a.port) } }
             div { dt { "Health check" } dd {
-                @match &a.health.path {
-                    Some(p) => { "GET " code { (p) } },
-                    None => "TCP connect",
-                }
+                (d.check)
                 span.muted { ", up to " (a.health.deploy_timeout_secs) " s" }
             } }
             div { dt { "Replicas" } dd { (a.replicas) } }
@@ -404,7 +410,7 @@ pub async fn app_page(
     Path(name): Path<String>,
     auth: Authed,
 ) -> Response {
-    let d = match load_app(&s, &name) {
+    let d = match load_app(&s, &name).await {
         Ok(Some(d)) => d,
         Ok(None) => {
             return layout::error_page(
@@ -559,7 +565,7 @@ pub async fn app_live(
 ) -> Response {
     let (s, name, csrf) = (&s, &name, &auth.csrf);
     let render = move || async move {
-        match load_app(s, name) {
+        match load_app(s, name).await {
             Ok(Some(d)) => {
                 let logs = recent_logs(s, &d.app).await;
                 Live::Regions {
