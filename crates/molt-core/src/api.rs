@@ -287,6 +287,28 @@ pub struct AddRegistryRequest {
     pub password: String,
 }
 
+/// Asks for a push target (`POST /api/v1/apps/{name}/push-target`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PushTargetRequest {
+    /// How long the credential works, in seconds (default 900, at most a
+    /// day).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// Where an external build pushes an App's image: Molt's own registry, with
+/// a credential for that App's repository alone, shown once, that expires.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PushTarget {
+    /// `HOST:PORT` of the registry (for `docker login`).
+    pub registry: String,
+    /// `HOST:PORT/APP`: tag the image with it.
+    pub repository: String,
+    pub username: String,
+    pub password: String,
+    pub expires_in_secs: u64,
+}
+
 /// A registry credential as shown: never its secret.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistryView {

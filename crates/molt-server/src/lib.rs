@@ -13,6 +13,7 @@ pub mod deploy;
 pub(crate) mod fakes;
 pub mod feed;
 pub mod health;
+pub mod hosted_registry;
 pub mod metrics;
 pub mod ops;
 pub mod ports;

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub keep_deploys: usize,
     /// How long an image pull may make no progress before its deploy fails.
     pub pull_stall: std::time::Duration,
+    /// Where Molt's own registry listens, when the server runs one
+    /// (`--registry`): the push target of external builds.
+    pub registry: Option<SocketAddr>,
 }
 
 /// How long a stopping server waits for open API connections (a followed
@@ -113,6 +116,17 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         registries: Arc::new(crate::ports::OciRegistries),
     };
     let deployer = Arc::new(Deployer::new(store, ports, sealer, capacity));
+    if let Some(addr) = config.registry {
+        let realm = format!(
+            "http://{}/api/v1/registry/token",
+            crate::hosted_registry::reachable_host(config.api)
+        );
+        let hosted =
+            crate::hosted_registry::HostedRegistry::start(&dir.join("registry"), addr, &realm)
+                .await
+                .context("starting Molt's registry (--registry) failed")?;
+        deployer.set_hosted_registry(Arc::new(hosted));
+    }
     let report = crate::converge::startup::reconcile(&deployer)
         .await
         .context("reconciling state at start failed")?;

@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod events;
 pub mod logs;
+pub mod push;
 
 use crate::deploy::{DeployError, Deployer};
 use crate::ops::registries::{normalize_host, save_registry};
@@ -34,7 +35,7 @@ const BODY_LIMIT: usize = 256 * 1024;
         list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
         events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
         list_registries, add_registry, remove_registry, openapi_json, dashboard_link, logs::app_logs, debug_app,
-        scale, attach::run, attach::exec, attach::list_runs, update_app
+        scale, attach::run, attach::exec, attach::list_runs, update_app, push::push_target
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -122,6 +123,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/run", post(attach::run))
         .route("/apps/{name}/exec", post(attach::exec))
         .route("/apps/{name}/runs", get(attach::list_runs))
+        .route("/apps/{name}/push-target", post(push::push_target))
         .route("/registries", get(list_registries).post(add_registry))
         .route("/openapi.json", get(openapi_json))
         .route("/dashboard-link", post(dashboard_link))
@@ -141,9 +143,13 @@ pub fn router(state: ApiState) -> Router {
     let metrics = Router::new()
         .route("/metrics", get(server_metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // The registry's token endpoint: its clients bring a credential the
+    // server issued, not the admin token.
+    let registry_token = Router::new().route("/api/v1/registry/token", get(push::registry_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(metrics)
+        .merge(registry_token)
         .nest("/api/v1", api)
         .with_state(state)
 }

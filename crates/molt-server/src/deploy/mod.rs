@@ -155,6 +155,9 @@ pub struct Deployer {
     /// Containers the converger started that have not passed a health check
     /// yet, and whether a waiter runs for each (see `converge`).
     warming: Mutex<std::collections::BTreeMap<String, bool>>,
+    /// Molt's own registry, when the server runs one (`--registry`): its
+    /// images are pulled with credentials it issues.
+    hosted_registry: std::sync::OnceLock<Arc<crate::hosted_registry::HostedRegistry>>,
 }
 
 impl Deployer {
@@ -174,7 +177,18 @@ impl Deployer {
             out_of_rotation: Mutex::new(HashSet::new()),
             unrecorded: Mutex::new(HashMap::new()),
             warming: Mutex::new(Default::default()),
+            hosted_registry: Default::default(),
         }
+    }
+
+    /// Gives the deployer Molt's own registry (once, at start-up).
+    pub fn set_hosted_registry(&self, registry: Arc<crate::hosted_registry::HostedRegistry>) {
+        let _ = self.hosted_registry.set(registry);
+    }
+
+    /// Molt's own registry, when the server runs one.
+    pub fn hosted_registry(&self) -> Option<&Arc<crate::hosted_registry::HostedRegistry>> {
+        self.hosted_registry.get()
     }
 
     /// The converger's containers waiting for their first passed check.

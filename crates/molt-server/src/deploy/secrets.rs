@@ -6,6 +6,10 @@ use super::*;
 impl Deployer {
     /// The credential saved for a registry host, opened.
     pub fn credential(&self, host: &str) -> anyhow::Result<Option<Credential>> {
+        // Molt's own registry: a fresh short-lived credential of its own.
+        if let Some(hosted) = self.hosted_registry().filter(|r| r.host() == host) {
+            return Ok(Some(hosted.pull_credential()));
+        }
         let Some(row) = self.store.get_registry(host)? else {
             return Ok(None);
         };

@@ -83,6 +83,11 @@ pub struct ServerArgs {
     /// holding the App until someone cancels.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub pull_stall_timeout: u64,
+    /// Run Molt's own registry on this address (Debian's docker-registry),
+    /// the push target of external builds: `molt build --external` pushes
+    /// there with a credential the server issues, and deploys pull from it.
+    #[arg(long, value_name = "ADDR")]
+    pub registry: Option<std::net::SocketAddr>,
     /// Autoheal: how long after a container starts before it is judged.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub autoheal_grace: std::time::Duration,
@@ -185,6 +190,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
             .max(std::time::Duration::from_secs(1)),
         keep_deploys: args.keep_deploys.get(),
         pull_stall: std::time::Duration::from_secs(args.pull_stall_timeout),
+        registry: args.registry,
         upstream: match args.upstream {
             UpstreamArg::Auto => None,
             UpstreamArg::Bridge => Some(molt_server::runtime::UpstreamMode::Bridge),
