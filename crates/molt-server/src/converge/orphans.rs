@@ -43,7 +43,7 @@ pub async fn remove_orphans(deployer: &Deployer, app: &str) -> Result<usize> {
 /// without it, and removed under it again if they are orphans still.
 /// Returns false when the App was busy (its deploy removes its leftovers).
 pub async fn remove_orphans_unclaimed(deployer: &Deployer, app: &str) -> bool {
-    let chosen = match claimed(deployer, app, find(deployer, app)).await {
+    let chosen = match claimed_soon(deployer, app, || find(deployer, app)).await {
         Some(Ok(orphans)) => orphans,
         Some(Err(e)) => {
             tracing::warn!(%app, "cannot look for orphan containers: {e:#}");
@@ -60,7 +60,7 @@ pub async fn remove_orphans_unclaimed(deployer: &Deployer, app: &str) -> bool {
         }
     }
     let chosen: HashSet<String> = chosen.into_iter().map(|o| o.id).collect();
-    let removed = claimed(deployer, app, async {
+    let remove = || async {
         for orphan in find(deployer, app).await? {
             if chosen.contains(&orphan.id) {
                 tracing::info!(%app, container = %orphan.name, "removing an orphan container");
@@ -68,14 +68,37 @@ pub async fn remove_orphans_unclaimed(deployer: &Deployer, app: &str) -> bool {
             }
         }
         Ok::<(), anyhow::Error>(())
-    })
-    .await;
+    };
+    let removed = claimed_soon(deployer, app, remove).await;
     match removed {
         Some(Err(e)) => tracing::warn!(%app, "cannot remove orphan containers: {e:#}"),
         None => tracing::info!(%app, "a deploy started while orphans drained; it removes them"),
         Some(Ok(())) => {}
     }
     true
+}
+
+/// Runs `work` under the App's claim, waiting (5 s at most) while a
+/// converge holds it for a moment; `None` when a deploy holds it (the
+/// deploy removes its leftovers itself when it ends).
+async fn claimed_soon<T, F: std::future::Future<Output = T>>(
+    deployer: &Deployer,
+    app: &str,
+    work: impl Fn() -> F,
+) -> Option<T> {
+    for _ in 0..50 {
+        if let Some(done) = claimed(deployer, app, work()).await {
+            return Some(done);
+        }
+        if deployer
+            .in_progress(app)
+            .is_some_and(|holder| holder != "resync")
+        {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 /// Runs `work` under the App's claim; `None` when the App is busy.
