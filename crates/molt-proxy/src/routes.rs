@@ -158,11 +158,6 @@ impl RouteState {
         None
     }
 
-    /// How many targets the route has now.
-    pub fn target_count(&self) -> usize {
-        self.active.load().targets.len()
-    }
-
     /// The route as the admin protocol describes it.
     pub fn snapshot(&self) -> Route {
         let settings = self.settings.load();
