@@ -121,10 +121,14 @@ async fn forward(
     let limit = settings.upstream_timeout;
     let (mut resp, conn) = loop {
         let target = Arc::clone(guard.target());
-        let answer = tokio::select! {
-            answer = within(limit, pool::send(&target, req)) => answer,
-            () = target.closed() => return errors::cut(app),
-        };
+        // A target closed meanwhile (drain timeout, shutdown) closes its
+        // connections, which fails what is pending on them: told apart
+        // below. No per-request wait on the close: that registered every
+        // request with a waiter list shared by every worker.
+        let answer = within(limit, pool::send(&target, req)).await;
+        if target.is_closed() && !matches!(answer, Some(Ok(_))) {
+            return errors::cut(app);
+        }
         match answer {
             Some(Ok(answer)) => break answer,
             Some(Err(SendError::Failed(e))) if too_large(&e) => {
