@@ -61,7 +61,7 @@ pub async fn handle(routes: &Routes, client: &Peer, req: Request<Incoming>) -> R
     let resp = match route.hold.admit().await {
         Admission::Go => forward(&route, client, host_value, req).await,
         Admission::HandedOver => {
-            let max_body = route.settings().max_body;
+            let max_body = route.request_limits().max_body;
             relay(routes.successor(), app, client, host_value, req, max_body).await
         }
         Admission::TimedOut { max_pause_ms } => errors::held_too_long(app, max_pause_ms),
@@ -79,7 +79,7 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let app = route.app.as_str();
-    let settings = route.settings();
+    let settings = route.request_limits();
     // A body announced too large is refused before anything is sent on.
     if body_len(req.headers()).is_some_and(|len| len > settings.max_body) {
         return errors::too_large(app, settings.max_body);
