@@ -442,7 +442,9 @@ pub fn validate(mut route: Route) -> Result<Route, String> {
     }
     let mut hosts = Vec::with_capacity(route.hosts.len());
     for raw in &route.hosts {
-        let h = host::normalize(raw).ok_or_else(|| format!("`{raw}` is not a host name"))?;
+        let h = host::normalize(raw)
+            .ok_or_else(|| format!("`{raw}` is not a host name"))?
+            .into_owned();
         if !hosts.contains(&h) {
             hosts.push(h);
         }
