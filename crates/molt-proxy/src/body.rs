@@ -9,23 +9,28 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::pool::Conn;
 use crate::target::InFlightGuard;
 
 pub enum ProxyBody {
     /// The request counts as in flight until this body ends or is dropped
-    /// (client gone), so a drain waits for slow downloads too.
+    /// (client gone), so a drain waits for slow downloads too. The upstream
+    /// connection goes back to the pool when the body has ended, and is
+    /// closed with it when not.
     Upstream {
         body: Incoming,
         guard: Option<InFlightGuard>,
+        conn: Option<Conn>,
     },
     Fixed(Full<Bytes>),
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
+    pub fn upstream(body: Incoming, guard: InFlightGuard, conn: Conn) -> Self {
         let mut this = ProxyBody::Upstream {
             body,
             guard: Some(guard),
+            conn: Some(conn),
         };
         this.release_if_done();
         this
@@ -34,7 +39,11 @@ impl ProxyBody {
     /// A body passed through without a target to count it on (a request
     /// relayed to the successor proxy after a handover).
     pub fn relayed(body: Incoming) -> Self {
-        ProxyBody::Upstream { body, guard: None }
+        ProxyBody::Upstream {
+            body,
+            guard: None,
+            conn: None,
+        }
     }
 
     pub fn fixed(bytes: impl Into<Bytes>) -> Self {
@@ -45,10 +54,14 @@ impl ProxyBody {
         ProxyBody::Fixed(Full::new(Bytes::new()))
     }
 
-    /// Drops the in-flight guard as soon as the upstream body is over.
+    /// Drops the in-flight guard and gives the connection back as soon as
+    /// the upstream body is over.
     fn release_if_done(&mut self) {
-        if let ProxyBody::Upstream { body, guard } = self {
+        if let ProxyBody::Upstream { body, guard, conn } = self {
             if body.is_end_stream() {
+                if let Some(conn) = conn.take() {
+                    conn.release();
+                }
                 guard.take();
             }
         }
@@ -65,10 +78,20 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = match this {
-            ProxyBody::Upstream { body, guard } => {
+            ProxyBody::Upstream { body, guard, conn } => {
                 let polled = Pin::new(body).poll_frame(cx);
-                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-                    guard.take();
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(conn) = conn.take() {
+                            conn.release();
+                        }
+                        guard.take();
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        conn.take();
+                        guard.take();
+                    }
+                    _ => {}
                 }
                 polled
             }
@@ -98,10 +121,7 @@ impl Body for ProxyBody {
 }
 
 /// What the proxy sends upstream: the user's body, streamed on as it
-/// arrives and cut at the App's body limit (`Left`), or nothing (`Right`). A request without a body is sent
-/// as `Right`, so it can be built again and sent to another target when the
-/// first one refused the connection (it never reached an App, so nothing
-/// runs twice).
+/// arrives and cut at the App's body limit (`Left`), or nothing (`Right`).
 pub type UpstreamBody =
     http_body_util::Either<http_body_util::Limited<Incoming>, http_body_util::Empty<Bytes>>;
 

@@ -22,8 +22,9 @@ pub use crate::headers::Peer;
 use crate::hold::Admission;
 use crate::host;
 use crate::metrics::UpstreamError;
+use crate::pool::{self, SendError};
 use crate::routes::{RouteState, Routes};
-use crate::target::{InFlightGuard, UpstreamClient};
+use crate::target::InFlightGuard;
 
 /// Serves one request from `client`.
 pub async fn handle(routes: &Routes, client: &Peer, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -60,7 +61,7 @@ pub async fn handle(routes: &Routes, client: &Peer, req: Request<Incoming>) -> R
     let resp = match route.hold.admit().await {
         Admission::Go => forward(&route, client, host_value, req).await,
         Admission::HandedOver => {
-            let max_body = route.settings().max_body;
+            let max_body = route.request_limits().max_body;
             relay(routes.successor(), app, client, host_value, req, max_body).await
         }
         Admission::TimedOut { max_pause_ms } => errors::held_too_long(app, max_pause_ms),
@@ -78,7 +79,7 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let app = route.app.as_str();
-    let settings = route.settings();
+    let settings = route.request_limits();
     // A body announced too large is refused before anything is sent on.
     if body_len(req.headers()).is_some_and(|len| len > settings.max_body) {
         return errors::too_large(app, settings.max_body);
@@ -99,62 +100,62 @@ async fn forward(
     headers::set_forwarded(&mut parts.headers, client, &host);
     headers::strip_molt_cookies(&mut parts.headers);
     let request_id = headers::ensure_request_id(&mut parts.headers);
-    // A request without a body gets one more try on another replica if its
-    // target refuses the connection (a container that just died, before
-    // the server takes it out of the route): it never reached an App.
-    let mut spare = (!upgrade && body.is_end_stream() && route.target_count() > 1).then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        )
-    });
-    let mut body = if spare.is_some() {
+    // The connection is made before the request is handed over, so a
+    // target that refuses it (a container that just died, before the
+    // server takes it out of the route) gives the request back. One without
+    // a body then gets one more try on another replica: it never reached an
+    // App. One with a body gets the 502: the body is the user's to resend.
+    let retry = !upgrade && body.is_end_stream();
+    let body = if body.is_end_stream() {
         no_body()
     } else {
         limited(body, settings.max_body)
     };
+    // Origin form: the connection already goes to the target.
+    parts.uri = match origin_form(&parts.uri) {
+        Some(uri) => uri,
+        None => return errors::bad_request("the request target cannot be forwarded"),
+    };
+    let mut req = Request::from_parts(parts, body);
 
     let limit = settings.upstream_timeout;
-    let mut resp = loop {
+    let (mut resp, conn) = loop {
         let target = Arc::clone(guard.target());
-        let Some(upstream) = target.client() else {
+        // A target closed meanwhile (drain timeout, shutdown) closes its
+        // connections, which fails what is pending on them: told apart
+        // below. No per-request wait on the close: that registered every
+        // request with a waiter list shared by every worker.
+        let answer = within(limit, pool::send(&target, req)).await;
+        if target.is_closed() && !matches!(answer, Some(Ok(_))) {
             return errors::cut(app);
-        };
-        parts.uri = match upstream_uri(&target.authority, &parts.uri) {
-            Some(uri) => uri,
-            None => return errors::bad_request("the request target cannot be forwarded"),
-        };
-        let send = upstream.request(Request::from_parts(parts, body));
-        let answer = tokio::select! {
-            answer = within(limit, send) => answer,
-            () = target.closed() => return errors::cut(app),
-        };
+        }
         match answer {
-            Some(Ok(resp)) => break resp,
-            Some(Err(e)) if too_large(&e) => {
+            Some(Ok(answer)) => break answer,
+            Some(Err(SendError::Failed(e))) if too_large(&e) => {
                 tracing::info!(%app, request_id = ?request_id, limit = settings.max_body,
                     "request body over the App's limit; answered 413");
                 return errors::too_large(app, settings.max_body);
             }
-            Some(Err(e)) => {
+            Some(Err(SendError::Failed(e))) => {
                 tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
                     error = %error_chain(&e), "upstream request failed");
-                if !e.is_connect() {
-                    route.counts.upstream_error(UpstreamError::Failed);
-                    return errors::upstream_failed(app);
-                }
+                route.counts.upstream_error(UpstreamError::Failed);
+                return errors::upstream_failed(app);
+            }
+            Some(Err(SendError::Connect(e, unsent))) => {
+                tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
+                    error = %e, "upstream connection failed");
                 route.counts.upstream_error(UpstreamError::Refused);
-                let Some((method, uri, headers)) = spare.take() else {
+                if !retry {
                     return errors::refused(app);
-                };
+                }
                 let Some(next) = route.acquire_other(&target) else {
                     return errors::refused(app);
                 };
                 tracing::info!(%app, from = %target.target.addr, to = %next.target().target.addr,
                     request_id = ?request_id, "sending the request to another replica");
                 guard = next;
-                (parts, body) = bodiless(method, uri, headers);
+                req = *unsent;
             }
             None => {
                 route.counts.upstream_error(UpstreamError::Timeout);
@@ -174,27 +175,15 @@ async fn forward(
             guard,
             settings.tunnel_idle,
         ));
+        // The upgraded connection is the tunnel's now; it is not pooled.
+        drop(conn);
         let (mut parts, _) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, true);
         return Response::from_parts(parts, ProxyBody::empty());
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, ProxyBody::upstream(body, guard))
-}
-
-/// A request without a body, rebuilt from what was kept of it.
-fn bodiless(
-    method: http::Method,
-    uri: Uri,
-    headers: http::HeaderMap,
-) -> (http::request::Parts, UpstreamBody) {
-    let mut req = Request::new(no_body());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    req.into_parts()
+    Response::from_parts(parts, ProxyBody::upstream(body, guard, conn))
 }
 
 /// A request that was held when this proxy handed its sockets over: the
@@ -231,7 +220,7 @@ async fn relay(
     }
     headers::set_forwarded(&mut parts.headers, client, &host);
     headers::strip_molt_cookies(&mut parts.headers);
-    let relay_client: UpstreamClient =
+    let relay_client: hyper_util::client::legacy::Client<_, UpstreamBody> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
     let req = Request::from_parts(parts, limited(body, max_body));
@@ -259,6 +248,21 @@ async fn within<F: std::future::Future>(ms: u64, fut: F) -> Option<F::Output> {
     tokio::time::timeout(Duration::from_millis(ms), fut)
         .await
         .ok()
+}
+
+/// The request's path and query alone (what an HTTP/1.1 request line to
+/// the target carries).
+fn origin_form(original: &Uri) -> Option<Uri> {
+    let path = original
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from_parts({
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(path);
+        parts
+    })
+    .ok()
 }
 
 /// The request's path and query, aimed at the target.

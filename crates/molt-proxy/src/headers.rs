@@ -4,7 +4,6 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -191,22 +190,38 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
             return id.clone();
         }
     }
-    let id = HeaderValue::from_str(&new_request_id()).unwrap_or(HeaderValue::from_static("0"));
+    let id = new_request_id();
     headers.insert(X_REQUEST_ID, id.clone());
     id
 }
 
 /// 32 random-looking hex digits. Request ids need to be unique, not secret:
 /// std's randomly keyed hasher over a counter gives that without a crate.
-fn new_request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let keys = std::collections::hash_map::RandomState::new();
-    let mut hi = keys.build_hasher();
-    hi.write_u64(n);
-    let mut lo = keys.build_hasher();
-    lo.write_u64(!n);
-    format!("{:016x}{:016x}", hi.finish(), lo.finish())
+/// Counter and keys are per thread (each thread's keys are drawn apart), so
+/// no counter is shared by every request of every worker; the digits are
+/// written on the stack.
+fn new_request_id() -> HeaderValue {
+    thread_local! {
+        static STATE: (std::collections::hash_map::RandomState, std::cell::Cell<u64>) =
+            (std::collections::hash_map::RandomState::new(), std::cell::Cell::new(0));
+    }
+    let (hi, lo) = STATE.with(|(keys, counter)| {
+        let n = counter.get();
+        counter.set(n.wrapping_add(1));
+        let mut hi = keys.build_hasher();
+        hi.write_u64(n);
+        let mut lo = keys.build_hasher();
+        lo.write_u64(!n);
+        (hi.finish(), lo.finish())
+    });
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().enumerate() {
+        let word = if i < 16 { hi } else { lo };
+        let shift = 60 - 4 * (i % 16);
+        *d = HEX[((word >> shift) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&digits).unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

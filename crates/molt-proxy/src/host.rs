@@ -1,9 +1,11 @@
 //! Host names as the routing table keys them: lowercase, no port, no
 //! trailing dot, so `Web.Example.com:8080` and `web.example.com` match.
 
+use std::borrow::Cow;
+
 /// Normalizes a `Host` header value (or a configured host); `None` when
 /// nothing usable is left.
-pub fn normalize(raw: &str) -> Option<String> {
+pub fn normalize(raw: &str) -> Option<Cow<'_, str>> {
     let raw = raw.trim();
     let host = if let Some(rest) = raw.strip_prefix('[') {
         // IPv6 literal: `[::1]:8080` keys as `[::1]`.
@@ -24,7 +26,13 @@ pub fn normalize(raw: &str) -> Option<String> {
     {
         return None;
     }
-    Some(host.to_ascii_lowercase())
+    // Borrowed when already in key form (the usual case): no allocation
+    // per request.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod instance;
 mod metrics;
 mod metrics_server;
 mod persist;
+mod pool;
 mod routes;
 mod server;
 mod target;

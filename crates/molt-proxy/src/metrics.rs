@@ -2,7 +2,8 @@
 //! serves. Plain atomics: the data plane pays one increment per response.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use http::StatusCode;
 
@@ -26,8 +27,20 @@ pub enum UpstreamError {
 
 /// Responses by status class (1xx..5xx), their latency (until the response
 /// head), and upstream errors by kind.
+///
+/// Sharded: each worker thread counts in a shard of its own (a cache line
+/// apart), so that the counters every request bumps are not one cache line
+/// that all workers fight over; rendering sums the shards. The shards are
+/// made on a route's first response, so routes that see no traffic cost a
+/// pointer.
 #[derive(Debug, Default)]
 pub struct ResponseCounts {
+    shards: OnceLock<Box<[Shard]>>,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
     by_class: [AtomicU64; 5],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_sum_micros: AtomicU64,
@@ -35,31 +48,72 @@ pub struct ResponseCounts {
     upstream_errors: [AtomicU64; 3],
 }
 
+/// How many shards a counter set has: the proxy's worker threads, at most
+/// `MAX_SHARDS` (set once at start; 1 until then).
+static SHARDS: AtomicUsize = AtomicUsize::new(1);
+const MAX_SHARDS: usize = 16;
+
+/// Sets the number of shards counter sets made from now on will have.
+pub fn set_shards(workers: usize) {
+    SHARDS.store(workers.clamp(1, MAX_SHARDS), Ordering::Relaxed);
+}
+
+/// This thread's shard number (taken in turn as threads first count).
+fn thread_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SHARD.try_with(|s| *s).unwrap_or(0)
+}
+
 impl ResponseCounts {
+    fn shard(&self) -> &Shard {
+        let shards = self.shards.get_or_init(|| {
+            (0..SHARDS.load(Ordering::Relaxed))
+                .map(|_| Shard::default())
+                .collect()
+        });
+        &shards[thread_shard() % shards.len()]
+    }
+
+    /// One counter summed over the shards.
+    fn sum(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.get().map_or(0, |shards| {
+            shards
+                .iter()
+                .map(|s| counter(s).load(Ordering::Relaxed))
+                .sum()
+        })
+    }
+
     pub fn record(&self, status: StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        self.shard().by_class[class].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn latency(&self, took: std::time::Duration) {
         // One bucket per observation (the first bound it fits); the
         // cumulative counts Prometheus wants are summed when rendering, so
         // the data path pays one increment, not one per bucket.
+        let shard = self.shard();
         let secs = took.as_secs_f64();
         if let Some(i) = LATENCY_BUCKETS.iter().position(|bound| secs <= *bound) {
-            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            shard.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        shard
+            .latency_sum_micros
+            .fetch_add(micros, Ordering::Relaxed);
+        shard.latency_count.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {
-        self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.shard().upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     fn get(&self, class: usize) -> u64 {
-        self.by_class[class].load(Ordering::Relaxed)
+        self.sum(|s| &s.by_class[class])
     }
 }
 
@@ -146,19 +200,19 @@ fn render_latency_and_errors(routes: &Routes, out: &mut String) {
         let c = &r.counts;
         let app = &r.app;
         let mut cumulative = 0;
-        for (bucket, bound) in c.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            cumulative += bucket.load(Ordering::Relaxed);
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += c.sum(|s| &s.latency_buckets[i]);
             let _ = writeln!(
                 out,
                 "molt_proxy_request_duration_seconds_bucket{{app=\"{app}\",le=\"{bound}\"}} {cumulative}"
             );
         }
-        let count = c.latency_count.load(Ordering::Relaxed);
+        let count = c.sum(|s| &s.latency_count);
         let _ = writeln!(
             out,
             "molt_proxy_request_duration_seconds_bucket{{app=\"{app}\",le=\"+Inf\"}} {count}"
         );
-        let sum = c.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = c.sum(|s| &s.latency_sum_micros) as f64 / 1e6;
         let _ = writeln!(
             out,
             "molt_proxy_request_duration_seconds_sum{{app=\"{app}\"}} {sum}"
@@ -173,15 +227,12 @@ fn render_latency_and_errors(routes: &Routes, out: &mut String) {
     );
     out.push_str("# TYPE molt_proxy_upstream_errors_total counter\n");
     for r in apps.iter() {
-        for (kind, n) in ["refused", "failed", "timeout"]
-            .iter()
-            .zip(&r.counts.upstream_errors)
-        {
+        for (i, kind) in ["refused", "failed", "timeout"].iter().enumerate() {
             let _ = writeln!(
                 out,
                 "molt_proxy_upstream_errors_total{{app=\"{}\",kind=\"{kind}\"}} {}",
                 r.app,
-                n.load(Ordering::Relaxed)
+                r.counts.sum(|s| &s.upstream_errors[i])
             );
         }
     }

@@ -38,6 +38,32 @@ impl TargetSet {
         }
     }
 
+    /// The target with the least outstanding work, ties going round robin;
+    /// `None` if every target is skipped. With one target, that one (no
+    /// count read, no turn taken).
+    fn least_loaded(
+        &self,
+        skipped: impl Fn(&Arc<TargetState>) -> bool,
+    ) -> Option<&Arc<TargetState>> {
+        let n = self.targets.len();
+        if n == 1 {
+            return self.targets.first().filter(|t| !skipped(t));
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        let mut best: Option<(usize, &Arc<TargetState>)> = None;
+        for i in 0..n {
+            let t = &self.targets[(start + i) % n];
+            if skipped(t) {
+                continue;
+            }
+            let load = t.in_flight();
+            if best.is_none_or(|(least, _)| load < least) {
+                best = Some((load, t));
+            }
+        }
+        best.map(|(_, t)| t)
+    }
+
     /// Targets ordered from least to most outstanding work, starting the
     /// scan at a rotating offset so ties go round robin.
     fn by_load(&self) -> Vec<&Arc<TargetState>> {
@@ -56,6 +82,14 @@ impl TargetSet {
         order.sort_by_key(|(load, _)| *load);
         order.into_iter().map(|(_, t)| t).collect()
     }
+}
+
+/// The settings a request reads (see `RouteSettings`).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_body: u64,
+    pub upstream_timeout: u64,
+    pub tunnel_idle: Duration,
 }
 
 /// What a route says beyond its targets.
@@ -124,6 +158,18 @@ impl RouteState {
         self.settings.load_full()
     }
 
+    /// What a request needs of the settings, copied out: no reference
+    /// count taken on every request (a cache line every worker would
+    /// write).
+    pub fn request_limits(&self) -> RequestLimits {
+        let settings = self.settings.load();
+        RequestLimits {
+            max_body: settings.max_body,
+            upstream_timeout: settings.upstream_timeout,
+            tunnel_idle: settings.tunnel_idle,
+        }
+    }
+
     /// Picks the least loaded live target and counts the request on it.
     /// `None` means the route has no target to send to (503).
     pub fn acquire(&self) -> Option<InFlightGuard> {
@@ -146,21 +192,25 @@ impl RouteState {
             if set.targets.is_empty() {
                 return None;
             }
+            let skipped =
+                |t: &Arc<TargetState>| skip.is_some_and(|s| std::ptr::eq(Arc::as_ptr(t), s));
+            // The common case allocates nothing: the least loaded target
+            // takes it. Only if that one closed meanwhile are the rest
+            // tried, in order.
             let picked = set
-                .by_load()
-                .into_iter()
-                .filter(|t| skip.is_none_or(|skip| !std::ptr::eq(Arc::as_ptr(t), skip)))
-                .find_map(|t| t.try_acquire());
+                .least_loaded(skipped)
+                .and_then(|t| t.try_acquire())
+                .or_else(|| {
+                    set.by_load()
+                        .into_iter()
+                        .filter(|t| !skipped(t))
+                        .find_map(|t| t.try_acquire())
+                });
             if picked.is_some() {
                 return picked;
             }
         }
         None
-    }
-
-    /// How many targets the route has now.
-    pub fn target_count(&self) -> usize {
-        self.active.load().targets.len()
     }
 
     /// The route as the admin protocol describes it.
@@ -392,7 +442,9 @@ pub fn validate(mut route: Route) -> Result<Route, String> {
     }
     let mut hosts = Vec::with_capacity(route.hosts.len());
     for raw in &route.hosts {
-        let h = host::normalize(raw).ok_or_else(|| format!("`{raw}` is not a host name"))?;
+        let h = host::normalize(raw)
+            .ok_or_else(|| format!("`{raw}` is not a host name"))?
+            .into_owned();
         if !hosts.contains(&h) {
             hosts.push(h);
         }

@@ -189,6 +189,7 @@ impl Proxy {
         let handed_over = admin.handed_over();
 
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
+        crate::metrics::set_shards(threads);
         tracing::info!(listen = %http_addr, metrics = ?metrics_addr, routes = routes.list().len(),
             threads, max_connections = edge.max_connections, trusted_proxies = edge.trusted_proxies.len(),
             proxy_protocol = edge.proxy_protocol, data_dir = %dir.display(), "proxy started");

@@ -1,28 +1,15 @@
-//! One upstream (a container) as the proxy sees it: a keep-alive client to it
-//! and a count of what is in flight on it, so that draining is "wait until
-//! zero or timeout".
+//! One upstream (a container) as the proxy sees it: a count of what is in
+//! flight on it, so that draining is "wait until zero or timeout", and the
+//! close that ends its keep-alive connections (kept in `pool`).
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use http::uri::Authority;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::admin::Target;
-use crate::body::UpstreamBody;
-
-/// The client a target sends requests with; bodies stream straight from the
-/// user's connection.
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
-/// How long an upstream may take to accept a TCP connection before a 502.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle keep-alive connections to an upstream are closed after this.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything that changes about a target, in one watch channel so that
 /// "acquire unless closed" and "close unless busy" are each atomic.
@@ -58,10 +45,9 @@ pub enum IdleWait {
 
 pub struct TargetState {
     pub target: Target,
-    /// `addr` parsed once, for building upstream URIs.
-    pub authority: Authority,
-    /// Dropped on close, which closes the idle pooled connections.
-    client: Mutex<Option<UpstreamClient>>,
+    /// Names the target in the worker threads' idle connection lists; never
+    /// reused, unlike an address.
+    id: u64,
     load: watch::Sender<Load>,
 }
 
@@ -74,17 +60,10 @@ impl TargetState {
         if authority.port_u16().is_none() {
             return Err(format!("target address `{}` has no port", target.addr));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(Arc::new(TargetState {
             target,
-            authority,
-            client: Mutex::new(Some(client)),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             load: watch::Sender::new(Load::default()),
         }))
     }
@@ -116,12 +95,9 @@ impl TargetState {
         })
     }
 
-    /// The client to send with; `None` once closed.
-    pub fn client(&self) -> Option<UpstreamClient> {
-        self.client
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// Names the target's keep-alive connections (see `pool`).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Resolves once the target is closed; in-flight work races against it.
@@ -167,11 +143,9 @@ impl TargetState {
                 false
             }
         });
-        if closed || self.is_closed() {
-            self.drop_client();
-            return true;
-        }
-        false
+        // The close ends the target's keep-alive connections (their tasks
+        // wait on it).
+        closed || self.is_closed()
     }
 
     /// Closes the target whatever is in flight: pending requests answer 502
@@ -187,22 +161,12 @@ impl TargetState {
             load.cut = cut;
             true
         });
-        self.drop_client();
         u64::try_from(cut).unwrap_or(u64::MAX)
     }
 
     /// How much the close cut: 0 when it drained on its own or is open.
     pub fn cut_on_close(&self) -> u64 {
         u64::try_from(self.load.borrow().cut).unwrap_or(u64::MAX)
-    }
-
-    fn drop_client(&self) {
-        let client = self
-            .client
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        drop(client);
     }
 }
 
@@ -238,6 +202,7 @@ impl std::fmt::Debug for InFlightGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn target() -> Arc<TargetState> {
         TargetState::new(Target {
@@ -257,7 +222,7 @@ mod tests {
         assert_eq!(t.in_flight(), 0);
         assert!(t.close_if_idle());
         assert!(t.try_acquire().is_none());
-        assert!(t.client().is_none());
+        assert!(t.is_closed());
     }
 
     #[tokio::test]
