@@ -101,6 +101,11 @@ pub struct DeployView {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<DeployEvent>,
+    /// What this deploy's release changed against the deploy that served
+    /// when it began (image, settings, environment; secrets by version
+    /// only); given when one deploy is asked for and there was one before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::release::ReleaseDiff>,
 }
 
 impl DeployView {
@@ -325,7 +330,7 @@ pub struct RollbackRequest {
     /// serving one.
     #[serde(default)]
     pub deploy_id: Option<String>,
-    /// Also restore that deploy's environment.
+    /// Also restore that deploy's settings and environment.
     #[serde(default)]
     pub with_config: bool,
 }

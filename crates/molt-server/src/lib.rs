@@ -18,6 +18,7 @@ pub mod ops;
 pub mod ports;
 pub mod proxy_link;
 pub mod registry;
+pub mod release;
 pub mod runtime;
 pub mod seal;
 pub mod server;

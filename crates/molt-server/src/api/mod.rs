@@ -7,7 +7,7 @@ pub mod logs;
 
 use crate::deploy::{DeployError, Deployer};
 use crate::ops::registries::{normalize_host, save_registry};
-use crate::ops::views::{app_view, deploy_view, env_views};
+use crate::ops::views::{app_view, deploy_view, env_views, release_changes};
 use crate::store::{AppRow, DeployRow};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
@@ -621,7 +621,9 @@ async fn show_deploy(
             )
         })?;
     let events = s.deployer.store.events(&id, q.after)?;
-    Ok(Json(deploy_view(&deploy, events)))
+    let mut view = deploy_view(&deploy, events);
+    view.changes = release_changes(&s.deployer.store, &deploy)?;
+    Ok(Json(view))
 }
 
 #[utoipa::path(get, path = "/api/v1/registries", tag = "registries", responses((status = 200, description = "Never the secret", body = Vec<RegistryView>)))]

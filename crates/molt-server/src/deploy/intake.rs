@@ -124,6 +124,7 @@ impl Deployer {
         deploy.env = env.clone();
         deploy.replicas = app.replicas;
         deploy.strategy = Some("bluegreen".into());
+        deploy.config = Some(AppSettings::of(&app));
         let cancel = self.claim(&app.name, &deploy.id)?;
         if let Err(e) = self.store.create_app(&app, &env, &deploy) {
             self.release(&app.name);
@@ -446,10 +447,13 @@ impl Deployer {
         } else {
             self.store.env(&app.name)?
         };
-        let plan = Plan {
+        let mut plan = Plan {
             restore_env: with_config,
             ..Plan::new(Some(digest))
         };
+        if with_config {
+            self.restore_settings(&app, &target, &mut plan)?;
+        }
         let (app, mut deploy) = self
             .begin(
                 app,
@@ -466,6 +470,45 @@ impl Deployer {
         );
         deploy.image = pinned.to_string();
         Ok((app, deploy))
+    }
+
+    /// With `--with-config`, a rollback also brings the target's settings
+    /// (the App's replica count stays: scaling is not configuration),
+    /// which the App takes with the swap as an `apps update` would. Its
+    /// domains must still be free, and when containers must change it
+    /// runs through the strategy the host's room allows.
+    fn restore_settings(
+        &self,
+        app: &AppRow,
+        target: &DeployRow,
+        plan: &mut Plan,
+    ) -> Result<(), DeployError> {
+        let Some(mut settings) = target.config.clone() else {
+            // Recorded before releases: only its environment is known.
+            return Ok(());
+        };
+        let current = AppSettings::of(app);
+        settings.replicas = current.replicas;
+        if settings == current {
+            return Ok(());
+        }
+        for d in &settings.domains {
+            if let Some(owner) = self.domain_owner(d)?.filter(|o| *o != app.name) {
+                return Err(DeployError::invalid(
+                    "domain_taken",
+                    format!("deploy {} routed {d}, which now belongs to the App `{owner}`: remove it there first (`molt apps update {owner} --remove-domain {d}`) or roll back without --with-config", target.id),
+                ));
+            }
+        }
+        if super::settings::needs_new_containers(&current, &settings) {
+            let wanted = settings.apply_to(app);
+            plan.strategy = Some(
+                capacity::choose_change(Some(app), &wanted, self.in_use()?, self.capacity)
+                    .map_err(|e| DeployError::invalid("insufficient_resources", e))?,
+            );
+        }
+        plan.settings = Some(settings);
+        Ok(())
     }
 
     pub(super) async fn begin(
@@ -507,6 +550,13 @@ impl Deployer {
         deploy.replicas = plan.replicas;
         deploy.strategy = Some(plan.strategy_name().to_string());
         deploy.settings = plan.settings.clone();
+        // The release it runs: the settings it brings, or the App's.
+        let mut config = plan
+            .settings
+            .clone()
+            .unwrap_or_else(|| AppSettings::of(&app));
+        config.replicas = plan.replicas;
+        deploy.config = Some(config);
         let cancel = self.claim_patiently(&app.name, &deploy.id).await?;
         if let Err(e) = self.store.start_deploy(&deploy) {
             self.release(&app.name);
@@ -639,6 +689,7 @@ pub(super) fn new_deploy(
         strategy: None,
         phase: None,
         settings: None,
+        config: None,
         created_at: now(),
         finished_at: None,
     }

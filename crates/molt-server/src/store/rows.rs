@@ -150,6 +150,10 @@ pub struct DeployRow {
     /// The App's new settings, for a `config` deploy that changes them
     /// (`molt apps update`); the App takes them when the swap is recorded.
     pub settings: Option<AppSettings>,
+    /// The App's whole settings as this deploy runs them: with `image`,
+    /// `digest` and `env`, the release it runs (see `crate::release`).
+    /// `None` for deploys recorded before releases were.
+    pub config: Option<AppSettings>,
     pub created_at: String,
     pub finished_at: Option<String>,
 }
@@ -299,6 +303,9 @@ pub(super) fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
         phase: r.get("phase")?,
         settings: r
             .get::<_, Option<String>>("settings")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        config: r
+            .get::<_, Option<String>>("config")?
             .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }

@@ -135,4 +135,11 @@ CREATE INDEX runs_by_app ON runs (app, started_at);
     r#"
 ALTER TABLE deploys ADD COLUMN settings TEXT;
 "#,
+    // ---- Releases ----
+    // The whole settings a deploy runs with (JSON `AppSettings`), so each
+    // deploy records a release: its digest, these settings and its
+    // environment snapshot.
+    r#"
+ALTER TABLE deploys ADD COLUMN config TEXT;
+"#,
 ];

@@ -143,6 +143,18 @@ pub fn deploy_details(d: &DeployView) -> String {
         pairs.push(("error", e.clone()));
     }
     let mut out = key_values(&pairs);
+    if let Some(changes) = &d.changes {
+        out.push_str(&format!("\nchanges against deploy {}:\n", changes.against));
+        let lines = changes.lines();
+        if lines.is_empty() {
+            out.push_str("  none: the same release\n");
+        }
+        for line in lines {
+            out.push_str("  ");
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
     if !d.events.is_empty() {
         out.push_str("\ntimeline:\n");
         for e in &d.events {
@@ -179,8 +191,34 @@ mod tests {
     }
 
     #[test]
-    fn table_shows_the_first_line_of_errors() {
-        let d = DeployView {
+    fn details_list_the_changes_against_the_deploy_before() {
+        use molt_core::release::{ReleaseDiff, SettingChange};
+        let mut d = view();
+        d.changes = Some(ReleaseDiff {
+            against: "d0".into(),
+            settings: vec![SettingChange {
+                setting: "port".into(),
+                from: Some("8080".into()),
+                to: Some("9090".into()),
+            }],
+            ..Default::default()
+        });
+        let out = deploy_details(&d);
+        assert!(
+            out.contains("changes against deploy d0:\n  port 8080 → 9090\n"),
+            "{out}"
+        );
+        d.changes = Some(ReleaseDiff {
+            against: "d0".into(),
+            ..Default::default()
+        });
+        assert!(deploy_details(&d).contains("  none: the same release\n"));
+        d.changes = None;
+        assert!(!deploy_details(&d).contains("changes"));
+    }
+
+    fn view() -> DeployView {
+        DeployView {
             id: "d1".into(),
             failure: None,
             strategy: None,
@@ -195,7 +233,13 @@ mod tests {
             created_at: "2025-01-02T10:11:12Z".into(),
             finished_at: None,
             events: vec![],
-        };
+            changes: None,
+        }
+    }
+
+    #[test]
+    fn table_shows_the_first_line_of_errors() {
+        let d = view();
         assert_eq!(
             deploys_table(&[d]),
             "ID  KIND    STATUS  IMAGE    DIGEST  CREATED              ERROR\n\
