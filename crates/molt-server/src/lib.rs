@@ -2,6 +2,7 @@
 //! drives (the Docker engine, registries, health checks, the proxy, state).
 
 pub mod api;
+pub mod build;
 pub mod capacity;
 pub mod confine;
 pub mod converge;

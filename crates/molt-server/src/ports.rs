@@ -108,6 +108,16 @@ pub trait Containers: Send + Sync {
     async fn list_runs(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+
+    /// Builds an image from a context (`molt build`), each output line to
+    /// `log`; the image's id.
+    async fn build_image(
+        &self,
+        _spec: crate::runtime::BuildSpec,
+        _log: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<String> {
+        Err(anyhow::anyhow!("this runtime cannot build images"))
+    }
 }
 
 /// Where traffic is routed: Molt's proxy, or a fake in tests.
@@ -205,6 +215,13 @@ impl Containers for Runtime {
     }
     async fn forget_app(&self, app: &str) {
         Runtime::forget_app(self, app).await
+    }
+    async fn build_image(
+        &self,
+        spec: crate::runtime::BuildSpec,
+        log: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<String> {
+        Runtime::build_image(self, spec, log).await
     }
     fn log_lines(
         &self,

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub keep_deploys: usize,
     /// How long an image pull may make no progress before its deploy fails.
     pub pull_stall: std::time::Duration,
+    /// The largest build context `molt build` may send, in bytes.
+    pub build_context_limit: u64,
 }
 
 /// How long a stopping server waits for open API connections (a followed
@@ -132,7 +134,10 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         dir.display()
     );
     let stopping = tokio_util::sync::CancellationToken::new();
+    let builds = crate::build::Builds::new(Arc::clone(&deployer), dir, config.build_context_limit)
+        .context("preparing builds failed")?;
     let state = ApiState {
+        builds,
         deployer,
         token: Arc::new(token),
         stopping: stopping.clone(),

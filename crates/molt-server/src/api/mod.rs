@@ -2,6 +2,7 @@
 //! route, errors as `{"error": {"code", "message"}}`.
 
 pub mod attach;
+pub mod builds;
 pub mod events;
 pub mod logs;
 
@@ -34,7 +35,8 @@ const BODY_LIMIT: usize = 256 * 1024;
         list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
         events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
         list_registries, add_registry, remove_registry, openapi_json, dashboard_link, logs::app_logs, debug_app,
-        scale, attach::run, attach::exec, attach::list_runs, update_app
+        scale, attach::run, attach::exec, attach::list_runs, update_app,
+        builds::start_build, builds::show_build, builds::list_releases, builds::promote
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -122,6 +124,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/run", post(attach::run))
         .route("/apps/{name}/exec", post(attach::exec))
         .route("/apps/{name}/runs", get(attach::list_runs))
+        .route("/apps/{name}/builds", post(builds::start_build))
+        .route("/apps/{name}/builds/{id}", get(builds::show_build))
+        .route("/apps/{name}/releases", get(builds::list_releases))
+        .route("/apps/{name}/releases/{id}/promote", post(builds::promote))
         .route("/registries", get(list_registries).post(add_registry))
         .route("/openapi.json", get(openapi_json))
         .route("/dashboard-link", post(dashboard_link))
@@ -460,7 +466,7 @@ async fn debug_app(
 }
 
 /// The answer to every request that started a deploy on an existing App.
-fn started(
+pub(crate) fn started(
     s: &ApiState,
     result: (AppRow, DeployRow),
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {

@@ -315,6 +315,56 @@ impl Deployer {
         .await
     }
 
+    /// Runs exactly a built release (`molt releases promote`) through the
+    /// health-checked swap: its image from this host, with the App's
+    /// settings and environment as they are now (changes made since the
+    /// build go into the promoted release).
+    pub async fn promote(
+        self: &Arc<Self>,
+        app: &str,
+        release: &str,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), DeployError> {
+        let app = self.find_app(app)?;
+        let r = self
+            .store
+            .get_release(release)?
+            .filter(|r| r.app == app.name)
+            .ok_or_else(|| {
+                DeployError::NotFound(format!(
+                    "the App `{}` has no release `{}`: see `molt releases {}`",
+                    app.name,
+                    release.chars().take(40).collect::<String>(),
+                    app.name
+                ))
+            })?;
+        let env = self.store.env(&app.name)?;
+        let plan = Plan::new(Some(r.digest.clone()));
+        let (app, deploy) = self
+            .begin_with_release(
+                app,
+                DeployKind::Deploy,
+                r.image.clone(),
+                plan,
+                env,
+                triggered_by,
+                Some(r.id.clone()),
+            )
+            .await?;
+        let _ = self.store.event(
+            &deploy.id,
+            &format!(
+                "promoting release {}{}",
+                r.id,
+                r.build
+                    .as_ref()
+                    .map(|b| format!(" (build {b})"))
+                    .unwrap_or_default()
+            ),
+        );
+        Ok((app, deploy))
+    }
+
     /// Pulls the App's reference again (a new build pushed to the same tag)
     /// and swaps to it.
     pub async fn redeploy(
@@ -516,9 +566,26 @@ impl Deployer {
         app: AppRow,
         kind: DeployKind,
         image: String,
+        plan: Plan,
+        env: Vec<EnvEntry>,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), DeployError> {
+        self.begin_with_release(app, kind, image, plan, env, triggered_by, None)
+            .await
+    }
+
+    /// [`Self::begin`] for a deploy that promotes the built release
+    /// `release`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn begin_with_release(
+        self: &Arc<Self>,
+        app: AppRow,
+        kind: DeployKind,
+        image: String,
         mut plan: Plan,
         env: Vec<EnvEntry>,
         triggered_by: &str,
+        release: Option<String>,
     ) -> Result<(AppRow, DeployRow), DeployError> {
         if plan.strategy.is_none() {
             plan.strategy = Some(
@@ -557,6 +624,7 @@ impl Deployer {
             .unwrap_or_else(|| AppSettings::of(&app));
         config.replicas = plan.replicas;
         deploy.config = Some(config);
+        deploy.release = release;
         let cancel = self.claim_patiently(&app.name, &deploy.id).await?;
         if let Err(e) = self.store.start_deploy(&deploy) {
             self.release(&app.name);
@@ -690,6 +758,7 @@ pub(super) fn new_deploy(
         phase: None,
         settings: None,
         config: None,
+        release: None,
         created_at: now(),
         finished_at: None,
     }

@@ -154,6 +154,8 @@ pub struct DeployRow {
     /// `digest` and `env`, the release it runs (see `crate::release`).
     /// `None` for deploys recorded before releases were.
     pub config: Option<AppSettings>,
+    /// The built release it promotes (`molt releases promote`), if any.
+    pub release: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
 }
@@ -307,6 +309,7 @@ pub(super) fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
         config: r
             .get::<_, Option<String>>("config")?
             .and_then(|s| serde_json::from_str(&s).ok()),
+        release: r.get("release")?,
     })
 }
 

@@ -16,6 +16,7 @@ pub(crate) fn deploy(id: &str, replicas: u32) -> DeployRow {
         phase: None,
         settings: None,
         config: None,
+        release: None,
         triggered_by: "test".into(),
         previous_deploy: None,
         previous_digest: None,

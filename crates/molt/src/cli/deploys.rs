@@ -14,8 +14,15 @@ use molt_core::api::{DeployRequest, DeployStarted, DeployView};
 pub struct DeployArgs {
     /// The App to deploy to.
     pub name: String,
-    /// The image to deploy, e.g. `nginx:1.27`.
-    pub image: String,
+    /// The image to deploy, e.g. `nginx:1.27` (not with --build).
+    #[arg(required_unless_present = "build", conflicts_with = "build")]
+    pub image: Option<String>,
+    /// Build the source in DIR (default: the current directory) on the
+    /// server and promote the release, in one step.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+    pub build: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub source: super::build::SourceArgs,
     /// Return once the deploy has started instead of following it.
     #[arg(long)]
     pub detach: bool,
@@ -50,7 +57,27 @@ pub enum DeploysCommand {
 }
 
 pub async fn deploy(client: &Client, args: DeployArgs) -> Result<u8> {
-    let body = serde_json::to_value(DeployRequest { image: args.image })?;
+    let image = match (args.image, &args.build) {
+        (_, Some(dir)) => {
+            return super::build::deploy_built(client, &args.name, dir, &args.source, args.detach)
+                .await
+        }
+        (Some(image), None) => image,
+        (None, None) => {
+            return Err(super::client::usage(
+                "give an IMAGE to deploy, or --build [DIR] to build the source",
+            ))
+        }
+    };
+    if args.source.file.is_some()
+        || !args.source.build_args.is_empty()
+        || args.source.git_ref.is_some()
+    {
+        return Err(super::client::usage(
+            "--file, --build-arg and --git-ref go with --build",
+        ));
+    }
+    let body = serde_json::to_value(DeployRequest { image })?;
     let answer = client.post(&["apps", &args.name, "deploys"], &body).await?;
     let started: DeployStarted = answer.decode("a started deploy")?;
     follow::started(client, started, args.detach).await

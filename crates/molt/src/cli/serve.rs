@@ -83,6 +83,10 @@ pub struct ServerArgs {
     /// holding the App until someone cancels.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub pull_stall_timeout: u64,
+    /// The largest source context `molt build` may send (e.g. 512M, 2G);
+    /// a larger one is refused with 413 and this limit.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub build_context_limit: u64,
     /// Autoheal: how long after a container starts before it is judged.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub autoheal_grace: std::time::Duration,
@@ -185,6 +189,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
             .max(std::time::Duration::from_secs(1)),
         keep_deploys: args.keep_deploys.get(),
         pull_stall: std::time::Duration::from_secs(args.pull_stall_timeout),
+        build_context_limit: args.build_context_limit,
         upstream: match args.upstream {
             UpstreamArg::Auto => None,
             UpstreamArg::Bridge => Some(molt_server::runtime::UpstreamMode::Bridge),
