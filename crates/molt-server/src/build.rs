@@ -17,6 +17,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 
+/// Releases whose images stay on the host per App unless `molt server
+/// --keep-releases` says otherwise (the serving one and the rollback
+/// targets stay regardless).
+pub const DEFAULT_KEEP_RELEASES: usize = 10;
+
 /// The largest context a build accepts unless `molt server
 /// --build-context-limit` says otherwise: 1 GiB.
 pub const DEFAULT_CONTEXT_LIMIT: u64 = 1 << 30;
@@ -45,6 +50,8 @@ pub struct Builds {
     deployer: Arc<Deployer>,
     dir: PathBuf,
     limit: u64,
+    /// Built releases kept per App (see [`Builds::prune`]).
+    keep_releases: usize,
     running: Mutex<HashMap<String, Arc<Mutex<Vec<String>>>>>,
 }
 
@@ -55,6 +62,7 @@ impl Builds {
         deployer: Arc<Deployer>,
         data_dir: &std::path::Path,
         limit: u64,
+        keep_releases: usize,
     ) -> anyhow::Result<Arc<Self>> {
         let dir = data_dir.join("builds");
         let _ = std::fs::remove_dir_all(&dir);
@@ -69,6 +77,7 @@ impl Builds {
             deployer,
             dir,
             limit,
+            keep_releases: keep_releases.max(1),
             running: Mutex::default(),
         }))
     }
@@ -251,6 +260,41 @@ impl Builds {
         }
         self.running.lock().unwrap().remove(&build.id);
         tracing::info!(build = %build.id, app = %build.app, status = %build.status, "build ended");
+        if release.is_some() {
+            if let Err(e) = self.prune(&build.app).await {
+                tracing::warn!(app = %build.app, error = %format!("{e:#}"), "pruning old releases failed");
+            }
+        }
+    }
+
+    /// Retention: removes the images of an App's built releases beyond the
+    /// newest `keep_releases`, except the serving one and every one a
+    /// succeeded deploy in the history ran (the rollback targets). Each
+    /// removal is logged; an image the engine will not remove (a container
+    /// uses it) stays with its release.
+    pub async fn prune(&self, app: &str) -> anyhow::Result<usize> {
+        let store = &self.deployer.store;
+        let protected: std::collections::HashSet<String> = store
+            .list_deploys(app)?
+            .into_iter()
+            .filter(|d| d.status == molt_core::DeployStatus::Succeeded)
+            .filter_map(|d| d.digest)
+            .collect();
+        let releases = store.list_releases(app)?;
+        let mut pruned = 0;
+        for r in prunable(&releases, self.keep_releases, &protected) {
+            match self.deployer.runtime.remove_image(&r.image).await {
+                Ok(()) => {
+                    store.delete_release(&r.id)?;
+                    pruned += 1;
+                    tracing::info!(app, release = %r.id, image = %r.image, digest = %r.digest, "pruned a release: its image was removed from this host");
+                }
+                Err(e) => {
+                    tracing::warn!(app, release = %r.id, image = %r.image, error = %format!("{e:#}"), "kept a release beyond the retention: its image could not be removed");
+                }
+            }
+        }
+        Ok(pruned)
     }
 
     /// A build as clients see it, with its output from line `after` on
@@ -314,6 +358,21 @@ impl Builds {
             })
             .collect())
     }
+}
+
+/// The releases (newest first) retention removes: those beyond the newest
+/// `keep` whose digest no succeeded deploy ran (`protected`: the serving
+/// one and the rollback targets).
+pub fn prunable<'a>(
+    releases: &'a [ReleaseRow],
+    keep: usize,
+    protected: &std::collections::HashSet<String>,
+) -> Vec<&'a ReleaseRow> {
+    releases
+        .iter()
+        .skip(keep)
+        .filter(|r| !protected.contains(&r.digest))
+        .collect()
 }
 
 /// The builder's output kept per build.
@@ -384,6 +443,28 @@ mod tests {
             "Step 2/3 : RUN make\nmake: *** no rule\nreturned a non-zero code: 2"
         );
         assert_eq!(failed_step(&[], "x"), None);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_what_deploys_ran() {
+        let r = |id: &str| ReleaseRow {
+            id: id.into(),
+            app: "web".into(),
+            build: None,
+            image: format!("molt.local/web:{id}"),
+            digest: format!("sha256:{id}"),
+            settings: AppSettings::of(&crate::store::AppRow::named("web")),
+            env: Vec::new(),
+            created_at: now(),
+        };
+        let releases = vec![r("r5"), r("r4"), r("r3"), r("r2"), r("r1")];
+        let protected = ["sha256:r4".to_string(), "sha256:r1".to_string()].into();
+        let ids: Vec<&str> = prunable(&releases, 2, &protected)
+            .into_iter()
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(ids, ["r3", "r2"]);
+        assert!(prunable(&releases, 5, &Default::default()).is_empty());
     }
 
     #[test]

@@ -118,6 +118,11 @@ pub trait Containers: Send + Sync {
     ) -> Result<String> {
         Err(anyhow::anyhow!("this runtime cannot build images"))
     }
+
+    /// Removes an image from this host (retention of built releases).
+    async fn remove_image(&self, _reference: &str) -> Result<()> {
+        Err(anyhow::anyhow!("this runtime cannot remove images"))
+    }
 }
 
 /// Where traffic is routed: Molt's proxy, or a fake in tests.
@@ -222,6 +227,9 @@ impl Containers for Runtime {
         log: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<String> {
         Runtime::build_image(self, spec, log).await
+    }
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        Runtime::remove_image(self, reference).await
     }
     fn log_lines(
         &self,

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub pull_stall: std::time::Duration,
     /// The largest build context `molt build` may send, in bytes.
     pub build_context_limit: u64,
+    /// Built releases whose images stay per App (`--keep-releases`).
+    pub keep_releases: usize,
 }
 
 /// How long a stopping server waits for open API connections (a followed
@@ -134,8 +136,13 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         dir.display()
     );
     let stopping = tokio_util::sync::CancellationToken::new();
-    let builds = crate::build::Builds::new(Arc::clone(&deployer), dir, config.build_context_limit)
-        .context("preparing builds failed")?;
+    let builds = crate::build::Builds::new(
+        Arc::clone(&deployer),
+        dir,
+        config.build_context_limit,
+        config.keep_releases,
+    )
+    .context("preparing builds failed")?;
     let state = ApiState {
         builds,
         deployer,

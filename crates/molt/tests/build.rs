@@ -202,3 +202,81 @@ async fn build_then_promote_under_load_and_a_failing_build_changes_nothing() {
     let out = molt(&server, &["build", "src", big.path().to_str().unwrap()]);
     assert_eq!(out.status, 0, "{out}");
 }
+
+/// Builds `version` for `app` and returns the new release's id.
+fn build_release(server: &MoltServer, app: &str, version: &str) -> String {
+    let dir = source(&app_dockerfile(version));
+    let out = ok(molt(
+        server,
+        &["build", app, dir.path().to_str().unwrap(), "--json"],
+    ));
+    let build = out.json();
+    assert_eq!(build["status"], "succeeded", "{build}");
+    build["release"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_removes_old_release_images_but_keeps_the_serving_one_and_rollback_targets() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start_with(None, &["--keep-releases", "1"], &[]);
+    let proxy = server.proxy_addr();
+    create_app(&server, "kept", &v1, &["--health-path", "/healthz"]);
+
+    let a = build_release(&server, "kept", "a");
+    ok(molt(&server, &["releases", "promote", "kept", &a]));
+    let promoted_a = newest_deploy(&server, "kept")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = build_release(&server, "kept", "b");
+    ok(molt(&server, &["releases", "promote", "kept", &b]));
+    assert_eq!(served(proxy, "kept.localhost").await, "testapp b");
+
+    // Beyond the newest one, but serving (b) or a rollback target (a).
+    let c = build_release(&server, "kept", "c");
+    let ids = |server: &MoltServer| -> Vec<String> {
+        releases(server, "kept")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&server), [c.clone(), b.clone(), a.clone()]);
+    let c_image = releases(&server, "kept")[0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(try_docker(None, &["image", "inspect", &c_image], None)
+        .status
+        .success());
+
+    // A newer build: c was never promoted, so its image goes (logged).
+    // (Retention runs right after the build is recorded.)
+    let d = build_release(&server, "kept", "d");
+    let expected = [d, b, a];
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            ids(&server) == expected
+        })
+        .await,
+        "{:?}",
+        ids(&server)
+    );
+    assert!(
+        !try_docker(None, &["image", "inspect", &c_image], None)
+            .status
+            .success(),
+        "the image of the pruned release {c} is gone"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            server.log().contains("pruned a release")
+        })
+        .await,
+        "the pruning is logged"
+    );
+
+    // The rollback target kept its image: rolling back to it works.
+    ok(molt(&server, &["rollback", "kept", &promoted_a]));
+    assert_eq!(served(proxy, "kept.localhost").await, "testapp a");
+}

@@ -84,3 +84,24 @@ impl Runtime {
         }
     }
 }
+
+impl Runtime {
+    /// Removes a built image by its tag (retention). Refused by the engine
+    /// while a container uses it; gone already is fine.
+    pub async fn remove_image(&self, reference: &str) -> Result<()> {
+        let options = bollard::query_parameters::RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if super::is_not_found(&e) => Ok(()),
+            Err(e) => Err(anyhow!("{}", engine_message(&e))),
+        }
+    }
+}

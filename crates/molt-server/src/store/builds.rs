@@ -134,6 +134,15 @@ impl Store {
         })
     }
 
+    /// Forgets a release whose image retention removed (its build stays).
+    pub fn delete_release(&self, id: &str) -> Result<()> {
+        self.blocking(|| {
+            self.conn()
+                .execute("DELETE FROM releases WHERE id = ?", [id])?;
+            Ok(())
+        })
+    }
+
     /// An App's releases, newest first.
     pub fn list_releases(&self, app: &str) -> Result<Vec<ReleaseRow>> {
         self.blocking(|| {
