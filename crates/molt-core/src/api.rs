@@ -106,6 +106,11 @@ pub struct DeployView {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<DeployEvent>,
+    /// What this deploy's release changed against the deploy that served
+    /// when it began (image, settings, environment; secrets by version
+    /// only); given when one deploy is asked for and there was one before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::release::ReleaseDiff>,
 }
 
 impl DeployView {
@@ -352,7 +357,7 @@ pub struct RollbackRequest {
     /// serving one.
     #[serde(default)]
     pub deploy_id: Option<String>,
-    /// Also restore that deploy's environment.
+    /// Also restore that deploy's settings and environment.
     #[serde(default)]
     pub with_config: bool,
 }
@@ -425,4 +430,62 @@ pub struct Finding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     pub hint: String,
+}
+
+/// How to build (`POST /api/v1/apps/{name}/builds`, as JSON in the
+/// `X-Molt-Build` header; the body is the context as a tar stream).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildOptions {
+    /// The Dockerfile's path inside the context (default `Dockerfile`).
+    #[serde(default)]
+    pub dockerfile: Option<String>,
+    /// `KEY=VALUE` each.
+    #[serde(default)]
+    pub build_args: Vec<String>,
+    /// The Git ref the context was made from, when it was (for the record).
+    #[serde(default)]
+    pub git_ref: Option<String>,
+}
+
+/// A build from source and, once it succeeded, the release it made.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BuildView {
+    pub id: String,
+    pub app: String,
+    /// `building`, `succeeded` or `failed`.
+    pub status: String,
+    /// `directory`, or `git REF`.
+    pub source: String,
+    pub dockerfile: String,
+    /// The tag of the image on the server's host.
+    pub image: String,
+    /// The image's id, once built.
+    pub digest: Option<String>,
+    /// The release it made, once it succeeded.
+    pub release: Option<String>,
+    pub error: Option<String>,
+    /// The step that failed and its output.
+    pub failed_step: Option<String>,
+    /// The builder's output from line `after` on (`?after=N`).
+    #[serde(default)]
+    pub log: Vec<String>,
+    /// How many lines of output there are so far: ask `?after=` this next.
+    pub log_lines: usize,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// A release of an App: what `molt releases promote` runs.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReleaseView {
+    pub id: String,
+    pub app: String,
+    /// The build that made it.
+    pub build: Option<String>,
+    pub image: String,
+    pub digest: String,
+    pub created_at: String,
+    /// Whether the App serves it now.
+    pub serving: bool,
 }

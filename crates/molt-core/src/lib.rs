@@ -9,6 +9,7 @@ pub mod failure;
 pub mod health;
 pub mod name;
 pub mod reference;
+pub mod release;
 pub mod size;
 
 pub use deploy::{AppStatus, DeployKind, DeployStatus};

@@ -2,6 +2,7 @@
 //! drives (the Docker engine, registries, health checks, the proxy, state).
 
 pub mod api;
+pub mod build;
 pub mod capacity;
 pub mod confine;
 pub mod converge;
@@ -19,6 +20,7 @@ pub mod ops;
 pub mod ports;
 pub mod proxy_link;
 pub mod registry;
+pub mod release;
 pub mod runtime;
 pub mod seal;
 pub mod server;

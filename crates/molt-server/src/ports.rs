@@ -108,6 +108,21 @@ pub trait Containers: Send + Sync {
     async fn list_runs(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+
+    /// Builds an image from a context (`molt build`), each output line to
+    /// `log`; the image's id.
+    async fn build_image(
+        &self,
+        _spec: crate::runtime::BuildSpec,
+        _log: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<String> {
+        Err(anyhow::anyhow!("this runtime cannot build images"))
+    }
+
+    /// Removes an image from this host (retention of built releases).
+    async fn remove_image(&self, _reference: &str) -> Result<()> {
+        Err(anyhow::anyhow!("this runtime cannot remove images"))
+    }
 }
 
 /// Where traffic is routed: Molt's proxy, or a fake in tests.
@@ -205,6 +220,16 @@ impl Containers for Runtime {
     }
     async fn forget_app(&self, app: &str) {
         Runtime::forget_app(self, app).await
+    }
+    async fn build_image(
+        &self,
+        spec: crate::runtime::BuildSpec,
+        log: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<String> {
+        Runtime::build_image(self, spec, log).await
+    }
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        Runtime::remove_image(self, reference).await
     }
     fn log_lines(
         &self,

@@ -34,7 +34,9 @@ pub const ROLE_RUN: &str = "run";
 pub const LABEL_RUN: &str = "molt.run";
 
 mod attach;
+mod build;
 pub use attach::{Attached, OneOff, Output};
+pub use build::BuildSpec;
 
 #[derive(Clone)]
 pub struct Runtime {

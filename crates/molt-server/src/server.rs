@@ -51,6 +51,10 @@ pub struct ServerConfig {
     /// Where Molt's own registry listens, when the server runs one
     /// (`--registry`): the push target of external builds.
     pub registry: Option<SocketAddr>,
+    /// The largest build context `molt build` may send, in bytes.
+    pub build_context_limit: u64,
+    /// Built releases whose images stay per App (`--keep-releases`).
+    pub keep_releases: usize,
 }
 
 /// How long a stopping server waits for open API connections (a followed
@@ -146,7 +150,15 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         dir.display()
     );
     let stopping = tokio_util::sync::CancellationToken::new();
+    let builds = crate::build::Builds::new(
+        Arc::clone(&deployer),
+        dir,
+        config.build_context_limit,
+        config.keep_releases,
+    )
+    .context("preparing builds failed")?;
     let state = ApiState {
+        builds,
         deployer,
         token: Arc::new(token),
         stopping: stopping.clone(),

@@ -64,6 +64,17 @@ enum Command {
         #[command(flatten)]
         args: DeployArgs,
     },
+    /// Build an App's source into a release on the server (promote it
+    /// with `molt releases promote`).
+    Build {
+        #[command(flatten)]
+        args: cli::build::BuildArgs,
+    },
+    /// An App's releases (built from source), or promote one.
+    Releases {
+        #[command(flatten)]
+        args: cli::build::ReleasesArgs,
+    },
     /// Deploy the App's image reference again (picks up a moved tag).
     Redeploy {
         #[command(flatten)]
@@ -180,6 +191,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rollback { args } => lifecycle::rollback(&client()?, args).await,
         Command::Cancel { name } => lifecycle::cancel(&client()?, &name).await,
         Command::Deploys { args } => deploys::run(&client()?, args).await,
+        Command::Build { args } => cli::build::build(&client()?, args).await,
+        Command::Releases { args } => cli::build::releases(&client()?, args).await,
         Command::Env { command } => lifecycle::env(&client()?, command).await,
         Command::Registries { command } => registries::run(&client()?, command).await,
         Command::Logs { args } => logs::logs(&client()?, args).await,

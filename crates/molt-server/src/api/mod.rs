@@ -2,13 +2,14 @@
 //! route, errors as `{"error": {"code", "message"}}`.
 
 pub mod attach;
+pub mod builds;
 pub mod events;
 pub mod logs;
 pub mod push;
 
 use crate::deploy::{DeployError, Deployer};
 use crate::ops::registries::{normalize_host, save_registry};
-use crate::ops::views::{app_view, app_view_with_check, deploy_view, env_views};
+use crate::ops::views::{app_view, app_view_with_check, deploy_view, env_views, release_changes};
 use crate::store::{AppRow, DeployRow};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
@@ -35,7 +36,8 @@ const BODY_LIMIT: usize = 256 * 1024;
         list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
         events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
         list_registries, add_registry, remove_registry, openapi_json, dashboard_link, logs::app_logs, debug_app,
-        scale, attach::run, attach::exec, attach::list_runs, update_app, push::push_target
+        scale, attach::run, attach::exec, attach::list_runs, update_app, push::push_target,
+        builds::start_build, builds::show_build, builds::list_releases, builds::promote
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -124,6 +126,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/exec", post(attach::exec))
         .route("/apps/{name}/runs", get(attach::list_runs))
         .route("/apps/{name}/push-target", post(push::push_target))
+        .route("/apps/{name}/builds", post(builds::start_build))
+        .route("/apps/{name}/builds/{id}", get(builds::show_build))
+        .route("/apps/{name}/releases", get(builds::list_releases))
+        .route("/apps/{name}/releases/{id}/promote", post(builds::promote))
         .route("/registries", get(list_registries).post(add_registry))
         .route("/openapi.json", get(openapi_json))
         .route("/dashboard-link", post(dashboard_link))
@@ -466,7 +472,7 @@ async fn debug_app(
 }
 
 /// The answer to every request that started a deploy on an existing App.
-fn started(
+pub(crate) fn started(
     s: &ApiState,
     result: (AppRow, DeployRow),
 ) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
@@ -627,7 +633,9 @@ async fn show_deploy(
             )
         })?;
     let events = s.deployer.store.events(&id, q.after)?;
-    Ok(Json(deploy_view(&deploy, events)))
+    let mut view = deploy_view(&deploy, events);
+    view.changes = release_changes(&s.deployer.store, &deploy)?;
+    Ok(Json(view))
 }
 
 #[utoipa::path(get, path = "/api/v1/registries", tag = "registries", responses((status = 200, description = "Never the secret", body = Vec<RegistryView>)))]

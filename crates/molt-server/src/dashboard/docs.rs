@@ -31,6 +31,7 @@ macro_rules! doc {
 /// Every how-to, in the order the index lists them.
 const DOCS: &[Doc] = &[
     doc!("deploy-a-new-version"),
+    doc!("build-and-deploy-from-source"),
     doc!("roll-back"),
     doc!("redeploy-vs-restart"),
     doc!("environment-and-secrets"),

@@ -124,6 +124,7 @@ impl Deployer {
         deploy.env = env.clone();
         deploy.replicas = app.replicas;
         deploy.strategy = Some("bluegreen".into());
+        deploy.config = Some(AppSettings::of(&app));
         let cancel = self.claim(&app.name, &deploy.id)?;
         if let Err(e) = self.store.create_app(&app, &env, &deploy) {
             self.release(&app.name);
@@ -314,6 +315,56 @@ impl Deployer {
         .await
     }
 
+    /// Runs exactly a built release (`molt releases promote`) through the
+    /// health-checked swap: its image from this host, with the App's
+    /// settings and environment as they are now (changes made since the
+    /// build go into the promoted release).
+    pub async fn promote(
+        self: &Arc<Self>,
+        app: &str,
+        release: &str,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), DeployError> {
+        let app = self.find_app(app)?;
+        let r = self
+            .store
+            .get_release(release)?
+            .filter(|r| r.app == app.name)
+            .ok_or_else(|| {
+                DeployError::NotFound(format!(
+                    "the App `{}` has no release `{}`: see `molt releases {}`",
+                    app.name,
+                    release.chars().take(40).collect::<String>(),
+                    app.name
+                ))
+            })?;
+        let env = self.store.env(&app.name)?;
+        let plan = Plan::new(Some(r.digest.clone()));
+        let (app, deploy) = self
+            .begin_with_release(
+                app,
+                DeployKind::Deploy,
+                r.image.clone(),
+                plan,
+                env,
+                triggered_by,
+                Some(r.id.clone()),
+            )
+            .await?;
+        let _ = self.store.event(
+            &deploy.id,
+            &format!(
+                "promoting release {}{}",
+                r.id,
+                r.build
+                    .as_ref()
+                    .map(|b| format!(" (build {b})"))
+                    .unwrap_or_default()
+            ),
+        );
+        Ok((app, deploy))
+    }
+
     /// Pulls the App's reference again (a new build pushed to the same tag)
     /// and swaps to it.
     pub async fn redeploy(
@@ -446,10 +497,13 @@ impl Deployer {
         } else {
             self.store.env(&app.name)?
         };
-        let plan = Plan {
+        let mut plan = Plan {
             restore_env: with_config,
             ..Plan::new(Some(digest))
         };
+        if with_config {
+            self.restore_settings(&app, &target, &mut plan)?;
+        }
         let (app, mut deploy) = self
             .begin(
                 app,
@@ -468,7 +522,62 @@ impl Deployer {
         Ok((app, deploy))
     }
 
+    /// With `--with-config`, a rollback also brings the target's settings
+    /// (the App's replica count stays: scaling is not configuration),
+    /// which the App takes with the swap as an `apps update` would. Its
+    /// domains must still be free, and when containers must change it
+    /// runs through the strategy the host's room allows.
+    fn restore_settings(
+        &self,
+        app: &AppRow,
+        target: &DeployRow,
+        plan: &mut Plan,
+    ) -> Result<(), DeployError> {
+        let Some(mut settings) = target.config.clone() else {
+            // Recorded before releases: only its environment is known.
+            return Ok(());
+        };
+        let current = AppSettings::of(app);
+        settings.replicas = current.replicas;
+        if settings == current {
+            return Ok(());
+        }
+        for d in &settings.domains {
+            if let Some(owner) = self.domain_owner(d)?.filter(|o| *o != app.name) {
+                return Err(DeployError::invalid(
+                    "domain_taken",
+                    format!("deploy {} routed {d}, which now belongs to the App `{owner}`: remove it there first (`molt apps update {owner} --remove-domain {d}`) or roll back without --with-config", target.id),
+                ));
+            }
+        }
+        if super::settings::needs_new_containers(&current, &settings) {
+            let wanted = settings.apply_to(app);
+            plan.strategy = Some(
+                capacity::choose_change(Some(app), &wanted, self.in_use()?, self.capacity)
+                    .map_err(|e| DeployError::invalid("insufficient_resources", e))?,
+            );
+        }
+        plan.settings = Some(settings);
+        Ok(())
+    }
+
     pub(super) async fn begin(
+        self: &Arc<Self>,
+        app: AppRow,
+        kind: DeployKind,
+        image: String,
+        plan: Plan,
+        env: Vec<EnvEntry>,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), DeployError> {
+        self.begin_with_release(app, kind, image, plan, env, triggered_by, None)
+            .await
+    }
+
+    /// [`Self::begin`] for a deploy that promotes the built release
+    /// `release`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn begin_with_release(
         self: &Arc<Self>,
         app: AppRow,
         kind: DeployKind,
@@ -476,6 +585,7 @@ impl Deployer {
         mut plan: Plan,
         env: Vec<EnvEntry>,
         triggered_by: &str,
+        release: Option<String>,
     ) -> Result<(AppRow, DeployRow), DeployError> {
         if plan.strategy.is_none() {
             plan.strategy = Some(
@@ -507,6 +617,14 @@ impl Deployer {
         deploy.replicas = plan.replicas;
         deploy.strategy = Some(plan.strategy_name().to_string());
         deploy.settings = plan.settings.clone();
+        // The release it runs: the settings it brings, or the App's.
+        let mut config = plan
+            .settings
+            .clone()
+            .unwrap_or_else(|| AppSettings::of(&app));
+        config.replicas = plan.replicas;
+        deploy.config = Some(config);
+        deploy.release = release;
         let cancel = self.claim_patiently(&app.name, &deploy.id).await?;
         if let Err(e) = self.store.start_deploy(&deploy) {
             self.release(&app.name);
@@ -639,6 +757,8 @@ pub(super) fn new_deploy(
         strategy: None,
         phase: None,
         settings: None,
+        config: None,
+        release: None,
         created_at: now(),
         finished_at: None,
     }

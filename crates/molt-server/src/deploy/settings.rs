@@ -180,66 +180,14 @@ impl Deployer {
 }
 
 /// What differs between two settings, one phrase per setting, e.g.
-/// `port 8080 → 9090`.
+/// `port 8080 → 9090`: compared by `release::setting_changes` and phrased
+/// as every release diff is.
 pub(super) fn describe_changes(old: &AppSettings, new: &AppSettings) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut diff = |what: &str, a: String, b: String| {
-        if a != b {
-            out.push(format!("{what} {a} → {b}"));
-        }
-    };
-    let path = |h: &HealthCheck| h.path.clone().unwrap_or_else(|| "none (TCP)".into());
-    let mem = |m: Option<u64>| {
-        m.map(capacity::human_bytes)
-            .unwrap_or_else(|| "default".into())
-    };
-    let cpus = |c: Option<f64>| {
-        c.map(|c| c.to_string())
-            .unwrap_or_else(|| "no limit".into())
-    };
-    diff("port", old.port.to_string(), new.port.to_string());
-    diff("health path", path(&old.health), path(&new.health));
-    diff(
-        "health timeout",
-        format!("{} s", old.health.deploy_timeout_secs),
-        format!("{} s", new.health.deploy_timeout_secs),
-    );
-    diff(
-        "health interval",
-        format!("{} ms", old.health.interval_ms),
-        format!("{} ms", new.health.interval_ms),
-    );
-    diff(
-        "start period",
-        format!("{} s", old.health.start_period_ms / 1000),
-        format!("{} s", new.health.start_period_ms / 1000),
-    );
-    diff("memory", mem(old.memory_bytes), mem(new.memory_bytes));
-    diff("cpus", cpus(old.cpus), cpus(new.cpus));
-    diff("gpus", old.gpus.to_string(), new.gpus.to_string());
-    diff(
-        "replicas",
-        old.replicas.to_string(),
-        new.replicas.to_string(),
-    );
-    diff("strategy", old.strategy.clone(), new.strategy.clone());
-    diff(
-        "drain timeout",
-        format!("{} s", old.drain_timeout_secs),
-        format!("{} s", new.drain_timeout_secs),
-    );
-    diff(
-        "upstream timeout",
-        format!("{} s", old.upstream_timeout_secs),
-        format!("{} s", new.upstream_timeout_secs),
-    );
-    for d in new.domains.iter().filter(|d| !old.domains.contains(d)) {
-        out.push(format!("domain {d} added"));
+    molt_core::release::ReleaseDiff {
+        settings: crate::release::setting_changes(old, new),
+        ..Default::default()
     }
-    for d in old.domains.iter().filter(|d| !new.domains.contains(d)) {
-        out.push(format!("domain {d} removed"));
-    }
-    out
+    .lines()
 }
 
 /// Whether running containers must be replaced for `new` to hold: what

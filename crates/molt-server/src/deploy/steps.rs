@@ -82,6 +82,9 @@ impl Deployer {
         plan: &Plan,
         image: &ImageRef,
     ) -> Result<Fetched, StepError> {
+        if image.registry == crate::build::BUILT_REGISTRY {
+            return self.built(deploy, plan, image).await;
+        }
         if let Some(digest) = &plan.digest {
             let pinned = image.with_digest(digest);
             self.store.set_deploy_digest(&deploy.id, digest)?;
@@ -135,6 +138,34 @@ impl Deployer {
                 Ok((image.to_string(), None))
             }
         }
+    }
+
+    /// An image built on this host (`molt build`): never pulled, run by its
+    /// id, which is its digest.
+    async fn built(
+        &self,
+        deploy: &DeployRow,
+        plan: &Plan,
+        image: &ImageRef,
+    ) -> Result<Fetched, StepError> {
+        let Some(id) = &plan.digest else {
+            return Err(StepError::of(FailureKind::ImageMissing, format!(
+                "{image} was built on this host and cannot be pulled again: promote a release with `molt releases promote {}`, or build again with `molt build {}`",
+                deploy.app, deploy.app
+            )));
+        };
+        self.store.set_deploy_digest(&deploy.id, id)?;
+        if !self.runtime.has_image(id).await {
+            return Err(StepError::of(FailureKind::ImageMissing, format!(
+                "the built image {image} ({id}) is no longer on this host: build it again with `molt build {}`",
+                deploy.app
+            )));
+        }
+        self.store.event(
+            &deploy.id,
+            &format!("using the built image {image} ({id}), on this host"),
+        )?;
+        Ok((id.clone(), Some(id.clone())))
     }
 
     /// Starts the container of one replica of a deploy and records it.

@@ -751,6 +751,57 @@ fn the_deploy_timeout_runs_after_the_start_period() {
     assert_eq!(readiness::patience(&health), Duration::from_secs(10));
 }
 
+/// Every deploy records its release (the App's whole settings beside its
+/// environment); a rollback `--with-config` brings back the target's
+/// settings with the swap, and one without it changes only the image.
+#[tokio::test]
+async fn a_rollback_with_config_restores_the_settings_of_its_target() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    let first = rig.app();
+    let created = rig
+        .deployer
+        .store
+        .get_deploy(first.current_deploy.as_ref().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(created.config, Some(AppSettings::of(&first)));
+    let d = rig
+        .update(UpdateAppRequest {
+            port: Some(9090),
+            health_path: Some("/ready".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(d.config.as_ref().map(|c| c.port), Some(9090));
+
+    // Without --with-config the settings stay.
+    let (_, r) = rig
+        .deployer
+        .rollback("web", Some(&created.id), false, "test")
+        .await
+        .unwrap();
+    let r = rig.ended(&r.id).await;
+    assert_eq!(r.status, DeployStatus::Succeeded, "{:?}", r.failure);
+    assert_eq!(rig.app().port, 9090);
+    assert_eq!(r.config.as_ref().map(|c| c.port), Some(9090));
+
+    let (_, r) = rig
+        .deployer
+        .rollback("web", Some(&created.id), true, "test")
+        .await
+        .unwrap();
+    let r = rig.ended(&r.id).await;
+    assert_eq!(r.status, DeployStatus::Succeeded, "{:?}", r.failure);
+    let app = rig.app();
+    assert_eq!(AppSettings::of(&app), AppSettings::of(&first));
+    assert_eq!(app.current_deploy.as_deref(), Some(r.id.as_str()));
+    let addr = rig.fakes.world().routes["web"].targets[0].addr.clone();
+    assert!(addr.ends_with(&format!(":{}", first.port)), "{addr}");
+    rig.assert_serves();
+}
+
 /// Without a health path the image's own `HEALTHCHECK` decides: a healthy
 /// verdict swaps, an unhealthy one fails the deploy at once with the
 /// check's output and changes nothing, and a health path wins over it.

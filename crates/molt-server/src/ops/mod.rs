@@ -20,6 +20,8 @@ use std::sync::Arc;
 pub struct Shared {
     pub deployer: Arc<Deployer>,
     pub token: Arc<String>,
+    /// Builds from source and the releases they make.
+    pub builds: Arc<crate::build::Builds>,
     /// Cancelled when the server stops: long-held requests (event streams,
     /// live regions) end early instead of holding the graceful stop up.
     pub stopping: tokio_util::sync::CancellationToken,

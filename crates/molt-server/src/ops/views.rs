@@ -3,8 +3,10 @@
 //! dashboard.
 
 use crate::deploy::Deployer;
-use crate::store::{AppRow, DeployRow, EventRow};
+use crate::release::{diff, Release};
+use crate::store::{AppRow, DeployRow, EventRow, Store};
 use molt_core::api::{AppView, ContainerView, DeployEvent, DeployView, EnvVarView};
+use molt_core::release::ReleaseDiff;
 
 /// A deploy as clients see it; `events` when one deploy is asked for.
 pub fn deploy_view(d: &DeployRow, events: Vec<EventRow>) -> DeployView {
@@ -31,7 +33,20 @@ pub fn deploy_view(d: &DeployRow, events: Vec<EventRow>) -> DeployView {
                 message: e.message,
             })
             .collect(),
+        changes: None,
     }
+}
+
+/// What a deploy's release changed against the deploy that served when it
+/// began; `None` for an App's first deploy or when that deploy is no
+/// longer in the history.
+pub fn release_changes(store: &Store, d: &DeployRow) -> anyhow::Result<Option<ReleaseDiff>> {
+    let Some(before) = &d.previous_deploy else {
+        return Ok(None);
+    };
+    Ok(store
+        .get_deploy(before)?
+        .map(|b| diff(&Release::of(&b), &Release::of(d))))
 }
 
 pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {

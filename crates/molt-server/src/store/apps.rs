@@ -100,6 +100,8 @@ impl Store {
             tx.execute("DELETE FROM deploys WHERE app = ?", [name])?;
             tx.execute("DELETE FROM env WHERE app = ?", [name])?;
             tx.execute("DELETE FROM runs WHERE app = ?", [name])?;
+            tx.execute("DELETE FROM builds WHERE app = ?", [name])?;
+            tx.execute("DELETE FROM releases WHERE app = ?", [name])?;
             tx.execute("DELETE FROM apps WHERE name = ?", [name])?;
             tx.commit()?;
             Ok(())

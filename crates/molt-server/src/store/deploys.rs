@@ -398,8 +398,8 @@ pub(super) fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
     conn.execute(
         "INSERT INTO deploys (id, app, kind, image, digest, status, error, triggered_by,
             previous_deploy, previous_digest, replicas, env_snapshot, created_at, finished_at,
-            failure, strategy, settings)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            failure, strategy, settings, config, release)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         params![
             d.id,
             d.app,
@@ -418,6 +418,8 @@ pub(super) fn insert_deploy(conn: &Connection, d: &DeployRow) -> Result<()> {
             d.failure.as_ref().map(serde_json::to_string).transpose()?,
             d.strategy,
             d.settings.as_ref().map(serde_json::to_string).transpose()?,
+            d.config.as_ref().map(serde_json::to_string).transpose()?,
+            d.release,
         ],
     )?;
     insert_event(

@@ -150,6 +150,12 @@ pub struct DeployRow {
     /// The App's new settings, for a `config` deploy that changes them
     /// (`molt apps update`); the App takes them when the swap is recorded.
     pub settings: Option<AppSettings>,
+    /// The App's whole settings as this deploy runs them: with `image`,
+    /// `digest` and `env`, the release it runs (see `crate::release`).
+    /// `None` for deploys recorded before releases were.
+    pub config: Option<AppSettings>,
+    /// The built release it promotes (`molt releases promote`), if any.
+    pub release: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
 }
@@ -300,6 +306,10 @@ pub(super) fn deploy_from_row(r: &Row) -> rusqlite::Result<DeployRow> {
         settings: r
             .get::<_, Option<String>>("settings")?
             .and_then(|s| serde_json::from_str(&s).ok()),
+        config: r
+            .get::<_, Option<String>>("config")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        release: r.get("release")?,
     })
 }
 

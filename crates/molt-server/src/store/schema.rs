@@ -135,4 +135,45 @@ CREATE INDEX runs_by_app ON runs (app, started_at);
     r#"
 ALTER TABLE deploys ADD COLUMN settings TEXT;
 "#,
+    // ---- Releases ----
+    // The whole settings a deploy runs with (JSON `AppSettings`), so each
+    // deploy records a release: its digest, these settings and its
+    // environment snapshot.
+    r#"
+ALTER TABLE deploys ADD COLUMN config TEXT;
+"#,
+    // Builds from source (`molt build`) and the releases they make: an
+    // image on this host with the App's settings and environment as they
+    // were; a deploy that promotes one names it.
+    r#"
+CREATE TABLE builds (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    dockerfile TEXT NOT NULL,
+    image TEXT NOT NULL,
+    digest TEXT,
+    release TEXT,
+    error TEXT,
+    failed_step TEXT,
+    log TEXT NOT NULL DEFAULT '[]',
+    created_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX builds_by_app ON builds (app, created_at);
+CREATE TABLE releases (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    app TEXT NOT NULL,
+    build TEXT,
+    image TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    env TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX releases_by_app ON releases (app, n);
+ALTER TABLE deploys ADD COLUMN release TEXT;
+"#,
 ];

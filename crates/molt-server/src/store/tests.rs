@@ -15,6 +15,8 @@ pub(crate) fn deploy(id: &str, replicas: u32) -> DeployRow {
         strategy: None,
         phase: None,
         settings: None,
+        config: None,
+        release: None,
         triggered_by: "test".into(),
         previous_deploy: None,
         previous_digest: None,

@@ -279,6 +279,39 @@ impl Client {
         Ok(())
     }
 
+    /// POSTs the file at `path` as the body (a build's context), streamed
+    /// from disk, with `headers`; the answer, or the API's refusal.
+    pub async fn upload(
+        &self,
+        url: Url,
+        path: &Path,
+        headers: &[(&str, String)],
+    ) -> Result<Answer> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let len = file.metadata().await?.len();
+        let mut req = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            // A large context on a slow link.
+            .timeout(Duration::from_secs(3600))
+            .body(reqwest::Body::from(file));
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(Answer(body.to_vec()));
+        }
+        Err(api_failure(status.as_u16(), &body).into())
+    }
+
     /// POSTs `body` asking to switch to the attach stream (`molt run`,
     /// `molt exec`); the upgraded connection, or the API's refusal.
     pub async fn upgrade(

@@ -14,8 +14,15 @@ use molt_core::api::{DeployRequest, DeployStarted, DeployView};
 pub struct DeployArgs {
     /// The App to deploy to.
     pub name: String,
-    /// The image to deploy, e.g. `nginx:1.27`.
-    pub image: String,
+    /// The image to deploy, e.g. `nginx:1.27` (not with --build).
+    #[arg(required_unless_present = "build", conflicts_with = "build")]
+    pub image: Option<String>,
+    /// Build the source in DIR (default: the current directory) on the
+    /// server and promote the release, in one step.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+    pub build: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub source: super::build::SourceArgs,
     /// Return once the deploy has started instead of following it.
     #[arg(long)]
     pub detach: bool,
@@ -50,7 +57,27 @@ pub enum DeploysCommand {
 }
 
 pub async fn deploy(client: &Client, args: DeployArgs) -> Result<u8> {
-    let body = serde_json::to_value(DeployRequest { image: args.image })?;
+    let image = match (args.image, &args.build) {
+        (_, Some(dir)) => {
+            return super::build::deploy_built(client, &args.name, dir, &args.source, args.detach)
+                .await
+        }
+        (Some(image), None) => image,
+        (None, None) => {
+            return Err(super::client::usage(
+                "give an IMAGE to deploy, or --build [DIR] to build the source",
+            ))
+        }
+    };
+    if args.source.file.is_some()
+        || !args.source.build_args.is_empty()
+        || args.source.git_ref.is_some()
+    {
+        return Err(super::client::usage(
+            "--file, --build-arg and --git-ref go with --build",
+        ));
+    }
+    let body = serde_json::to_value(DeployRequest { image })?;
     let answer = client.post(&["apps", &args.name, "deploys"], &body).await?;
     let started: DeployStarted = answer.decode("a started deploy")?;
     follow::started(client, started, args.detach).await
@@ -143,6 +170,18 @@ pub fn deploy_details(d: &DeployView) -> String {
         pairs.push(("error", e.clone()));
     }
     let mut out = key_values(&pairs);
+    if let Some(changes) = &d.changes {
+        out.push_str(&format!("\nchanges against deploy {}:\n", changes.against));
+        let lines = changes.lines();
+        if lines.is_empty() {
+            out.push_str("  none: the same release\n");
+        }
+        for line in lines {
+            out.push_str("  ");
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
     if !d.events.is_empty() {
         out.push_str("\ntimeline:\n");
         for e in &d.events {
@@ -179,8 +218,34 @@ mod tests {
     }
 
     #[test]
-    fn table_shows_the_first_line_of_errors() {
-        let d = DeployView {
+    fn details_list_the_changes_against_the_deploy_before() {
+        use molt_core::release::{ReleaseDiff, SettingChange};
+        let mut d = view();
+        d.changes = Some(ReleaseDiff {
+            against: "d0".into(),
+            settings: vec![SettingChange {
+                setting: "port".into(),
+                from: Some("8080".into()),
+                to: Some("9090".into()),
+            }],
+            ..Default::default()
+        });
+        let out = deploy_details(&d);
+        assert!(
+            out.contains("changes against deploy d0:\n  port 8080 → 9090\n"),
+            "{out}"
+        );
+        d.changes = Some(ReleaseDiff {
+            against: "d0".into(),
+            ..Default::default()
+        });
+        assert!(deploy_details(&d).contains("  none: the same release\n"));
+        d.changes = None;
+        assert!(!deploy_details(&d).contains("changes"));
+    }
+
+    fn view() -> DeployView {
+        DeployView {
             id: "d1".into(),
             failure: None,
             strategy: None,
@@ -195,7 +260,13 @@ mod tests {
             created_at: "2025-01-02T10:11:12Z".into(),
             finished_at: None,
             events: vec![],
-        };
+            changes: None,
+        }
+    }
+
+    #[test]
+    fn table_shows_the_first_line_of_errors() {
+        let d = view();
         assert_eq!(
             deploys_table(&[d]),
             "ID  KIND    STATUS  IMAGE    DIGEST  CREATED              ERROR\n\

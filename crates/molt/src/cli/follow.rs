@@ -223,6 +223,7 @@ mod tests {
             created_at: "2025-01-02T10:11:12Z".into(),
             finished_at: None,
             events: vec![],
+            changes: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod attach;
+pub mod build;
 pub mod client;
 pub mod deploys;
 pub mod follow;
@@ -12,3 +13,4 @@ pub mod output;
 pub mod registries;
 pub mod runs;
 pub mod serve;
+pub mod source;

@@ -88,6 +88,15 @@ pub struct ServerArgs {
     /// there with a credential the server issues, and deploys pull from it.
     #[arg(long, value_name = "ADDR")]
     pub registry: Option<std::net::SocketAddr>,
+    /// The largest source context `molt build` may send (e.g. 512M, 2G);
+    /// a larger one is refused with 413 and this limit.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub build_context_limit: u64,
+    /// Built releases whose images stay on this host per App: older ones
+    /// are removed after each build (logged), except the serving release
+    /// and those a deploy in the history ran (the rollback targets).
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub keep_releases: std::num::NonZeroUsize,
     /// Autoheal: how long after a container starts before it is judged.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub autoheal_grace: std::time::Duration,
@@ -191,6 +200,8 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         keep_deploys: args.keep_deploys.get(),
         pull_stall: std::time::Duration::from_secs(args.pull_stall_timeout),
         registry: args.registry,
+        build_context_limit: args.build_context_limit,
+        keep_releases: args.keep_releases.get(),
         upstream: match args.upstream {
             UpstreamArg::Auto => None,
             UpstreamArg::Bridge => Some(molt_server::runtime::UpstreamMode::Bridge),

@@ -327,6 +327,17 @@ impl Drop for MoltServer {
             for net in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
                 let _ = try_docker(None, &["network", "rm", net], None);
             }
+            // Images this instance built (`molt build`).
+            let images = try_docker(None, &["image", "ls", "--quiet", "--filter", &filter], None);
+            let images: Vec<String> = String::from_utf8_lossy(&images.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if !images.is_empty() {
+                let mut args = vec!["rmi", "--force"];
+                args.extend(images.iter().map(String::as_str));
+                let _ = try_docker(None, &args, None);
+            }
         }
     }
 }

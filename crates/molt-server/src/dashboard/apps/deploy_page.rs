@@ -26,6 +26,7 @@ pub(super) fn deploy_region(s: &DashState, csrf: &str, app: &AppRow, dep: &Deplo
             div { dt { "Duration" } dd { (layout::duration(&dep.created_at, dep.finished_at.as_deref())) } }
             div { dt { "Started by" } dd { (dep.triggered_by) } }
         }
+        (release_changes(s, dep))
         (recreate_phases(dep.status, dep.phase))
         (steps(dep, &events))
         @if let Some(err) = &dep.error {
@@ -51,9 +52,28 @@ pub(super) fn deploy_region(s: &DashState, csrf: &str, app: &AppRow, dep: &Deplo
                 input type="hidden" name="deploy_id" value=(dep.id);
                 div.check {
                     input #rollback-config type="checkbox" name="with_config" value="on";
-                    label for="rollback-config" { "Also restore this deploy's environment" }
+                    label for="rollback-config" { "Also restore this deploy's settings and environment" }
                 }
                 button.btn.primary type="submit" { "Roll back to this deploy" }
+            }
+        }
+    }
+}
+
+/// What the deploy's release changed against the deploy before it (the
+/// phrases `molt deploys show` prints); secrets by version only.
+fn release_changes(s: &DashState, dep: &DeployRow) -> Markup {
+    let Ok(Some(changes)) = crate::ops::views::release_changes(&s.api.deployer.store, dep) else {
+        return html! {};
+    };
+    let lines = changes.lines();
+    html! {
+        section.release-changes {
+            h2 { "Changes against deploy " code { (crate::deploy::short(&changes.against)) } }
+            @if lines.is_empty() {
+                p.muted { "None: the same release." }
+            } @else {
+                ul.changes { @for line in &lines { li { (line) } } }
             }
         }
     }
