@@ -44,6 +44,8 @@ pub(crate) use cutover::followed_image;
 pub use cutover::route_for;
 pub(crate) use narration::indent;
 pub use narration::short;
+pub use settings::{blamed_setting, Blamed};
+pub use update::{ChangeEffect, SettingsPreview};
 
 use crate::capacity::{self, Capacity, Need, Strategy};
 use crate::health::Probe;

@@ -750,3 +750,51 @@ fn the_deploy_timeout_runs_after_the_start_period() {
     };
     assert_eq!(readiness::patience(&health), Duration::from_secs(10));
 }
+
+/// An image deploy that failed on its port is tried again with the port
+/// its version listens on: the App takes the image and the port together,
+/// and the preview said it would start new containers.
+#[tokio::test]
+async fn a_failed_image_deploy_is_tried_again_with_new_settings() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    rig.fakes.world().listen_port = Some(9000);
+    let (_, d) = rig.deployer.deploy("web", V2, "test").await.unwrap();
+    let d = rig.ended(&d.id).await;
+    assert_eq!(d.status, DeployStatus::Failed);
+    let failure = d.failure.unwrap();
+    let now = AppSettings::of(&rig.app());
+    assert_eq!(
+        super::blamed_setting(&now, &now, &failure),
+        Some(super::Blamed::Port)
+    );
+    let req = UpdateAppRequest {
+        port: Some(9000),
+        ..Default::default()
+    };
+    let preview = rig.deployer.preview_update("web", &req, true).unwrap();
+    assert_eq!(preview.changes, vec!["port 8080 → 9000"]);
+    assert!(matches!(
+        preview.effect,
+        super::ChangeEffect::NewContainers(_)
+    ));
+    let (_, d) = rig
+        .deployer
+        .deploy_with_settings("web", V2, req, "test")
+        .await
+        .unwrap();
+    let d = rig.ended(&d.id).await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    let app = rig.app();
+    assert_eq!(app.port, 9000);
+    assert_eq!(app.current_deploy.as_deref(), Some(d.id.as_str()));
+    assert!(d.image.contains("v2"), "{}", d.image);
+    // A settings change alone previews as one and starts nothing.
+    let req = UpdateAppRequest {
+        drain_timeout_secs: Some(3),
+        ..Default::default()
+    };
+    let preview = rig.deployer.preview_update("web", &req, false).unwrap();
+    assert_eq!(preview.effect, super::ChangeEffect::RouteOnly);
+    rig.assert_serves();
+}

@@ -109,10 +109,12 @@ fn checked(v: &Option<String>) -> bool {
 
 mod actions;
 mod deploy_page;
+mod edit;
 mod list;
 mod page;
 
 pub use actions::*;
 pub use deploy_page::*;
+pub use edit::{edit_page, edit_submit};
 pub use list::*;
 pub use page::*;
