@@ -2,7 +2,8 @@
 //! swap with no failed request; a change that fails changes nothing and
 //! says why; routing changes move no container; a change that cannot fit
 //! beside the serving version asks for `--yes` and then recreates with
-//! requests held; a start period lets a slow boot deploy.
+//! requests held; a start period lets a slow boot deploy; two Apps racing
+//! for one domain never both get it.
 
 mod support;
 
@@ -229,5 +230,114 @@ async fn a_start_period_lets_a_slow_boot_deploy() {
     assert_eq!(
         served(server.proxy_addr(), "slow.localhost").await,
         "testapp v1"
+    );
+}
+
+/// Two Apps asking for one domain at once: one gets it, the other is
+/// refused with the owner's name, and the domain serves one App only. A
+/// domain a deploy in progress is adding is already taken: the deploy of
+/// `slow` adds it and, until that swap is recorded, another App's request
+/// for it is refused naming `slow`.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apps_racing_for_one_domain_never_both_get_it() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let v2 = push(&registry, "testapp", "v2", "v2");
+    let slow = push(&registry, "testapp", "slowstart", "slowstart");
+    let server = MoltServer::start(None);
+    let proxy = server.proxy_addr();
+    create_app(&server, "one", &v1, &["--health-path", "/healthz"]);
+    create_app(&server, "two", &v2, &["--health-path", "/healthz"]);
+    create_app(&server, "slow", &slow, &["--health-path", "/healthz"]);
+
+    // At once, each with new containers (a new health path), so that both
+    // deploys run side by side.
+    let shared = "shared.example.com";
+    let (a, b) = std::thread::scope(|s| {
+        let update = |app: &'static str| {
+            let server = &server;
+            s.spawn(move || {
+                molt(
+                    server,
+                    &[
+                        "apps",
+                        "update",
+                        app,
+                        "--add-domain",
+                        shared,
+                        "--health-path",
+                        "/version",
+                    ],
+                )
+            })
+        };
+        let (a, b) = (update("one"), update("two"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (winner, loser, refused) = match (a.status, b.status) {
+        (0, 2) => ("one", "two", b),
+        (2, 0) => ("two", "one", a),
+        _ => panic!("exactly one update must get the domain:\n{a}\n{b}"),
+    };
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("already routed to the App `{winner}`")),
+        "{refused}"
+    );
+    let show = |app| ok(molt(&server, &["apps", "show", app, "--json"])).json();
+    let has = |app, domain: &str| {
+        show(app)["domains"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d == domain))
+    };
+    assert!(has(winner, shared) && !has(loser, shared));
+    let version = if winner == "one" { "v1" } else { "v2" };
+    for _ in 0..20 {
+        assert_eq!(served(proxy, shared).await, format!("testapp {version}"));
+    }
+
+    // A domain a deploy in progress adds is taken from its start.
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "slow",
+            "--add-domain",
+            "later.example.com",
+            "--health-path",
+            "/version",
+            "--detach",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    let running = newest_deploy(&server, "slow");
+    assert_eq!(running["kind"], "config", "{running}");
+    let out = molt(
+        &server,
+        &["apps", "update", "one", "--add-domain", "later.example.com"],
+    );
+    assert_eq!(out.status, 2, "{out}");
+    assert!(
+        out.stderr.contains("already routed to the App `slow`"),
+        "{out}"
+    );
+    let ended = wait_for(Duration::from_secs(60), || async {
+        let d = newest_deploy(&server, "slow");
+        matches!(
+            d["status"].as_str(),
+            Some("succeeded" | "failed" | "canceled")
+        )
+        .then_some(d)
+    })
+    .await
+    .expect("the deploy of `slow` did not end within 60 s");
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    assert!(has("slow", "later.example.com"), "{}", show("slow"));
+    assert!(!has("one", "later.example.com"), "{}", show("one"));
+    assert_eq!(
+        served(proxy, "later.example.com").await,
+        "testapp slowstart"
     );
 }

@@ -129,6 +129,9 @@ impl Deployer {
             return false;
         }
         self.unrecorded().remove(app);
+        if self.in_progress(app).is_none() {
+            self.release_domains(app);
+        }
         let _ = self.store.event(
             &pending.deploy_id,
             "the cutover was recorded after the database refused it at first",

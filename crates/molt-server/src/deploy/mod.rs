@@ -154,6 +154,9 @@ pub struct Deployer {
     /// Cutovers the proxy took and the database did not record yet, by App
     /// (see `cutover`).
     unrecorded: Mutex<HashMap<String, cutover::Unrecorded>>,
+    /// Domains an App's deploy in progress adds, by App, until the App's
+    /// row has them (see `claims`).
+    pending_domains: Mutex<HashMap<String, Vec<String>>>,
     /// Containers the converger started that have not passed a health check
     /// yet, and whether a waiter runs for each (see `converge`).
     warming: Mutex<std::collections::BTreeMap<String, bool>>,
@@ -175,6 +178,7 @@ impl Deployer {
             interruptions: Mutex::new(HashMap::new()),
             out_of_rotation: Mutex::new(HashSet::new()),
             unrecorded: Mutex::new(HashMap::new()),
+            pending_domains: Mutex::new(HashMap::new()),
             warming: Mutex::new(Default::default()),
         }
     }

@@ -170,13 +170,18 @@ impl Deployer {
             return Ok(None);
         }
         if let Some(owner) = self.domain_owner(&d)?.filter(|o| o != app) {
-            return Err(DeployError::invalid(
-                "domain_taken",
-                format!("the domain {d} is already routed to the App `{owner}`: remove it there first with `molt apps update {owner} --remove-domain {d}`"),
-            ));
+            return Err(domain_taken(&d, &owner));
         }
         Ok(Some(d))
     }
+}
+
+/// The refusal of a domain that the App `owner` serves (or is adding).
+pub(super) fn domain_taken(d: &str, owner: &str) -> DeployError {
+    DeployError::invalid(
+        "domain_taken",
+        format!("the domain {d} is already routed to the App `{owner}`: remove it there first with `molt apps update {owner} --remove-domain {d}`"),
+    )
 }
 
 /// What differs between two settings, one phrase per setting, e.g.
