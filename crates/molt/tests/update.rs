@@ -3,7 +3,8 @@
 //! says why; routing changes move no container; a change that cannot fit
 //! beside the serving version asks for `--yes` and then recreates with
 //! requests held; a start period lets a slow boot deploy; two Apps racing
-//! for one domain never both get it.
+//! for one domain never both get it; a change stopped midway never routes
+//! the domain it adds.
 
 mod support;
 
@@ -340,4 +341,124 @@ async fn two_apps_racing_for_one_domain_never_both_get_it() {
         served(proxy, "later.example.com").await,
         "testapp slowstart"
     );
+}
+
+/// A rolling settings change stopped after its first replica moved (here
+/// canceled, as any failure midway rolls back) never routes the domain it
+/// adds: requests for it are never answered by the App, during the roll or
+/// after, while the App's own host serves throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settings_change_stopped_midway_never_routes_its_new_domain() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start(None);
+    let proxy = server.proxy_addr();
+    // Each container takes 3 s to listen: room to stop the roll between
+    // its first and its second replica.
+    create_app(
+        &server,
+        "roll",
+        &v1,
+        &[
+            "--health-path",
+            "/healthz",
+            "--replicas",
+            "2",
+            "--strategy",
+            "rolling",
+            "--env",
+            "STARTUP_DELAY_MS=3000",
+        ],
+    );
+    let new_host = "new.example.com";
+
+    // Asks for the new domain until told to stop (bounded in time).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut asked, mut answered) = (0u32, Vec::new());
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                if let Ok((status, body)) =
+                    get_with_timeout(proxy, new_host, "/", Duration::from_secs(5)).await
+                {
+                    if body.contains("testapp") {
+                        answered.push(format!("HTTP {status}: {}", body.trim()));
+                    }
+                }
+                asked += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (asked, answered)
+        })
+    };
+
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "roll",
+            "--add-domain",
+            new_host,
+            "--health-path",
+            "/version",
+            "--detach",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    let id = newest_deploy(&server, "roll")["id"]
+        .as_str()
+        .expect("deploy id")
+        .to_string();
+    let moved = wait_for(Duration::from_secs(60), || async {
+        let show = molt(&server, &["deploys", "show", "roll", &id, "--json"]);
+        show.stdout
+            .contains("traffic moved to the new container")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "the first replica did not move within 60 s"
+    );
+    let out = molt(&server, &["cancel", "roll"]);
+    assert_eq!(out.status, 0, "{out}");
+    let ended = wait_for(Duration::from_secs(60), || async {
+        let d = newest_deploy(&server, "roll");
+        matches!(
+            d["status"].as_str(),
+            Some("succeeded" | "failed" | "canceled")
+        )
+        .then_some(d)
+    })
+    .await
+    .expect("the canceled deploy did not end within 60 s");
+    assert_eq!(ended["status"], "canceled", "{ended}");
+    // A little longer after the end, then the verdict.
+    let after = wait_for(Duration::from_secs(5), || async {
+        let (status, _) = get(proxy, new_host, "/").await.ok()?;
+        Some(status)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (asked, answered) = watcher.await.unwrap();
+    assert!(asked > 20, "the new domain was asked only {asked} times");
+    assert!(
+        answered.is_empty(),
+        "the App answered {} of {asked} requests on the domain of a change that did not happen, first: {:?}",
+        answered.len(),
+        &answered[..answered.len().min(3)]
+    );
+    assert_ne!(after, Some(200));
+    let show = ok(molt(&server, &["apps", "show", "roll", "--json"])).json();
+    assert_eq!(
+        show["domains"],
+        serde_json::json!(["roll.localhost"]),
+        "{show}"
+    );
+    assert_eq!(served(proxy, "roll.localhost").await, "testapp v1");
 }

@@ -798,3 +798,49 @@ async fn a_failed_image_deploy_is_tried_again_with_new_settings() {
     assert_eq!(preview.effect, super::ChangeEffect::RouteOnly);
     rig.assert_serves();
 }
+
+/// A settings change that fails midway (a rolling deploy's second replica,
+/// a recreate's new set) never routes its new domains, not even while its
+/// first containers serve; once it succeeds the route has them.
+#[tokio::test]
+async fn a_failed_settings_change_never_routes_its_new_domains() {
+    for strategy in ["rolling", "recreate"] {
+        let rig = rig();
+        rig.create(2, strategy).await;
+        {
+            let mut w = rig.fakes.world();
+            w.crashing.insert((repo(V1), 1), 3);
+            w.route_history.clear();
+        }
+        let change = UpdateAppRequest {
+            add_domains: vec!["new.example.com".into()],
+            port: Some(9090),
+            ..Default::default()
+        };
+        let d = rig.update(change.clone()).await;
+        assert_eq!(d.status, DeployStatus::Failed, "{strategy}");
+        {
+            let w = rig.fakes.world();
+            assert!(!w.route_history.is_empty(), "{strategy}: no route moved");
+            for r in &w.route_history {
+                assert_eq!(r.hosts, vec!["web.localhost"], "{strategy}");
+            }
+            assert_eq!(w.routes["web"].hosts, vec!["web.localhost"], "{strategy}");
+        }
+        assert!(rig.app().domains.is_empty());
+        rig.fakes.world().crashing.clear();
+        let d = rig.update(change).await;
+        assert_eq!(
+            d.status,
+            DeployStatus::Succeeded,
+            "{strategy}: {:?}",
+            d.failure
+        );
+        assert_eq!(
+            rig.fakes.world().routes["web"].hosts,
+            vec!["web.localhost", "new.example.com"],
+            "{strategy}"
+        );
+        rig.assert_serves();
+    }
+}
