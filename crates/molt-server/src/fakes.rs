@@ -58,6 +58,8 @@ pub struct World {
     /// `set_route` calls refused from this many calls on (counted from 1).
     pub refuse_routes_from: Option<usize>,
     pub route_calls: usize,
+    /// Every route the proxy took, in order.
+    pub route_history: Vec<Route>,
     /// Every port call, in order.
     pub calls: Vec<String>,
     pub(crate) hold: Option<Hold>,
@@ -285,6 +287,7 @@ impl Routes for FakeWorld {
         if w.refuse_routes_from.is_some_and(|n| w.route_calls >= n) {
             return Err(anyhow!("the proxy refused: injected"));
         }
+        w.route_history.push(route.clone());
         w.routes.insert(route.app.clone(), route);
         Ok(())
     }

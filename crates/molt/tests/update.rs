@@ -2,7 +2,9 @@
 //! swap with no failed request; a change that fails changes nothing and
 //! says why; routing changes move no container; a change that cannot fit
 //! beside the serving version asks for `--yes` and then recreates with
-//! requests held; a start period lets a slow boot deploy.
+//! requests held; a start period lets a slow boot deploy; two Apps racing
+//! for one domain never both get it; a change stopped midway never routes
+//! the domain it adds.
 
 mod support;
 
@@ -230,4 +232,233 @@ async fn a_start_period_lets_a_slow_boot_deploy() {
         served(server.proxy_addr(), "slow.localhost").await,
         "testapp v1"
     );
+}
+
+/// Two Apps asking for one domain at once: one gets it, the other is
+/// refused with the owner's name, and the domain serves one App only. A
+/// domain a deploy in progress is adding is already taken: the deploy of
+/// `slow` adds it and, until that swap is recorded, another App's request
+/// for it is refused naming `slow`.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apps_racing_for_one_domain_never_both_get_it() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let v2 = push(&registry, "testapp", "v2", "v2");
+    let slow = push(&registry, "testapp", "slowstart", "slowstart");
+    let server = MoltServer::start(None);
+    let proxy = server.proxy_addr();
+    create_app(&server, "one", &v1, &["--health-path", "/healthz"]);
+    create_app(&server, "two", &v2, &["--health-path", "/healthz"]);
+    create_app(&server, "slow", &slow, &["--health-path", "/healthz"]);
+
+    // At once, each with new containers (a new health path), so that both
+    // deploys run side by side.
+    let shared = "shared.example.com";
+    let (a, b) = std::thread::scope(|s| {
+        let update = |app: &'static str| {
+            let server = &server;
+            s.spawn(move || {
+                molt(
+                    server,
+                    &[
+                        "apps",
+                        "update",
+                        app,
+                        "--add-domain",
+                        shared,
+                        "--health-path",
+                        "/version",
+                    ],
+                )
+            })
+        };
+        let (a, b) = (update("one"), update("two"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (winner, loser, refused) = match (a.status, b.status) {
+        (0, 2) => ("one", "two", b),
+        (2, 0) => ("two", "one", a),
+        _ => panic!("exactly one update must get the domain:\n{a}\n{b}"),
+    };
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("already routed to the App `{winner}`")),
+        "{refused}"
+    );
+    let show = |app| ok(molt(&server, &["apps", "show", app, "--json"])).json();
+    let has = |app, domain: &str| {
+        show(app)["domains"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d == domain))
+    };
+    assert!(has(winner, shared) && !has(loser, shared));
+    let version = if winner == "one" { "v1" } else { "v2" };
+    for _ in 0..20 {
+        assert_eq!(served(proxy, shared).await, format!("testapp {version}"));
+    }
+
+    // A domain a deploy in progress adds is taken from its start.
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "slow",
+            "--add-domain",
+            "later.example.com",
+            "--health-path",
+            "/version",
+            "--detach",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    let running = newest_deploy(&server, "slow");
+    assert_eq!(running["kind"], "config", "{running}");
+    let out = molt(
+        &server,
+        &["apps", "update", "one", "--add-domain", "later.example.com"],
+    );
+    assert_eq!(out.status, 2, "{out}");
+    assert!(
+        out.stderr.contains("already routed to the App `slow`"),
+        "{out}"
+    );
+    let ended = wait_for(Duration::from_secs(60), || async {
+        let d = newest_deploy(&server, "slow");
+        matches!(
+            d["status"].as_str(),
+            Some("succeeded" | "failed" | "canceled")
+        )
+        .then_some(d)
+    })
+    .await
+    .expect("the deploy of `slow` did not end within 60 s");
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    assert!(has("slow", "later.example.com"), "{}", show("slow"));
+    assert!(!has("one", "later.example.com"), "{}", show("one"));
+    assert_eq!(
+        served(proxy, "later.example.com").await,
+        "testapp slowstart"
+    );
+}
+
+/// A rolling settings change stopped after its first replica moved (here
+/// canceled, as any failure midway rolls back) never routes the domain it
+/// adds: requests for it are never answered by the App, during the roll or
+/// after, while the App's own host serves throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settings_change_stopped_midway_never_routes_its_new_domain() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start(None);
+    let proxy = server.proxy_addr();
+    // Each container takes 3 s to listen: room to stop the roll between
+    // its first and its second replica.
+    create_app(
+        &server,
+        "roll",
+        &v1,
+        &[
+            "--health-path",
+            "/healthz",
+            "--replicas",
+            "2",
+            "--strategy",
+            "rolling",
+            "--env",
+            "STARTUP_DELAY_MS=3000",
+        ],
+    );
+    let new_host = "new.example.com";
+
+    // Asks for the new domain until told to stop (bounded in time).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut asked, mut answered) = (0u32, Vec::new());
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                if let Ok((status, body)) =
+                    get_with_timeout(proxy, new_host, "/", Duration::from_secs(5)).await
+                {
+                    if body.contains("testapp") {
+                        answered.push(format!("HTTP {status}: {}", body.trim()));
+                    }
+                }
+                asked += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (asked, answered)
+        })
+    };
+
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "roll",
+            "--add-domain",
+            new_host,
+            "--health-path",
+            "/version",
+            "--detach",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    let id = newest_deploy(&server, "roll")["id"]
+        .as_str()
+        .expect("deploy id")
+        .to_string();
+    let moved = wait_for(Duration::from_secs(60), || async {
+        let show = molt(&server, &["deploys", "show", "roll", &id, "--json"]);
+        show.stdout
+            .contains("traffic moved to the new container")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "the first replica did not move within 60 s"
+    );
+    let out = molt(&server, &["cancel", "roll"]);
+    assert_eq!(out.status, 0, "{out}");
+    let ended = wait_for(Duration::from_secs(60), || async {
+        let d = newest_deploy(&server, "roll");
+        matches!(
+            d["status"].as_str(),
+            Some("succeeded" | "failed" | "canceled")
+        )
+        .then_some(d)
+    })
+    .await
+    .expect("the canceled deploy did not end within 60 s");
+    assert_eq!(ended["status"], "canceled", "{ended}");
+    // A little longer after the end, then the verdict.
+    let after = wait_for(Duration::from_secs(5), || async {
+        let (status, _) = get(proxy, new_host, "/").await.ok()?;
+        Some(status)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (asked, answered) = watcher.await.unwrap();
+    assert!(asked > 20, "the new domain was asked only {asked} times");
+    assert!(
+        answered.is_empty(),
+        "the App answered {} of {asked} requests on the domain of a change that did not happen, first: {:?}",
+        answered.len(),
+        &answered[..answered.len().min(3)]
+    );
+    assert_ne!(after, Some(200));
+    let show = ok(molt(&server, &["apps", "show", "roll", "--json"])).json();
+    assert_eq!(
+        show["domains"],
+        serde_json::json!(["roll.localhost"]),
+        "{show}"
+    );
+    assert_eq!(served(proxy, "roll.localhost").await, "testapp v1");
 }

@@ -55,6 +55,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: ApiState) -> Router<S> {
         .route("/apps/{name}/rollback", post(apps::rollback))
         .route("/apps/{name}/env", post(apps::change_env))
         .route("/apps/{name}/scale", post(apps::scale))
+        .route(
+            "/apps/{name}/settings",
+            get(apps::edit_page).post(apps::edit_submit),
+        )
         .route("/apps/{name}/template", post(apps::template))
         .route("/apps/{name}/delete", post(apps::delete))
         .route("/apps/{name}/deploys/{id}", get(apps::deploy_page))

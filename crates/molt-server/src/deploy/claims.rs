@@ -1,6 +1,10 @@
 //! The one-operation-per-App rule: a deploy claims its App, a second
 //! request is told which deploy holds it, and a claim can be canceled or
-//! interrupted.
+//! interrupted. A deploy that adds domains also reserves them for its App
+//! until its end: one lock covers checking a domain's owner (the Apps'
+//! rows and the reservations) and reserving it, and a reservation is let
+//! go only after the swap recorded the domains in the App's row, so two
+//! Apps racing for one domain never both get it.
 
 use super::*;
 
@@ -111,7 +115,67 @@ impl Deployer {
     }
 
     pub(crate) fn release(&self, app: &str) {
+        // A cutover the database has not recorded yet keeps its domains
+        // reserved until it is healed (the route already serves them).
+        if !self.has_unrecorded_cutover(app) {
+            self.release_domains(app);
+        }
         self.active().remove(app);
         self.released.notify_waiters();
+    }
+
+    fn pending_domains(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
+        self.pending_domains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The App that serves `domain` or is adding it in a deploy.
+    pub(super) fn domain_owner(&self, domain: &str) -> anyhow::Result<Option<String>> {
+        let pending = self.pending_domains();
+        self.owner_with(&pending, domain)
+    }
+
+    fn owner_with(
+        &self,
+        pending: &HashMap<String, Vec<String>>,
+        domain: &str,
+    ) -> anyhow::Result<Option<String>> {
+        if let Some((app, _)) = pending
+            .iter()
+            .find(|(_, ds)| ds.iter().any(|d| d == domain))
+        {
+            return Ok(Some(app.clone()));
+        }
+        Ok(self
+            .store
+            .list_apps()?
+            .into_iter()
+            .find(|a| a.hosts().iter().any(|h| h == domain))
+            .map(|a| a.name))
+    }
+
+    /// Reserves `domains` for `app`, which holds its claim, or names the
+    /// App that serves or is adding one of them. Kept until `release`.
+    pub(super) fn reserve_domains(&self, app: &str, domains: &[String]) -> Result<(), DeployError> {
+        if domains.is_empty() {
+            return Ok(());
+        }
+        let mut pending = self.pending_domains();
+        for d in domains {
+            if let Some(owner) = self.owner_with(&pending, d)?.filter(|o| o != app) {
+                return Err(super::settings::domain_taken(d, &owner));
+            }
+        }
+        pending
+            .entry(app.to_string())
+            .or_default()
+            .extend(domains.iter().cloned());
+        Ok(())
+    }
+
+    /// Lets go of what `reserve_domains` reserved for `app`.
+    pub(super) fn release_domains(&self, app: &str) {
+        self.pending_domains().remove(app);
     }
 }

@@ -7,6 +7,11 @@
 //! is kept in memory and healed (recorded, finished, the old set retired)
 //! by [`Deployer::heal_cutover`], which every converge calls first. Nothing
 //! that now serves is ever torn down because a record failed.
+//!
+//! A settings change moves the route's hosts and timeouts only in the swap:
+//! the undoable steps route the deploy's containers under the App's
+//! settings as stored, so a change that fails or is canceled never routes
+//! the new settings' domains, not even for a moment.
 
 use super::*;
 
@@ -39,7 +44,18 @@ pub(super) enum CutoverError {
 impl Deployer {
     /// Points the App's route at `rows` (those in rotation), a step a
     /// deploy can still undo: a refusal is a `proxy_refused` failure.
+    /// The hosts and timeouts are the App's as stored (see the module's
+    /// doc), whatever settings `app` carries.
     pub(super) async fn route_to<'a>(
+        &self,
+        app: &AppRow,
+        rows: impl IntoIterator<Item = &'a ReplicaRow>,
+    ) -> Result<(), StepError> {
+        let stored = self.store.get_app(&app.name)?;
+        self.set_route(stored.as_ref().unwrap_or(app), rows).await
+    }
+
+    async fn set_route<'a>(
         &self,
         app: &AppRow,
         rows: impl IntoIterator<Item = &'a ReplicaRow>,
@@ -55,8 +71,19 @@ impl Deployer {
             })
     }
 
+    /// Whether `app` (with a deploy's settings) routes other hosts or
+    /// timeouts than the App as stored.
+    fn route_moves(&self, app: &AppRow) -> anyhow::Result<bool> {
+        Ok(self.store.get_app(&app.name)?.is_some_and(|s| {
+            s.hosts() != app.hosts()
+                || s.upstream_timeout_secs != app.upstream_timeout_secs
+                || s.drain_timeout_secs != app.drain_timeout_secs
+        }))
+    }
+
     /// The swap: the route gets the deploy's whole set `set` (already
-    /// applied by the caller when `routed`), then the database records the
+    /// applied by the caller when `routed`, under the stored settings) with
+    /// the deploy's hosts and timeouts, then the database records the
     /// deploy as the App's serving one. A refused record is retried; if it
     /// still fails the cutover waits in memory for `heal_cutover`.
     pub(super) async fn cut_over<'a>(
@@ -67,8 +94,11 @@ impl Deployer {
         routed: bool,
         pending: Unrecorded,
     ) -> Result<(), CutoverError> {
-        if !routed {
-            self.route_to(app, set)
+        let moves = self
+            .route_moves(app)
+            .map_err(|e| CutoverError::Refused(Failure::internal(format!("{e:#}"))))?;
+        if !routed || moves {
+            self.set_route(app, set)
                 .await
                 .map_err(|StepError(f)| CutoverError::Refused(f))?;
         }
@@ -129,6 +159,9 @@ impl Deployer {
             return false;
         }
         self.unrecorded().remove(app);
+        if self.in_progress(app).is_none() {
+            self.release_domains(app);
+        }
         let _ = self.store.event(
             &pending.deploy_id,
             "the cutover was recorded after the database refused it at first",

@@ -126,6 +126,12 @@ impl Deployer {
         deploy.strategy = Some("bluegreen".into());
         deploy.config = Some(AppSettings::of(&app));
         let cancel = self.claim(&app.name, &deploy.id)?;
+        // Checked again under the reservation lock: another App may have
+        // taken a domain since the check above.
+        if let Err(e) = self.reserve_domains(&app.name, &app.domains) {
+            self.release(&app.name);
+            return Err(e);
+        }
         if let Err(e) = self.store.create_app(&app, &env, &deploy) {
             self.release(&app.name);
             return Err(e.into());
@@ -191,15 +197,6 @@ impl Deployer {
             }
         }
         Ok(total)
-    }
-
-    pub(super) fn domain_owner(&self, domain: &str) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .store
-            .list_apps()?
-            .into_iter()
-            .find(|a| a.hosts().iter().any(|h| h == domain))
-            .map(|a| a.name))
     }
 
     /// Changes how many containers serve an App, with no downtime: new
@@ -626,6 +623,20 @@ impl Deployer {
         deploy.config = Some(config);
         deploy.release = release;
         let cancel = self.claim_patiently(&app.name, &deploy.id).await?;
+        // The domains a settings change adds are reserved for the App until
+        // the deploy ends: another App's request for one is refused even
+        // before this swap records it.
+        let added: Vec<String> = plan
+            .settings
+            .iter()
+            .flat_map(|s| s.domains.iter())
+            .filter(|d| !app.domains.contains(d))
+            .cloned()
+            .collect();
+        if let Err(e) = self.reserve_domains(&app.name, &added) {
+            self.release(&app.name);
+            return Err(e);
+        }
         if let Err(e) = self.store.start_deploy(&deploy) {
             self.release(&app.name);
             return Err(e.into());

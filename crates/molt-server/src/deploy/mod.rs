@@ -44,6 +44,8 @@ pub(crate) use cutover::followed_image;
 pub use cutover::route_for;
 pub(crate) use narration::indent;
 pub use narration::short;
+pub use settings::{blamed_setting, Blamed};
+pub use update::{ChangeEffect, SettingsPreview};
 
 use crate::capacity::{self, Capacity, Need, Strategy};
 use crate::health::{EngineHealth, EngineHealthStatus, Probe};
@@ -152,6 +154,9 @@ pub struct Deployer {
     /// Cutovers the proxy took and the database did not record yet, by App
     /// (see `cutover`).
     unrecorded: Mutex<HashMap<String, cutover::Unrecorded>>,
+    /// Domains an App's deploy in progress adds, by App, until the App's
+    /// row has them (see `claims`).
+    pending_domains: Mutex<HashMap<String, Vec<String>>>,
     /// Containers the converger started that have not passed a health check
     /// yet, and whether a waiter runs for each (see `converge`).
     warming: Mutex<std::collections::BTreeMap<String, bool>>,
@@ -176,6 +181,7 @@ impl Deployer {
             interruptions: Mutex::new(HashMap::new()),
             out_of_rotation: Mutex::new(HashSet::new()),
             unrecorded: Mutex::new(HashMap::new()),
+            pending_domains: Mutex::new(HashMap::new()),
             warming: Mutex::new(Default::default()),
             hosted_registry: Default::default(),
         }

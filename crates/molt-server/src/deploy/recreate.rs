@@ -110,7 +110,6 @@ impl Deployer {
             self.restore_old(deploy, &app, &old.id, &old_rows).await;
             return Outcome::Failed(failure);
         }
-        new_containers.clear();
         let summary = format!(
             "deploy succeeded (recreate): {} serves {}{}",
             digest.as_deref().map(short_digest).unwrap_or(&deploy.image),
@@ -124,10 +123,20 @@ impl Deployer {
             summary: summary.clone(),
             retire: old_rows.clone(),
         };
+        // Records the swap, and moves the route to the new hosts and
+        // timeouts of a settings change; refused, the old set comes back.
         match self.cut_over(deploy, &app, &fresh, true, pending).await {
-            Ok(()) => {}
-            Err(CutoverError::Refused(f) | CutoverError::Unrecorded(f)) => {
-                return Outcome::Unrecorded(f)
+            Ok(()) => new_containers.clear(),
+            Err(CutoverError::Refused(f)) => {
+                // The new containers serve until the old ones are back.
+                self.restore_old(deploy, &app, &old.id, &old_rows).await;
+                self.tear_down(deploy, new_containers).await;
+                new_containers.clear();
+                return Outcome::Failed(f);
+            }
+            Err(CutoverError::Unrecorded(f)) => {
+                new_containers.clear();
+                return Outcome::Unrecorded(f);
             }
         }
         self.remove_stopped(deploy, &old_rows).await;

@@ -109,7 +109,6 @@ impl Deployer {
                 return Outcome::Failed(failure);
             }
         }
-        new_containers.clear();
         let fresh: Vec<ReplicaRow> = moved.iter().map(|(_, f)| f.clone()).collect();
         let summary = format!(
             "deploy succeeded (rolling): {} serves {}{}",
@@ -129,12 +128,24 @@ impl Deployer {
             summary: summary.clone(),
             retire: retired,
         };
-        // The route holds the whole new set already: this records it.
-        if let Err(CutoverError::Refused(f) | CutoverError::Unrecorded(f)) = self
+        // The route holds the whole new set already: this records it (and
+        // moves the route to the new hosts and timeouts of a settings
+        // change; refused, the replicas roll back as from any failure).
+        match self
             .cut_over(deploy, &app, set.values(), true, pending)
             .await
         {
-            return Outcome::Unrecorded(f);
+            Ok(()) => new_containers.clear(),
+            Err(CutoverError::Refused(f)) => {
+                new_containers.clear();
+                self.roll_back(deploy, &app, &old.id, &mut set, moved, &f.message)
+                    .await;
+                return Outcome::Failed(f);
+            }
+            Err(CutoverError::Unrecorded(f)) => {
+                new_containers.clear();
+                return Outcome::Unrecorded(f);
+            }
         }
         // From here on the new version serves: nothing below fails the deploy.
         let replaced: Vec<ReplicaRow> = moved.into_iter().filter_map(|(o, _)| o).collect();

@@ -170,13 +170,18 @@ impl Deployer {
             return Ok(None);
         }
         if let Some(owner) = self.domain_owner(&d)?.filter(|o| o != app) {
-            return Err(DeployError::invalid(
-                "domain_taken",
-                format!("the domain {d} is already routed to the App `{owner}`: remove it there first with `molt apps update {owner} --remove-domain {d}`"),
-            ));
+            return Err(domain_taken(&d, &owner));
         }
         Ok(Some(d))
     }
+}
+
+/// The refusal of a domain that the App `owner` serves (or is adding).
+pub(super) fn domain_taken(d: &str, owner: &str) -> DeployError {
+    DeployError::invalid(
+        "domain_taken",
+        format!("the domain {d} is already routed to the App `{owner}`: remove it there first with `molt apps update {owner} --remove-domain {d}`"),
+    )
 }
 
 /// What differs between two settings, one phrase per setting, e.g.
@@ -201,6 +206,53 @@ pub(super) fn needs_new_containers(old: &AppSettings, new: &AppSettings) -> bool
         || old.gpus != new.gpus
 }
 
+/// The setting a failed deploy points at, for the dashboard to highlight
+/// and for the sentence that says what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blamed {
+    Port,
+    HealthPath,
+    /// The start period and health timeout: how long the deploy waited.
+    Wait,
+    Memory,
+}
+
+/// The changed setting that most likely made a `config` deploy from `old`
+/// to `new` fail, by the failure's kind; with no settings change (an image
+/// deploy, `old == new`), the setting the kind of failure is about.
+pub fn blamed_setting(old: &AppSettings, new: &AppSettings, failure: &Failure) -> Option<Blamed> {
+    let changed = old != new;
+    match failure.kind {
+        FailureKind::PortMismatch if !changed || old.port != new.port => Some(Blamed::Port),
+        FailureKind::HealthCheckFailing
+        | FailureKind::ImageHealthcheckFailing
+        | FailureKind::DeployTimeout
+            if changed && old.health.path != new.health.path =>
+        {
+            Some(Blamed::HealthPath)
+        }
+        FailureKind::PortMismatch
+        | FailureKind::HealthCheckFailing
+        | FailureKind::ImageHealthcheckFailing
+        | FailureKind::DeployTimeout
+            if changed
+                && (new.health.deploy_timeout_secs < old.health.deploy_timeout_secs
+                    || new.health.start_period_ms < old.health.start_period_ms) =>
+        {
+            Some(Blamed::Wait)
+        }
+        FailureKind::HealthCheckFailing if !changed => Some(Blamed::HealthPath),
+        FailureKind::DeployTimeout if !changed => Some(Blamed::Wait),
+        FailureKind::OomKilled | FailureKind::Crash
+            if changed && new.memory_bytes != old.memory_bytes =>
+        {
+            Some(Blamed::Memory)
+        }
+        FailureKind::OomKilled if !changed => Some(Blamed::Memory),
+        _ => None,
+    }
+}
+
 /// The changed setting that most likely made a `config` deploy fail, as a
 /// sentence with what to do, by the failure's kind.
 pub(super) fn likely_cause(
@@ -209,48 +261,34 @@ pub(super) fn likely_cause(
     new: &AppSettings,
     failure: &Failure,
 ) -> Option<String> {
+    if old == new {
+        return None;
+    }
     // Several listening ports are already listed in the failure's message.
     let port_hint = |listening: &[u16]| match listening {
         [p] => format!(" (the container listens on port {p}: `molt apps update {app} --port {p}`)"),
         _ => String::new(),
     };
-    match failure.kind {
-        FailureKind::PortMismatch if old.port != new.port => Some(format!(
+    Some(match blamed_setting(old, new, failure)? {
+        Blamed::Port => format!(
             "The likely cause is the new port {}{}",
             new.port,
             port_hint(&failure.listening_ports)
-        )),
-        FailureKind::HealthCheckFailing
-        | FailureKind::ImageHealthcheckFailing
-        | FailureKind::DeployTimeout
-            if old.health.path != new.health.path =>
-        {
-            Some(format!(
-                "The likely cause is the new health path {}",
-                new.health.path.as_deref().unwrap_or("(none: a TCP connect)")
-            ))
-        }
-        FailureKind::PortMismatch
-        | FailureKind::HealthCheckFailing
-        | FailureKind::ImageHealthcheckFailing
-        | FailureKind::DeployTimeout
-            if new.health.deploy_timeout_secs < old.health.deploy_timeout_secs
-                || new.health.start_period_ms < old.health.start_period_ms =>
-        {
-            Some(format!(
-                "The likely cause is the shorter wait: a start period of {} s and a health timeout of {} s (raise --start-period or --health-timeout)",
-                new.health.start_period_ms / 1000,
-                new.health.deploy_timeout_secs
-            ))
-        }
-        FailureKind::OomKilled | FailureKind::Crash if new.memory_bytes != old.memory_bytes => {
-            Some(format!(
-                "The likely cause is the new memory limit of {}",
-                new.memory_bytes
-                    .map(capacity::human_bytes)
-                    .unwrap_or_else(|| "the default".into())
-            ))
-        }
-        _ => None,
-    }
+        ),
+        Blamed::HealthPath => format!(
+            "The likely cause is the new health path {}",
+            new.health.path.as_deref().unwrap_or("(none: a TCP connect)")
+        ),
+        Blamed::Wait => format!(
+            "The likely cause is the shorter wait: a start period of {} s and a health timeout of {} s (raise --start-period or --health-timeout)",
+            new.health.start_period_ms / 1000,
+            new.health.deploy_timeout_secs
+        ),
+        Blamed::Memory => format!(
+            "The likely cause is the new memory limit of {}",
+            new.memory_bytes
+                .map(capacity::human_bytes)
+                .unwrap_or_else(|| "the default".into())
+        ),
+    })
 }

@@ -886,3 +886,97 @@ async fn the_images_own_healthcheck_decides_without_a_health_path() {
         "GET /healthz answers 2xx"
     );
 }
+
+/// An image deploy that failed on its port is tried again with the port
+/// its version listens on: the App takes the image and the port together,
+/// and the preview said it would start new containers.
+#[tokio::test]
+async fn a_failed_image_deploy_is_tried_again_with_new_settings() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    rig.fakes.world().listen_port = Some(9000);
+    let (_, d) = rig.deployer.deploy("web", V2, "test").await.unwrap();
+    let d = rig.ended(&d.id).await;
+    assert_eq!(d.status, DeployStatus::Failed);
+    let failure = d.failure.unwrap();
+    let now = AppSettings::of(&rig.app());
+    assert_eq!(
+        super::blamed_setting(&now, &now, &failure),
+        Some(super::Blamed::Port)
+    );
+    let req = UpdateAppRequest {
+        port: Some(9000),
+        ..Default::default()
+    };
+    let preview = rig.deployer.preview_update("web", &req, true).unwrap();
+    assert_eq!(preview.changes, vec!["port 8080 → 9000"]);
+    assert!(matches!(
+        preview.effect,
+        super::ChangeEffect::NewContainers(_)
+    ));
+    let (_, d) = rig
+        .deployer
+        .deploy_with_settings("web", V2, req, "test")
+        .await
+        .unwrap();
+    let d = rig.ended(&d.id).await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    let app = rig.app();
+    assert_eq!(app.port, 9000);
+    assert_eq!(app.current_deploy.as_deref(), Some(d.id.as_str()));
+    assert!(d.image.contains("v2"), "{}", d.image);
+    // A settings change alone previews as one and starts nothing.
+    let req = UpdateAppRequest {
+        drain_timeout_secs: Some(3),
+        ..Default::default()
+    };
+    let preview = rig.deployer.preview_update("web", &req, false).unwrap();
+    assert_eq!(preview.effect, super::ChangeEffect::RouteOnly);
+    rig.assert_serves();
+}
+
+/// A settings change that fails midway (a rolling deploy's second replica,
+/// a recreate's new set) never routes its new domains, not even while its
+/// first containers serve; once it succeeds the route has them.
+#[tokio::test]
+async fn a_failed_settings_change_never_routes_its_new_domains() {
+    for strategy in ["rolling", "recreate"] {
+        let rig = rig();
+        rig.create(2, strategy).await;
+        {
+            let mut w = rig.fakes.world();
+            w.crashing.insert((repo(V1), 1), 3);
+            w.route_history.clear();
+        }
+        let change = UpdateAppRequest {
+            add_domains: vec!["new.example.com".into()],
+            port: Some(9090),
+            ..Default::default()
+        };
+        let d = rig.update(change.clone()).await;
+        assert_eq!(d.status, DeployStatus::Failed, "{strategy}");
+        {
+            let w = rig.fakes.world();
+            assert!(!w.route_history.is_empty(), "{strategy}: no route moved");
+            for r in &w.route_history {
+                assert_eq!(r.hosts, vec!["web.localhost"], "{strategy}");
+            }
+            assert_eq!(w.routes["web"].hosts, vec!["web.localhost"], "{strategy}");
+        }
+        assert!(rig.app().domains.is_empty());
+        rig.fakes.world().crashing.clear();
+        let d = rig.update(change).await;
+        assert_eq!(
+            d.status,
+            DeployStatus::Succeeded,
+            "{strategy}: {:?}",
+            d.failure
+        );
+        assert_eq!(
+            rig.fakes.world().routes["web"].hosts,
+            vec!["web.localhost", "new.example.com"],
+            "{strategy}"
+        );
+        rig.assert_serves();
+    }
+}

@@ -12,6 +12,33 @@ use super::*;
 use crate::store::AppSettings;
 use molt_core::api::UpdateAppRequest;
 
+/// What a settings change will do once started, worked out without
+/// starting anything: the review a person sees before saying go.
+#[derive(Debug, Clone)]
+pub struct SettingsPreview {
+    /// The App's settings now.
+    pub old: AppSettings,
+    /// Its settings if the change succeeds.
+    pub new: AppSettings,
+    /// One phrase per changed setting, e.g. `port 8080 → 9090`.
+    pub changes: Vec<String>,
+    pub effect: ChangeEffect,
+}
+
+/// How a settings change reaches the App.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeEffect {
+    /// Only the route or the replica count move: no new containers beyond
+    /// a scale, and the route takes the new settings at once.
+    RouteOnly,
+    /// New containers through the health-checked swap, by this strategy.
+    NewContainers(Strategy),
+    /// The new settings do not fit beside the serving version: the old
+    /// containers stop first (`--yes` is needed unless the App's strategy
+    /// is `recreate` anyway).
+    RecreateNeedsYes,
+}
+
 impl Deployer {
     /// Validates a settings change with the rules of `create_app` and
     /// starts the `config` deploy that brings it. Refused before anything
@@ -25,15 +52,160 @@ impl Deployer {
         triggered_by: &str,
     ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(name)?;
-        if req.is_empty() {
+        let preview = self.preview_change(&app, &req, false)?;
+        if let Some(running) = self.in_progress(&app.name) {
+            return Err(DeployError::Conflict {
+                message: format!("the App `{}` is busy with deploy {running}; wait for it to finish or cancel it with `molt cancel {}`", app.name, app.name),
+                deploy_id: Some(running),
+            });
+        }
+        let SettingsPreview {
+            new,
+            changes,
+            effect,
+            ..
+        } = preview;
+        let serving = self.serving(&app)?;
+        let mut plan = Plan {
+            replicas: new.replicas,
+            ..Plan::new(serving.digest.clone())
+        };
+        let env = match effect {
+            ChangeEffect::RecreateNeedsYes if !req.yes => {
+                return Err(DeployError::invalid(
+                    "recreate_needs_yes",
+                    format!(
+                        "the new settings ({}) do not fit on this host beside the serving version, so this change is a recreate: the old container(s) stop before the new ones start, and requests wait (held, not failed) meanwhile. Nothing was changed; run again with --yes to go ahead",
+                        changes.join(", ")
+                    ),
+                ));
+            }
+            ChangeEffect::RecreateNeedsYes => {
+                plan.strategy = Some(Strategy::Recreate);
+                self.store.env(&app.name)?
+            }
+            ChangeEffect::NewContainers(strategy) => {
+                plan.strategy = Some(strategy);
+                self.store.env(&app.name)?
+            }
+            ChangeEffect::RouteOnly => {
+                // The serving containers stay: a scale at most, and the
+                // route takes the new settings in the cutover.
+                plan.strategy = Some(Strategy::BlueGreen);
+                plan.only = Some(Vec::new());
+                serving.env.clone()
+            }
+        };
+        plan.settings = Some(new);
+        let (app, deploy) = self
+            .begin(
+                app,
+                DeployKind::Config,
+                serving.image.clone(),
+                plan,
+                env,
+                triggered_by,
+            )
+            .await?;
+        let _ = self.store.event(
+            &deploy.id,
+            &format!("changing settings: {}", changes.join("; ")),
+        );
+        Ok((app, deploy))
+    }
+
+    /// What `update_app` would do with `req`, refused with the same codes
+    /// and messages, without starting anything (the dashboard's review
+    /// step). Busy Apps are not refused here: that is checked at the start.
+    /// With `with_image`, the change comes with a new image (a failed
+    /// deploy tried again with other settings): new containers always, and
+    /// no settings change is needed.
+    pub fn preview_update(
+        &self,
+        name: &str,
+        req: &UpdateAppRequest,
+        with_image: bool,
+    ) -> Result<SettingsPreview, DeployError> {
+        let app = self.find_app(name)?;
+        self.preview_change(&app, req, with_image)
+    }
+
+    /// Deploys `image` with the settings `req` changes (an image deploy
+    /// that failed, tried again with, say, the port its new version listens
+    /// on). The App takes the image and the settings only if it succeeds;
+    /// refused as `update_app` is, except that no setting needs to change.
+    pub async fn deploy_with_settings(
+        self: &Arc<Self>,
+        name: &str,
+        image: &str,
+        req: UpdateAppRequest,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), DeployError> {
+        let app = self.find_app(name)?;
+        let image = ImageRef::parse(image)
+            .map_err(|e| DeployError::invalid("invalid_image", e.to_string()))?;
+        let SettingsPreview {
+            new,
+            changes,
+            effect,
+            ..
+        } = self.preview_change(&app, &req, true)?;
+        let strategy = match effect {
+            ChangeEffect::RecreateNeedsYes if !req.yes => {
+                return Err(DeployError::invalid(
+                    "recreate_needs_yes",
+                    format!(
+                        "the new version with these settings ({}) does not fit on this host beside the serving version, so this deploy is a recreate: the old container(s) stop before the new ones start, and requests wait (held, not failed) meanwhile. Nothing was changed; confirm to go ahead",
+                        changes.join(", ")
+                    ),
+                ));
+            }
+            ChangeEffect::RecreateNeedsYes => Strategy::Recreate,
+            ChangeEffect::NewContainers(s) => s,
+            ChangeEffect::RouteOnly => Strategy::BlueGreen,
+        };
+        let plan = Plan {
+            replicas: new.replicas,
+            strategy: Some(strategy),
+            settings: (!changes.is_empty()).then_some(new),
+            ..Plan::new(image.digest.clone())
+        };
+        let env = self.store.env(&app.name)?;
+        let (app, deploy) = self
+            .begin(
+                app,
+                DeployKind::Deploy,
+                image.to_string(),
+                plan,
+                env,
+                triggered_by,
+            )
+            .await?;
+        if !changes.is_empty() {
+            let _ = self.store.event(
+                &deploy.id,
+                &format!("with new settings: {}", changes.join("; ")),
+            );
+        }
+        Ok((app, deploy))
+    }
+
+    fn preview_change(
+        &self,
+        app: &AppRow,
+        req: &UpdateAppRequest,
+        with_image: bool,
+    ) -> Result<SettingsPreview, DeployError> {
+        let name = &app.name;
+        if req.is_empty() && !with_image {
             return Err(DeployError::invalid(
                 "nothing_to_change",
                 format!("nothing to change: give at least one setting, e.g. `molt apps update {name} --port 8080` (see `molt apps update --help`)"),
             ));
         }
-        let old = AppSettings::of(&app);
+        let old = AppSettings::of(app);
         let mut new = old.clone();
-        SettingsChange::of_update(&req)?.apply(&mut new)?;
+        SettingsChange::of_update(req)?.apply(&mut new)?;
         let own = format!("{}.localhost", app.name);
         for raw in &req.remove_domains {
             let d = molt_core::name::parse_domain(raw)
@@ -67,7 +239,7 @@ impl Deployer {
             }
         }
         let changes = describe_changes(&old, &new);
-        if changes.is_empty() {
+        if changes.is_empty() && !with_image {
             return Err(DeployError::invalid(
                 "nothing_to_change",
                 format!(
@@ -76,60 +248,34 @@ impl Deployer {
                 ),
             ));
         }
-        if let Some(running) = self.in_progress(&app.name) {
-            return Err(DeployError::Conflict {
-                message: format!("the App `{}` is busy with deploy {running}; wait for it to finish or cancel it with `molt cancel {}`", app.name, app.name),
-                deploy_id: Some(running),
-            });
+        // Nothing serving: a settings change alone has nothing to change,
+        // while a new image may be the App's first version.
+        if !with_image {
+            self.serving(app)?;
         }
-        let serving = self.serving(&app)?;
-        let target = new.apply_to(&app);
-        let mut plan = Plan {
-            replicas: new.replicas,
-            ..Plan::new(serving.digest.clone())
-        };
-        let env = if needs_new_containers(&old, &new) {
-            let strategy =
-                capacity::choose_change(Some(&app), &target, self.in_use()?, self.capacity)
-                    .map_err(|e| DeployError::invalid("insufficient_resources", e))?;
-            if strategy == Strategy::Recreate && target.strategy != "recreate" && !req.yes {
-                return Err(DeployError::invalid(
-                    "recreate_needs_yes",
-                    format!(
-                        "the new settings ({}) do not fit on this host beside the serving version, so this change is a recreate: the old container(s) stop before the new ones start, and requests wait (held, not failed) meanwhile. Nothing was changed; run again with --yes to go ahead",
-                        changes.join(", ")
-                    ),
-                ));
+        let serving = app.current_deploy.is_some().then_some(app);
+        let target = new.apply_to(app);
+        let effect = if with_image || needs_new_containers(&old, &new) {
+            let strategy = capacity::choose_change(serving, &target, self.in_use()?, self.capacity)
+                .map_err(|e| DeployError::invalid("insufficient_resources", e))?;
+            if strategy == Strategy::Recreate && target.strategy != "recreate" {
+                ChangeEffect::RecreateNeedsYes
+            } else {
+                ChangeEffect::NewContainers(strategy)
             }
-            plan.strategy = Some(strategy);
-            self.store.env(&app.name)?
         } else {
-            // The serving containers stay: a scale at most, and the route
-            // takes the new settings in the cutover.
             if new.replicas > old.replicas {
                 capacity::fits(&target, new.replicas, self.in_use()?, self.capacity)
                     .map_err(|e| DeployError::invalid("insufficient_resources", e))?;
             }
-            plan.strategy = Some(Strategy::BlueGreen);
-            plan.only = Some(Vec::new());
-            serving.env.clone()
+            ChangeEffect::RouteOnly
         };
-        plan.settings = Some(new);
-        let (app, deploy) = self
-            .begin(
-                app,
-                DeployKind::Config,
-                serving.image.clone(),
-                plan,
-                env,
-                triggered_by,
-            )
-            .await?;
-        let _ = self.store.event(
-            &deploy.id,
-            &format!("changing settings: {}", changes.join("; ")),
-        );
-        Ok((app, deploy))
+        Ok(SettingsPreview {
+            old,
+            new,
+            changes,
+            effect,
+        })
     }
 
     /// A failed settings change says that nothing changed, and which new

@@ -1,5 +1,7 @@
-//! The Apps list, an App's page, a deploy's page, and every action on them.
-//! Actions answer with a redirect (post/redirect/get), so reloading a page
+//! The Apps list, an App's page, a deploy's page, the Edit config form, and
+//! every action on them. Edit config's review and its refusals are pages
+//! in answer to the POST (they change nothing); every other
+//! action answers with a redirect (post/redirect/get), so reloading a page
 //! never repeats an action; a failed action comes back as a flash that puts
 //! the message next to the field that caused it and keeps what was typed.
 
@@ -109,10 +111,12 @@ fn checked(v: &Option<String>) -> bool {
 
 mod actions;
 mod deploy_page;
+mod edit;
 mod list;
 mod page;
 
 pub use actions::*;
 pub use deploy_page::*;
+pub use edit::{edit_page, edit_submit};
 pub use list::*;
 pub use page::*;

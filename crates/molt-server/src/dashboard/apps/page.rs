@@ -273,6 +273,7 @@ pub(super) fn progress_region(s: &DashState, csrf: &str, d: &AppData) -> Markup 
                 @if dep.status == DeployStatus::Failed && d.serving.is_some() {
                     p.small { "The previous version kept serving. " a href="/docs/debugging-failed-deploys" { "Debugging a failed deploy" } }
                 }
+                p { (super::edit::redeploy_with_changes(&d.app.name, dep)) }
             }
         }
         (timeline(&events))
@@ -484,6 +485,7 @@ pub async fn app_page(
                 section.card aria-labelledby="config-title" {
                     h2 #config-title { "Configuration" }
                     (live::region("config", config_region(&d)))
+                    a.btn #edit-config href={ (base) "/settings" } { "Edit config" }
                 }
                 section.card #scale aria-labelledby="scale-title" {
                     h2 #scale-title { "Replicas" }

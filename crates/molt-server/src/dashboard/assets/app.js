@@ -101,7 +101,8 @@
       ev.preventDefault();
       return;
     }
-    var btn = form.querySelector('button[type="submit"]');
+    // The button that sent the form (a form may have several).
+    var btn = ev.submitter || form.querySelector('button[type="submit"]');
     if (btn) {
       var busy = form.getAttribute('data-busy');
       if (busy) {
