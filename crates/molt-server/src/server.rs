@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub api: SocketAddr,
     pub proxy: SocketAddr,
+    /// Where the proxy serves HTTPS, if anywhere.
+    pub https: Option<SocketAddr>,
     /// The Docker bridge network App containers join.
     pub network: String,
     /// Memory the host offers Apps; detected from the engine when not given.
@@ -86,7 +88,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             config.proxy_metrics,
             config.proxy_threads,
         )?
-        .with_edge(config.proxy_trusted.clone(), config.proxy_protocol),
+        .with_edge(config.proxy_trusted.clone(), config.proxy_protocol)
+        .with_https(config.https),
     );
     proxy.ensure_running().await?;
 

@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Where the proxy serves the Apps' HTTP traffic.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub proxy: SocketAddr,
+    /// Where the proxy serves the Apps' HTTPS traffic, if anywhere: each
+    /// App domain with a certificate (`molt certs`) is served there.
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
     /// The Docker network Molt creates and puts App containers on.
     #[arg(long, value_name = "NAME", default_value = "molt")]
     pub network: String,
@@ -109,6 +113,10 @@ pub struct ProxyArgs {
     /// Where the proxy serves the Apps' HTTP traffic.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Where the proxy serves the Apps' HTTPS traffic (certificates by
+    /// SNI, pushed by `molt server`), if anywhere.
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -167,6 +175,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         data_dir: molt_server::datadir::resolve(data_dir),
         api: args.api,
         proxy: args.proxy,
+        https: args.https,
         network: args.network,
         memory_bytes: args.memory,
         gpus: args.gpus,
@@ -206,6 +215,7 @@ pub async fn proxy(args: ProxyArgs, data_dir: Option<PathBuf>) -> Result<()> {
     molt_proxy::run(molt_proxy::ProxyConfig {
         data_dir: molt_server::datadir::resolve(data_dir),
         listen: args.listen,
+        https: args.https,
         metrics: args.metrics,
         takeover: args.takeover,
         edge: molt_proxy::EdgeConfig {
