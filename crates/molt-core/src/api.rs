@@ -291,6 +291,44 @@ pub struct RegistryView {
     pub updated_at: String,
 }
 
+/// `POST /api/v1/certs`: a person's own certificate for a domain.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCertRequest {
+    /// `app.example.com`, or a wildcard `*.example.com` (one label).
+    pub domain: String,
+    /// PEM: the certificate first, then its intermediates.
+    pub cert_pem: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for AddCertRequest {
+    /// Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddCertRequest")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate as shown: never its key.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CertView {
+    pub domain: String,
+    /// `custom` (added with `molt certs add`) or `acme` (ordered by Molt).
+    pub source: String,
+    /// The issuer's common name.
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+    /// Whole days until it expires (negative once expired).
+    pub days_left: i64,
+    /// Fewer than 14 days left.
+    pub expires_soon: bool,
+    pub updated_at: String,
+}
+
 /// Every error the API returns: a stable code for scripts and a message
 /// for people.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod capacity;
+pub mod certs;
 pub mod confine;
 pub mod converge;
 pub mod dashboard;

@@ -234,6 +234,11 @@ impl ProxyLink {
         });
     }
 
+    /// The admin client, for calls without a wrapper here.
+    pub fn admin(&self) -> &AdminClient {
+        &self.admin
+    }
+
     pub async fn set_route(&self, route: Route) -> Result<()> {
         Ok(self.admin.set_route(route).await?)
     }

@@ -121,6 +121,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         .context("reconciling state at start failed")?;
     tracing::info!(?report, "reconciled");
     proxy.supervise();
+    crate::certs::sync::spawn(Arc::clone(&deployer));
     crate::converge::watch::spawn(Arc::clone(&deployer));
     crate::converge::autoheal::spawn(Arc::clone(&deployer), config.autoheal);
 

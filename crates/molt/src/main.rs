@@ -26,6 +26,7 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 use cli::apps::AppsCommand;
+use cli::certs::CertsCommand;
 use cli::client::{exit_code, Client, ClientOpts};
 use cli::deploys::{DeployArgs, DeploysArgs};
 use cli::lifecycle::{EnvCommand, RedeployArgs, RestartArgs, RollbackArgs};
@@ -95,6 +96,11 @@ enum Command {
     Registries {
         #[command(subcommand)]
         command: RegistriesCommand,
+    },
+    /// HTTPS certificates by domain.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
     },
     /// What an App's containers print.
     Logs {
@@ -182,6 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Deploys { args } => deploys::run(&client()?, args).await,
         Command::Env { command } => lifecycle::env(&client()?, command).await,
         Command::Registries { command } => registries::run(&client()?, command).await,
+        Command::Certs { command } => cli::certs::run(&client()?, command).await,
         Command::Logs { args } => logs::logs(&client()?, args).await,
         Command::Run { args } => cli::attach::run(&client()?, args).await,
         Command::Exec { args } => cli::attach::exec(&client()?, args).await,

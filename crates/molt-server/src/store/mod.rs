@@ -3,6 +3,7 @@
 //! change that spans rows runs in one transaction.
 
 mod apps;
+mod certs;
 mod deploys;
 mod env;
 mod registries;
@@ -12,6 +13,7 @@ mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use certs::CertRow;
 use deploys::*;
 use env::*;
 pub use rows::*;

@@ -135,4 +135,21 @@ CREATE INDEX runs_by_app ON runs (app, started_at);
     r#"
 ALTER TABLE deploys ADD COLUMN settings TEXT;
 "#,
+    // ---- HTTPS (certificates) ----
+    // Certificates by domain: the PEM chain, the private key sealed, where
+    // it came from (`custom` or `acme`) and its validity, for listing and
+    // renewal without parsing every chain.
+    r#"
+CREATE TABLE certs (
+    domain TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    chain_pem TEXT NOT NULL,
+    key_sealed BLOB NOT NULL,
+    issuer TEXT NOT NULL,
+    not_before TEXT NOT NULL,
+    not_after TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#,
 ];

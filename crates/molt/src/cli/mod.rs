@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod attach;
+pub mod certs;
 pub mod client;
 pub mod deploys;
 pub mod follow;
