@@ -50,6 +50,33 @@ pub struct AppView {
     /// The serving containers, one per replica.
     #[serde(default)]
     pub containers: Vec<ContainerView>,
+    /// HTTPS per domain that has or wants a certificate (`*.localhost`
+    /// domains without one are left out).
+    #[serde(default)]
+    pub https: Vec<DomainHttpsView>,
+}
+
+/// How HTTPS stands for one of an App's domains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DomainHttpsView {
+    pub domain: String,
+    /// `valid` (a certificate is in force), `ordering` (ACME at work),
+    /// `failed` (the last ACME order failed; see `problem`), or `none`.
+    pub state: String,
+    /// The certificate's domain (a wildcard covers several) and source
+    /// (`custom` or `acme`), when one is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// The ACME server's problem detail of the last failed order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// When the next order is placed after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
 }
 
 /// One serving container of an App.

@@ -121,6 +121,23 @@ pub enum Request {
     },
     /// The domains that have a certificate now.
     ListCerts,
+    /// ACME HTTP-01: answer `GET /.well-known/acme-challenge/TOKEN` on the
+    /// HTTP listener, for any host, with `key_authorization`.
+    SetHttp01 {
+        token: String,
+        key_authorization: String,
+    },
+    RemoveHttp01 {
+        token: String,
+    },
+    /// ACME TLS-ALPN-01: show `cert` (its key included) to a client that
+    /// offers only `acme-tls/1` for its domain.
+    SetAlpn01 {
+        cert: TlsCert,
+    },
+    RemoveAlpn01 {
+        domain: String,
+    },
 }
 
 /// A paused route's limits, as `list_routes` and `handover` report them.
@@ -364,6 +381,39 @@ impl AdminClient {
     pub async fn list_certs(&self) -> Result<Vec<String>, AdminError> {
         let resp = self.call(&Request::ListCerts, self.timeout).await?;
         Ok(resp.domains.unwrap_or_default())
+    }
+
+    /// Starts answering an ACME HTTP-01 token (see `Request::SetHttp01`).
+    pub async fn set_http01(&self, token: &str, key_authorization: &str) -> Result<(), AdminError> {
+        let req = Request::SetHttp01 {
+            token: token.to_string(),
+            key_authorization: key_authorization.to_string(),
+        };
+        self.call(&req, self.timeout).await?;
+        Ok(())
+    }
+
+    pub async fn remove_http01(&self, token: &str) -> Result<(), AdminError> {
+        let req = Request::RemoveHttp01 {
+            token: token.to_string(),
+        };
+        self.call(&req, self.timeout).await?;
+        Ok(())
+    }
+
+    /// Starts showing a TLS-ALPN-01 challenge certificate.
+    pub async fn set_alpn01(&self, cert: TlsCert) -> Result<(), AdminError> {
+        self.call(&Request::SetAlpn01 { cert }, self.timeout)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_alpn01(&self, domain: &str) -> Result<(), AdminError> {
+        let req = Request::RemoveAlpn01 {
+            domain: domain.to_string(),
+        };
+        self.call(&req, self.timeout).await?;
+        Ok(())
     }
 
     /// Waits until the retired target `addr` of `app` has drained, or closes

@@ -330,6 +330,25 @@ async fn answer(req: Request, admin: &Admin) -> Response {
             domains: Some(admin.certs.domains()),
             ..Response::ok()
         },
+        Request::SetHttp01 {
+            token,
+            key_authorization,
+        } => {
+            admin.certs.set_http01(token, key_authorization);
+            Response::ok()
+        }
+        Request::RemoveHttp01 { token } => {
+            admin.certs.remove_http01(&token);
+            Response::ok()
+        }
+        Request::SetAlpn01 { cert } => match admin.certs.set_alpn01(&cert) {
+            Ok(()) => Response::ok(),
+            Err(e) => Response::error(format!("the TLS-ALPN-01 certificate: {e}")),
+        },
+        Request::RemoveAlpn01 { domain } => {
+            admin.certs.remove_alpn01(&domain);
+            Response::ok()
+        }
         Request::Handover => Response::error("handover is answered on its own connection"),
         Request::HandoverDone => Response::error(
             "handover_done is only valid on the connection that asked for a handover",

@@ -240,6 +240,7 @@ impl Proxy {
         let serving = Serving {
             http,
             https,
+            certs: Arc::clone(&certs),
             routes: Arc::clone(&routes),
             admin: Arc::clone(&admin),
             instance,
@@ -384,6 +385,8 @@ struct Serving {
     http: TcpListener,
     /// The HTTPS listener and its TLS settings, if any.
     https: Option<(TcpListener, TlsAcceptor)>,
+    /// Certificates and ACME challenge answers.
+    certs: Arc<Certs>,
     routes: Arc<Routes>,
     admin: Arc<Admin>,
     instance: Instance,
@@ -460,6 +463,7 @@ impl Serving {
                 stream,
                 peer,
                 tls,
+                Arc::clone(&self.certs),
                 Arc::clone(&builder),
                 Arc::clone(&self.routes),
                 Arc::clone(&self.closing),
@@ -527,6 +531,7 @@ async fn connection(
     mut stream: tokio::net::TcpStream,
     mut peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    certs: Arc<Certs>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     routes: Arc<Routes>,
     closing: Arc<AtomicBool>,
@@ -583,8 +588,12 @@ async fn connection(
             let routes = Arc::clone(&routes);
             let closing = Arc::clone(&closing);
             let client = Arc::clone(&client);
+            let certs = Arc::clone(&certs);
             started.bump();
             async move {
+                if let Some(answer) = tls::answer_http01(&certs, &req, https) {
+                    return Ok::<_, Infallible>(answer);
+                }
                 let http1 = req.version() <= http::Version::HTTP_11;
                 let mut resp = forward::handle(&routes, &client, req).await;
                 if http1

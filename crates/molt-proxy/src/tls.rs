@@ -69,7 +69,18 @@ pub struct Certs {
     by_domain: ArcSwap<HashMap<String, Arc<Loaded>>>,
     /// Writers take it, so two changes never race on the copy they swap in.
     write: Mutex<()>,
+    /// ACME HTTP-01: key authorizations by token, answered on the HTTP
+    /// listener at `/.well-known/acme-challenge/TOKEN` (rarely read).
+    http01: Mutex<HashMap<String, String>>,
+    /// ACME TLS-ALPN-01: the challenge certificate by domain, shown only
+    /// to a client that offers `acme-tls/1` and nothing else.
+    alpn01: Mutex<HashMap<String, Arc<CertifiedKey>>>,
 }
+
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+/// Where HTTP-01 tokens are asked for.
+pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
 
 impl std::fmt::Debug for Certs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,6 +111,13 @@ pub fn normalize_domain(raw: &str) -> Result<String, CertError> {
 
 /// Parses and checks a pushed certificate into what handshakes use.
 pub fn load(cert: &TlsCert) -> Result<Arc<CertifiedKey>, CertError> {
+    let key = parse(cert)?;
+    key.keys_match().map_err(|_| CertError::KeyMismatch)?;
+    Ok(Arc::new(key))
+}
+
+/// A certificate and key as rustls takes them, unchecked.
+fn parse(cert: &TlsCert) -> Result<CertifiedKey, CertError> {
     normalize_domain(&cert.domain)?;
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
@@ -112,9 +130,7 @@ pub fn load(cert: &TlsCert) -> Result<Arc<CertifiedKey>, CertError> {
         .map_err(|e| CertError::Key(e.to_string()))?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| CertError::KeyType(e.to_string()))?;
-    let key = CertifiedKey::new(chain, signer);
-    key.keys_match().map_err(|_| CertError::KeyMismatch)?;
-    Ok(Arc::new(key))
+    Ok(CertifiedKey::new(chain, signer))
 }
 
 impl Certs {
@@ -225,6 +241,83 @@ pub async fn accept(
     }
 }
 
+impl Certs {
+    /// Answers an HTTP-01 token with `key_authorization` until removed.
+    pub fn set_http01(&self, token: String, key_authorization: String) {
+        self.http01
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token, key_authorization);
+    }
+
+    pub fn remove_http01(&self, token: &str) {
+        self.http01
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(token);
+    }
+
+    /// The key authorization for a request path, if it asks for a token
+    /// that is being validated.
+    pub fn http01(&self, path: &str) -> Option<String> {
+        let token = path.strip_prefix(HTTP01_PREFIX)?;
+        self.http01
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
+            .cloned()
+    }
+
+    /// Shows `cert` to TLS-ALPN-01 validation of its domain until removed.
+    pub fn set_alpn01(&self, cert: &TlsCert) -> Result<(), CertError> {
+        // Not `load`: the key check parses the certificate with webpki,
+        // which refuses its critical acmeIdentifier extension; the ACME
+        // server is the one to judge this certificate.
+        let key = Arc::new(parse(cert)?);
+        let domain = normalize_domain(&cert.domain)?;
+        self.alpn01
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(domain, key);
+        Ok(())
+    }
+
+    pub fn remove_alpn01(&self, domain: &str) {
+        self.alpn01
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&domain.to_ascii_lowercase());
+    }
+
+    fn alpn01(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
+        self.alpn01
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&server_name.to_ascii_lowercase())
+            .cloned()
+    }
+}
+
+/// The answer to an ACME HTTP-01 validation request, if `req` is one (a GET
+/// on the plain HTTP listener for a token being validated). Anything else
+/// goes on to the App as usual: one string comparison per request.
+pub fn answer_http01<B>(
+    certs: &Certs,
+    req: &http::Request<B>,
+    over_tls: bool,
+) -> Option<http::Response<crate::body::ProxyBody>> {
+    if over_tls || req.method() != http::Method::GET {
+        return None;
+    }
+    let key_authorization = certs.http01(req.uri().path())?;
+    let mut resp = http::Response::new(crate::body::ProxyBody::fixed(key_authorization));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
+}
+
 /// The resolver rustls asks on every handshake.
 #[derive(Debug)]
 struct BySni(Arc<Certs>);
@@ -232,6 +325,12 @@ struct BySni(Arc<Certs>);
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name()?;
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            return self.0.alpn01(name);
+        }
         self.0.find(name)
     }
 }
@@ -245,7 +344,7 @@ pub fn acceptor(certs: Arc<Certs>) -> anyhow::Result<TlsAcceptor> {
         .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(BySni(certs)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -259,7 +358,13 @@ pub async fn handshake(
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool)> {
     match acceptor.accept(stream).await {
         Ok(tls) => {
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let alpn = tls.get_ref().1.alpn_protocol();
+            if alpn == Some(ACME_TLS_ALPN) {
+                // A TLS-ALPN-01 validation: the handshake was the answer.
+                tracing::debug!(%peer, "answered a TLS-ALPN-01 validation");
+                return None;
+            }
+            let h2 = alpn == Some(b"h2");
             Some((tls, h2))
         }
         Err(e) => {

@@ -52,7 +52,7 @@ struct Cli {
 enum Command {
     /// Run the control plane: API, deployer, reconciler. Starts the
     /// proxy too if none runs.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run the data plane (the server starts it; rarely run by hand).
     Proxy(ProxyArgs),
     /// Create, list, show and delete Apps.
@@ -177,7 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Built only by client commands: the server needs no token.
     let client = || Client::new(&opts);
     match cli.command {
-        Command::Server(args) => serve::server(args, data_dir).await.map(|()| 0),
+        Command::Server(args) => serve::server(*args, data_dir).await.map(|()| 0),
         Command::Proxy(args) => serve::proxy(args, data_dir).await.map(|()| 0),
         Command::Apps { command } => apps::run(&client()?, command).await,
         Command::Deploy { args } => deploys::deploy(&client()?, args).await,

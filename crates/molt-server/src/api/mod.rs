@@ -167,7 +167,7 @@ async fn server_metrics(State(s): State<ApiState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.deployer.metrics.render(),
+        s.deployer.metrics.render() + &crate::certs::expiry_metrics(&s.deployer.store),
     )
 }
 

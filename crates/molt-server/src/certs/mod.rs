@@ -6,16 +6,18 @@
 //! - `sync`: keeps the proxy's certificates equal to the store's, also
 //!   after the proxy restarted (it forgets them on purpose).
 
+pub mod acme;
 pub mod inspect;
 pub mod sync;
 
 use crate::deploy::{DeployError, Deployer};
 use crate::store::CertRow;
-use molt_core::api::{AddCertRequest, CertView};
+use molt_core::api::{AddCertRequest, CertView, DomainHttpsView, Finding};
 use molt_proxy::tls::{normalize_domain, TlsCert};
 
-/// Where a certificate came from.
+/// Where a certificate came from: a person's own, or ordered by Molt.
 pub const SOURCE_CUSTOM: &str = "custom";
+pub const SOURCE_ACME: &str = "acme";
 /// Below this many days left, `molt certs list` warns.
 pub const WARN_DAYS: i64 = 14;
 
@@ -132,4 +134,98 @@ pub fn view(row: &CertRow, now: i64) -> CertView {
         expires_soon: days_left < WARN_DAYS,
         updated_at: row.updated_at.clone(),
     }
+}
+
+/// Prometheus gauges: each certificate's expiry (unix seconds), so an alert
+/// can fire on `molt_certificate_expiry_seconds - time() < 14 * 86400`.
+pub fn expiry_metrics(store: &crate::store::Store) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    out.push_str("# HELP molt_certificate_expiry_seconds When each HTTPS certificate expires (unix seconds), by domain and source.\n");
+    out.push_str("# TYPE molt_certificate_expiry_seconds gauge\n");
+    for row in store.list_certs().unwrap_or_default() {
+        let expiry = time::OffsetDateTime::parse(
+            &row.not_after,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|t| t.unix_timestamp())
+        .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "molt_certificate_expiry_seconds{{domain=\"{}\",source=\"{}\"}} {expiry}",
+            row.domain.replace('"', ""),
+            row.source
+        );
+    }
+    out
+}
+
+/// HTTPS per App domain: the certificate in force (its own or a wildcard
+/// over it), else how ordering one goes. Domains that neither have nor
+/// want one (`*.localhost`) are left out.
+pub fn https_views(
+    store: &crate::store::Store,
+    domains: &[String],
+) -> anyhow::Result<Vec<DomainHttpsView>> {
+    let certs = store.list_certs()?;
+    let mut views = Vec::new();
+    for domain in domains {
+        let cert = certs.iter().find(|c| &c.domain == domain).or_else(|| {
+            certs
+                .iter()
+                .find(|c| inspect::covers(std::slice::from_ref(&c.domain), domain))
+        });
+        let order = store.acme_order(domain)?;
+        if cert.is_none() && order.is_none() && !acme::wants_certificate(domain) {
+            continue;
+        }
+        let (state, problem, next) = match (&order, cert) {
+            // A failure while a certificate is in force (a renewal) shows
+            // too: the certificate still serves.
+            (Some(o), _) if o.state == acme::FAILED => (
+                if cert.is_some() {
+                    "valid"
+                } else {
+                    acme::FAILED
+                },
+                o.problem.clone(),
+                Some(inspect::rfc3339(o.next_attempt)),
+            ),
+            (_, Some(_)) => ("valid", None, None),
+            (Some(o), None) => (o.state.as_str(), o.problem.clone(), None),
+            (None, None) => ("none", None, None),
+        };
+        views.push(DomainHttpsView {
+            domain: domain.clone(),
+            state: state.to_string(),
+            certificate: cert.map(|c| c.domain.clone()),
+            source: cert.map(|c| c.source.clone()),
+            not_after: cert.map(|c| c.not_after.clone()),
+            problem,
+            next_attempt_at: next,
+        });
+    }
+    Ok(views)
+}
+
+/// `molt debug` findings: a domain whose certificate could not be ordered.
+pub fn https_findings(
+    store: &crate::store::Store,
+    domains: &[String],
+) -> anyhow::Result<Vec<Finding>> {
+    Ok(https_views(store, domains)?
+        .into_iter()
+        .filter_map(|v| {
+            let problem = v.problem?;
+            Some(Finding {
+                kind: "certificate_failing".into(),
+                summary: format!("ordering the HTTPS certificate for {} failed", v.domain),
+                detail: Some(problem),
+                hint: format!(
+                    "the domain must resolve to this host and reach the proxy on ports 80 (HTTP-01) or 443 (TLS-ALPN-01); Molt tries again at {} and HTTP keeps serving meanwhile",
+                    v.next_attempt_at.unwrap_or_default()
+                ),
+            })
+        })
+        .collect())
 }

@@ -76,6 +76,7 @@ pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
         created_at: app.created_at.clone(),
         updated_at: app.updated_at.clone(),
         containers,
+        https: crate::certs::https_views(&deployer.store, &app.hosts())?,
     })
 }
 

@@ -98,3 +98,104 @@ impl Store {
             > 0)
     }
 }
+
+/// How ordering a domain's certificate from the ACME server goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeOrderRow {
+    pub domain: String,
+    pub app: String,
+    /// `ordering`, `valid` or `failed`.
+    pub state: String,
+    /// The ACME server's problem detail (or why it could not be asked) of
+    /// the last failure.
+    pub problem: Option<String>,
+    /// Failures in a row (the backoff grows with them).
+    pub attempts: u32,
+    /// Unix seconds before which no new order is placed.
+    pub next_attempt: i64,
+    pub updated_at: String,
+}
+
+fn acme_order_from_row(r: &Row) -> rusqlite::Result<AcmeOrderRow> {
+    Ok(AcmeOrderRow {
+        domain: r.get("domain")?,
+        app: r.get("app")?,
+        state: r.get("state")?,
+        problem: r.get("problem")?,
+        attempts: r.get("attempts")?,
+        next_attempt: r.get("next_attempt")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
+impl Store {
+    pub fn acme_account(&self, directory: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT credentials_sealed FROM acme_accounts WHERE directory = ?",
+                [directory],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn save_acme_account(&self, directory: &str, sealed: &[u8]) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO acme_accounts (directory, credentials_sealed, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(directory) DO UPDATE SET credentials_sealed = excluded.credentials_sealed",
+            params![directory, sealed, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn acme_order(&self, domain: &str) -> Result<Option<AcmeOrderRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT * FROM acme_orders WHERE domain = ?",
+                [domain],
+                acme_order_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn list_acme_orders(&self) -> Result<Vec<AcmeOrderRow>> {
+        self.blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT * FROM acme_orders ORDER BY domain")?;
+            let rows = stmt.query_map([], acme_order_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    pub fn save_acme_order(&self, row: &AcmeOrderRow) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO acme_orders (domain, app, state, problem, attempts, next_attempt, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(domain) DO UPDATE SET app = excluded.app, state = excluded.state,
+                problem = excluded.problem, attempts = excluded.attempts,
+                next_attempt = excluded.next_attempt, updated_at = excluded.updated_at",
+            params![
+                row.domain,
+                row.app,
+                row.state,
+                row.problem,
+                row.attempts,
+                row.next_attempt,
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets order states of domains no App has any more.
+    pub fn forget_acme_orders_except(&self, domains: &[String]) -> Result<()> {
+        let all = self.list_acme_orders()?;
+        for row in all.iter().filter(|r| !domains.contains(&r.domain)) {
+            self.conn()
+                .execute("DELETE FROM acme_orders WHERE domain = ?", [&row.domain])?;
+        }
+        Ok(())
+    }
+}

@@ -13,7 +13,7 @@ mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use certs::CertRow;
+pub use certs::{AcmeOrderRow, CertRow};
 use deploys::*;
 use env::*;
 pub use rows::*;

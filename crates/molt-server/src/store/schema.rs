@@ -152,4 +152,24 @@ CREATE TABLE certs (
     updated_at TEXT NOT NULL
 );
 "#,
+    // ACME: the account per directory (its credentials sealed), and per
+    // domain how ordering its certificate goes: the state, the ACME
+    // server's problem detail of the last failure, and when to try again.
+    r#"
+CREATE TABLE acme_accounts (
+    directory TEXT PRIMARY KEY,
+    credentials_sealed BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE acme_orders (
+    domain TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    state TEXT NOT NULL,
+    problem TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL
+);
+"#,
+    // ---- end of HTTPS ----
 ];

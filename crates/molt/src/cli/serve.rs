@@ -42,6 +42,8 @@ pub struct ServerArgs {
     /// App domain with a certificate (`molt certs`) is served there.
     #[arg(long, value_name = "ADDR")]
     pub https: Option<SocketAddr>,
+    #[command(flatten)]
+    pub acme: AcmeArgs,
     /// The Docker network Molt creates and puts App containers on.
     #[arg(long, value_name = "NAME", default_value = "molt")]
     pub network: String,
@@ -139,6 +141,29 @@ pub struct ProxyArgs {
     pub log: LogArgs,
 }
 
+/// Certificates from an ACME server (Let's Encrypt) for App domains.
+#[derive(Debug, Clone, Args)]
+pub struct AcmeArgs {
+    /// Order certificates for App domains from this ACME directory:
+    /// `https://acme-v02.api.letsencrypt.org/directory` (Let's Encrypt),
+    /// or its staging directory
+    /// `https://acme-staging-v02.api.letsencrypt.org/directory` to try
+    /// things out. `*.localhost` domains are left alone.
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// The contact address of the ACME account.
+    #[arg(long, value_name = "ADDR", requires = "acme_directory")]
+    pub acme_email: Option<String>,
+    /// A CA certificate (PEM) to trust for the ACME directory's own HTTPS,
+    /// for a private ACME server.
+    #[arg(long, value_name = "FILE", requires = "acme_directory")]
+    pub acme_ca: Option<PathBuf>,
+    /// The wait after a failed order; it doubles with each failure in a
+    /// row, up to 6 hours.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub acme_retry: std::time::Duration,
+}
+
 /// Who the proxy believes; on `molt proxy`, and passed on by `molt server`.
 #[derive(Debug, Clone, Args)]
 pub struct EdgeArgs {
@@ -176,6 +201,15 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         api: args.api,
         proxy: args.proxy,
         https: args.https,
+        acme: args
+            .acme
+            .acme_directory
+            .map(|directory| molt_server::certs::acme::AcmeConfig {
+                directory,
+                email: args.acme.acme_email,
+                ca_file: args.acme.acme_ca,
+                backoff: args.acme.acme_retry.max(std::time::Duration::from_secs(1)),
+            }),
         network: args.network,
         memory_bytes: args.memory,
         gpus: args.gpus,
