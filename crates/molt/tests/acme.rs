@@ -190,23 +190,24 @@ fn https_state(server: &MoltServer, app: &str, domain: &str) -> serde_json::Valu
 }
 
 /// `molt server --https ... --acme-*` for Pebble at `site`.
-fn start_server(site: &PebbleSite, https: u16, retry: &str) -> MoltServer {
-    MoltServer::start_with(
-        None,
-        &[
-            "--https",
-            &format!("127.0.0.1:{https}"),
-            "--acme-directory",
-            &site.directory(),
-            "--acme-ca",
-            &site.ca(),
-            "--acme-email",
-            "ops@example.test",
-            "--acme-retry",
-            retry,
-        ],
-        &[],
-    )
+fn start_server(site: &PebbleSite, https: u16, retry: &str, extra: &[&str]) -> MoltServer {
+    let https_arg = format!("127.0.0.1:{https}");
+    let directory = site.directory();
+    let ca = site.ca();
+    let mut args = vec![
+        "--https",
+        &https_arg,
+        "--acme-directory",
+        &directory,
+        "--acme-ca",
+        &ca,
+        "--acme-email",
+        "ops@example.test",
+        "--acme-retry",
+        retry,
+    ];
+    args.extend(extra);
+    MoltServer::start_with(None, &args, &[])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -215,7 +216,7 @@ async fn a_domain_gets_a_certificate_over_http01_that_curl_verifies() {
     let v1 = push(&registry, "testapp", "v1", "v1");
     let https = free_port();
     let site = PebbleSite::new();
-    let server = start_server(&site, https, "1s");
+    let server = start_server(&site, https, "1s", &[]);
     let pebble = Pebble::start(site, server.proxy_addr().port(), https);
     create_app(&server, "web", &v1, &["--domain", "web.example.test"]);
     let root = pebble.root();
@@ -254,7 +255,7 @@ async fn a_failing_challenge_is_reported_on_the_app_while_http_serves_then_tls_a
     let https = free_port();
     let site = PebbleSite::new();
     // A retry after 6 s: time to look at the failure first.
-    let server = start_server(&site, https, "6s");
+    let server = start_server(&site, https, "6s", &[]);
     // HTTP-01 goes to a port nothing listens on: it fails.
     let pebble = Pebble::start(site, free_port(), https);
     create_app(&server, "shop", &v1, &["--domain", "shop.example.test"]);
@@ -310,4 +311,111 @@ async fn a_failing_challenge_is_reported_on_the_app_while_http_serves_then_tls_a
         server.log().contains("TLS-ALPN-01"),
         "the retry uses TLS-ALPN-01"
     );
+}
+
+/// A TLS connection to the proxy that trusts only `root`, speaks HTTP/1.1
+/// and never resumes a session (so each shows the certificate in force).
+async fn tls_connect(
+    https: u16,
+    host: &str,
+    root: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls::pki_types::CertificateDer::from_pem_file(root).expect("root pem");
+    roots.add(der).expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", https)).await?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).expect("name");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+/// The leaf certificate a TLS connection was shown.
+fn leaf(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().expect("certs")[0].to_vec()
+}
+
+/// One keep-alive `GET /` on an open connection; the answer's head and body.
+async fn get_over(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    host: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "the connection closed: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return text;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_certificate_is_swapped_in_while_a_connection_stays_open() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let https = free_port();
+    let site = PebbleSite::new();
+    // Renew at every look (Pebble's certificates live for years).
+    let server = start_server(&site, https, "1s", &["--acme-renew-at", "0"]);
+    let pebble = Pebble::start(site, server.proxy_addr().port(), https);
+    create_app(&server, "web", &v1, &["--domain", "web.example.test"]);
+    let root = pebble.root();
+    let first = wait_for(Duration::from_secs(60), || async {
+        tls_connect(https, "web.example.test", &root).await.ok()
+    })
+    .await;
+    let mut open = first.unwrap_or_else(|| panic!("no certificate; server log:\n{}", server.log()));
+    let answer = get_over(&mut open, "web.example.test").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let before = leaf(&open);
+
+    // A renewal puts a new certificate in force for new connections...
+    let renewed = wait_until(Duration::from_secs(60), || async {
+        match tls_connect(https, "web.example.test", &root).await {
+            Ok(fresh) => leaf(&fresh) != before,
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(renewed, "no renewal seen; server log:\n{}", server.log());
+    // ...while the connection opened before it goes on.
+    let answer = get_over(&mut open, "web.example.test").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("testapp v1"), "{answer}");
+    assert_eq!(leaf(&open), before);
 }

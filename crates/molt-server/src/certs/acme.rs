@@ -47,7 +47,13 @@ pub struct AcmeConfig {
     /// The wait after a first failure; it doubles with each failure in a
     /// row, up to six hours.
     pub backoff: Duration,
+    /// The share of a certificate's lifetime after which it is renewed:
+    /// `DEFAULT_RENEW_AT` (two thirds); tests set it lower.
+    pub renew_at: f64,
 }
+
+/// Renewal starts at two thirds of a certificate's lifetime.
+pub const DEFAULT_RENEW_AT: f64 = 2.0 / 3.0;
 
 /// Order states.
 pub const ORDERING: &str = "ordering";
@@ -73,9 +79,10 @@ pub fn wants_certificate(domain: &str) -> bool {
         && normalize_domain(domain).is_ok()
 }
 
-/// Whether a certificate is past two thirds of its lifetime.
-pub fn due_for_renewal(not_before: i64, not_after: i64, now: i64) -> bool {
-    now >= not_before + (not_after - not_before) * 2 / 3
+/// Whether a certificate is past `renew_at` of its lifetime.
+pub fn due_for_renewal(not_before: i64, not_after: i64, now: i64, renew_at: f64) -> bool {
+    let lifetime = (not_after - not_before).max(0) as f64;
+    now >= not_before + (lifetime * renew_at.clamp(0.0, 1.0)) as i64
 }
 
 /// The wait after `failures` failures in a row.
@@ -167,7 +174,8 @@ impl Acme {
                 continue;
             }
             if let Some(cert) = certs.iter().find(|c| c.domain == domain) {
-                if !due_for_renewal(unix(&cert.not_before), unix(&cert.not_after), now) {
+                let (from, until) = (unix(&cert.not_before), unix(&cert.not_after));
+                if !due_for_renewal(from, until, now, self.config.renew_at) {
                     continue;
                 }
             }
@@ -428,8 +436,9 @@ mod tests {
 
     #[test]
     fn renewal_starts_at_two_thirds_of_the_lifetime() {
-        assert!(!due_for_renewal(0, 90, 59));
-        assert!(due_for_renewal(0, 90, 60));
+        assert!(!due_for_renewal(0, 90, 59, DEFAULT_RENEW_AT));
+        assert!(due_for_renewal(0, 90, 60, DEFAULT_RENEW_AT));
+        assert!(due_for_renewal(0, 90, 0, 0.0));
     }
 
     #[test]

@@ -162,6 +162,10 @@ pub struct AcmeArgs {
     /// row, up to 6 hours.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub acme_retry: std::time::Duration,
+    /// The share of a certificate's lifetime after which it is renewed
+    /// (default two thirds). For tests: 0 renews at every look.
+    #[arg(long, value_name = "FRACTION", hide = true, default_value_t = molt_server::certs::acme::DEFAULT_RENEW_AT)]
+    pub acme_renew_at: f64,
 }
 
 /// Who the proxy believes; on `molt proxy`, and passed on by `molt server`.
@@ -209,6 +213,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
                 email: args.acme.acme_email,
                 ca_file: args.acme.acme_ca,
                 backoff: args.acme.acme_retry.max(std::time::Duration::from_secs(1)),
+                renew_at: args.acme.acme_renew_at,
             }),
         network: args.network,
         memory_bytes: args.memory,
