@@ -13,6 +13,8 @@ pub(super) struct AppData {
     pub(super) serving: Option<DeployRow>,
     pub(super) env: Vec<EnvEntry>,
     pub(super) running: Option<String>,
+    /// HTTPS per domain (see `certs::https_views`).
+    pub(super) https: Vec<molt_core::api::DomainHttpsView>,
 }
 
 pub(super) fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option<AppData>> {
@@ -27,12 +29,14 @@ pub(super) fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option<AppDa
         .and_then(|id| deploys.iter().find(|d| &d.id == id).cloned());
     let env = store.env(name)?;
     let running = s.api.deployer.in_progress(name).filter(|id| id != "delete");
+    let https = crate::certs::https_views(store, &app.hosts())?;
     Ok(Some(AppData {
         app,
         deploys,
         serving,
         env,
         running,
+        https,
     }))
 }
 
@@ -109,6 +113,21 @@ pub(super) fn config_region(d: &AppData) -> Markup {
             } }
             div { dt { "Follows" } dd { code.image title="The reference Redeploy pulls again" { (a.image) } } }
             div { dt { "Domains" } dd { @for h in a.hosts() { code { (h) } " " } } }
+            @if !d.https.is_empty() {
+                div { dt { "HTTPS" } dd {
+                    @for h in &d.https {
+                        div.https-domain {
+                            code { (h.domain) } " " (h.state)
+                            @if let (Some(source), Some(until)) = (&h.source, &h.not_after) {
+                                span.muted { " (" (source) ", until " (until) ")" }
+                            }
+                            @if let Some(problem) = &h.problem {
+                                p.small.error role="status" { "Last order failed: " (problem) }
+                            }
+                        }
+                    }
+                } }
+            }
             div { dt { "Port" } dd { (a.port) } }
             div { dt { "Health check" } dd {
                 @match &a.health.path {
