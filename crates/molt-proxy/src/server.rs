@@ -233,6 +233,9 @@ impl Proxy {
         let https = https
             .map(|l| Ok::<_, anyhow::Error>((l, tls::acceptor(Arc::clone(&certs))?)))
             .transpose()?;
+        if let Some(addr) = https_addr {
+            certs.serve_https_on(addr.port());
+        }
         tracing::info!(listen = %http_addr, https = ?https_addr, metrics = ?metrics_addr, routes = routes.list().len(),
             threads, max_connections = edge.max_connections, trusted_proxies = edge.trusted_proxies.len(),
             proxy_protocol = edge.proxy_protocol, data_dir = %dir.display(), "proxy started");
@@ -591,7 +594,9 @@ async fn connection(
             let certs = Arc::clone(&certs);
             started.bump();
             async move {
-                if let Some(answer) = tls::answer_http01(&certs, &req, https) {
+                if let Some(answer) = tls::answer_http01(&certs, &req, https)
+                    .or_else(|| tls::redirect_to_https(&certs, &req, https))
+                {
                     return Ok::<_, Infallible>(answer);
                 }
                 let http1 = req.version() <= http::Version::HTTP_11;

@@ -75,6 +75,9 @@ pub struct Certs {
     /// ACME TLS-ALPN-01: the challenge certificate by domain, shown only
     /// to a client that offers `acme-tls/1` and nothing else.
     alpn01: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// The HTTPS listener's port (0: no HTTPS), where plain HTTP requests
+    /// for a host with a certificate are redirected.
+    https_port: std::sync::atomic::AtomicU16,
 }
 
 /// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
@@ -315,6 +318,62 @@ pub fn answer_http01<B>(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/octet-stream"),
     );
+    Some(resp)
+}
+
+impl Certs {
+    /// Plain HTTP for hosts with a certificate is redirected to this port.
+    pub fn serve_https_on(&self, port: u16) {
+        self.https_port
+            .store(port, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The redirect of a plain HTTP request to HTTPS, when the host has a
+/// certificate in force (and the proxy serves HTTPS): 301 for GET and HEAD,
+/// 308 (which keeps the method and body) otherwise. Without any
+/// certificate this is one atomic load per request.
+pub fn redirect_to_https<B>(
+    certs: &Certs,
+    req: &http::Request<B>,
+    over_tls: bool,
+) -> Option<http::Response<crate::body::ProxyBody>> {
+    if over_tls {
+        return None;
+    }
+    let port = certs.https_port.load(std::sync::atomic::Ordering::Relaxed);
+    if port == 0 || certs.by_domain.load().is_empty() {
+        return None;
+    }
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())?;
+    let name = match host.rsplit_once(':') {
+        Some((name, p)) if p.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    certs.find(name)?;
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = if port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{port}{target}")
+    };
+    let location = http::HeaderValue::from_str(&location).ok()?;
+    let status = if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
+        http::StatusCode::MOVED_PERMANENTLY
+    } else {
+        http::StatusCode::PERMANENT_REDIRECT
+    };
+    let mut resp = http::Response::new(crate::body::ProxyBody::empty());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::LOCATION, location);
     Some(resp)
 }
 

@@ -180,8 +180,19 @@ async fn serves_https_by_sni_and_refuses_names_without_a_certificate() {
     // with a's certificate.
     assert!(connect(&tls, at, "b.example.com").await.is_err());
 
-    // Plain HTTP still says http.
-    let (status, body) = get(&client(), proxy.http_addr(), "a.example.com", "/headers")
+    // Plain HTTP for a host with a certificate is redirected to HTTPS;
+    // without one it is served, and says http.
+    let req = http::Request::get(format!("http://{}/p?q=1", proxy.http_addr()))
+        .header(http::header::HOST, "a.example.com:8080")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("req");
+    let resp = client().request(req).await.expect("http");
+    assert_eq!(resp.status(), http::StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        resp.headers()[http::header::LOCATION],
+        format!("https://a.example.com:{}/p?q=1", at.port()).as_str()
+    );
+    let (status, body) = get(&client(), proxy.http_addr(), "b.example.com", "/headers")
         .await
         .expect("http");
     assert_eq!(status, http::StatusCode::OK);

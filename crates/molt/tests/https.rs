@@ -225,9 +225,28 @@ async fn own_certificates_are_checked_served_by_sni_and_survive_a_proxy_restart(
     // Another name gets no certificate (none leaks the App's names).
     let (code, out) = curl(https, "web.localhost", "/", &ca_file, &["-k"]);
     assert_ne!(code, 0, "{out}");
-    // Plain HTTP keeps serving.
+    // Plain HTTP to a domain with a certificate is redirected to HTTPS;
+    // the App's other domain (no certificate) is served as before.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .args(["-H", "Host: web.example.test"])
+        .arg(format!("http://{}/a?b=1", server.proxy_addr()))
+        .output()
+        .expect("curl");
+    let seen = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(
-        served(server.proxy_addr(), "web.example.test").await.trim(),
+        seen,
+        format!("301 https://web.example.test:{https}/a?b=1"),
+        "{seen}"
+    );
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await.trim(),
         "testapp v1"
     );
 
