@@ -55,6 +55,33 @@ pub struct AppView {
     /// connect. Given by `GET /api/v1/apps/{name}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<String>,
+    /// HTTPS per domain that has or wants a certificate (`*.localhost`
+    /// domains without one are left out).
+    #[serde(default)]
+    pub https: Vec<DomainHttpsView>,
+}
+
+/// How HTTPS stands for one of an App's domains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DomainHttpsView {
+    pub domain: String,
+    /// `valid` (a certificate is in force), `ordering` (ACME at work),
+    /// `failed` (the last ACME order failed; see `problem`), or `none`.
+    pub state: String,
+    /// The certificate's domain (a wildcard covers several) and source
+    /// (`custom` or `acme`), when one is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// The ACME server's problem detail of the last failed order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// When the next order is placed after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
 }
 
 /// One serving container of an App.
@@ -320,6 +347,44 @@ pub struct RegistryView {
     pub host: String,
     pub username: String,
     pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /api/v1/certs`: a person's own certificate for a domain.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCertRequest {
+    /// `app.example.com`, or a wildcard `*.example.com` (one label).
+    pub domain: String,
+    /// PEM: the certificate first, then its intermediates.
+    pub cert_pem: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for AddCertRequest {
+    /// Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddCertRequest")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate as shown: never its key.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CertView {
+    pub domain: String,
+    /// `custom` (added with `molt certs add`) or `acme` (ordered by Molt).
+    pub source: String,
+    /// The issuer's common name.
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+    /// Whole days until it expires (negative once expired).
+    pub days_left: i64,
+    /// Fewer than 14 days left.
+    pub expires_soon: bool,
     pub updated_at: String,
 }
 

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+pub use crate::tls::TlsCert;
+
 /// The file names the proxy keeps in its data dir.
 pub const SOCKET_FILE: &str = "proxy.sock";
 pub const ROUTES_FILE: &str = "routes.json";
@@ -107,6 +109,35 @@ pub enum Request {
     Handover,
     /// The second half of `handover`, valid only on its connection.
     HandoverDone,
+    /// Adds or replaces the HTTPS certificate of a domain (chosen by SNI).
+    /// Kept in memory only: the server pushes its certificates again to a
+    /// proxy that started afresh (see `list_certs`).
+    PutCert {
+        cert: TlsCert,
+    },
+    /// Forgets a domain's certificate; forgetting an unknown one is ok.
+    RemoveCert {
+        domain: String,
+    },
+    /// The domains that have a certificate now.
+    ListCerts,
+    /// ACME HTTP-01: answer `GET /.well-known/acme-challenge/TOKEN` on the
+    /// HTTP listener, for any host, with `key_authorization`.
+    SetHttp01 {
+        token: String,
+        key_authorization: String,
+    },
+    RemoveHttp01 {
+        token: String,
+    },
+    /// ACME TLS-ALPN-01: show `cert` (its key included) to a client that
+    /// offers only `acme-tls/1` for its domain.
+    SetAlpn01 {
+        cert: TlsCert,
+    },
+    RemoveAlpn01 {
+        domain: String,
+    },
 }
 
 /// A paused route's limits, as `list_routes` and `handover` report them.
@@ -146,6 +177,13 @@ pub struct Response {
     /// their order (`http`, `lock`, `metrics`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fds: Option<Vec<String>>,
+    /// For `list_certs`: the domains with a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<Vec<String>>,
+    /// For `handover`: the certificates with their keys (they live in
+    /// memory only, so they move with the sockets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certs: Option<Vec<TlsCert>>,
 }
 
 impl Response {
@@ -323,6 +361,59 @@ impl AdminClient {
     pub async fn paused(&self) -> Result<Vec<Paused>, AdminError> {
         let resp = self.call(&Request::ListRoutes, self.timeout).await?;
         Ok(resp.paused.unwrap_or_default())
+    }
+
+    /// Puts a domain's certificate in force (see `Request::PutCert`).
+    pub async fn put_cert(&self, cert: TlsCert) -> Result<(), AdminError> {
+        self.call(&Request::PutCert { cert }, self.timeout).await?;
+        Ok(())
+    }
+
+    pub async fn remove_cert(&self, domain: &str) -> Result<(), AdminError> {
+        let req = Request::RemoveCert {
+            domain: domain.to_string(),
+        };
+        self.call(&req, self.timeout).await?;
+        Ok(())
+    }
+
+    /// The domains that have a certificate in the proxy now.
+    pub async fn list_certs(&self) -> Result<Vec<String>, AdminError> {
+        let resp = self.call(&Request::ListCerts, self.timeout).await?;
+        Ok(resp.domains.unwrap_or_default())
+    }
+
+    /// Starts answering an ACME HTTP-01 token (see `Request::SetHttp01`).
+    pub async fn set_http01(&self, token: &str, key_authorization: &str) -> Result<(), AdminError> {
+        let req = Request::SetHttp01 {
+            token: token.to_string(),
+            key_authorization: key_authorization.to_string(),
+        };
+        self.call(&req, self.timeout).await?;
+        Ok(())
+    }
+
+    pub async fn remove_http01(&self, token: &str) -> Result<(), AdminError> {
+        let req = Request::RemoveHttp01 {
+            token: token.to_string(),
+        };
+        self.call(&req, self.timeout).await?;
+        Ok(())
+    }
+
+    /// Starts showing a TLS-ALPN-01 challenge certificate.
+    pub async fn set_alpn01(&self, cert: TlsCert) -> Result<(), AdminError> {
+        self.call(&Request::SetAlpn01 { cert }, self.timeout)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_alpn01(&self, domain: &str) -> Result<(), AdminError> {
+        let req = Request::RemoveAlpn01 {
+            domain: domain.to_string(),
+        };
+        self.call(&req, self.timeout).await?;
+        Ok(())
     }
 
     /// Waits until the retired target `addr` of `app` has drained, or closes

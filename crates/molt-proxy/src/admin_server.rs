@@ -22,6 +22,7 @@ use crate::fdpass;
 use crate::hold::PauseLimits;
 use crate::instance::{exe_id, sibling, OwnFile};
 use crate::routes::Routes;
+use crate::tls::Certs;
 
 /// How long a successor may take, once it has our sockets, to say it serves
 /// and owns the admin socket; past it we take everything back.
@@ -63,6 +64,7 @@ pub struct Handoff {
     pub http: OwnedFd,
     pub lock: OwnedFd,
     pub metrics: Option<OwnedFd>,
+    pub https: Option<OwnedFd>,
     /// Where users reach us, hence the successor too.
     pub http_addr: SocketAddr,
 }
@@ -70,6 +72,8 @@ pub struct Handoff {
 /// What the admin side works with.
 pub struct Admin {
     routes: Arc<Routes>,
+    /// The HTTPS certificates (in memory only).
+    certs: Arc<Certs>,
     path: PathBuf,
     /// Changes take it for reading; a handover takes it for writing from
     /// its snapshot until the successor confirms, so no change can land
@@ -87,6 +91,7 @@ pub struct Admin {
 impl Admin {
     pub fn new(
         routes: Arc<Routes>,
+        certs: Arc<Certs>,
         path: PathBuf,
         socket: OwnFile,
         handoff: Handoff,
@@ -94,6 +99,7 @@ impl Admin {
         let (rebind, rebound) = mpsc::channel(1);
         let admin = Arc::new(Admin {
             routes,
+            certs,
             path,
             authority: RwLock::new(Authority::Here),
             socket: Mutex::new(socket),
@@ -233,6 +239,8 @@ async fn answer(req: Request, admin: &Admin) -> Response {
             | Request::RemoveRoute { .. }
             | Request::Pause { .. }
             | Request::Resume { .. }
+            | Request::PutCert { .. }
+            | Request::RemoveCert { .. }
     );
     let fence = if changes {
         Some(admin.authority.read().await)
@@ -304,6 +312,43 @@ async fn answer(req: Request, admin: &Admin) -> Response {
             routes.resume(&app);
             Response::ok()
         }
+        Request::PutCert { cert } => {
+            let domain = cert.domain.clone();
+            match admin.certs.put(cert) {
+                Ok(()) => {
+                    tracing::info!(%domain, "certificate in force");
+                    Response::ok()
+                }
+                Err(e) => Response::error(format!("the certificate for {domain}: {e}")),
+            }
+        }
+        Request::RemoveCert { domain } => {
+            admin.certs.remove(&domain);
+            Response::ok()
+        }
+        Request::ListCerts => Response {
+            domains: Some(admin.certs.domains()),
+            ..Response::ok()
+        },
+        Request::SetHttp01 {
+            token,
+            key_authorization,
+        } => {
+            admin.certs.set_http01(token, key_authorization);
+            Response::ok()
+        }
+        Request::RemoveHttp01 { token } => {
+            admin.certs.remove_http01(&token);
+            Response::ok()
+        }
+        Request::SetAlpn01 { cert } => match admin.certs.set_alpn01(&cert) {
+            Ok(()) => Response::ok(),
+            Err(e) => Response::error(format!("the TLS-ALPN-01 certificate: {e}")),
+        },
+        Request::RemoveAlpn01 { domain } => {
+            admin.certs.remove_alpn01(&domain);
+            Response::ok()
+        }
         Request::Handover => Response::error("handover is answered on its own connection"),
         Request::HandoverDone => Response::error(
             "handover_done is only valid on the connection that asked for a handover",
@@ -367,12 +412,17 @@ async fn give(
         names.push("metrics".into());
         fds.push(metrics.as_fd());
     }
+    if let Some(https) = &handoff.https {
+        names.push("https".into());
+        fds.push(https.as_fd());
+    }
     let resp = Response {
         pid: Some(std::process::id()),
         version: Some(env!("CARGO_PKG_VERSION").to_string()),
         exe_id: Some(exe_id()),
         routes: Some(admin.routes.list()),
         paused: Some(admin.routes.paused()),
+        certs: Some(admin.certs.sources()),
         fds: Some(names),
         ..Response::ok()
     };

@@ -24,6 +24,9 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the running proxy handed over.
 pub struct Inherited {
     pub http: TcpListener,
+    pub https: Option<TcpListener>,
+    /// The HTTPS certificates (they live in memory only).
+    pub certs: Vec<crate::tls::TlsCert>,
     pub metrics: Option<TcpListener>,
     pub lock: File,
     pub routes: Vec<Route>,
@@ -84,12 +87,13 @@ pub async fn request(socket: &Path) -> anyhow::Result<Option<Inherited>> {
             fds.len()
         );
     }
-    let (mut http, mut lock, mut metrics) = (None, None, None);
+    let (mut http, mut lock, mut metrics, mut https) = (None, None, None, None);
     for (name, fd) in names.iter().zip(fds) {
         match name.as_str() {
             "http" => http = Some(TcpListener::from(fd)),
             "lock" => lock = Some(File::from(fd)),
             "metrics" => metrics = Some(TcpListener::from(fd)),
+            "https" => https = Some(TcpListener::from(fd)),
             // Something a later version passes: not ours to keep.
             _ => drop(fd),
         }
@@ -99,6 +103,8 @@ pub async fn request(socket: &Path) -> anyhow::Result<Option<Inherited>> {
     };
     Ok(Some(Inherited {
         http,
+        https,
+        certs: resp.certs.unwrap_or_default(),
         metrics,
         lock,
         routes: resp.routes.unwrap_or_default(),

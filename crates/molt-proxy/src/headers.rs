@@ -77,6 +77,9 @@ pub struct Peer {
     /// Whether what the client says in forwarding headers is believed.
     pub trusted: bool,
     pub edge: Arc<EdgeConfig>,
+    /// `X-Forwarded-Proto` for this connection: `https` when it came in
+    /// over TLS.
+    pub proto: HeaderValue,
 }
 
 impl Peer {
@@ -88,7 +91,16 @@ impl Peer {
                 .unwrap_or(HeaderValue::from_static("0.0.0.0")),
             trusted: edge.trusts(ip),
             edge: Arc::clone(edge),
+            proto: HeaderValue::from_static("http"),
         }
+    }
+
+    /// The same peer, on a connection that came in over TLS (or not).
+    pub fn with_tls(mut self, tls: bool) -> Peer {
+        if tls {
+            self.proto = HeaderValue::from_static("https");
+        }
+        self
     }
 }
 
@@ -104,7 +116,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderValue) {
         // `insert` replaces every earlier value of the header.
         headers.insert(X_FORWARDED_FOR, peer.ip.clone());
         headers.insert(X_REAL_IP, peer.ip.clone());
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, peer.proto.clone());
         headers.insert(X_FORWARDED_HOST, host.clone());
         return;
     }
@@ -134,7 +146,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderValue) {
         .get(&X_FORWARDED_PROTO)
         .is_some_and(|v| v == "http" || v == "https");
     if !proto_ok {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, peer.proto.clone());
     }
     if !headers.contains_key(&X_FORWARDED_HOST) {
         headers.insert(X_FORWARDED_HOST, host.clone());

@@ -30,8 +30,10 @@ mod pool;
 mod routes;
 mod server;
 mod target;
+pub mod tls;
 
 pub use admin::{AdminClient, AdminError, DrainOutcome, Paused, PingInfo};
 pub use edge::{Cidr, EdgeConfig, DEFAULT_MAX_CONNECTIONS};
 pub use instance::exe_id;
 pub use server::{default_threads, run, run_until, Proxy, ProxyConfig};
+pub use tls::{Certs, TlsCert};

@@ -27,6 +27,9 @@ use crate::handover::{self, Inherited};
 use crate::instance::{exe_id, Instance};
 use crate::metrics_server;
 use crate::routes::Routes;
+use crate::tls::{self, Certs};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 
 /// How many threads `molt proxy` serves traffic with by default: half the
 /// CPUs, at least one. The proxy shares its host with the Apps it serves
@@ -50,6 +53,8 @@ pub struct ProxyConfig {
     pub data_dir: PathBuf,
     /// Where users' HTTP arrives.
     pub listen: SocketAddr,
+    /// Where users' HTTPS arrives, if anywhere (see `tls`).
+    pub https: Option<SocketAddr>,
     /// Where `GET /metrics` is served, if anywhere.
     pub metrics: Option<SocketAddr>,
     /// Take the listening sockets, lock and routes over from the proxy that
@@ -64,6 +69,7 @@ pub struct ProxyConfig {
 /// A running proxy. Dropping it stops it too (without waiting).
 pub struct Proxy {
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     handed_over: watch::Receiver<bool>,
@@ -101,15 +107,27 @@ impl Proxy {
                 Some(addr) => Some(bind_metrics(addr).await?),
                 None => None,
             };
-            return Self::serve(dir, routes, http, metrics, instance, None, config.edge).await;
+            let https = match config.https {
+                Some(addr) => Some(tls::bind(addr).await?),
+                None => None,
+            };
+            let listeners = Listeners {
+                http,
+                https,
+                metrics,
+            };
+            let certs = Arc::new(Certs::default());
+            return Self::serve(dir, routes, certs, listeners, instance, None, config.edge).await;
         };
 
         // Taking over. Any error before `confirm` drops the handover's
         // connection, and the running proxy goes on as if asked nothing.
         let Inherited {
             http,
+            https,
             metrics,
             lock,
+            certs,
             routes,
             paused,
             from_pid,
@@ -142,12 +160,19 @@ impl Proxy {
             (Some(want), None) => Some(bind_metrics(want).await?),
             (None, _) => None,
         };
+        let https = tls::inherit(config.https, https).await?;
+        let certs = Arc::new(Certs::inherit(certs));
         let instance = Instance::adopt(dir, lock)?;
+        let listeners = Listeners {
+            http,
+            https,
+            metrics,
+        };
         let proxy = Self::serve(
             dir,
             routes,
-            http,
-            metrics,
+            certs,
+            listeners,
             instance,
             Some(conn),
             config.edge,
@@ -162,15 +187,21 @@ impl Proxy {
     async fn serve(
         dir: &std::path::Path,
         routes: Routes,
-        http: TcpListener,
-        metrics: Option<TcpListener>,
+        certs: Arc<Certs>,
+        listeners: Listeners,
         instance: Instance,
         handover: Option<tokio::net::UnixStream>,
         mut edge: EdgeConfig,
     ) -> anyhow::Result<Proxy> {
+        let Listeners {
+            http,
+            https,
+            metrics,
+        } = listeners;
         edge.max_connections = edge::connections_that_fit(edge.max_connections);
         let routes = Arc::new(routes);
         let http_addr = http.local_addr()?;
+        let https_addr = https.as_ref().map(|l| l.local_addr()).transpose()?;
         let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
         // Duplicates of our descriptors, kept for handing over to a
         // successor in turn.
@@ -181,21 +212,39 @@ impl Proxy {
                 .as_ref()
                 .map(|l| l.as_fd().try_clone_to_owned())
                 .transpose()?,
+            https: https
+                .as_ref()
+                .map(|l| l.as_fd().try_clone_to_owned())
+                .transpose()?,
             http_addr,
         };
         let socket = dir.join(SOCKET_FILE);
         let (admin_listener, own_socket) = admin_server::bind(&socket)?;
-        let (admin, rebound) = Admin::new(Arc::clone(&routes), socket, own_socket, handoff);
+        let (admin, rebound) = Admin::new(
+            Arc::clone(&routes),
+            Arc::clone(&certs),
+            socket,
+            own_socket,
+            handoff,
+        );
         let handed_over = admin.handed_over();
 
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
         crate::metrics::set_shards(threads);
-        tracing::info!(listen = %http_addr, metrics = ?metrics_addr, routes = routes.list().len(),
+        let https = https
+            .map(|l| Ok::<_, anyhow::Error>((l, tls::acceptor(Arc::clone(&certs))?)))
+            .transpose()?;
+        if let Some(addr) = https_addr {
+            certs.serve_https_on(addr.port());
+        }
+        tracing::info!(listen = %http_addr, https = ?https_addr, metrics = ?metrics_addr, routes = routes.list().len(),
             threads, max_connections = edge.max_connections, trusted_proxies = edge.trusted_proxies.len(),
             proxy_protocol = edge.proxy_protocol, data_dir = %dir.display(), "proxy started");
         let (stop, stopped) = oneshot::channel();
         let serving = Serving {
             http,
+            https,
+            certs: Arc::clone(&certs),
             routes: Arc::clone(&routes),
             admin: Arc::clone(&admin),
             instance,
@@ -231,6 +280,7 @@ impl Proxy {
         }
         Ok(Proxy {
             http_addr,
+            https_addr,
             metrics_addr,
             stop,
             handed_over,
@@ -241,6 +291,11 @@ impl Proxy {
     /// The bound users' address (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound HTTPS address, if the proxy serves HTTPS.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
@@ -322,9 +377,20 @@ async fn stop_signal() {
     }
 }
 
+/// The proxy's listening sockets.
+struct Listeners {
+    http: TcpListener,
+    https: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+}
+
 /// What the serving task owns.
 struct Serving {
     http: TcpListener,
+    /// The HTTPS listener and its TLS settings, if any.
+    https: Option<(TcpListener, TlsAcceptor)>,
+    /// Certificates and ACME challenge answers.
+    certs: Arc<Certs>,
     routes: Arc<Routes>,
     admin: Arc<Admin>,
     instance: Instance,
@@ -367,12 +433,20 @@ impl Serving {
         let handover = wait_true(handed_over);
         tokio::pin!(handover);
         let why = loop {
-            let (stream, peer) = tokio::select! {
+            let (stream, peer, tls) = tokio::select! {
                 // A dropped `Proxy` stops it too.
                 _ = &mut stopped => break Stop::Shutdown,
                 () = &mut handover => break Stop::HandedOver,
                 accepted = self.http.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                    Ok((stream, peer)) => (stream, peer, None),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                accepted = tls::accept(self.https.as_ref()) => match accepted {
+                    Ok((stream, peer, acceptor)) => (stream, peer, Some(acceptor)),
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -381,13 +455,19 @@ impl Serving {
                 },
             };
             if graceful.receiver_count() >= edge.max_connections {
-                edge::refuse(stream, edge.max_connections);
+                match tls {
+                    None => edge::refuse(stream, edge.max_connections),
+                    // No plain 503 on a TLS port: just closed.
+                    Some(_) => drop(stream),
+                }
                 continue;
             }
             let _ = stream.set_nodelay(true);
             tokio::spawn(connection(
                 stream,
                 peer,
+                tls,
+                Arc::clone(&self.certs),
                 Arc::clone(&builder),
                 Arc::clone(&self.routes),
                 Arc::clone(&self.closing),
@@ -398,6 +478,7 @@ impl Serving {
         // Ours only: after a handover the successor's keep the socket
         // listening (and the data dir locked).
         drop(self.http);
+        drop(self.https);
         self.admin.drop_handoff();
         match why {
             Stop::Shutdown => {
@@ -449,9 +530,12 @@ impl Serving {
 /// Serves one user connection: its PROXY header and first bytes under the
 /// first-bytes deadline, then HTTP/1 or HTTP/2 until it ends, an HTTP/2 one
 /// idles past its timeout, or the proxy asks it to finish (`graceful`).
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     mut stream: tokio::net::TcpStream,
     mut peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    certs: Arc<Certs>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     routes: Arc<Routes>,
     closing: Arc<AtomicBool>,
@@ -462,16 +546,24 @@ async fn connection(
         if edge.proxy_protocol {
             if !edge.trusts(peer.ip()) {
                 tracing::warn!(%peer, "PROXY header expected from a peer not in --trusted-proxy; closing");
-                return Ok(None);
+                return Ok::<_, std::io::Error>(None);
             }
             if let Some(client) = edge::read_proxy_v2(&mut stream).await? {
                 peer = client;
             }
         }
-        edge::sniff(&mut stream).await
+        match &tls {
+            None => Ok(edge::sniff(&mut stream)
+                .await?
+                .map(|p| Accepted::Plain(stream, p))),
+            // HTTPS: the handshake instead of the sniff; ALPN tells h2.
+            Some(acceptor) => Ok(tls::handshake(acceptor, stream, peer)
+                .await
+                .map(|(s, h2)| Accepted::Tls(Box::new(s), h2))),
+        }
     };
-    let prefix = match tokio::time::timeout(edge.first_bytes_timeout, first_bytes).await {
-        Ok(Ok(Some(prefix))) => prefix,
+    let accepted = match tokio::time::timeout(edge.first_bytes_timeout, first_bytes).await {
+        Ok(Ok(Some(accepted))) => accepted,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, %peer, "connection failed before its first request");
@@ -482,9 +574,15 @@ async fn connection(
             return;
         }
     };
-    let h2 = prefix.is_h2();
+    let (io, h2, https) = match accepted {
+        Accepted::Plain(stream, prefix) => {
+            let h2 = prefix.is_h2();
+            (Either::Left(Prefixed::new(stream, prefix)), h2, false)
+        }
+        Accepted::Tls(stream, h2) => (Either::Right(stream), h2, true),
+    };
     // Worked out once per connection, not per request.
-    let client = Arc::new(Peer::new(peer, &edge));
+    let client = Arc::new(Peer::new(peer, &edge).with_tls(https));
     // Requests started on this connection (HTTP/2's idle clock reads it):
     // a relaxed add on a counter only this connection touches.
     let started = Arc::new(edge::Activity::default());
@@ -494,8 +592,14 @@ async fn connection(
             let routes = Arc::clone(&routes);
             let closing = Arc::clone(&closing);
             let client = Arc::clone(&client);
+            let certs = Arc::clone(&certs);
             started.bump();
             async move {
+                if let Some(answer) = tls::answer_http01(&certs, &req, https)
+                    .or_else(|| tls::redirect_to_https(&certs, &req, https))
+                {
+                    return Ok::<_, Infallible>(answer);
+                }
                 let http1 = req.version() <= http::Version::HTTP_11;
                 let mut resp = forward::handle(&routes, &client, req).await;
                 if http1
@@ -511,7 +615,7 @@ async fn connection(
             }
         })
     };
-    let io = TokioIo::new(Prefixed::new(stream, prefix));
+    let io = TokioIo::new(io);
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let idle = async {
@@ -544,6 +648,16 @@ async fn connection(
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
     drop(graceful);
+}
+
+/// A user connection once its first bytes arrived: plain HTTP (with the
+/// bytes sniffed), or HTTPS after its handshake (h2 by ALPN).
+enum Accepted {
+    Plain(tokio::net::TcpStream, edge::Prefix),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+        bool,
+    ),
 }
 
 /// How long a proxy that handed over keeps serving what it has: its

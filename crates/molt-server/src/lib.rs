@@ -4,6 +4,7 @@
 pub mod api;
 pub mod build;
 pub mod capacity;
+pub mod certs;
 pub mod confine;
 pub mod converge;
 pub mod dashboard;

@@ -23,6 +23,8 @@ struct Series {
     durations: BTreeMap<String, ([u64; BUCKETS.len()], f64, u64)>,
     /// app → replacements.
     autoheal: BTreeMap<String, u64>,
+    /// outcome → ACME orders that ended so.
+    acme_orders: BTreeMap<String, u64>,
 }
 
 impl Metrics {
@@ -44,6 +46,15 @@ impl Metrics {
         }
         *sum += secs;
         *count += 1;
+    }
+
+    /// An ACME order ended (`issued` or `failed`).
+    pub fn acme_order(&self, outcome: &str) {
+        *self
+            .series()
+            .acme_orders
+            .entry(outcome.to_string())
+            .or_default() += 1;
     }
 
     pub fn autoheal_replaced(&self, app: &str) {
@@ -95,6 +106,13 @@ impl Metrics {
                 "molt_autoheal_replacements_total{{app=\"{}\"}} {n}",
                 escape(app)
             );
+        }
+        out.push_str(
+            "# HELP molt_acme_orders_total ACME certificate orders that ended, by outcome.\n",
+        );
+        out.push_str("# TYPE molt_acme_orders_total counter\n");
+        for (outcome, n) in &s.acme_orders {
+            let _ = writeln!(out, "molt_acme_orders_total{{outcome=\"{outcome}\"}} {n}");
         }
         out
     }

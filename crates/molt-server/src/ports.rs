@@ -16,6 +16,7 @@ use anyhow::Result;
 use futures_util::stream::BoxStream;
 use molt_core::ImageRef;
 use molt_proxy::admin::Route;
+use molt_proxy::TlsCert;
 use std::time::Duration;
 
 /// Everything the control plane drives, as it is given to it.
@@ -138,6 +139,18 @@ pub trait Routes: Send + Sync {
     async fn routes(&self) -> Result<Vec<Route>>;
     /// Waits for a target out of the route to drain; (drained, connections cut).
     async fn wait_drained(&self, app: &str, addr: &str, timeout: Duration) -> Result<(bool, u64)>;
+    /// Puts a domain's HTTPS certificate in force. A proxy without HTTPS
+    /// (the fakes) takes and ignores it.
+    async fn put_cert(&self, _cert: TlsCert) -> Result<()> {
+        Ok(())
+    }
+    async fn remove_cert(&self, _domain: &str) -> Result<()> {
+        Ok(())
+    }
+    /// The domains that have a certificate in the proxy now.
+    async fn cert_domains(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Registries read without the engine: a reference checked and resolved to
@@ -291,6 +304,15 @@ impl Routes for ProxyLink {
     }
     async fn wait_drained(&self, app: &str, addr: &str, timeout: Duration) -> Result<(bool, u64)> {
         ProxyLink::wait_drained(self, app, addr, timeout).await
+    }
+    async fn put_cert(&self, cert: TlsCert) -> Result<()> {
+        Ok(self.admin().put_cert(cert).await?)
+    }
+    async fn remove_cert(&self, domain: &str) -> Result<()> {
+        Ok(self.admin().remove_cert(domain).await?)
+    }
+    async fn cert_domains(&self) -> Result<Vec<String>> {
+        Ok(self.admin().list_certs().await?)
     }
 }
 

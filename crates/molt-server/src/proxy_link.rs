@@ -25,6 +25,8 @@ pub struct ProxyLink {
     trusted: Vec<String>,
     /// `--proxy-protocol` for the proxy.
     proxy_protocol: bool,
+    /// `--https` for the proxy.
+    https: Option<SocketAddr>,
     exe: PathBuf,
     admin: AdminClient,
 }
@@ -45,6 +47,7 @@ impl ProxyLink {
             threads,
             trusted: Vec::new(),
             proxy_protocol: false,
+            https: None,
             exe,
             admin: AdminClient::at(data_dir.join(SOCKET_FILE)).with_timeout(CALL_TIMEOUT),
         })
@@ -55,6 +58,12 @@ impl ProxyLink {
     pub fn with_edge(mut self, trusted: Vec<String>, proxy_protocol: bool) -> Self {
         self.trusted = trusted;
         self.proxy_protocol = proxy_protocol;
+        self
+    }
+
+    /// Where the proxy it starts serves HTTPS (`--https`), if anywhere.
+    pub fn with_https(mut self, https: Option<SocketAddr>) -> Self {
+        self.https = https;
         self
     }
 
@@ -175,6 +184,9 @@ impl ProxyLink {
         if let Some(metrics) = self.metrics {
             command.arg("--metrics").arg(metrics.to_string());
         }
+        if let Some(https) = self.https {
+            command.arg("--https").arg(https.to_string());
+        }
         if let Some(threads) = self.threads {
             command.arg("--threads").arg(threads.to_string());
         }
@@ -220,6 +232,11 @@ impl ProxyLink {
                 }
             }
         });
+    }
+
+    /// The admin client, for calls without a wrapper here.
+    pub fn admin(&self) -> &AdminClient {
+        &self.admin
     }
 
     pub async fn set_route(&self, route: Route) -> Result<()> {

@@ -20,6 +20,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub api: SocketAddr,
     pub proxy: SocketAddr,
+    /// Where the proxy serves HTTPS, if anywhere.
+    pub https: Option<SocketAddr>,
+    /// Ordering certificates from an ACME server, if wanted.
+    pub acme: Option<crate::certs::acme::AcmeConfig>,
     /// The Docker bridge network App containers join.
     pub network: String,
     /// Memory the host offers Apps; detected from the engine when not given.
@@ -93,7 +97,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             config.proxy_metrics,
             config.proxy_threads,
         )?
-        .with_edge(config.proxy_trusted.clone(), config.proxy_protocol),
+        .with_edge(config.proxy_trusted.clone(), config.proxy_protocol)
+        .with_https(config.https),
     );
     proxy.ensure_running().await?;
 
@@ -135,7 +140,18 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         .await
         .context("reconciling state at start failed")?;
     tracing::info!(?report, "reconciled");
-    proxy.supervise();
+    Arc::clone(&proxy).supervise();
+    crate::certs::sync::spawn(Arc::clone(&deployer));
+    if let Some(acme) = config.acme.clone() {
+        tracing::info!(directory = %acme.directory, "ordering certificates for App domains over ACME");
+        crate::certs::acme::Acme::new(
+            acme,
+            Arc::clone(&deployer),
+            Arc::clone(&proxy),
+            config.https.is_some(),
+        )
+        .spawn();
+    }
     crate::converge::watch::spawn(Arc::clone(&deployer));
     crate::converge::autoheal::spawn(Arc::clone(&deployer), config.autoheal);
 

@@ -26,6 +26,7 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 use cli::apps::AppsCommand;
+use cli::certs::CertsCommand;
 use cli::client::{exit_code, Client, ClientOpts};
 use cli::deploys::{DeployArgs, DeploysArgs};
 use cli::lifecycle::{EnvCommand, RedeployArgs, RestartArgs, RollbackArgs};
@@ -51,7 +52,7 @@ struct Cli {
 enum Command {
     /// Run the control plane: API, deployer, reconciler. Starts the
     /// proxy too if none runs.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run the data plane (the server starts it; rarely run by hand).
     Proxy(ProxyArgs),
     /// Create, list, show and delete Apps.
@@ -106,6 +107,11 @@ enum Command {
     Registries {
         #[command(subcommand)]
         command: RegistriesCommand,
+    },
+    /// HTTPS certificates by domain.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
     },
     /// What an App's containers print.
     Logs {
@@ -182,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Built only by client commands: the server needs no token.
     let client = || Client::new(&opts);
     match cli.command {
-        Command::Server(args) => serve::server(args, data_dir).await.map(|()| 0),
+        Command::Server(args) => serve::server(*args, data_dir).await.map(|()| 0),
         Command::Proxy(args) => serve::proxy(args, data_dir).await.map(|()| 0),
         Command::Apps { command } => apps::run(&client()?, command).await,
         Command::Deploy { args } => deploys::deploy(&client()?, args).await,
@@ -195,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Releases { args } => cli::build::releases(&client()?, args).await,
         Command::Env { command } => lifecycle::env(&client()?, command).await,
         Command::Registries { command } => registries::run(&client()?, command).await,
+        Command::Certs { command } => cli::certs::run(&client()?, command).await,
         Command::Logs { args } => logs::logs(&client()?, args).await,
         Command::Run { args } => cli::attach::run(&client()?, args).await,
         Command::Exec { args } => cli::attach::exec(&client()?, args).await,

@@ -761,6 +761,7 @@ async fn the_dashboard_needs_a_login_and_a_csrf_token_and_serves_the_docs() {
         "redeploy-vs-restart",
         "environment-and-secrets",
         "private-registries",
+        "https-and-certificates",
         "gpu-and-recreate-deploys",
         "replicas",
         "debugging-failed-deploys",

@@ -163,6 +163,7 @@ pub fn config(dir: &std::path::Path) -> ProxyConfig {
     ProxyConfig {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().expect("addr"),
+        https: None,
         metrics: None,
         takeover: false,
         edge: molt_proxy::EdgeConfig::default(),

@@ -19,9 +19,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use molt_core::api::{
-    AddRegistryRequest, ApiError, ApiErrorBody, AppView, CreateAppRequest, DebugReport,
-    DeployRequest, DeployStarted, DeployView, EnvChangeRequest, EnvChanged, EnvVarView,
-    RegistryView, RestartRequest, RollbackRequest, ScaleRequest, UpdateAppRequest,
+    AddCertRequest, AddRegistryRequest, ApiError, ApiErrorBody, AppView, CertView,
+    CreateAppRequest, DebugReport, DeployRequest, DeployStarted, DeployView, EnvChangeRequest,
+    EnvChanged, EnvVarView, RegistryView, RestartRequest, RollbackRequest, ScaleRequest,
+    UpdateAppRequest,
 };
 use serde::Deserialize;
 
@@ -37,7 +38,8 @@ const BODY_LIMIT: usize = 256 * 1024;
         events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
         list_registries, add_registry, remove_registry, openapi_json, dashboard_link, logs::app_logs, debug_app,
         scale, attach::run, attach::exec, attach::list_runs, update_app, push::push_target,
-        builds::start_build, builds::show_build, builds::list_releases, builds::promote
+        builds::start_build, builds::show_build, builds::list_releases, builds::promote,
+        list_certs, add_cert, remove_cert
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -134,6 +136,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/dashboard-link", post(dashboard_link))
         .route("/registries/{host}", axum::routing::delete(remove_registry))
+        .route("/certs", get(list_certs).post(add_cert))
+        .route("/certs/{domain}", axum::routing::delete(remove_cert))
         .fallback(|| async {
             ApiFailure::new(
                 StatusCode::NOT_FOUND,
@@ -175,7 +179,7 @@ async fn server_metrics(State(s): State<ApiState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.deployer.metrics.render(),
+        s.deployer.metrics.render() + &crate::certs::expiry_metrics(&s.deployer.store),
     )
 }
 
@@ -683,6 +687,43 @@ async fn remove_registry(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no credential saved for {host}: see `molt registries list`"),
+        ))
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/certs", tag = "certs", responses((status = 200, description = "The HTTPS certificates, never their keys", body = Vec<CertView>)))]
+async fn list_certs(State(s): State<ApiState>) -> Result<Json<Vec<CertView>>, ApiFailure> {
+    let now = crate::certs::unix_now();
+    let rows = s.deployer.store.list_certs()?;
+    Ok(Json(
+        rows.iter().map(|r| crate::certs::view(r, now)).collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/certs", tag = "certs", request_body = AddCertRequest, responses((status = 201, body = CertView), (status = 400, description = "The key does not match, the certificate expired or does not cover the domain", body = ApiError)))]
+async fn add_cert(
+    State(s): State<ApiState>,
+    ApiJson(req): ApiJson<AddCertRequest>,
+) -> Result<(StatusCode, Json<CertView>), ApiFailure> {
+    let row = crate::certs::add_custom(&s.deployer, &req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::certs::view(&row, crate::certs::unix_now())),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/certs/{domain}", tag = "certs", params(("domain" = String, Path, description = "The certificate's domain")), responses((status = 204, description = "Removed"), (status = 404, body = ApiError)))]
+async fn remove_cert(
+    State(s): State<ApiState>,
+    Path(domain): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
+    if crate::certs::remove(&s.deployer, &domain).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no certificate for {domain}: see `molt certs list`"),
         ))
     }
 }

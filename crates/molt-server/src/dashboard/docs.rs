@@ -36,6 +36,7 @@ const DOCS: &[Doc] = &[
     doc!("redeploy-vs-restart"),
     doc!("environment-and-secrets"),
     doc!("private-registries"),
+    doc!("https-and-certificates"),
     doc!("debugging-failed-deploys"),
     doc!("gpu-and-recreate-deploys"),
     doc!("replicas"),

@@ -81,6 +81,7 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
             Some(_) => {}
         }
     }
+    findings.extend(crate::certs::https_findings(&deployer.store, &app.hosts())?);
     Ok(DebugReport {
         app: app.name.clone(),
         status: app.status,

@@ -92,6 +92,7 @@ pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
         updated_at: app.updated_at.clone(),
         containers,
         health_check: None,
+        https: crate::certs::https_views(&deployer.store, &app.hosts())?,
     })
 }
 

@@ -4,6 +4,7 @@
 
 mod apps;
 mod builds;
+mod certs;
 mod deploys;
 mod env;
 mod registries;
@@ -14,6 +15,7 @@ mod schema;
 pub(crate) mod tests;
 
 pub use builds::{BuildRow, ReleaseRow};
+pub use certs::{AcmeOrderRow, CertRow};
 use deploys::*;
 use env::*;
 pub use rows::*;

@@ -176,4 +176,41 @@ CREATE TABLE releases (
 CREATE INDEX releases_by_app ON releases (app, n);
 ALTER TABLE deploys ADD COLUMN release TEXT;
 "#,
+    // ---- HTTPS (certificates) ----
+    // Certificates by domain: the PEM chain, the private key sealed, where
+    // it came from (`custom` or `acme`) and its validity, for listing and
+    // renewal without parsing every chain.
+    r#"
+CREATE TABLE certs (
+    domain TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    chain_pem TEXT NOT NULL,
+    key_sealed BLOB NOT NULL,
+    issuer TEXT NOT NULL,
+    not_before TEXT NOT NULL,
+    not_after TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#,
+    // ACME: the account per directory (its credentials sealed), and per
+    // domain how ordering its certificate goes: the state, the ACME
+    // server's problem detail of the last failure, and when to try again.
+    r#"
+CREATE TABLE acme_accounts (
+    directory TEXT PRIMARY KEY,
+    credentials_sealed BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE acme_orders (
+    domain TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    state TEXT NOT NULL,
+    problem TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL
+);
+"#,
+    // ---- end of HTTPS ----
 ];

@@ -347,6 +347,27 @@ async fn show(client: &Client, name: &str, json: bool) -> Result<u8> {
     Ok(OK)
 }
 
+/// HTTPS per domain, in one line: `d1 valid (acme, until ...); d2 failed: ...`.
+fn https_line(a: &AppView) -> String {
+    if a.https.is_empty() {
+        return "none".into();
+    }
+    a.https
+        .iter()
+        .map(|h| {
+            let mut s = format!("{} {}", h.domain, h.state);
+            if let (Some(source), Some(until)) = (&h.source, &h.not_after) {
+                s.push_str(&format!(" ({source}, until {})", short_time(until)));
+            }
+            if let Some(problem) = &h.problem {
+                s.push_str(&format!(", last order failed: {problem}"));
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `apps show` as `key: value` lines.
 pub fn app_details(a: &AppView) -> String {
     let health = match (&a.health_check, &a.health.path) {
@@ -371,6 +392,7 @@ pub fn app_details(a: &AppView) -> String {
             },
         ),
         ("domains", a.domains.join(", ")),
+        ("https", https_line(a)),
         ("replicas", a.replicas.to_string()),
         ("containers", containers_line(a)),
         ("strategy", a.strategy.clone()),

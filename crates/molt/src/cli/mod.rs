@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod attach;
 pub mod build;
+pub mod certs;
 pub mod client;
 pub mod deploys;
 pub mod follow;

@@ -38,6 +38,12 @@ pub struct ServerArgs {
     /// Where the proxy serves the Apps' HTTP traffic.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub proxy: SocketAddr,
+    /// Where the proxy serves the Apps' HTTPS traffic, if anywhere: each
+    /// App domain with a certificate (`molt certs`) is served there.
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+    #[command(flatten)]
+    pub acme: AcmeArgs,
     /// The Docker network Molt creates and puts App containers on.
     #[arg(long, value_name = "NAME", default_value = "molt")]
     pub network: String,
@@ -123,6 +129,10 @@ pub struct ProxyArgs {
     /// Where the proxy serves the Apps' HTTP traffic.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Where the proxy serves the Apps' HTTPS traffic (certificates by
+    /// SNI, pushed by `molt server`), if anywhere.
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -143,6 +153,33 @@ pub struct ProxyArgs {
     pub edge: EdgeArgs,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// Certificates from an ACME server (Let's Encrypt) for App domains.
+#[derive(Debug, Clone, Args)]
+pub struct AcmeArgs {
+    /// Order certificates for App domains from this ACME directory:
+    /// `https://acme-v02.api.letsencrypt.org/directory` (Let's Encrypt),
+    /// or its staging directory
+    /// `https://acme-staging-v02.api.letsencrypt.org/directory` to try
+    /// things out. `*.localhost` domains are left alone.
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// The contact address of the ACME account.
+    #[arg(long, value_name = "ADDR", requires = "acme_directory")]
+    pub acme_email: Option<String>,
+    /// A CA certificate (PEM) to trust for the ACME directory's own HTTPS,
+    /// for a private ACME server.
+    #[arg(long, value_name = "FILE", requires = "acme_directory")]
+    pub acme_ca: Option<PathBuf>,
+    /// The wait after a failed order; it doubles with each failure in a
+    /// row, up to 6 hours.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub acme_retry: std::time::Duration,
+    /// The share of a certificate's lifetime after which it is renewed
+    /// (default two thirds). For tests: 0 renews at every look.
+    #[arg(long, value_name = "FRACTION", hide = true, default_value_t = molt_server::certs::acme::DEFAULT_RENEW_AT)]
+    pub acme_renew_at: f64,
 }
 
 /// Who the proxy believes; on `molt proxy`, and passed on by `molt server`.
@@ -181,6 +218,17 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         data_dir: molt_server::datadir::resolve(data_dir),
         api: args.api,
         proxy: args.proxy,
+        https: args.https,
+        acme: args
+            .acme
+            .acme_directory
+            .map(|directory| molt_server::certs::acme::AcmeConfig {
+                directory,
+                email: args.acme.acme_email,
+                ca_file: args.acme.acme_ca,
+                backoff: args.acme.acme_retry.max(std::time::Duration::from_secs(1)),
+                renew_at: args.acme.acme_renew_at,
+            }),
         network: args.network,
         memory_bytes: args.memory,
         gpus: args.gpus,
@@ -223,6 +271,7 @@ pub async fn proxy(args: ProxyArgs, data_dir: Option<PathBuf>) -> Result<()> {
     molt_proxy::run(molt_proxy::ProxyConfig {
         data_dir: molt_server::datadir::resolve(data_dir),
         listen: args.listen,
+        https: args.https,
         metrics: args.metrics,
         takeover: args.takeover,
         edge: molt_proxy::EdgeConfig {

@@ -15,6 +15,8 @@ pub(super) struct AppData {
     pub(super) running: Option<String>,
     /// The check in force, in words (see `Deployer::check_in_force`).
     pub(super) check: String,
+    /// HTTPS per domain (see `certs::https_views`).
+    pub(super) https: Vec<molt_core::api::DomainHttpsView>,
 }
 
 pub(super) async fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option<AppData>> {
@@ -35,6 +37,7 @@ pub(super) async fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option
         .deployer
         .check_in_force(&app, container.as_ref().map(|r| r.container_id.as_str()))
         .await;
+    let https = crate::certs::https_views(store, &app.hosts())?;
     Ok(Some(AppData {
         app,
         deploys,
@@ -42,6 +45,7 @@ pub(super) async fn load_app(s: &DashState, name: &str) -> anyhow::Result<Option
         env,
         running,
         check,
+        https,
     }))
 }
 
@@ -118,6 +122,21 @@ pub(super) fn config_region(d: &AppData) -> Markup {
             } }
             div { dt { "Follows" } dd { code.image title="The reference Redeploy pulls again" { (a.image) } } }
             div { dt { "Domains" } dd { @for h in a.hosts() { code { (h) } " " } } }
+            @if !d.https.is_empty() {
+                div { dt { "HTTPS" } dd {
+                    @for h in &d.https {
+                        div.https-domain {
+                            code { (h.domain) } " " (h.state)
+                            @if let (Some(source), Some(until)) = (&h.source, &h.not_after) {
+                                span.muted { " (" (source) ", until " (until) ")" }
+                            }
+                            @if let Some(problem) = &h.problem {
+                                p.small.error role="status" { "Last order failed: " (problem) }
+                            }
+                        }
+                    }
+                } }
+            }
             div { dt { "Port" } dd { (a.port) } }
             div { dt { "Health check" } dd {
                 (d.check)

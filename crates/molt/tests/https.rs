@@ -1,0 +1,332 @@
+//! HTTPS end to end: `molt server --https`, an App's own certificate added
+//! with `molt certs add`, served by SNI and verified by curl against the
+//! test CA; bad certificates refused with the reason; the proxy pushed its
+//! certificates again after it restarted (it keeps keys in memory only);
+//! nothing stored in clear.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+/// A test CA, and certificates it signs written as PEM files.
+struct Ca {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Molt Test CA");
+        let cert = params.self_signed(&key).expect("ca");
+        Ca {
+            cert,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// Writes `NAME.crt` (leaf then CA) and `NAME.key` under `dir` for a
+    /// certificate naming `names`, valid `days` from now (negative: it
+    /// expired).
+    fn issue(&self, dir: &Path, file: &str, names: &[&str], days: i64) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let now = time::OffsetDateTime::now_utc();
+        if days < 0 {
+            params.not_before = now + time::Duration::days(days * 2);
+        } else {
+            params.not_before = now - time::Duration::hours(1);
+        }
+        params.not_after = now + time::Duration::days(days);
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let crt = dir.join(format!("{file}.crt"));
+        let k = dir.join(format!("{file}.key"));
+        std::fs::write(&crt, format!("{}{}", cert.pem(), self.cert.pem())).expect("write crt");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (
+            crt.to_string_lossy().into_owned(),
+            k.to_string_lossy().into_owned(),
+        )
+    }
+
+    fn write_ca(&self, dir: &Path) -> String {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, self.cert.pem()).expect("write ca");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+/// `curl` over HTTPS to `host` at the proxy's HTTPS port on 127.0.0.1,
+/// verifying against `ca`: (exit code, body, HTTP version).
+fn curl(https: u16, host: &str, path: &str, ca: &str, extra: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert", ca, "--resolve"])
+        .arg(format!("{host}:{https}:127.0.0.1"))
+        .args(extra)
+        .arg(format!("https://{host}:{https}{path}"))
+        .output()
+        .expect("running curl (scripts/test-deps installs it)");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Every file under `dir`, for "no key in clear" checks.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn own_certificates_are_checked_served_by_sni_and_survive_a_proxy_restart() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let https = free_port();
+    let https_addr = format!("127.0.0.1:{https}");
+    let server = MoltServer::start_with(None, &["--https", &https_addr], &[]);
+    create_app(&server, "web", &v1, &["--domain", "web.example.test"]);
+
+    let pems = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    let ca_file = ca.write_ca(pems.path());
+
+    // No certificate yet: the handshake is refused.
+    let (code, out) = curl(https, "web.example.test", "/", &ca_file, &[]);
+    assert_ne!(code, 0, "{out}");
+
+    // Refused with the reason: a key of another certificate, an expired
+    // certificate, one that names another domain.
+    let (good_crt, good_key) = ca.issue(pems.path(), "good", &["web.example.test"], 90);
+    let (_, other_key) = ca.issue(pems.path(), "other", &["web.example.test"], 90);
+    let out = molt(
+        &server,
+        &[
+            "certs",
+            "add",
+            "web.example.test",
+            "--cert",
+            &good_crt,
+            "--key",
+            &other_key,
+        ],
+    );
+    assert_eq!(out.status, 2, "{out}");
+    assert!(
+        out.stderr.contains("does not belong to the certificate"),
+        "{out}"
+    );
+    let (old_crt, old_key) = ca.issue(pems.path(), "old", &["web.example.test"], -3);
+    let out = molt(
+        &server,
+        &[
+            "certs",
+            "add",
+            "web.example.test",
+            "--cert",
+            &old_crt,
+            "--key",
+            &old_key,
+        ],
+    );
+    assert_eq!(out.status, 2, "{out}");
+    assert!(out.stderr.contains("expired"), "{out}");
+    let (elsewhere_crt, elsewhere_key) =
+        ca.issue(pems.path(), "elsewhere", &["api.example.test"], 90);
+    let out = molt(
+        &server,
+        &[
+            "certs",
+            "add",
+            "web.example.test",
+            "--cert",
+            &elsewhere_crt,
+            "--key",
+            &elsewhere_key,
+        ],
+    );
+    assert_eq!(out.status, 2, "{out}");
+    assert!(
+        out.stderr.contains("does not cover web.example.test"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("api.example.test"), "{out}");
+    assert!(molt(&server, &["certs", "list", "--json"])
+        .json()
+        .as_array()
+        .expect("list")
+        .is_empty());
+
+    // A good one: curl verifies it by SNI, over HTTP/2, and the App hears
+    // that the client came over HTTPS.
+    let out = ok(molt(
+        &server,
+        &[
+            "certs",
+            "add",
+            "web.example.test",
+            "--cert",
+            &good_crt,
+            "--key",
+            &good_key,
+        ],
+    ));
+    assert!(out.stdout.contains("Molt Test CA"), "{out}");
+    let (code, body) = curl(
+        https,
+        "web.example.test",
+        "/",
+        &ca_file,
+        &["-w", "\nhttp/%{http_version}"],
+    );
+    assert_eq!(code, 0, "{body}");
+    assert!(body.contains("testapp v1"), "{body}");
+    assert!(body.ends_with("http/2"), "{body}");
+    let (code, body) = curl(
+        https,
+        "web.example.test",
+        "/headers",
+        &ca_file,
+        &["--http1.1"],
+    );
+    assert_eq!(code, 0, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("x-forwarded-proto: https"),
+        "{body}"
+    );
+    // Another name gets no certificate (none leaks the App's names).
+    let (code, out) = curl(https, "web.localhost", "/", &ca_file, &["-k"]);
+    assert_ne!(code, 0, "{out}");
+    // Plain HTTP to a domain with a certificate is redirected to HTTPS;
+    // the App's other domain (no certificate) is served as before.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .args(["-H", "Host: web.example.test"])
+        .arg(format!("http://{}/a?b=1", server.proxy_addr()))
+        .output()
+        .expect("curl");
+    let seen = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        seen,
+        format!("301 https://web.example.test:{https}/a?b=1"),
+        "{seen}"
+    );
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await.trim(),
+        "testapp v1"
+    );
+
+    // A wildcard, and one that expires soon: listed with a warning.
+    let (wild_crt, wild_key) = ca.issue(pems.path(), "wild", &["*.apps.example.test"], 10);
+    ok(molt(
+        &server,
+        &[
+            "certs",
+            "add",
+            "*.apps.example.test",
+            "--cert",
+            &wild_crt,
+            "--key",
+            &wild_key,
+        ],
+    ));
+    let out = ok(molt(&server, &["certs", "list"]));
+    assert!(out.stdout.contains("DOMAIN"), "{out}");
+    assert!(out.stdout.contains("web.example.test"), "{out}");
+    assert!(out.stdout.contains("*.apps.example.test"), "{out}");
+    assert!(out.stdout.contains("custom"), "{out}");
+    assert!(
+        out.stderr
+            .contains("warning: the certificate for *.apps.example.test expires in"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("web.example.test"), "{out}");
+    let listed = molt(&server, &["certs", "list", "--json"]).json();
+    assert_eq!(listed[1]["domain"], "web.example.test", "{listed}");
+    assert_eq!(listed[1]["issuer"], "Molt Test CA", "{listed}");
+    assert_eq!(listed[1]["expires_soon"], false, "{listed}");
+    assert_eq!(listed[0]["expires_soon"], true, "{listed}");
+
+    // The proxy keeps certificates in memory only: killed, restarted by
+    // the server, it gets them pushed again.
+    let old_pid = server.proxy_pid().expect("proxy pid");
+    Command::new("kill")
+        .args(["-KILL", &old_pid.to_string()])
+        .status()
+        .expect("kill");
+    let back = wait_until(Duration::from_secs(30), || async {
+        server.proxy_pid().is_some_and(|p| p != old_pid)
+            && curl(https, "web.example.test", "/", &ca_file, &[]).0 == 0
+    })
+    .await;
+    assert!(
+        back,
+        "HTTPS did not come back after the proxy restarted; log:\n{}",
+        server.log()
+    );
+
+    // No private key in clear anywhere in the data dir.
+    let key_pem = std::fs::read_to_string(&good_key).expect("key");
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let needle = &key_body[..40];
+    for file in files_under(server.data_dir()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(needle),
+            "{} holds the private key in clear",
+            file.display()
+        );
+    }
+
+    // Removed: HTTPS for the domain stops.
+    ok(molt(&server, &["certs", "remove", "web.example.test"]));
+    let gone = wait_until(Duration::from_secs(10), || async {
+        curl(https, "web.example.test", "/", &ca_file, &[]).0 != 0
+    })
+    .await;
+    assert!(gone, "the removed certificate is still served");
+    let out = molt(&server, &["certs", "remove", "web.example.test"]);
+    assert_eq!(out.status, 2, "{out}");
+    assert!(
+        out.stderr.contains("no certificate for web.example.test"),
+        "{out}"
+    );
+}
