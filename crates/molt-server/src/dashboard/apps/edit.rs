@@ -753,6 +753,39 @@ mod tests {
     }
 
     #[test]
+    fn a_recreate_is_confirmed_with_a_box_and_every_value_travels() {
+        let app = app();
+        let old = AppSettings::of(&app);
+        let mut new = old.clone();
+        new.memory_bytes = Some(24 << 30);
+        let p = SettingsPreview {
+            old,
+            new: new.clone(),
+            changes: vec!["memory default → 24 GiB".into()],
+            effect: ChangeEffect::RecreateNeedsYes,
+        };
+        let auth = Authed {
+            id: "s".into(),
+            csrf: "tok".into(),
+        };
+        let form = SettingsForm::of(&new, None, None);
+        let page = review_page(&auth, &app, &form, &p, None).0;
+        assert!(page.contains(r#"data-effect="recreate""#), "{page}");
+        assert!(
+            page.contains(r#"name="yes""#) && page.contains("required"),
+            "{page}"
+        );
+        assert!(page.contains(r#"name="memory" value="24g""#), "{page}");
+        assert!(page.contains(r#"name="csrf" value="tok""#), "{page}");
+        let st = FormState::default().with_error("yes", "confirm it");
+        let page = review_page(&auth, &app, &form, &p, Some(&st)).0;
+        assert!(
+            page.contains("review-yes-error") && page.contains("confirm it"),
+            "{page}"
+        );
+    }
+
+    #[test]
     fn memory_is_shown_as_it_is_typed() {
         assert_eq!(size_text(512 << 20), "512m");
         assert_eq!(size_text(2 << 30), "2g");
