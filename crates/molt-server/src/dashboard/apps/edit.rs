@@ -692,7 +692,7 @@ fn can_redeploy_with_changes(dep: &DeployRow) -> bool {
 pub(super) fn redeploy_with_changes(app: &str, dep: &DeployRow) -> Markup {
     html! {
         @if can_redeploy_with_changes(dep) {
-            a.btn.primary.redeploy-changes href={ (app_url(app)) "/settings?from=" (dep.id) } { "Redeploy with changes" }
+            p { a.btn.primary.redeploy-changes href={ (app_url(app)) "/settings?from=" (dep.id) } { "Redeploy with changes" } }
         }
     }
 }
