@@ -844,7 +844,8 @@ async fn wait_deploy_page(c: &Client, status: &str) {
 /// deploy's live progress and the new settings. A port the image does not
 /// listen on fails and changes nothing; "Redeploy with changes" opens the
 /// form with what that deploy tried and the port marked, and fixing the
-/// port deploys the rest.
+/// port deploys the rest. A new image on another port is tried again the
+/// same way, image and port together.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_edits_an_apps_settings_and_redeploys_a_failed_change() {
     let registry = Registry::start(false);
@@ -993,6 +994,41 @@ async fn the_dashboard_edits_an_apps_settings_and_redeploys_a_failed_change() {
     assert_eq!(show["health"]["path"], "/version", "{show}");
     assert_eq!(show["health"]["deploy_timeout_secs"], 3, "{show}");
     assert_eq!(served(proxy, "fixed.localhost").await, "testapp v1");
+
+    // A new image that listens on another port fails; Redeploy with
+    // changes holds that image, marks the port, and deploys the image
+    // with the port it listens on.
+    let other = push(&registry, "testapp", "otherport", "otherport");
+    // (A short health timeout: the wrong port fails when it runs out.)
+    ok(molt(
+        &server,
+        &["apps", "update", "web", "--health-timeout", "3"],
+    ));
+    let out = molt(&server, &["deploy", "web", &other]);
+    assert_ne!(out.status, 0, "{out}");
+    let failed = newest_deploy(&server, "web");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let id = failed["id"].as_str().unwrap();
+    c.goto(&format!("{base}/apps/web/deploys/{id}"))
+        .await
+        .unwrap();
+    submit(&c, "a.redeploy-changes").await;
+    assert_eq!(value_of(&c, "#settings-image").await, other);
+    assert_eq!(value_of(&c, "#settings-port").await, "9090");
+    let blame = text_wait(&c, "#settings-port-error").await;
+    assert!(blame.contains("9000"), "{blame}");
+    fill(&c, "#settings-port", "9000").await;
+    submit(&c, "button[value=review]").await;
+    let review = text_wait(&c, "#review").await;
+    assert!(
+        review.contains(&format!("Deploys {other}")) && review.contains("port 9090 → 9000"),
+        "{review}"
+    );
+    submit(&c, "button[value=apply]").await;
+    wait_deploy_page(&c, "succeeded").await;
+    assert_eq!(served(proxy, "web.localhost").await, "testapp otherport");
+    let show = ok(molt(&server, &["apps", "show", "web", "--json"])).json();
+    assert_eq!(show["port"], 9000, "{show}");
 
     c.close().await.unwrap();
 }

@@ -36,7 +36,7 @@ pub(super) fn deploy_region(s: &DashState, csrf: &str, app: &AppRow, dep: &Deplo
                 @if let Some(f) = &dep.failure {
                     " " span.muted.small { "(" code { (f.kind.as_str()) } ")" }
                 }
-                p { (super::edit::redeploy_with_changes(&app.name, dep)) }
+                (super::edit::redeploy_with_changes(&app.name, dep))
             }
         }
         h2 { "Timeline" }

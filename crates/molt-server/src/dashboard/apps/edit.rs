@@ -692,7 +692,7 @@ fn can_redeploy_with_changes(dep: &DeployRow) -> bool {
 pub(super) fn redeploy_with_changes(app: &str, dep: &DeployRow) -> Markup {
     html! {
         @if can_redeploy_with_changes(dep) {
-            a.btn.primary.redeploy-changes href={ (app_url(app)) "/settings?from=" (dep.id) } { "Redeploy with changes" }
+            p { a.btn.primary.redeploy-changes href={ (app_url(app)) "/settings?from=" (dep.id) } { "Redeploy with changes" } }
         }
     }
 }
@@ -750,6 +750,39 @@ mod tests {
         assert_eq!(field_of("domain_taken"), Some("domains"));
         assert_eq!(field_of("recreate_needs_yes"), Some("yes"));
         assert_eq!(field_of("nothing_to_change"), None);
+    }
+
+    #[test]
+    fn a_recreate_is_confirmed_with_a_box_and_every_value_travels() {
+        let app = app();
+        let old = AppSettings::of(&app);
+        let mut new = old.clone();
+        new.memory_bytes = Some(24 << 30);
+        let p = SettingsPreview {
+            old,
+            new: new.clone(),
+            changes: vec!["memory default → 24 GiB".into()],
+            effect: ChangeEffect::RecreateNeedsYes,
+        };
+        let auth = Authed {
+            id: "s".into(),
+            csrf: "tok".into(),
+        };
+        let form = SettingsForm::of(&new, None, None);
+        let page = review_page(&auth, &app, &form, &p, None).0;
+        assert!(page.contains(r#"data-effect="recreate""#), "{page}");
+        assert!(
+            page.contains(r#"name="yes""#) && page.contains("required"),
+            "{page}"
+        );
+        assert!(page.contains(r#"name="memory" value="24g""#), "{page}");
+        assert!(page.contains(r#"name="csrf" value="tok""#), "{page}");
+        let st = FormState::default().with_error("yes", "confirm it");
+        let page = review_page(&auth, &app, &form, &p, Some(&st)).0;
+        assert!(
+            page.contains("review-yes-error") && page.contains("confirm it"),
+            "{page}"
+        );
     }
 
     #[test]

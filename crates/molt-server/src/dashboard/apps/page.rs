@@ -292,7 +292,7 @@ pub(super) fn progress_region(s: &DashState, csrf: &str, d: &AppData) -> Markup 
                 @if dep.status == DeployStatus::Failed && d.serving.is_some() {
                     p.small { "The previous version kept serving. " a href="/docs/debugging-failed-deploys" { "Debugging a failed deploy" } }
                 }
-                p { (super::edit::redeploy_with_changes(&d.app.name, dep)) }
+                (super::edit::redeploy_with_changes(&d.app.name, dep))
             }
         }
         (timeline(&events))
