@@ -319,6 +319,13 @@ pub struct AddRegistryRequest {
     pub password: String,
 }
 
+/// Registers a release built elsewhere (`POST /api/v1/apps/{name}/releases`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RegisterReleaseRequest {
+    /// The pushed image, best by digest: `HOST/REPO@sha256:...`.
+    pub image: String,
+}
+
 /// Asks for a push target (`POST /api/v1/apps/{name}/push-target`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushTargetRequest {

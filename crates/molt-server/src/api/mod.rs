@@ -37,7 +37,7 @@ const BODY_LIMIT: usize = 256 * 1024;
         list_apps, create_app, show_app, delete_app, list_deploys, start_deploy, show_deploy,
         events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
         list_registries, add_registry, remove_registry, openapi_json, dashboard_link, logs::app_logs, debug_app,
-        scale, attach::run, attach::exec, attach::list_runs, update_app, push::push_target,
+        scale, attach::run, attach::exec, attach::list_runs, update_app, push::push_target, push::register_release,
         builds::start_build, builds::show_build, builds::list_releases, builds::promote,
         list_certs, add_cert, remove_cert
     ),
@@ -130,7 +130,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/push-target", post(push::push_target))
         .route("/apps/{name}/builds", post(builds::start_build))
         .route("/apps/{name}/builds/{id}", get(builds::show_build))
-        .route("/apps/{name}/releases", get(builds::list_releases))
+        .route(
+            "/apps/{name}/releases",
+            get(builds::list_releases).post(push::register_release),
+        )
         .route("/apps/{name}/releases/{id}/promote", post(builds::promote))
         .route("/registries", get(list_registries).post(add_registry))
         .route("/openapi.json", get(openapi_json))

@@ -1,6 +1,7 @@
-//! Molt's own registry over the API: push targets for external builds
-//! (with the admin token) and the registry's token endpoint (with a
-//! credential the server issued; the registry sends clients here).
+//! External builds over the API: push targets in Molt's own registry and
+//! the registration of what was pushed as a release (with the admin
+//! token), and the registry's token endpoint (with a credential the server
+//! issued; the registry sends clients here).
 
 use super::{find_app, ApiFailure, ApiState};
 use crate::hosted_registry::credentials::Refusal;
@@ -9,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use molt_core::api::{PushTarget, PushTargetRequest};
+use molt_core::api::{PushTarget, PushTargetRequest, RegisterReleaseRequest, ReleaseView};
 use std::time::Duration;
 
 /// How long a push credential lasts unless asked otherwise, and at most.
@@ -44,6 +45,29 @@ pub async fn push_target(
         password: target.credential.password,
         expires_in_secs: target.credential.expires_in.as_secs(),
     }))
+}
+
+/// Registers an image pushed by an external build as a release, with the
+/// App's settings and environment as they are now; nothing serving changes.
+#[utoipa::path(post, path = "/api/v1/apps/{name}/releases", tag = "builds", params(("name" = String, Path, description = "App name")), request_body = RegisterReleaseRequest, responses((status = 201, description = "Registered; promote it to serve it", body = ReleaseView), (status = 400, body = molt_core::api::ApiError), (status = 404, body = molt_core::api::ApiError), (status = 422, description = "The registry does not have the image, or refused the credential", body = molt_core::api::ApiError)))]
+pub async fn register_release(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    super::ApiJson(req): super::ApiJson<RegisterReleaseRequest>,
+) -> Result<(StatusCode, Json<ReleaseView>), ApiFailure> {
+    let r = s.deployer.register_release(&name, &req.image).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ReleaseView {
+            id: r.id,
+            app: r.app,
+            build: r.build,
+            image: r.image,
+            digest: r.digest,
+            created_at: r.created_at,
+            serving: false,
+        }),
+    ))
 }
 
 /// `GET /api/v1/registry/token`: the Docker token-auth endpoint. Basic

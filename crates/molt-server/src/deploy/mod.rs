@@ -23,6 +23,7 @@
 mod bluegreen;
 mod claims;
 mod cutover;
+mod external;
 mod in_place;
 mod intake;
 mod narration;

@@ -61,6 +61,12 @@ impl Store {
         })
     }
 
+    /// Records a release made elsewhere (an external build pushed to a
+    /// registry): no build of Molt's made it.
+    pub fn insert_release(&self, r: &ReleaseRow) -> Result<()> {
+        self.blocking(|| insert_release(&self.conn(), r))
+    }
+
     /// Ends a build: with its release (recorded in the same transaction)
     /// when it succeeded, with its error and failing step when not.
     pub fn finish_build(&self, b: &BuildRow, release: Option<&ReleaseRow>) -> Result<()> {
@@ -68,20 +74,7 @@ impl Store {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
             if let Some(r) = release {
-                tx.execute(
-                    "INSERT INTO releases (id, app, build, image, digest, settings, env, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        r.id,
-                        r.app,
-                        r.build,
-                        r.image,
-                        r.digest,
-                        serde_json::to_string(&r.settings)?,
-                        serde_json::to_string(&r.env)?,
-                        r.created_at
-                    ],
-                )?;
+                insert_release(&tx, r)?;
             }
             tx.execute(
                 "UPDATE builds SET status = ?2, digest = ?3, release = ?4, error = ?5,
@@ -183,4 +176,22 @@ fn release_from_row(r: &Row) -> rusqlite::Result<ReleaseRow> {
         env: json_col(r, "env")?,
         created_at: r.get("created_at")?,
     })
+}
+
+fn insert_release(conn: &rusqlite::Connection, r: &ReleaseRow) -> Result<()> {
+    conn.execute(
+        "INSERT INTO releases (id, app, build, image, digest, settings, env, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            r.id,
+            r.app,
+            r.build,
+            r.image,
+            r.digest,
+            serde_json::to_string(&r.settings)?,
+            serde_json::to_string(&r.env)?,
+            r.created_at
+        ],
+    )?;
+    Ok(())
 }
