@@ -111,8 +111,10 @@ mod actions;
 mod deploy_page;
 mod list;
 mod page;
+mod releases;
 
 pub use actions::*;
 pub use deploy_page::*;
 pub use list::*;
 pub use page::*;
+pub use releases::{build_live, build_page, promote};
