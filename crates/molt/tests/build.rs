@@ -405,4 +405,20 @@ async fn retention_removes_old_release_images_but_keeps_the_serving_one_and_roll
     // The rollback target kept its image: rolling back to it works.
     ok(molt(&server, &["rollback", "kept", &promoted_a]));
     assert_eq!(served(proxy, "kept.localhost").await, "testapp a");
+
+    // Deleting the App removes its built images.
+    let images: Vec<String> = releases(&server, "kept")
+        .iter()
+        .map(|r| r["image"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(images.len(), 3);
+    ok(molt(&server, &["apps", "delete", "kept", "--yes"]));
+    for image in &images {
+        assert!(
+            !try_docker(None, &["image", "inspect", image], None)
+                .status
+                .success(),
+            "{image} is still on the host"
+        );
+    }
 }
