@@ -52,7 +52,16 @@ pub struct Builds {
     limit: u64,
     /// Built releases kept per App (see [`Builds::prune`]).
     keep_releases: usize,
-    running: Mutex<HashMap<String, Arc<Mutex<Vec<String>>>>>,
+    running: Mutex<HashMap<String, Arc<LiveLog>>>,
+}
+
+/// The output of a build that runs now, and a signal for those who follow
+/// it (the API's event stream): each new line, and the end (the sender
+/// goes with the build).
+#[derive(Default)]
+struct LiveLog {
+    lines: Mutex<Vec<String>>,
+    changed: tokio::sync::watch::Sender<()>,
 }
 
 impl Builds {
@@ -139,7 +148,7 @@ impl Builds {
             finished_at: None,
         };
         store.insert_build(&build)?;
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(LiveLog::default());
         self.running
             .lock()
             .unwrap()
@@ -195,21 +204,18 @@ impl Builds {
 
     /// Runs one build to its end and records it (with its release when it
     /// succeeded); the context file goes either way.
-    async fn run(
-        self: Arc<Self>,
-        mut build: BuildRow,
-        spec: BuildSpec,
-        log: Arc<Mutex<Vec<String>>>,
-    ) {
+    async fn run(self: Arc<Self>, mut build: BuildRow, spec: BuildSpec, log: Arc<LiveLog>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let collect = {
             let log = Arc::clone(&log);
             tokio::spawn(async move {
                 while let Some(line) = rx.recv().await {
-                    let mut log = log.lock().unwrap();
-                    if log.len() < MAX_LOG_LINES {
-                        log.push(line);
+                    let mut lines = log.lines.lock().unwrap();
+                    if lines.len() < MAX_LOG_LINES {
+                        lines.push(line);
                     }
+                    drop(lines);
+                    log.changed.send_replace(());
                 }
             })
         };
@@ -217,7 +223,7 @@ impl Builds {
         let result = self.deployer.runtime.build_image(spec, tx).await;
         let _ = collect.await;
         let _ = tokio::fs::remove_file(&context).await;
-        build.log = log.lock().unwrap().clone();
+        build.log = log.lines.lock().unwrap().clone();
         build.finished_at = Some(now());
         let store = &self.deployer.store;
         let release = match result {
@@ -313,7 +319,7 @@ impl Builds {
             })?;
         let live = self.running.lock().unwrap().get(id).cloned();
         let lines = match live {
-            Some(log) if build.status == "building" => log.lock().unwrap().clone(),
+            Some(log) if build.status == "building" => log.lines.lock().unwrap().clone(),
             _ => build.log.clone(),
         };
         Ok(BuildView {
@@ -332,6 +338,13 @@ impl Builds {
             created_at: build.created_at,
             finished_at: build.finished_at,
         })
+    }
+
+    /// A signal for each new line of a running build and its end (the
+    /// channel closes); `None` when it does not run here now.
+    pub fn follow(&self, id: &str) -> Option<tokio::sync::watch::Receiver<()>> {
+        let running = self.running.lock().unwrap();
+        running.get(id).map(|l| l.changed.subscribe())
     }
 
     /// An App's releases, newest first, marking the one it serves.

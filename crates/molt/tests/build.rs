@@ -45,6 +45,45 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "git {args:?}: {out:?}");
 }
 
+/// A dashboard session's cookie, logged in with the admin token.
+async fn dashboard_session(server: &MoltServer) -> String {
+    let base = server.api_url();
+    let http = proxy_client(Duration::from_secs(30));
+    let r = http.get(format!("{base}/login")).send().await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let csrf = cookie.split_once('=').unwrap().1.to_string();
+    let r = http
+        .post(format!("{base}/login"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}&csrf={csrf}", server.token()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("molt_session="))
+        .expect("a session cookie");
+    session.split(';').next().unwrap().to_string()
+}
+
+/// The dashboard page at `path`.
+async fn dashboard_get(server: &MoltServer, session: &str, path: &str) -> String {
+    let r = proxy_client(Duration::from_secs(30))
+        .get(format!("{}{path}", server.api_url()))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.unwrap()
+}
+
 fn releases(server: &MoltServer, app: &str) -> Vec<serde_json::Value> {
     let v = ok(molt(server, &["releases", app, "--json"])).json();
     v.as_array().expect("a list of releases").clone()
@@ -71,6 +110,33 @@ async fn build_then_promote_under_load_and_a_failing_build_changes_nothing() {
     }
     assert!(out.stdout.contains("Step 1/"), "the build's output: {out}");
     assert!(out.stdout.contains("Built release "), "{out}");
+    // The API streams the same output as server-sent events.
+    let build_id = out
+        .stdout
+        .split("(build ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    let events = proxy_client(Duration::from_secs(30))
+        .get(format!(
+            "{}/api/v1/apps/src/builds/{build_id}/events",
+            server.api_url()
+        ))
+        .bearer_auth(server.token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        events.contains("event: log\nid: 1\ndata: Step 1/"),
+        "{events}"
+    );
+    assert!(events.contains("event: end\ndata: {"), "{events}");
+    assert!(events.contains("\"status\":\"succeeded\""), "{events}");
     let listed = releases(&server, "src");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["serving"], false);
@@ -115,6 +181,36 @@ async fn build_then_promote_under_load_and_a_failing_build_changes_nothing() {
     assert!(out.stderr.contains("/bin/sh"), "the step's output: {out}");
     assert_eq!(releases(&server, "src").len(), 1);
     assert_eq!(served(proxy, "src.localhost").await, "testapp built-1");
+
+    // The dashboard: a Releases card listing the builds, the failed one's
+    // page with its step and output, and the CLI lines to build.
+    let session = dashboard_session(&server).await;
+    let page = dashboard_get(&server, &session, "/apps/src").await;
+    assert!(page.contains("id=\"releases\""), "{page}");
+    assert!(
+        page.contains(&format!("data-build=\"{build_id}\"")),
+        "{page}"
+    );
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(page.contains("molt deploy src --build ."), "{page}");
+    let failed_id = page
+        .split("data-status=\"failed\"")
+        .next()
+        .unwrap()
+        .rsplit("data-build=\"")
+        .next()
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let build_page =
+        dashboard_get(&server, &session, &format!("/apps/src/builds/{failed_id}")).await;
+    assert!(
+        build_page.contains("The failing step and its output"),
+        "{build_page}"
+    );
+    assert!(build_page.contains("RUN echo building"), "{build_page}");
 
     // Build and promote in one step.
     let next = source(&app_dockerfile("built-2"));
@@ -229,9 +325,39 @@ async fn retention_removes_old_release_images_but_keeps_the_serving_one_and_roll
         .as_str()
         .unwrap()
         .to_string();
+    // Promoted from the dashboard's Releases card this time.
     let b = build_release(&server, "kept", "b");
-    ok(molt(&server, &["releases", "promote", "kept", &b]));
-    assert_eq!(served(proxy, "kept.localhost").await, "testapp b");
+    let session = dashboard_session(&server).await;
+    let page = dashboard_get(&server, &session, "/apps/kept").await;
+    let form = page
+        .split("action=\"/apps/kept/releases/promote\"")
+        .nth(1)
+        .expect("a Promote button");
+    assert!(form.contains(&format!("value=\"{b}\"")), "{form}");
+    let csrf = form
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let r = proxy_client(Duration::from_secs(30))
+        .post(format!("{}/apps/kept/releases/promote", server.api_url()))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&release_id={b}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            newest_deploy(&server, "kept")["status"] == "succeeded"
+                && served(proxy, "kept.localhost").await == "testapp b"
+        })
+        .await,
+        "the release promoted from the dashboard serves"
+    );
 
     // Beyond the newest one, but serving (b) or a rollback target (a).
     let c = build_release(&server, "kept", "c");
@@ -279,4 +405,20 @@ async fn retention_removes_old_release_images_but_keeps_the_serving_one_and_roll
     // The rollback target kept its image: rolling back to it works.
     ok(molt(&server, &["rollback", "kept", &promoted_a]));
     assert_eq!(served(proxy, "kept.localhost").await, "testapp a");
+
+    // Deleting the App removes its built images.
+    let images: Vec<String> = releases(&server, "kept")
+        .iter()
+        .map(|r| r["image"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(images.len(), 3);
+    ok(molt(&server, &["apps", "delete", "kept", "--yes"]));
+    for image in &images {
+        assert!(
+            !try_docker(None, &["image", "inspect", image], None)
+                .status
+                .success(),
+            "{image} is still on the host"
+        );
+    }
 }

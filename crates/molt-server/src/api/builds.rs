@@ -6,9 +6,13 @@ use super::{started, triggered_by, ApiFailure, ApiState};
 use crate::build::BuildError;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
+use futures_util::Stream;
 use molt_core::api::{BuildOptions, BuildView, DeployStarted, ReleaseView};
 use serde::Deserialize;
+use std::convert::Infallible;
+use std::time::Duration;
 
 /// The header that carries a build's options as JSON.
 pub const BUILD_OPTIONS_HEADER: &str = "x-molt-build";
@@ -74,6 +78,75 @@ pub async fn show_build(
     Query(q): Query<LogQuery>,
 ) -> Result<Json<BuildView>, ApiFailure> {
     Ok(Json(s.builds.view(&name, &id, q.after)?))
+}
+
+/// A build's output as server-sent events: one `log` event per line
+/// (its `id` the line's number, from 1), then one `end` event with the
+/// build (without its output) once it succeeded or failed.
+#[utoipa::path(get, path = "/api/v1/apps/{name}/builds/{id}/events", tag = "builds", params(("name" = String, Path, description = "App name"), ("id" = String, Path, description = "Build id"), ("after" = Option<usize>, Query, description = "Resume after this many lines")), responses((status = 200, description = "`log` events, then `end` with the BuildView", content_type = "text/event-stream"), (status = 404, body = molt_core::api::ApiError)))]
+pub async fn build_events(
+    State(s): State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiFailure> {
+    // Refused at once when there is no such build.
+    s.builds.view(&name, &id, usize::MAX)?;
+    let state = (s, name, id, q.after, None, false);
+    let stream =
+        futures_util::stream::unfold(state, |(s, name, id, after, mut signal, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                // Subscribe before reading, so no line falls between the two.
+                if signal.is_none() {
+                    signal = s.builds.follow(&id);
+                }
+                let view = match s.builds.view(&name, &id, after) {
+                    Ok(v) => v,
+                    Err(_) => return None,
+                };
+                let ended = view.status != "building";
+                if !view.log.is_empty() || ended {
+                    let mut events: Vec<Result<Event, Infallible>> = view
+                        .log
+                        .iter()
+                        .enumerate()
+                        .map(|(i, line)| {
+                            Ok(Event::default()
+                                .event("log")
+                                .id((after + i + 1).to_string())
+                                .data(line))
+                        })
+                        .collect();
+                    let after = after + view.log.len();
+                    if ended {
+                        let end = BuildView {
+                            log: Vec::new(),
+                            ..view
+                        };
+                        events.push(Ok(Event::default()
+                            .event("end")
+                            .data(serde_json::to_string(&end).unwrap_or_default())));
+                    }
+                    let next = (s, name, id, after, signal, ended);
+                    return Some((futures_util::stream::iter(events), next));
+                }
+                let stopping = s.stopping.clone();
+                match signal.as_mut() {
+                    Some(rx) => tokio::select! {
+                        changed = rx.changed() => if changed.is_err() { signal = None; },
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = stopping.cancelled() => return None,
+                    },
+                    None => tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stopping.cancelled() => return None,
+                    },
+                }
+            }
+        });
+    Ok(Sse::new(futures_util::StreamExt::flatten(stream)).keep_alive(KeepAlive::default()))
 }
 
 /// An App's releases, newest first.

@@ -38,7 +38,7 @@ const BODY_LIMIT: usize = 256 * 1024;
         events::deploy_events, redeploy, restart, rollback, cancel, list_env, change_env,
         list_registries, add_registry, remove_registry, openapi_json, dashboard_link, logs::app_logs, debug_app,
         scale, attach::run, attach::exec, attach::list_runs, update_app, push::push_target, push::register_release,
-        builds::start_build, builds::show_build, builds::list_releases, builds::promote,
+        builds::start_build, builds::show_build, builds::build_events, builds::list_releases, builds::promote,
         list_certs, add_cert, remove_cert
     ),
     modifiers(&BearerAuth),
@@ -130,6 +130,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/apps/{name}/push-target", post(push::push_target))
         .route("/apps/{name}/builds", post(builds::start_build))
         .route("/apps/{name}/builds/{id}", get(builds::show_build))
+        .route("/apps/{name}/builds/{id}/events", get(builds::build_events))
         .route(
             "/apps/{name}/releases",
             get(builds::list_releases).post(push::register_release),

@@ -734,6 +734,12 @@ impl Deployer {
                 self.runtime.remove(&c.id).await?;
             }
             self.runtime.forget_app(name).await;
+            // Its built images (`molt build`) go with it.
+            for r in self.store.list_releases(name)? {
+                if let Err(e) = self.runtime.remove_image(&r.image).await {
+                    tracing::warn!(app = name, image = %r.image, error = %format!("{e:#}"), "a built image of a deleted App could not be removed");
+                }
+            }
             self.store.delete_app(name)?;
             Ok::<(), anyhow::Error>(())
         }

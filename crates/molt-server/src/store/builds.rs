@@ -104,6 +104,18 @@ impl Store {
         })
     }
 
+    /// An App's newest builds, newest first.
+    pub fn list_builds(&self, app: &str, limit: usize) -> Result<Vec<BuildRow>> {
+        self.blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT * FROM builds WHERE app = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            )?;
+            let rows = stmt.query_map(params![app, limit as i64], build_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
     /// Builds that were running when the server last stopped.
     pub fn unfinished_builds(&self) -> Result<Vec<BuildRow>> {
         self.blocking(|| {

@@ -75,7 +75,11 @@ pub enum ReleasesCommand {
 pub async fn build(client: &Client, args: BuildArgs) -> Result<u8> {
     let build = run_build(client, &args.name, &args.dir, &args.source, !args.json).await?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&build)?);
+        // The whole build, its output included, as the API gives it.
+        client
+            .get(&["apps", &args.name, "builds", &build.id])
+            .await?
+            .print()?;
     }
     if build.status != "succeeded" {
         return Ok(FAILED);

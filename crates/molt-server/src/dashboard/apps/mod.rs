@@ -114,9 +114,11 @@ mod deploy_page;
 mod edit;
 mod list;
 mod page;
+mod releases;
 
 pub use actions::*;
 pub use deploy_page::*;
 pub use edit::{edit_page, edit_submit};
 pub use list::*;
 pub use page::*;
+pub use releases::{build_live, build_page, promote};

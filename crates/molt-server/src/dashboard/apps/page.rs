@@ -477,6 +477,7 @@ pub async fn app_page(
                             .render())
                         button.btn.primary type="submit" { "Deploy" }
                     }
+                    (super::releases::build_instructions(&d.app.name))
                     div.secondary-actions {
                         form method="post" action={ (base) "/redeploy" } {
                             (layout::csrf_field(csrf))
@@ -524,6 +525,10 @@ pub async fn app_page(
             h2 #history-title { "History" }
             (layout::form_error(&history_st))
             (live::region("history", history_region(csrf, &d)))
+        }
+        section.card #releases aria-labelledby="releases-title" {
+            h2 #releases-title { "Releases" }
+            (live::region("releases", super::releases::releases_region(&s, csrf, &d.app)))
         }
         section.card #logs aria-labelledby="logs-title" {
             h2 #logs-title { "Logs" }
