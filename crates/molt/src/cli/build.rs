@@ -38,6 +38,16 @@ pub struct BuildArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Build here with the local `docker` and push to Molt's registry (a
+    /// push target the server issues), then register the release: the
+    /// source never passes through the server.
+    #[arg(long)]
+    pub external: bool,
+    /// With --external: push to this repository of your own instead
+    /// (`HOST/REPO`, logged in with `docker login`; the server pulls it
+    /// with the credential saved by `molt registries add`).
+    #[arg(long, value_name = "HOST/REPO", requires = "external")]
+    pub to: Option<String>,
     /// Print the finished build as the API's JSON.
     #[arg(long)]
     pub json: bool,
@@ -73,6 +83,9 @@ pub enum ReleasesCommand {
 }
 
 pub async fn build(client: &Client, args: BuildArgs) -> Result<u8> {
+    if args.external {
+        return super::external::build(client, &args).await;
+    }
     let build = run_build(client, &args.name, &args.dir, &args.source, !args.json).await?;
     if args.json {
         // The whole build, its output included, as the API gives it.
@@ -128,15 +141,10 @@ async fn promote(client: &Client, name: &str, release: &str, detach: bool) -> Re
     follow::started(client, started, detach).await
 }
 
-/// Checks the input, packages the source, uploads it, and follows the
-/// build to its end (printing its output when `show`): the finished build.
-async fn run_build(
-    client: &Client,
-    name: &str,
-    dir: &Path,
-    args: &SourceArgs,
-    show: bool,
-) -> Result<BuildView> {
+/// Checks the input and packages the source as a tar (a directory honouring
+/// `.dockerignore`, or a Git ref's tree): the tar and the Dockerfile's path
+/// inside it.
+pub(super) async fn package(dir: &Path, args: &SourceArgs) -> Result<(TempPath, String)> {
     for a in &args.build_args {
         if a.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             return Err(usage(format!(
@@ -186,6 +194,19 @@ async fn run_build(
         .await?
     };
     packed?;
+    Ok((context, dockerfile))
+}
+
+/// Checks the input, packages the source, uploads it, and follows the
+/// build to its end (printing its output when `show`): the finished build.
+async fn run_build(
+    client: &Client,
+    name: &str,
+    dir: &Path,
+    args: &SourceArgs,
+    show: bool,
+) -> Result<BuildView> {
+    let (context, dockerfile) = package(dir, args).await?;
     let size = std::fs::metadata(&context.path)?.len();
     eprintln!("Uploading source… ({})", human(size));
     let options = BuildOptions {
@@ -292,8 +313,8 @@ fn human(bytes: u64) -> String {
 }
 
 /// A temporary file removed when dropped.
-struct TempPath {
-    path: PathBuf,
+pub(super) struct TempPath {
+    pub(super) path: PathBuf,
 }
 
 impl Drop for TempPath {

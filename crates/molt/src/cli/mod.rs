@@ -7,6 +7,7 @@ pub mod build;
 pub mod certs;
 pub mod client;
 pub mod deploys;
+pub mod external;
 pub mod follow;
 pub mod lifecycle;
 pub mod logs;
