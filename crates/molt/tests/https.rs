@@ -329,6 +329,10 @@ async fn own_certificates_are_checked_served_by_sni_and_survive_a_proxy_restart(
         out.stderr.contains("no certificate for web.example.test"),
         "{out}"
     );
+    // A wildcard is removed by its name too.
+    ok(molt(&server, &["certs", "remove", "*.apps.example.test"]));
+    let left = molt(&server, &["certs", "list", "--json"]).json();
+    assert!(left.as_array().expect("list").is_empty(), "{left}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
