@@ -177,6 +177,9 @@ pub struct Response {
     /// their order (`http`, `lock`, `metrics`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fds: Option<Vec<String>>,
+    /// For `ping`: the port the proxy serves HTTPS on, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_port: Option<u16>,
     /// For `list_certs`: the domains with a certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domains: Option<Vec<String>>,

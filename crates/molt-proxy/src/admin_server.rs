@@ -260,6 +260,7 @@ async fn answer(req: Request, admin: &Admin) -> Response {
             pid: Some(std::process::id()),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             exe_id: Some(exe_id()),
+            https_port: admin.certs.https_port(),
             ..Response::ok()
         },
         Request::SetRoute { route } => match routes.set_route(route).await {

@@ -327,6 +327,14 @@ impl Certs {
         self.https_port
             .store(port, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// The HTTPS listener's port, if the proxy serves HTTPS.
+    pub fn https_port(&self) -> Option<u16> {
+        match self.https_port.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            port => Some(port),
+        }
+    }
 }
 
 /// The redirect of a plain HTTP request to HTTPS, when the host has a

@@ -109,7 +109,25 @@ impl ProxyLink {
         let ours = molt_proxy::exe_id();
         let pid = running.pid.unwrap_or_default();
         let version = running.version.as_deref().unwrap_or("unknown");
+        let https_wanted = self.https.map(|a| a.port());
         match running.exe_id.as_deref() {
+            // The same build, but not serving HTTPS where this server wants
+            // it (it was started by a server without `--https`): a takeover
+            // with the new flags, which keeps the HTTP socket.
+            Some(theirs) if theirs == ours && running.https_port != https_wanted => {
+                tracing::info!(
+                    pid,
+                    running = ?running.https_port,
+                    wanted = ?https_wanted,
+                    "the running proxy's HTTPS listener is not the one wanted; restarting it in place"
+                );
+                match self.take_over(pid).await {
+                    Ok(new_pid) => tracing::info!(old_pid = pid, new_pid, "proxy restarted in place"),
+                    Err(e) => tracing::warn!(
+                        "could not restart the proxy in place; the running one keeps serving without the HTTPS wanted: {e:#}"
+                    ),
+                }
+            }
             Some(theirs) if theirs == ours => {}
             Some(_) => {
                 tracing::info!(

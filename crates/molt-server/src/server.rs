@@ -144,6 +144,9 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     crate::certs::sync::spawn(Arc::clone(&deployer));
     if let Some(acme) = config.acme.clone() {
         tracing::info!(directory = %acme.directory, "ordering certificates for App domains over ACME");
+        if config.https.is_none() {
+            tracing::warn!("--acme-directory without --https: certificates are ordered (over HTTP-01) but nothing serves HTTPS; add --https ADDR");
+        }
         crate::certs::acme::Acme::new(
             acme,
             Arc::clone(&deployer),

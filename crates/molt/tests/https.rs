@@ -329,4 +329,53 @@ async fn own_certificates_are_checked_served_by_sni_and_survive_a_proxy_restart(
         out.stderr.contains("no certificate for web.example.test"),
         "{out}"
     );
+    // A wildcard is removed by its name too.
+    ok(molt(&server, &["certs", "remove", "*.apps.example.test"]));
+    let left = molt(&server, &["certs", "list", "--json"]).json();
+    assert!(left.as_array().expect("list").is_empty(), "{left}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_restarted_with_https_gets_a_proxy_that_serves_it() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let mut server = MoltServer::start(None);
+    create_app(&server, "web", &v1, &["--domain", "web.example.test"]);
+    let pems = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    let ca_file = ca.write_ca(pems.path());
+    let (crt, key) = ca.issue(pems.path(), "web", &["web.example.test"], 90);
+    ok(molt(
+        &server,
+        &[
+            "certs",
+            "add",
+            "web.example.test",
+            "--cert",
+            &crt,
+            "--key",
+            &key,
+        ],
+    ));
+    let old_proxy = server.proxy_pid().expect("proxy pid");
+
+    // The proxy outlives the server; the server comes back with --https.
+    let https = free_port();
+    server.restart_with(&["--https", &format!("127.0.0.1:{https}")]);
+    let served = wait_until(Duration::from_secs(30), || async {
+        curl(https, "web.example.test", "/", &ca_file, &[]).0 == 0
+    })
+    .await;
+    assert!(served, "no HTTPS after the restart; log:\n{}", server.log());
+    assert_ne!(
+        server.proxy_pid(),
+        Some(old_proxy),
+        "the proxy was restarted in place"
+    );
+    // HTTP still serves, on the same socket.
+    assert_eq!(served_http(&server).await, "testapp v1");
+}
+
+async fn served_http(server: &MoltServer) -> String {
+    served(server.proxy_addr(), "web.localhost").await
 }

@@ -275,6 +275,16 @@ impl MoltServer {
         }
         self.spawn();
     }
+
+    /// [`restart`](Self::restart) with other extra `molt server` arguments
+    /// (kept for later restarts).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
+        self.spawn();
+    }
 }
 
 /// Sends `SIGsig` to `pid` with kill(1) (the harness has no libc binding).
