@@ -132,3 +132,104 @@ async fn external_pushes_reach_only_their_app_and_expire() {
     .await;
     assert!(gone, "the registry outlived the server");
 }
+
+/// `molt build --external`: built here, pushed to Molt's registry with a
+/// credential issued for the build (or `--to` a registry of one's own),
+/// registered as a release by digest, and promoted under load.
+#[tokio::test(flavor = "multi_thread")]
+async fn external_builds_push_register_and_promote() {
+    let source = Registry::start(false);
+    let v1 = push(&source, "testapp", "v1", "v1");
+    let registry_addr = format!("127.0.0.1:{}", free_port());
+    let server = MoltServer::start_with(None, &["--registry", &registry_addr], &[]);
+    create_app(&server, "web", &v1, &["--health-path", "/healthz"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nARG FLAVOUR\nENV VERSION=external-$FLAVOUR\n",
+            TestImages::image("v1")
+        ),
+    )
+    .unwrap();
+    let dir_arg = dir.path().to_string_lossy().to_string();
+    let out = ok(molt(
+        &server,
+        &[
+            "build",
+            "web",
+            &dir_arg,
+            "--external",
+            "--build-arg",
+            "FLAVOUR=one",
+        ],
+    ));
+    assert!(out.stderr.contains("Pushing"), "{out}");
+    assert!(out.stdout.contains("Registered release"), "{out}");
+    let releases = ok(molt(&server, &["releases", "web", "--json"])).json();
+    let release = &releases[0];
+    assert!(
+        release["image"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{registry_addr}/web:build-")),
+        "{releases}"
+    );
+    assert!(
+        release["build"].is_null(),
+        "no build of the server's: {release}"
+    );
+    assert_eq!(release["serving"], false);
+
+    let load = Load::start(server.proxy_addr(), "web.localhost", 2);
+    let id = release["id"].as_str().unwrap();
+    ok(molt(&server, &["releases", "promote", "web", id]));
+    let report = load.finish().await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(
+        get(server.proxy_addr(), "web.localhost", "/version")
+            .await
+            .unwrap(),
+        (200, "external-one".to_string())
+    );
+    let releases = ok(molt(&server, &["releases", "web", "--json"])).json();
+    assert_eq!(releases[0]["serving"], true, "{releases}");
+
+    // --to a registry of one's own (this one needs no credential).
+    let own = format!("127.0.0.1:{}/ext", source.addr().port());
+    let out = ok(molt(
+        &server,
+        &[
+            "build",
+            "web",
+            &dir_arg,
+            "--external",
+            "--to",
+            &own,
+            "--build-arg",
+            "FLAVOUR=two",
+        ],
+    ));
+    assert!(out.stdout.contains("Registered release"), "{out}");
+    let releases = ok(molt(&server, &["releases", "web", "--json"])).json();
+    let id = releases[0]["id"].as_str().unwrap().to_string();
+    assert!(releases[0]["image"].as_str().unwrap().starts_with(&own));
+    ok(molt(&server, &["releases", "promote", "web", &id]));
+    assert_eq!(
+        get(server.proxy_addr(), "web.localhost", "/version")
+            .await
+            .unwrap(),
+        (200, "external-two".to_string())
+    );
+
+    // Bad input is refused before anything runs.
+    let out = molt(
+        &server,
+        &["build", "web", &dir_arg, "--external", "--to", "web"],
+    );
+    assert_eq!(out.status, 2, "{out}");
+    assert!(out.stderr.contains("HOST/REPO"), "{out}");
+    let out = molt(&server, &["build", "web", "/nonexistent-dir", "--external"]);
+    assert_eq!(out.status, 2, "{out}");
+}

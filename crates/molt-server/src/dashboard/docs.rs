@@ -32,6 +32,7 @@ macro_rules! doc {
 const DOCS: &[Doc] = &[
     doc!("deploy-a-new-version"),
     doc!("build-and-deploy-from-source"),
+    doc!("molts-registry"),
     doc!("roll-back"),
     doc!("redeploy-vs-restart"),
     doc!("environment-and-secrets"),

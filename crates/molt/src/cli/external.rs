@@ -75,7 +75,7 @@ pub async fn build(client: &Client, args: &BuildArgs) -> Result<u8> {
     let digest = pushed_digest(&pushed).ok_or_else(|| {
         anyhow!("`docker push {tag}` did not report a digest; register it with its digest by hand")
     })?;
-    let image = format!("{repository}@{digest}");
+    let image = format!("{tag}@{digest}");
     let _ = docker(None).args(["rmi", &tag]).output().await;
 
     let release: ReleaseView = client
