@@ -59,10 +59,7 @@ impl ProxyBody {
     fn release_if_done(&mut self) {
         if let ProxyBody::Upstream { body, guard, conn } = self {
             if body.is_end_stream() {
-                if let Some(conn) = conn.take() {
-                    conn.release();
-                }
-                guard.take();
+                release(conn, guard);
             }
         }
     }
@@ -81,12 +78,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, guard, conn } => {
                 let polled = Pin::new(body).poll_frame(cx);
                 match &polled {
-                    Poll::Ready(None) => {
-                        if let Some(conn) = conn.take() {
-                            conn.release();
-                        }
-                        guard.take();
-                    }
+                    Poll::Ready(None) => release(conn, guard),
                     Poll::Ready(Some(Err(_))) => {
                         conn.take();
                         guard.take();
@@ -118,6 +110,14 @@ impl Body for ProxyBody {
             ProxyBody::Fixed(full) => full.size_hint(),
         }
     }
+}
+
+/// Gives the connection back to its target, then ends the in-flight count.
+fn release(conn: &mut Option<Conn>, guard: &mut Option<InFlightGuard>) {
+    if let (Some(conn), Some(guard)) = (conn.take(), guard.as_ref()) {
+        conn.release(guard.target());
+    }
+    guard.take();
 }
 
 /// What the proxy sends upstream: the user's body, streamed on as it

@@ -2,7 +2,6 @@
 //! flight on it, so that draining is "wait until zero or timeout", and the
 //! close that ends its keep-alive connections (kept in `pool`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
@@ -10,6 +9,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::admin::Target;
+use crate::pool::IdleConns;
 
 /// Everything that changes about a target, in one watch channel so that
 /// "acquire unless closed" and "close unless busy" are each atomic.
@@ -45,9 +45,8 @@ pub enum IdleWait {
 
 pub struct TargetState {
     pub target: Target,
-    /// Names the target in the worker threads' idle connection lists; never
-    /// reused, unlike an address.
-    id: u64,
+    /// Keep-alive connections waiting for the next request.
+    pub idle: IdleConns,
     load: watch::Sender<Load>,
 }
 
@@ -60,10 +59,9 @@ impl TargetState {
         if authority.port_u16().is_none() {
             return Err(format!("target address `{}` has no port", target.addr));
         }
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(Arc::new(TargetState {
             target,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            idle: IdleConns::default(),
             load: watch::Sender::new(Load::default()),
         }))
     }
@@ -93,11 +91,6 @@ impl TargetState {
         acquired.then(|| InFlightGuard {
             target: Arc::clone(self),
         })
-    }
-
-    /// Names the target's keep-alive connections (see `pool`).
-    pub fn id(&self) -> u64 {
-        self.id
     }
 
     /// Resolves once the target is closed; in-flight work races against it.
@@ -145,7 +138,11 @@ impl TargetState {
         });
         // The close ends the target's keep-alive connections (their tasks
         // wait on it).
-        closed || self.is_closed()
+        if closed || self.is_closed() {
+            self.idle.clear();
+            return true;
+        }
+        false
     }
 
     /// Closes the target whatever is in flight: pending requests answer 502
@@ -161,6 +158,7 @@ impl TargetState {
             load.cut = cut;
             true
         });
+        self.idle.clear();
         u64::try_from(cut).unwrap_or(u64::MAX)
     }
 
