@@ -289,11 +289,11 @@ impl Builds {
         let releases = store.list_releases(app)?;
         let mut pruned = 0;
         for r in prunable(&releases, self.keep_releases, &protected) {
-            match self.deployer.runtime.remove_image(&r.image).await {
+            match self.remove_release_image(r).await {
                 Ok(()) => {
                     store.delete_release(&r.id)?;
                     pruned += 1;
-                    tracing::info!(app, release = %r.id, image = %r.image, digest = %r.digest, "pruned a release: its image was removed from this host");
+                    tracing::info!(app, release = %r.id, image = %r.image, digest = %r.digest, "pruned a release: its image was removed from this host (and from Molt's registry when it was there)");
                 }
                 Err(e) => {
                     tracing::warn!(app, release = %r.id, image = %r.image, error = %format!("{e:#}"), "kept a release beyond the retention: its image could not be removed");
@@ -301,6 +301,26 @@ impl Builds {
             }
         }
         Ok(pruned)
+    }
+
+    /// Removes a release's image from this host: a built one by its tag, a
+    /// registered one (an external build) by its digest, and from Molt's
+    /// registry too when it was pushed there.
+    async fn remove_release_image(&self, r: &ReleaseRow) -> anyhow::Result<()> {
+        if r.build.is_some() {
+            return self.deployer.runtime.remove_image(&r.image).await;
+        }
+        let image = molt_core::ImageRef::parse(&r.image)?;
+        self.deployer
+            .runtime
+            .remove_image(&image.with_digest(&r.digest).to_string())
+            .await?;
+        if let Some(hosted) = self.deployer.hosted_registry() {
+            if let Some(repository) = hosted.repository_of(&image) {
+                hosted.delete_manifest(repository, &r.digest).await?;
+            }
+        }
+        Ok(())
     }
 
     /// A build as clients see it, with its output from line `after` on
@@ -360,16 +380,24 @@ impl Builds {
         Ok(store
             .list_releases(&app.name)?
             .into_iter()
-            .map(|r| ReleaseView {
-                serving: serving.as_deref() == Some(r.id.as_str()),
-                id: r.id,
-                app: r.app,
-                build: r.build,
-                image: r.image,
-                digest: r.digest,
-                created_at: r.created_at,
+            .map(|r| {
+                let serving = serving.as_deref() == Some(r.id.as_str());
+                release_view(r, serving)
             })
             .collect())
+    }
+}
+
+/// A release as clients see it.
+pub fn release_view(r: ReleaseRow, serving: bool) -> ReleaseView {
+    ReleaseView {
+        serving,
+        id: r.id,
+        app: r.app,
+        build: r.build,
+        image: r.image,
+        digest: r.digest,
+        created_at: r.created_at,
     }
 }
 

@@ -45,45 +45,6 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "git {args:?}: {out:?}");
 }
 
-/// A dashboard session's cookie, logged in with the admin token.
-async fn dashboard_session(server: &MoltServer) -> String {
-    let base = server.api_url();
-    let http = proxy_client(Duration::from_secs(30));
-    let r = http.get(format!("{base}/login")).send().await.unwrap();
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    let cookie = cookie.split(';').next().unwrap().to_string();
-    let csrf = cookie.split_once('=').unwrap().1.to_string();
-    let r = http
-        .post(format!("{base}/login"))
-        .header("cookie", &cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}&csrf={csrf}", server.token()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let session = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|v| v.starts_with("molt_session="))
-        .expect("a session cookie");
-    session.split(';').next().unwrap().to_string()
-}
-
-/// The dashboard page at `path`.
-async fn dashboard_get(server: &MoltServer, session: &str, path: &str) -> String {
-    let r = proxy_client(Duration::from_secs(30))
-        .get(format!("{}{path}", server.api_url()))
-        .header("cookie", session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{path}");
-    r.text().await.unwrap()
-}
-
 fn releases(server: &MoltServer, app: &str) -> Vec<serde_json::Value> {
     let v = ok(molt(server, &["releases", app, "--json"])).json();
     v.as_array().expect("a list of releases").clone()

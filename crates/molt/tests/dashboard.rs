@@ -569,26 +569,6 @@ async fn the_dashboard_drives_every_deploy_action_in_a_real_browser() {
     c.close().await.unwrap();
 }
 
-/// `application/x-www-form-urlencoded`, as a browser sends a form.
-fn form_body(pairs: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                b' ' => "+".to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 /// Form posts, logins and docs over plain HTTP: no browser needed.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_needs_a_login_and_a_csrf_token_and_serves_the_docs() {

@@ -141,7 +141,11 @@ async fn external_builds_push_register_and_promote() {
     let source = Registry::start(false);
     let v1 = push(&source, "testapp", "v1", "v1");
     let registry_addr = format!("127.0.0.1:{}", free_port());
-    let server = MoltServer::start_with(None, &["--registry", &registry_addr], &[]);
+    let server = MoltServer::start_with(
+        None,
+        &["--registry", &registry_addr, "--keep-releases", "1"],
+        &[],
+    );
     create_app(&server, "web", &v1, &["--health-path", "/healthz"]);
 
     let dir = tempfile::tempdir().unwrap();
@@ -222,6 +226,45 @@ async fn external_builds_push_register_and_promote() {
             .unwrap(),
         (200, "external-two".to_string())
     );
+
+    // Retention (--keep-releases 1) counts external releases: a release
+    // beyond it that never served goes, from the host and from Molt's
+    // registry; the ones that served are rollback targets and stay.
+    let external = |flavour: &str| {
+        let out = ok(molt(
+            &server,
+            &[
+                "build",
+                "web",
+                &dir_arg,
+                "--external",
+                "--build-arg",
+                &format!("FLAVOUR={flavour}"),
+            ],
+        ));
+        assert!(out.stdout.contains("Registered release"), "{out}");
+        ok(molt(&server, &["releases", "web", "--json"])).json()[0].clone()
+    };
+    let unserved = external("three");
+    external("four");
+    let left = ok(molt(&server, &["releases", "web", "--json"])).json();
+    let ids: Vec<&str> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&unserved["id"].as_str().unwrap()), "{left}");
+    assert_eq!(ids.len(), 3, "the newest and the two that served: {left}");
+    let target = push_target(&server, "web", 60).await;
+    let config = tempfile::tempdir().unwrap();
+    assert!(login(config.path(), &target).status.success());
+    let gone = format!(
+        "{registry_addr}/web@{}",
+        unserved["digest"].as_str().unwrap()
+    );
+    let out = try_docker(Some(config.path()), &["pull", &gone], None);
+    assert!(!out.status.success(), "still in Molt's registry: {gone}");
 
     // Bad input is refused before anything runs.
     let out = molt(

@@ -28,58 +28,6 @@ fn settings_of(changes: &serde_json::Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// `s` percent-encoded for a form body.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The dashboard's page at `path`, fetched with a session logged in with
-/// the admin token.
-async fn dashboard_page(server: &MoltServer, path: &str) -> String {
-    let base = server.api_url();
-    let http = proxy_client(Duration::from_secs(30));
-    let r = http.get(format!("{base}/login")).send().await.unwrap();
-    let login_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    let login_cookie = login_cookie.split(';').next().unwrap().to_string();
-    let csrf = login_cookie.split_once('=').unwrap().1.to_string();
-    let r = http
-        .post(format!("{base}/login"))
-        .header("cookie", &login_cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "token={}&csrf={}",
-            encode(server.token()),
-            encode(&csrf)
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let session = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|v| v.starts_with("molt_session="))
-        .expect("a session cookie");
-    let session = session.split(';').next().unwrap().to_string();
-    let r = http
-        .get(format!("{base}{path}"))
-        .header("cookie", session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{path}");
-    r.text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn deploys_show_what_changed_and_rollback_with_config_restores_settings() {
     let registry = Registry::start(false);
@@ -259,4 +207,11 @@ async fn deploys_show_what_changed_and_rollback_with_config_restores_settings() 
         load.ok + load.failed,
         load.errors
     );
+}
+
+/// The dashboard's page at `path`, fetched with a session logged in with
+/// the admin token.
+async fn dashboard_page(server: &MoltServer, path: &str) -> String {
+    let session = dashboard_session(server).await;
+    dashboard_get(server, &session, path).await
 }

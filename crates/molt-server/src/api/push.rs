@@ -56,17 +56,13 @@ pub async fn register_release(
     super::ApiJson(req): super::ApiJson<RegisterReleaseRequest>,
 ) -> Result<(StatusCode, Json<ReleaseView>), ApiFailure> {
     let r = s.deployer.register_release(&name, &req.image).await?;
+    // Retention counts external releases as it counts built ones.
+    if let Err(e) = s.builds.prune(&name).await {
+        tracing::warn!(app = %name, error = %format!("{e:#}"), "pruning old releases failed");
+    }
     Ok((
         StatusCode::CREATED,
-        Json(ReleaseView {
-            id: r.id,
-            app: r.app,
-            build: r.build,
-            image: r.image,
-            digest: r.digest,
-            created_at: r.created_at,
-            serving: false,
-        }),
+        Json(crate::build::release_view(r, false)),
     ))
 }
 

@@ -119,6 +119,49 @@ impl HostedRegistry {
         }
     }
 
+    /// Deletes a manifest from the registry (retention); its layers go at
+    /// the garbage collection of the next start. Gone already is fine.
+    pub async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<()> {
+        let now = time::OffsetDateTime::now_utc();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: "molt-retention".into(),
+            aud: SERVICE.into(),
+            exp: now.unix_timestamp() + 60,
+            nbf: now.unix_timestamp() - 5,
+            iat: now.unix_timestamp(),
+            jti: crate::datadir::random_hex(12),
+            access: vec![Access {
+                kind: "repository".into(),
+                name: repository.into(),
+                actions: vec!["delete".into()],
+            }],
+        };
+        let token = token::sign(&self.key, &self.cert_der, &claims)?;
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()?
+            .delete(format!(
+                "http://{}/v2/{repository}/manifests/{digest}",
+                self.host
+            ))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?;
+        match resp.status().as_u16() {
+            200..=299 | 404 => Ok(()),
+            status => Err(anyhow::anyhow!(
+                "Molt's registry answered {status} to deleting {repository}@{digest}"
+            )),
+        }
+    }
+
+    /// The repository of `image` when it lives in this registry.
+    pub fn repository_of<'a>(&self, image: &'a molt_core::ImageRef) -> Option<&'a str> {
+        (image.registry == self.host).then_some(image.repository.as_str())
+    }
+
     /// Answers a token request: the requested scopes that the credential
     /// allows, signed. A token without access (what `docker login` asks
     /// for) proves the credential works.

@@ -60,6 +60,7 @@ impl Supervised {
         let log_path = s.dir.join("registry.log");
         let pid_path = s.dir.join("registry.pid");
         stop_leftover(&pid_path).await;
+        collect_garbage(&config_path, &log_path).await;
         let mut child = spawn(&config_path, &log_path)?;
         record_pid(&pid_path, &child);
         let ready = wait_ready(s.addr, &mut child).await;
@@ -80,6 +81,41 @@ impl Supervised {
         );
         let task = tokio::spawn(supervise(child, config_path, log_path, pid_path));
         Ok(Self { task })
+    }
+}
+
+/// Frees the layers that no manifest uses any more (retention deletes
+/// manifests while the registry runs; layers can only go while it does
+/// not). Bounded; a failure is logged and changes nothing.
+async fn collect_garbage(config: &std::path::Path, log: &std::path::Path) {
+    let Ok(out) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    else {
+        return;
+    };
+    let Ok(err) = out.try_clone() else {
+        return;
+    };
+    let run = Command::new(PROGRAM)
+        .arg("garbage-collect")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .status();
+    match tokio::time::timeout(Duration::from_secs(120), run).await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => tracing::warn!(
+            "the registry's garbage collection failed ({status}); see {}",
+            log.display()
+        ),
+        Ok(Err(e)) => tracing::warn!("cannot run the registry's garbage collection: {e}"),
+        Err(_) => {
+            tracing::warn!("the registry's garbage collection took over 120 s and was stopped")
+        }
     }
 }
 

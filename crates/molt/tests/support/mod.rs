@@ -20,18 +20,22 @@
 //!   [`MoltServer::containers`] lists the instance's containers.
 //! - [`get`], [`served`], [`http_request`], [`WsClient`], [`sse_events`]:
 //!   talking to the proxy (or to a container) with a chosen `Host`.
+//! - [`dashboard_session`], [`dashboard_get`], [`form_body`]: the dashboard
+//!   over plain HTTP, logged in with the admin token.
 //! - [`Load`]: continuous requests through the proxy, each one counted.
 //! - [`wait_until`], [`wait_for`], [`wait_until_sync`]: bounded polling.
 
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+mod dashboard;
 mod http;
 mod images;
 mod load;
 mod registry;
 mod server;
 
+pub use dashboard::{dashboard_get, dashboard_session, form_body};
 pub use http::{
     basic_auth, get, get_with_timeout, http_get, http_request, proxy_client, served, sse_events,
     HttpResponse, WsClient, WsMessage,

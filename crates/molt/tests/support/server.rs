@@ -313,6 +313,17 @@ fn is_molt_process(pid: u32) -> bool {
 impl Drop for MoltServer {
     fn drop(&mut self) {
         self.kill();
+        // A killed server cannot stop the registry it ran (`--registry`);
+        // the next server on the data dir would, but a test's goes away.
+        let registry = std::fs::read_to_string(self.data_dir().join("registry/registry.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(pid) = registry.filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("docker-registry"))
+        }) {
+            signal(pid, "KILL");
+        }
         if let Some(pid) = self.proxy_pid().filter(|p| is_molt_process(*p)) {
             signal(pid, "KILL");
             wait_until_sync(Duration::from_secs(5), || !is_molt_process(pid));
