@@ -195,31 +195,86 @@ impl Runtime {
     /// Creates an App's network unless it exists.
     async fn ensure_app_network(&self, app: &str) -> Result<String> {
         let name = self.app_network(app);
-        if self.docker.inspect_network(&name, None).await.is_ok() {
-            return Ok(name);
+        let labels = HashMap::from([
+            ("molt.network".into(), "true".into()),
+            (LABEL_INSTANCE.into(), self.instance.clone()),
+            (LABEL_APP.into(), app.to_string()),
+        ]);
+        self.ensure_named_network(&name, labels)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot create the Docker network `{name}` of the App `{app}`: {}; check `docker network ls` and the engine's address pools",
+                    engine_message(&e)
+                )
+            })?;
+        Ok(name)
+    }
+
+    /// Creates the bridge network `name` unless it exists. Engines before
+    /// API 1.44 accept a second network of a name, and a name that two
+    /// networks share can no longer be used (every later look-up is
+    /// "ambiguous"). So when two servers, or two replicas, create it at the
+    /// same moment, each then keeps the oldest of that name and removes the
+    /// others; the engine refuses to remove one that is in use.
+    async fn ensure_named_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> std::result::Result<(), bollard::errors::Error> {
+        if self.networks_named(name).await?.is_empty() {
+            let created = self
+                .docker
+                .create_network(NetworkCreateRequest {
+                    name: name.to_string(),
+                    driver: Some("bridge".into()),
+                    labels: Some(labels),
+                    ..Default::default()
+                })
+                .await;
+            if let Err(e) = created {
+                if self.networks_named(name).await?.is_empty() {
+                    return Err(e);
+                }
+            }
         }
-        let created = self
+        let found = self.networks_named(name).await?;
+        for extra in found.iter().skip(1) {
+            match self.docker.remove_network(extra).await {
+                Ok(()) => {
+                    tracing::info!(network = %name, id = %extra, "removed a second network of the same name")
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    tracing::warn!(network = %name, id = %extra, "two networks share this name: {}", engine_message(&e))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of the networks called exactly `name` (the engine's filter
+    /// matches parts of names too), oldest first.
+    async fn networks_named(
+        &self,
+        name: &str,
+    ) -> std::result::Result<Vec<String>, bollard::errors::Error> {
+        let options = bollard::query_parameters::ListNetworksOptions {
+            filters: Some(HashMap::from([(
+                "name".to_string(),
+                vec![name.to_string()],
+            )])),
+        };
+        let mut found: Vec<_> = self
             .docker
-            .create_network(NetworkCreateRequest {
-                name: name.clone(),
-                driver: Some("bridge".into()),
-                labels: Some(HashMap::from([
-                    ("molt.network".into(), "true".into()),
-                    (LABEL_INSTANCE.into(), self.instance.clone()),
-                    (LABEL_APP.into(), app.to_string()),
-                ])),
-                ..Default::default()
-            })
-            .await;
-        match created {
-            Ok(_) => Ok(name),
-            // Another replica of the App created it at the same moment.
-            Err(_) if self.docker.inspect_network(&name, None).await.is_ok() => Ok(name),
-            Err(e) => Err(anyhow!(
-                "cannot create the Docker network `{name}` of the App `{app}`: {}; check `docker network ls` and the engine's address pools",
-                engine_message(&e)
-            )),
-        }
+            .list_networks(Some(options))
+            .await?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| Some((n.created, n.id?)))
+            .collect();
+        found.sort();
+        Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
     /// Removes a deleted App's network; one still used (by the containers
@@ -293,40 +348,16 @@ impl Runtime {
 
     /// Creates Molt's bridge network unless it exists.
     pub async fn ensure_network(&self) -> Result<()> {
-        if self
-            .docker
-            .inspect_network(&self.network, None)
+        let labels = HashMap::from([("molt.network".into(), "true".into())]);
+        self.ensure_named_network(&self.network, labels)
             .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        let created = self
-            .docker
-            .create_network(NetworkCreateRequest {
-                name: self.network.clone(),
-                driver: Some("bridge".into()),
-                labels: Some(HashMap::from([("molt.network".into(), "true".into())])),
-                ..Default::default()
+            .map_err(|e| {
+                anyhow!(
+                    "cannot create the Docker network `{}`: {}; check `docker network ls` and the engine's address pools",
+                    self.network,
+                    engine_message(&e)
+                )
             })
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            // Another server created it at the same moment.
-            Err(_)
-                if self
-                    .docker
-                    .inspect_network(&self.network, None)
-                    .await
-                    .is_ok() =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(anyhow!(
-                "cannot create the Docker network `{}`: {e}",
-                self.network
-            )),
-        }
     }
 
     /// Pulls an image. The error is the registry's own reason, as the engine
