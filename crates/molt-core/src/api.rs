@@ -28,6 +28,14 @@ pub struct AppView {
     pub drain_timeout_secs: u64,
     /// How long the proxy waits for the App's answer before a 504.
     pub upstream_timeout_secs: u64,
+    /// Plain HTTP to the App's domains is redirected to HTTPS once a
+    /// certificate for the domain is in force.
+    #[serde(default = "on")]
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security: max-age=N` on the App's answers over
+    /// HTTPS; absent: no such header.
+    #[serde(default)]
+    pub hsts_max_age_secs: Option<u64>,
     /// The Apps this App can reach, by name (`--link`); no other App can be
     /// reached from its containers.
     #[serde(default)]
@@ -203,6 +211,13 @@ pub struct CreateAppRequest {
     /// Seconds the proxy waits for the App's answer before a 504 (default 60).
     #[serde(default)]
     pub upstream_timeout_secs: Option<u64>,
+    /// Serve plain HTTP even once a certificate is in force (by default it
+    /// is redirected to HTTPS).
+    #[serde(default)]
+    pub no_redirect: bool,
+    /// Send `Strict-Transport-Security: max-age=N` over HTTPS.
+    #[serde(default)]
+    pub hsts_max_age_secs: Option<u64>,
     /// Copy the configuration of this App (a template); fields given here
     /// override the copied ones. Domains are not copied.
     #[serde(default)]
@@ -264,6 +279,13 @@ pub struct UpdateAppRequest {
     pub drain_timeout_secs: Option<u64>,
     #[serde(default)]
     pub upstream_timeout_secs: Option<u64>,
+    /// `false`: plain HTTP is served even once a certificate is in force;
+    /// `true`: it is redirected to HTTPS (the default).
+    #[serde(default)]
+    pub https_redirect: Option<bool>,
+    /// HSTS max-age in seconds; 0 sends no HSTS header.
+    #[serde(default)]
+    pub hsts_max_age_secs: Option<u64>,
     #[serde(default)]
     pub strategy: Option<String>,
     #[serde(default)]
@@ -291,6 +313,8 @@ impl UpdateAppRequest {
             && self.remove_domains.is_empty()
             && self.drain_timeout_secs.is_none()
             && self.upstream_timeout_secs.is_none()
+            && self.https_redirect.is_none()
+            && self.hsts_max_age_secs.is_none()
             && self.strategy.is_none()
             && self.replicas.is_none()
     }
@@ -560,4 +584,9 @@ pub struct ReleaseView {
     pub created_at: String,
     /// Whether the App serves it now.
     pub serving: bool,
+}
+
+/// Serde's default for settings that are on unless said otherwise.
+fn on() -> bool {
+    true
 }

@@ -52,6 +52,18 @@ pub struct Route {
     /// Default 100 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// Plain HTTP to these hosts is redirected to HTTPS while a certificate
+    /// for the host is in force. Default on; `Some(false)` serves both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<bool>,
+    /// Answers over HTTPS carry `Strict-Transport-Security: max-age=N`
+    /// (unless the App sets its own). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts_max_age_secs: Option<u64>,
+    /// Molt's own console (dashboard and API) rather than an App: Molt's
+    /// cookies, stripped from every request to an App, pass to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub console: bool,
 }
 
 /// `Route::tunnel_idle_timeout_ms` when unset.

@@ -98,7 +98,9 @@ async fn forward(
         parts.headers.insert(HOST, host.clone());
     }
     headers::set_forwarded(&mut parts.headers, client, &host);
-    headers::strip_molt_cookies(&mut parts.headers);
+    if !settings.console {
+        headers::strip_molt_cookies(&mut parts.headers);
+    }
     let request_id = headers::ensure_request_id(&mut parts.headers);
     // The connection is made before the request is handed over, so a
     // target that refuses it (a container that just died, before the
@@ -183,6 +185,9 @@ async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
+    if let Some(max_age) = settings.hsts_max_age_secs.filter(|_| client.tls) {
+        headers::set_hsts(&mut parts.headers, max_age);
+    }
     Response::from_parts(parts, ProxyBody::upstream(body, guard, conn))
 }
 

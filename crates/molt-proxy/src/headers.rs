@@ -80,6 +80,8 @@ pub struct Peer {
     /// `X-Forwarded-Proto` for this connection: `https` when it came in
     /// over TLS.
     pub proto: HeaderValue,
+    /// The connection came in over TLS.
+    pub tls: bool,
 }
 
 impl Peer {
@@ -92,6 +94,7 @@ impl Peer {
             trusted: edge.trusts(ip),
             edge: Arc::clone(edge),
             proto: HeaderValue::from_static("http"),
+            tls: false,
         }
     }
 
@@ -100,6 +103,7 @@ impl Peer {
         if tls {
             self.proto = HeaderValue::from_static("https");
         }
+        self.tls = tls;
         self
     }
 }
@@ -153,8 +157,19 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderValue) {
     }
 }
 
-/// Removes cookies named `molt_*` (the dashboard's session and the like)
-/// from a request to an App: Molt's cookies are for Molt. Cheap for the
+/// `Strict-Transport-Security: max-age=N` on an answer over HTTPS, unless
+/// the App sent its own (it knows its subdomains and preload wishes).
+pub fn set_hsts(headers: &mut HeaderMap, max_age_secs: u64) {
+    if !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+        let value = HeaderValue::from_str(&format!("max-age={max_age_secs}"))
+            .unwrap_or(HeaderValue::from_static("max-age=0"));
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, value);
+    }
+}
+
+/// Removes cookies named `molt_*` and `__Host-molt_*` (the dashboard's
+/// session and the like) from a request to an App: Molt's cookies are for
+/// Molt. Cheap for the
 /// common request: a byte scan of its Cookie header, if any; only a header
 /// that mentions `molt_` is rebuilt.
 pub fn strip_molt_cookies(headers: &mut HeaderMap) {
@@ -178,7 +193,7 @@ pub fn strip_molt_cookies(headers: &mut HeaderMap) {
                 .next()
                 .unwrap_or(pair)
                 .trim_ascii();
-            if name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"molt_") {
+            if is_molt_cookie(name) {
                 continue;
             }
             if !kept.is_empty() {
@@ -193,6 +208,13 @@ pub fn strip_molt_cookies(headers: &mut HeaderMap) {
             headers.insert(header::COOKIE, value);
         }
     }
+}
+
+/// A cookie of Molt's: `molt_*`, or `__Host-molt_*` (the console's cookies
+/// when it is served over HTTPS).
+fn is_molt_cookie(name: &[u8]) -> bool {
+    let name = name.strip_prefix(b"__Host-").unwrap_or(name);
+    name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"molt_")
 }
 
 /// Keeps a sane incoming `X-Request-Id`, or sets a fresh one; returns it.
@@ -342,6 +364,19 @@ mod tests {
         let mut kept = map(&[("cookie", "x=molt_session")]);
         strip_molt_cookies(&mut kept);
         assert_eq!(kept["cookie"], "x=molt_session");
+        let mut secure = map(&[("cookie", "__Host-molt_session=s; __Host-other=o")]);
+        strip_molt_cookies(&mut secure);
+        assert_eq!(secure["cookie"], "__Host-other=o");
+    }
+
+    #[test]
+    fn hsts_set_unless_the_app_has_its_own() {
+        let mut h = HeaderMap::new();
+        set_hsts(&mut h, 600);
+        assert_eq!(h["strict-transport-security"], "max-age=600");
+        let mut own = map(&[("strict-transport-security", "max-age=1; preload")]);
+        set_hsts(&mut own, 600);
+        assert_eq!(own["strict-transport-security"], "max-age=1; preload");
     }
 
     #[test]

@@ -263,6 +263,9 @@ mod tests {
             drain_timeout_ms: 0,
             tunnel_idle_timeout_ms: None,
             max_body_bytes: None,
+            https_redirect: None,
+            hsts_max_age_secs: None,
+            console: false,
         };
         let routes = Routes::with(
             std::env::temp_dir().join("unused-routes.json"),

@@ -99,6 +99,9 @@ mod tests {
             drain_timeout_ms: 1000,
             tunnel_idle_timeout_ms: None,
             max_body_bytes: None,
+            https_redirect: None,
+            hsts_max_age_secs: None,
+            console: false,
         };
         save(&path, vec![route.clone()]).await.expect("save");
         save(&path, vec![route.clone(), route.clone()])

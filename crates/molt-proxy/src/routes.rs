@@ -90,6 +90,10 @@ pub struct RequestLimits {
     pub max_body: u64,
     pub upstream_timeout: u64,
     pub tunnel_idle: Duration,
+    /// `Strict-Transport-Security`'s max-age for answers over HTTPS.
+    pub hsts_max_age_secs: Option<u64>,
+    /// The route is Molt's console: Molt's cookies pass.
+    pub console: bool,
 }
 
 /// What a route says beyond its targets.
@@ -102,6 +106,9 @@ pub struct RouteSettings {
     pub drain_timeout_ms: u64,
     pub tunnel_idle_timeout_ms: Option<u64>,
     pub max_body_bytes: Option<u64>,
+    pub https_redirect: Option<bool>,
+    pub hsts_max_age_secs: Option<u64>,
+    pub console: bool,
     /// `upstream_timeout_ms` within `MAX_TIMEOUT_MS` (0 stays unbounded).
     pub upstream_timeout: u64,
     /// `drain_timeout_ms` within `MAX_TIMEOUT_MS`.
@@ -167,7 +174,14 @@ impl RouteState {
             max_body: settings.max_body,
             upstream_timeout: settings.upstream_timeout,
             tunnel_idle: settings.tunnel_idle,
+            hsts_max_age_secs: settings.hsts_max_age_secs,
+            console: settings.console,
         }
+    }
+
+    /// Whether plain HTTP to this App goes to HTTPS when it can.
+    pub fn redirects_to_https(&self) -> bool {
+        self.settings.load().https_redirect.unwrap_or(true)
     }
 
     /// Picks the least loaded live target and counts the request on it.
@@ -230,6 +244,9 @@ impl RouteState {
             drain_timeout_ms: settings.drain_timeout_ms,
             tunnel_idle_timeout_ms: settings.tunnel_idle_timeout_ms,
             max_body_bytes: settings.max_body_bytes,
+            https_redirect: settings.https_redirect,
+            hsts_max_age_secs: settings.hsts_max_age_secs,
+            console: settings.console,
         }
     }
 
@@ -423,6 +440,9 @@ fn settings_of(route: &Route) -> RouteSettings {
         drain_timeout_ms: route.drain_timeout_ms,
         tunnel_idle_timeout_ms: route.tunnel_idle_timeout_ms,
         max_body_bytes: route.max_body_bytes,
+        https_redirect: route.https_redirect,
+        hsts_max_age_secs: route.hsts_max_age_secs,
+        console: route.console,
         upstream_timeout: route.upstream_timeout_ms.min(MAX_TIMEOUT_MS),
         drain_timeout: Duration::from_millis(route.drain_timeout_ms.min(MAX_TIMEOUT_MS)),
         tunnel_idle: Duration::from_millis(
@@ -709,6 +729,9 @@ mod tests {
             drain_timeout_ms: 1_000,
             tunnel_idle_timeout_ms: None,
             max_body_bytes: None,
+            https_redirect: None,
+            hsts_max_age_secs: None,
+            console: false,
         }
     }
 

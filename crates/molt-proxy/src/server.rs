@@ -596,7 +596,7 @@ async fn connection(
             started.bump();
             async move {
                 if let Some(answer) = tls::answer_http01(&certs, &req, https)
-                    .or_else(|| tls::redirect_to_https(&certs, &req, https))
+                    .or_else(|| tls::redirect_to_https(&certs, &routes, &req, https))
                 {
                     return Ok::<_, Infallible>(answer);
                 }

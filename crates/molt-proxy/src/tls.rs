@@ -338,11 +338,13 @@ impl Certs {
 }
 
 /// The redirect of a plain HTTP request to HTTPS, when the host has a
-/// certificate in force (and the proxy serves HTTPS): 301 for GET and HEAD,
-/// 308 (which keeps the method and body) otherwise. Without any
-/// certificate this is one atomic load per request.
+/// certificate in force (and the proxy serves HTTPS) and its App has not
+/// turned redirects off: 301 for GET and HEAD, 308 (which keeps the method
+/// and body) otherwise. Without any certificate this is one atomic load
+/// per request.
 pub fn redirect_to_https<B>(
     certs: &Certs,
+    routes: &crate::routes::Routes,
     req: &http::Request<B>,
     over_tls: bool,
 ) -> Option<http::Response<crate::body::ProxyBody>> {
@@ -363,6 +365,13 @@ pub fn redirect_to_https<B>(
         _ => host,
     };
     certs.find(name)?;
+    let key = crate::host::normalize(name)?;
+    if routes
+        .lookup(&key)
+        .is_some_and(|route| !route.redirects_to_https())
+    {
+        return None;
+    }
     let target = req
         .uri()
         .path_and_query()

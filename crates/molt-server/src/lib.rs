@@ -6,6 +6,7 @@ pub mod build;
 pub mod capacity;
 pub mod certs;
 pub mod confine;
+pub mod console;
 pub mod converge;
 pub mod dashboard;
 pub mod datadir;

@@ -120,6 +120,18 @@ pub fn setting_changes(old: &AppSettings, new: &AppSettings) -> Vec<SettingChang
         secs(old.upstream_timeout_secs),
         secs(new.upstream_timeout_secs),
     );
+    let on_off = |on: bool| if on { "on" } else { "off" }.to_string();
+    changed(
+        "HTTPS redirect",
+        on_off(old.https_redirect),
+        on_off(new.https_redirect),
+    );
+    let hsts = |age: Option<u64>| age.map_or_else(|| "off".to_string(), secs);
+    changed(
+        "HSTS",
+        hsts(old.hsts_max_age_secs),
+        hsts(new.hsts_max_age_secs),
+    );
     for d in new.domains.iter().filter(|d| !old.domains.contains(d)) {
         out.push(SettingChange {
             setting: "domain".into(),

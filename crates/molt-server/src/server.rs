@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub proxy: SocketAddr,
     /// Where the proxy serves HTTPS, if anywhere.
     pub https: Option<SocketAddr>,
+    /// The dashboard and API are routed through the proxy at this host.
+    pub console_domain: Option<String>,
     /// Ordering certificates from an ACME server, if wanted.
     pub acme: Option<crate::certs::acme::AcmeConfig>,
     /// The Docker bridge network App containers join.
@@ -125,6 +127,12 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         registries: Arc::new(crate::ports::OciRegistries),
     };
     let deployer = Arc::new(Deployer::new(store, ports, sealer, capacity));
+    if let Some(domain) = &config.console_domain {
+        if let Some(owner) = deployer.domain_owner(domain)? {
+            anyhow::bail!("--console-domain {domain}: the App `{owner}` serves that domain; remove it there (`molt apps update {owner} --remove-domain {domain}`) or choose another console domain");
+        }
+        deployer.set_console_domain(domain.clone());
+    }
     if let Some(addr) = config.registry {
         let realm = format!(
             "http://{}/api/v1/registry/token",
@@ -154,6 +162,12 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             config.https.is_some(),
         )
         .spawn();
+    }
+    if let Some(domain) = config.console_domain.clone() {
+        if config.https.is_none() {
+            tracing::warn!(%domain, "--console-domain without --https: the console is routed over plain HTTP only; add --https ADDR");
+        }
+        crate::console::spawn(Arc::clone(&deployer), domain, config.api);
     }
     crate::converge::watch::spawn(Arc::clone(&deployer));
     crate::converge::autoheal::spawn(Arc::clone(&deployer), config.autoheal);

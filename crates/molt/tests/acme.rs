@@ -311,6 +311,27 @@ async fn a_failing_challenge_is_reported_on_the_app_while_http_serves_then_tls_a
         server.log().contains("TLS-ALPN-01"),
         "the retry uses TLS-ALPN-01"
     );
+
+    // Metrics: the orders by outcome, the certificate by its expiry.
+    let auth = format!("Bearer {}", server.token());
+    let metrics = http_request(
+        server.api_addr(),
+        "GET",
+        "localhost",
+        "/metrics",
+        &[("Authorization", &auth)],
+        b"",
+        Duration::from_secs(10),
+    )
+    .expect("metrics")
+    .text();
+    for line in [
+        "molt_acme_orders_total{outcome=\"failed\"} ",
+        "molt_acme_orders_total{outcome=\"issued\"} 1",
+        "molt_certificate_expiry_seconds{domain=\"shop.example.test\",source=\"acme\"} ",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+    }
 }
 
 /// A TLS connection to the proxy that trusts only `root`, speaks HTTP/1.1

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -374,6 +375,211 @@ async fn a_server_restarted_with_https_gets_a_proxy_that_serves_it() {
     );
     // HTTP still serves, on the same socket.
     assert_eq!(served_http(&server).await, "testapp v1");
+}
+
+/// Plain HTTP to `host` at the proxy: `"CODE REDIRECT_URL"` (the redirect
+/// empty when there is none).
+fn plain_http(server: &MoltServer, host: &str, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null"])
+        .args(["-w", "%{http_code} %{redirect_url}"])
+        .args(["-H", &format!("Host: {host}")])
+        .arg(format!("http://{}{path}", server.proxy_addr()))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redirect_and_hsts_per_app_and_the_console_over_https() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let [https, metrics] = free_ports::<2>();
+    let server = MoltServer::start_with(
+        None,
+        &[
+            "--https",
+            &format!("127.0.0.1:{https}"),
+            "--console-domain",
+            "molt.example.test",
+            "--metrics",
+            &format!("127.0.0.1:{metrics}"),
+        ],
+        &[],
+    );
+    create_app(
+        &server,
+        "web",
+        &v1,
+        &["--domain", "web.example.test", "--hsts", "600"],
+    );
+    let shown = molt(&server, &["apps", "show", "web", "--json"]).json();
+    assert_eq!(shown["https_redirect"], true, "{shown}");
+    assert_eq!(shown["hsts_max_age_secs"], 600, "{shown}");
+    let pems = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    let ca_file = ca.write_ca(pems.path());
+    for (name, domain) in [
+        ("web", "web.example.test"),
+        ("console", "molt.example.test"),
+    ] {
+        let (crt, key) = ca.issue(pems.path(), name, &[domain], 90);
+        ok(molt(
+            &server,
+            &["certs", "add", domain, "--cert", &crt, "--key", &key],
+        ));
+    }
+
+    // HSTS over HTTPS only; plain HTTP is redirected.
+    let (code, out) = curl(https, "web.example.test", "/", &ca_file, &["-i"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=600"),
+        "{out}"
+    );
+    assert_eq!(
+        plain_http(&server, "web.example.test", "/x"),
+        format!("301 https://web.example.test:{https}/x")
+    );
+
+    // --no-redirect: plain HTTP is served; HSTS off with 0. No container
+    // is replaced for either: they live in the route.
+    let before = molt(&server, &["apps", "show", "web", "--json"]).json()["containers"].clone();
+    ok(molt(
+        &server,
+        &["apps", "update", "web", "--no-redirect", "--hsts", "0"],
+    ));
+    assert_eq!(plain_http(&server, "web.example.test", "/"), "200");
+    let (code, out) = curl(https, "web.example.test", "/", &ca_file, &["-i"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "{out}"
+    );
+    let shown = molt(&server, &["apps", "show", "web", "--json"]).json();
+    assert_eq!(shown["https_redirect"], false, "{shown}");
+    assert!(shown["hsts_max_age_secs"].is_null(), "{shown}");
+    assert_eq!(shown["containers"], before, "{shown}");
+    let text = ok(molt(&server, &["apps", "show", "web"]));
+    assert!(text.stdout.contains("no redirect to HTTPS"), "{text}");
+    ok(molt(&server, &["apps", "update", "web", "--redirect"]));
+    assert_eq!(
+        plain_http(&server, "web.example.test", "/x"),
+        format!("301 https://web.example.test:{https}/x")
+    );
+    let out = molt(&server, &["apps", "update", "web", "--hsts", "99999999999"]);
+    assert_eq!(out.status, 2, "{out}");
+    assert!(out.stderr.contains("--hsts must be"), "{out}");
+
+    // The console domain is Molt's: no App may take it.
+    let out = molt(
+        &server,
+        &["apps", "update", "web", "--add-domain", "molt.example.test"],
+    );
+    assert_eq!(out.status, 2, "{out}");
+    assert!(out.stderr.contains("Molt's dashboard and API"), "{out}");
+
+    // The API through the console domain, with the token.
+    let auth = format!("Authorization: Bearer {}", server.token());
+    let reached = wait_until(Duration::from_secs(10), || async {
+        let (code, out) = curl(
+            https,
+            "molt.example.test",
+            "/api/v1/apps",
+            &ca_file,
+            &["-H", &auth],
+        );
+        code == 0 && out.contains("\"web\"")
+    })
+    .await;
+    assert!(
+        reached,
+        "the API is not served at the console domain; log:\n{}",
+        server.log()
+    );
+    // Plain HTTP to the console goes to HTTPS.
+    assert_eq!(
+        plain_http(&server, "molt.example.test", "/login"),
+        format!("301 https://molt.example.test:{https}/login")
+    );
+
+    // Logging in to the dashboard over HTTPS: the cookies are Secure and
+    // `__Host-` prefixed, and the session works.
+    let jar = pems.path().join("cookies");
+    let jar = jar.to_str().expect("path");
+    let (code, page) = curl(
+        https,
+        "molt.example.test",
+        "/login",
+        &ca_file,
+        &["-i", "-c", jar, "-b", jar],
+    );
+    assert_eq!(code, 0, "{page}");
+    let lower = page.to_ascii_lowercase();
+    assert!(lower.contains("set-cookie: __host-molt_login="), "{page}");
+    assert!(lower.contains("; secure"), "{page}");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the login form's csrf field")
+        .to_string();
+    let form = form_body(&[("csrf", &csrf), ("token", server.token()), ("next", "/")]);
+    let (code, answer) = curl(
+        https,
+        "molt.example.test",
+        "/login",
+        &ca_file,
+        &["-i", "-c", jar, "-b", jar, "--data", &form],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("set-cookie: __host-molt_session="),
+        "{answer}"
+    );
+    assert!(
+        lower
+            .lines()
+            .any(|l| l.starts_with("set-cookie: __host-molt_session=") && l.contains("; secure")),
+        "{answer}"
+    );
+    let (code, home) = curl(
+        https,
+        "molt.example.test",
+        "/",
+        &ca_file,
+        &["-i", "-b", jar],
+    );
+    assert_eq!(code, 0, "{home}");
+    assert!(home.starts_with("HTTP/2 200"), "{home}");
+    assert!(home.contains("web"), "{home}");
+    // Molt's secure cookie never reaches an App.
+    let (code, seen) = curl(
+        https,
+        "web.example.test",
+        "/headers",
+        &ca_file,
+        &["-H", "Cookie: __Host-molt_session=abc; keep=1"],
+    );
+    assert_eq!(code, 0, "{seen}");
+    assert!(!seen.contains("molt_session"), "{seen}");
+    assert!(seen.contains("keep=1"), "{seen}");
+
+    // Metrics: each certificate by its expiry.
+    let metrics = http_get(SocketAddr::from(([127, 0, 0, 1], metrics)), "/metrics")
+        .expect("metrics")
+        .text();
+    for domain in ["web.example.test", "molt.example.test"] {
+        assert!(
+            metrics.contains(&format!(
+                "molt_certificate_expiry_seconds{{domain=\"{domain}\",source=\"custom\"}}"
+            )),
+            "{metrics}"
+        );
+    }
 }
 
 async fn served_http(server: &MoltServer) -> String {

@@ -231,6 +231,9 @@ async fn takeover_under_load_loses_no_request() {
         drain_timeout_ms: 5_000,
         tunnel_idle_timeout_ms: None,
         max_body_bytes: None,
+        https_redirect: None,
+        hsts_max_age_secs: None,
+        console: false,
     };
     admin.set_route(route.clone()).await.expect("set route");
 

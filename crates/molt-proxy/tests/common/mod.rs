@@ -185,6 +185,9 @@ pub fn route(app: &str, hosts: &[&str], targets: Vec<Target>) -> Route {
         drain_timeout_ms: 30_000,
         tunnel_idle_timeout_ms: None,
         max_body_bytes: None,
+        https_redirect: None,
+        hsts_max_age_secs: None,
+        console: false,
     }
 }
 

@@ -165,6 +165,11 @@ impl Acme {
                 }
             }
         }
+        if let Some(domain) = self.deployer.console_domain() {
+            if wants_certificate(domain) {
+                wanted.push((crate::console::ROUTE.to_string(), domain.to_string()));
+            }
+        }
         let domains: Vec<String> = wanted.iter().map(|(_, d)| d.clone()).collect();
         store.forget_acme_orders_except(&domains)?;
         let certs = store.list_certs()?;

@@ -64,8 +64,10 @@ pub async fn reconcile(deployer: &Arc<Deployer>) -> Result<Report> {
 
     // 3. Routes and containers of Apps that no longer exist.
     let names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+    let console = deployer.console_domain().is_some();
     for route in &routes {
-        if !names.contains(route.app.as_str()) {
+        let kept = console && route.app == crate::console::ROUTE;
+        if !names.contains(route.app.as_str()) && !kept {
             match deployer.proxy.remove_route(&route.app).await {
                 Ok(()) => report.routes_removed += 1,
                 Err(e) => tracing::error!(app = %route.app, "cannot remove the route: {e:#}"),

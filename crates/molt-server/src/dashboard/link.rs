@@ -15,7 +15,11 @@ pub struct LinkQuery {
 }
 
 /// `GET /login/link?token=…`.
-pub async fn follow(State(s): State<DashState>, Query(q): Query<LinkQuery>) -> Response {
+pub async fn follow(
+    State(s): State<DashState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<LinkQuery>,
+) -> Response {
     let refuse = |why: &str| {
         (
             StatusCode::UNAUTHORIZED,
@@ -32,7 +36,7 @@ pub async fn follow(State(s): State<DashState>, Query(q): Query<LinkQuery>) -> R
             let mut resp = Redirect::to("/").into_response();
             resp.headers_mut().append(
                 header::SET_COOKIE,
-                super::session::session_cookie(&s.sessions.create_session()),
+                super::session::CookieMode::of(&headers, &s).session(&s.sessions.create_session()),
             );
             resp
         }

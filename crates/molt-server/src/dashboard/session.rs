@@ -142,30 +142,61 @@ impl Sessions {
     }
 }
 
+/// The value of Molt's cookie `name` as the browser sent it: the
+/// `__Host-` prefixed one (set over HTTPS at the console domain) first.
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+    let pairs = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+    };
+    let secure = format!("{SECURE_PREFIX}{name}");
+    pairs()
+        .find(|(k, _)| *k == secure)
+        .or_else(|| pairs().find(|(k, _)| *k == name))
         .map(|(_, v)| v.to_string())
 }
 
-/// The cookie that carries a session id.
-pub fn session_cookie(id: &str) -> HeaderValue {
-    set_cookie(SESSION_COOKIE, id, Some(SESSION_LIFETIME.as_secs()))
+/// Cookies set over HTTPS at the console domain carry this prefix: the
+/// browser then keeps them only for that exact host, sent over HTTPS only.
+const SECURE_PREFIX: &str = "__Host-";
+
+/// How Molt's cookies are set for a request: `Secure` and `__Host-`
+/// prefixed when it came over HTTPS to the console domain.
+#[derive(Clone, Copy)]
+pub struct CookieMode {
+    secure: bool,
 }
 
-fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
-    let age = max_age
-        .map(|a| format!("; Max-Age={a}"))
-        .unwrap_or_default();
-    HeaderValue::from_str(&format!(
-        "{name}={value}; HttpOnly; SameSite=Strict; Path=/{age}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
+impl CookieMode {
+    pub fn of(headers: &HeaderMap, s: &DashState) -> Self {
+        Self {
+            secure: crate::console::over_https(headers, s.api.deployer.console_domain()),
+        }
+    }
+
+    /// The cookie that carries a session id.
+    pub fn session(self, id: &str) -> HeaderValue {
+        self.set(SESSION_COOKIE, id, Some(SESSION_LIFETIME.as_secs()))
+    }
+
+    fn set(self, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+        let age = max_age
+            .map(|a| format!("; Max-Age={a}"))
+            .unwrap_or_default();
+        let (prefix, secure) = if self.secure {
+            (SECURE_PREFIX, "; Secure")
+        } else {
+            ("", "")
+        };
+        HeaderValue::from_str(&format!(
+            "{prefix}{name}={value}; HttpOnly; SameSite=Strict; Path=/{age}{secure}"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
 }
 
 /// A logged-in browser. As an extractor it sends everyone else to the login
@@ -288,11 +319,18 @@ pub async fn login_page(
             return Redirect::to(&safe_next(q.next.as_deref())).into_response();
         }
     }
-    render_login(&headers, q.next.as_deref(), None, StatusCode::OK)
+    render_login(
+        &headers,
+        CookieMode::of(&headers, &s),
+        q.next.as_deref(),
+        None,
+        StatusCode::OK,
+    )
 }
 
 fn render_login(
     headers: &HeaderMap,
+    cookies: CookieMode,
     next: Option<&str>,
     error: Option<&str>,
     status: StatusCode,
@@ -327,7 +365,7 @@ fn render_login(
     let page = layout::bare_page("Log in", body);
     let mut resp = (status, page).into_response();
     resp.headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &csrf, None));
+        .insert(header::SET_COOKIE, cookies.set(LOGIN_COOKIE, &csrf, None));
     resp
 }
 
@@ -342,9 +380,11 @@ pub struct LoginForm {
 }
 
 pub async fn login(State(s): State<DashState>, headers: HeaderMap, body: Bytes) -> Response {
+    let cookies = CookieMode::of(&headers, &s);
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
         return render_login(
             &headers,
+            cookies,
             None,
             Some("The form could not be read; try again."),
             StatusCode::BAD_REQUEST,
@@ -354,6 +394,7 @@ pub async fn login(State(s): State<DashState>, headers: HeaderMap, body: Bytes) 
     if expected.is_empty() || !same_secret(form.csrf.as_bytes(), expected.as_bytes()) {
         return render_login(
             &headers,
+            cookies,
             form.next.as_deref(),
             Some("Your browser did not send back the login cookie. Allow cookies for this site and try again."),
             StatusCode::FORBIDDEN,
@@ -370,6 +411,7 @@ pub async fn login(State(s): State<DashState>, headers: HeaderMap, body: Bytes) 
         };
         return render_login(
             &headers,
+            cookies,
             form.next.as_deref(),
             Some(msg),
             StatusCode::UNAUTHORIZED,
@@ -378,19 +420,22 @@ pub async fn login(State(s): State<DashState>, headers: HeaderMap, body: Bytes) 
     let id = s.sessions.create();
     let mut resp = Redirect::to(&safe_next(form.next.as_deref())).into_response();
     let h = resp.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &id, Some(SESSION_LIFETIME.as_secs())),
-    );
-    h.append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", Some(0)));
+    h.append(header::SET_COOKIE, cookies.session(&id));
+    h.append(header::SET_COOKIE, cookies.set(LOGIN_COOKIE, "", Some(0)));
     resp
 }
 
-pub async fn logout(State(s): State<DashState>, f: CsrfForm<layout::Ignore>) -> Response {
+pub async fn logout(
+    State(s): State<DashState>,
+    headers: HeaderMap,
+    f: CsrfForm<layout::Ignore>,
+) -> Response {
     s.sessions.remove(&f.session.id);
     let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", Some(0)));
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        CookieMode::of(&headers, &s).set(SESSION_COOKIE, "", Some(0)),
+    );
     resp
 }
 

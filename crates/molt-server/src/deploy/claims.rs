@@ -131,7 +131,7 @@ impl Deployer {
     }
 
     /// The App that serves `domain` or is adding it in a deploy.
-    pub(super) fn domain_owner(&self, domain: &str) -> anyhow::Result<Option<String>> {
+    pub fn domain_owner(&self, domain: &str) -> anyhow::Result<Option<String>> {
         let pending = self.pending_domains();
         self.owner_with(&pending, domain)
     }

@@ -78,6 +78,8 @@ impl Deployer {
             s.hosts() != app.hosts()
                 || s.upstream_timeout_secs != app.upstream_timeout_secs
                 || s.drain_timeout_secs != app.drain_timeout_secs
+                || s.https_redirect != app.https_redirect
+                || s.hsts_max_age_secs != app.hsts_max_age_secs
         }))
     }
 
@@ -195,6 +197,9 @@ pub fn route_for(app: &AppRow, targets: Vec<Target>) -> Route {
         drain_timeout_ms: app.drain_timeout_secs * 1000,
         tunnel_idle_timeout_ms: None,
         max_body_bytes: None,
+        https_redirect: (!app.https_redirect).then_some(false),
+        hsts_max_age_secs: app.hsts_max_age_secs,
+        console: false,
     }
 }
 

@@ -105,6 +105,8 @@ impl Deployer {
             gpus: settings.gpus,
             drain_timeout_secs: settings.drain_timeout_secs,
             upstream_timeout_secs: settings.upstream_timeout_secs,
+            https_redirect: settings.https_redirect,
+            hsts_max_age_secs: settings.hsts_max_age_secs,
             links: confinement.links,
             cap_add: confinement.cap_add,
             pids_limit: confinement.pids_limit,

@@ -164,6 +164,9 @@ pub struct Deployer {
     /// Molt's own registry, when the server runs one (`--registry`): its
     /// images are pulled with credentials it issues.
     hosted_registry: std::sync::OnceLock<Arc<crate::hosted_registry::HostedRegistry>>,
+    /// The host name the dashboard and API are served at through the proxy
+    /// (`--console-domain`); no App may claim it.
+    console_domain: std::sync::OnceLock<String>,
 }
 
 impl Deployer {
@@ -185,7 +188,18 @@ impl Deployer {
             pending_domains: Mutex::new(HashMap::new()),
             warming: Mutex::new(Default::default()),
             hosted_registry: Default::default(),
+            console_domain: Default::default(),
         }
+    }
+
+    /// Gives the deployer the console's domain (once, at start-up).
+    pub fn set_console_domain(&self, domain: String) {
+        let _ = self.console_domain.set(domain);
+    }
+
+    /// The console's domain, when the server has one.
+    pub fn console_domain(&self) -> Option<&str> {
+        self.console_domain.get().map(String::as_str)
     }
 
     /// Gives the deployer Molt's own registry (once, at start-up).

@@ -7,6 +7,8 @@ use crate::store::AppSettings;
 
 /// The longest start period and deploy timeout, in seconds.
 const MAX_WAIT_SECS: u64 = 3600;
+/// The longest HSTS max-age: two years, what browsers' preload lists ask.
+const MAX_HSTS_SECS: u64 = 2 * 365 * 24 * 3600;
 
 /// Settings given by a request; `None` keeps the value it is applied to.
 #[derive(Default)]
@@ -25,6 +27,9 @@ pub(super) struct SettingsChange<'a> {
     pub(super) strategy: Option<&'a str>,
     pub(super) drain_timeout_secs: Option<u64>,
     pub(super) upstream_timeout_secs: Option<u64>,
+    pub(super) https_redirect: Option<bool>,
+    /// `Some(0)`: no HSTS header.
+    pub(super) hsts_max_age_secs: Option<u64>,
 }
 
 impl<'a> SettingsChange<'a> {
@@ -42,6 +47,8 @@ impl<'a> SettingsChange<'a> {
             strategy: req.strategy.as_deref(),
             drain_timeout_secs: req.drain_timeout_secs,
             upstream_timeout_secs: req.upstream_timeout_secs,
+            https_redirect: req.no_redirect.then_some(false),
+            hsts_max_age_secs: req.hsts_max_age_secs,
         }
     }
 
@@ -69,6 +76,8 @@ impl<'a> SettingsChange<'a> {
             strategy: req.strategy.as_deref(),
             drain_timeout_secs: req.drain_timeout_secs,
             upstream_timeout_secs: req.upstream_timeout_secs,
+            https_redirect: req.https_redirect,
+            hsts_max_age_secs: req.hsts_max_age_secs,
         })
     }
 
@@ -155,6 +164,18 @@ impl<'a> SettingsChange<'a> {
         if let Some(u) = self.upstream_timeout_secs {
             s.upstream_timeout_secs = u.clamp(1, MAX_WAIT_SECS);
         }
+        if let Some(on) = self.https_redirect {
+            s.https_redirect = on;
+        }
+        if let Some(age) = self.hsts_max_age_secs {
+            if age > MAX_HSTS_SECS {
+                return Err(DeployError::invalid(
+                    "invalid_hsts",
+                    "--hsts must be between 0 (off) and 63072000 seconds (two years)",
+                ));
+            }
+            s.hsts_max_age_secs = (age > 0).then_some(age);
+        }
         Ok(())
     }
 }
@@ -168,6 +189,12 @@ impl Deployer {
             .map_err(|e| DeployError::invalid("invalid_domain", e))?;
         if d == format!("{app}.localhost") {
             return Ok(None);
+        }
+        if self.console_domain() == Some(d.as_str()) {
+            return Err(DeployError::invalid(
+                "domain_taken",
+                format!("the domain {d} serves Molt's dashboard and API (the server's --console-domain): choose another domain for the App"),
+            ));
         }
         if let Some(owner) = self.domain_owner(&d)?.filter(|o| o != app) {
             return Err(domain_taken(&d, &owner));

@@ -82,6 +82,8 @@ pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
         gpus: app.gpus,
         drain_timeout_secs: app.drain_timeout_secs,
         upstream_timeout_secs: app.upstream_timeout_secs,
+        https_redirect: app.https_redirect,
+        hsts_max_age_secs: app.hsts_max_age_secs,
         links: app.links.clone(),
         cap_add: app.cap_add.clone(),
         pids_limit: crate::confine::pids_limit(app),

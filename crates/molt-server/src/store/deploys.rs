@@ -252,7 +252,8 @@ impl Store {
                 tx.execute(
                     "UPDATE apps SET port = ?2, health = ?3, domains = ?4, strategy = ?5,
                         memory_bytes = ?6, cpus = ?7, gpus = ?8, drain_timeout_secs = ?9,
-                        upstream_timeout_secs = ?10
+                        upstream_timeout_secs = ?10, https_redirect = ?11,
+                        hsts_max_age_secs = ?12
                      WHERE name = ?1",
                     params![
                         app,
@@ -265,6 +266,8 @@ impl Store {
                         s.gpus,
                         s.drain_timeout_secs as i64,
                         s.upstream_timeout_secs as i64,
+                        s.https_redirect,
+                        s.hsts_max_age_secs.map(|s| s as i64),
                     ],
                 )?;
             }

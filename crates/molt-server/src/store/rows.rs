@@ -20,6 +20,10 @@ pub struct AppRow {
     pub drain_timeout_secs: u64,
     /// How long the proxy waits for the App's answer before a 504.
     pub upstream_timeout_secs: u64,
+    /// Plain HTTP is redirected to HTTPS once a certificate is in force.
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security: max-age=N` on answers over HTTPS.
+    pub hsts_max_age_secs: Option<u64>,
     /// Apps whose network this App's containers join (`--link`): the only
     /// other Apps they can reach.
     pub links: Vec<String>,
@@ -52,6 +56,8 @@ impl AppRow {
             gpus: 0,
             drain_timeout_secs: 30,
             upstream_timeout_secs: 60,
+            https_redirect: true,
+            hsts_max_age_secs: None,
             links: Vec::new(),
             cap_add: Vec::new(),
             pids_limit: None,
@@ -85,6 +91,15 @@ pub struct AppSettings {
     pub gpus: u32,
     pub drain_timeout_secs: u64,
     pub upstream_timeout_secs: u64,
+    /// Absent from settings recorded before it existed: on.
+    #[serde(default = "redirect_by_default")]
+    pub https_redirect: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts_max_age_secs: Option<u64>,
+}
+
+fn redirect_by_default() -> bool {
+    true
 }
 
 impl AppSettings {
@@ -100,6 +115,8 @@ impl AppSettings {
             gpus: app.gpus,
             drain_timeout_secs: app.drain_timeout_secs,
             upstream_timeout_secs: app.upstream_timeout_secs,
+            https_redirect: app.https_redirect,
+            hsts_max_age_secs: app.hsts_max_age_secs,
         }
     }
 
@@ -116,6 +133,8 @@ impl AppSettings {
             gpus: self.gpus,
             drain_timeout_secs: self.drain_timeout_secs,
             upstream_timeout_secs: self.upstream_timeout_secs,
+            https_redirect: self.https_redirect,
+            hsts_max_age_secs: self.hsts_max_age_secs,
             ..app.clone()
         }
     }
@@ -270,6 +289,10 @@ pub(super) fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
         gpus: r.get("gpus")?,
         drain_timeout_secs: r.get::<_, i64>("drain_timeout_secs")? as u64,
         upstream_timeout_secs: r.get::<_, i64>("upstream_timeout_secs")? as u64,
+        https_redirect: r.get("https_redirect")?,
+        hsts_max_age_secs: r
+            .get::<_, Option<i64>>("hsts_max_age_secs")?
+            .map(|s| s as u64),
         links: json_col(r, "links")?,
         cap_add: json_col(r, "cap_add")?,
         pids_limit: r.get("pids_limit")?,

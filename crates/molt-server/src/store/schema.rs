@@ -213,4 +213,10 @@ CREATE TABLE acme_orders (
 );
 "#,
     // ---- end of HTTPS ----
+    // Per App: whether plain HTTP is redirected to HTTPS once a
+    // certificate is in force, and the HSTS max-age (NULL: no header).
+    r#"
+ALTER TABLE apps ADD COLUMN https_redirect INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE apps ADD COLUMN hsts_max_age_secs INTEGER;
+"#,
 ];

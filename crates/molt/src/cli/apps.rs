@@ -96,6 +96,14 @@ pub struct CreateArgs {
     /// (default 60).
     #[arg(long, value_name = "SECS")]
     pub upstream_timeout: Option<u64>,
+    /// Keep serving plain HTTP once the App's domain has a certificate
+    /// (by default plain HTTP is redirected to HTTPS).
+    #[arg(long)]
+    pub no_redirect: bool,
+    /// Send `Strict-Transport-Security: max-age=SECS` over HTTPS, e.g.
+    /// 31536000 (a year); browsers then refuse plain HTTP for that long.
+    #[arg(long, value_name = "SECS")]
+    pub hsts: Option<u64>,
     /// Copy the settings of an existing App (a template): its image by
     /// digest, port, health check, resources, replicas, strategy and plain
     /// environment. Flags given here override the copied values.
@@ -165,6 +173,17 @@ pub struct UpdateArgs {
     /// Seconds the proxy waits for the App's answer before a 504.
     #[arg(long, value_name = "SECS")]
     pub upstream_timeout: Option<u64>,
+    /// Serve plain HTTP even once the domain has a certificate.
+    #[arg(long, conflicts_with = "redirect")]
+    pub no_redirect: bool,
+    /// Redirect plain HTTP to HTTPS once the domain has a certificate (the
+    /// default; undoes --no-redirect).
+    #[arg(long)]
+    pub redirect: bool,
+    /// Send `Strict-Transport-Security: max-age=SECS` over HTTPS; 0 stops
+    /// sending it.
+    #[arg(long, value_name = "SECS")]
+    pub hsts: Option<u64>,
     /// How later deploys replace the serving version.
     #[arg(long, value_parser = ["auto", "bluegreen", "recreate", "rolling"])]
     pub strategy: Option<String>,
@@ -196,6 +215,12 @@ pub fn update_request(args: &UpdateArgs) -> Result<UpdateAppRequest> {
         remove_domains: args.remove_domains.clone(),
         drain_timeout_secs: args.drain_timeout,
         upstream_timeout_secs: args.upstream_timeout,
+        https_redirect: match (args.redirect, args.no_redirect) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        hsts_max_age_secs: args.hsts,
         strategy: args.strategy.clone(),
         replicas: args.replicas,
         yes: args.yes,
@@ -275,6 +300,8 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateAppRequest> {
         strategy: args.strategy.clone(),
         drain_timeout_secs: args.drain_timeout,
         upstream_timeout_secs: args.upstream_timeout,
+        no_redirect: args.no_redirect,
+        hsts_max_age_secs: args.hsts,
         links: args.links.clone(),
         cap_add: args.cap_add.clone(),
         pids_limit: args.pids_limit,
@@ -368,6 +395,20 @@ fn https_line(a: &AppView) -> String {
         .join("; ")
 }
 
+/// What plain HTTP gets, and HSTS: `redirected to HTTPS once a
+/// certificate is in force; HSTS max-age 31536000 s`.
+fn plain_http_line(a: &AppView) -> String {
+    let redirect = if a.https_redirect {
+        "redirected to HTTPS once a certificate is in force"
+    } else {
+        "served (no redirect to HTTPS)"
+    };
+    match a.hsts_max_age_secs {
+        Some(age) => format!("{redirect}; HSTS max-age {age} s"),
+        None => redirect.to_string(),
+    }
+}
+
 /// `apps show` as `key: value` lines.
 pub fn app_details(a: &AppView) -> String {
     let health = match (&a.health_check, &a.health.path) {
@@ -393,6 +434,7 @@ pub fn app_details(a: &AppView) -> String {
         ),
         ("domains", a.domains.join(", ")),
         ("https", https_line(a)),
+        ("plain http", plain_http_line(a)),
         ("replicas", a.replicas.to_string()),
         ("containers", containers_line(a)),
         ("strategy", a.strategy.clone()),

@@ -42,6 +42,11 @@ pub struct ServerArgs {
     /// App domain with a certificate (`molt certs`) is served there.
     #[arg(long, value_name = "ADDR")]
     pub https: Option<SocketAddr>,
+    /// Serve the dashboard and API through the proxy at this host name too,
+    /// over HTTPS (its certificate ordered over ACME or added with `molt
+    /// certs add`); the browser's session cookie is then `Secure`.
+    #[arg(long, value_name = "HOST", value_parser = parse_console_domain)]
+    pub console_domain: Option<String>,
     #[command(flatten)]
     pub acme: AcmeArgs,
     /// The Docker network Molt creates and puts App containers on.
@@ -197,6 +202,11 @@ pub struct EdgeArgs {
     pub proxy_protocol: bool,
 }
 
+/// `--console-domain`: a DNS name as an App domain must be.
+fn parse_console_domain(raw: &str) -> Result<String, String> {
+    molt_core::name::parse_domain(raw)
+}
+
 /// Logs to stderr, filtered by RUST_LOG (default `info`).
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -219,6 +229,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         api: args.api,
         proxy: args.proxy,
         https: args.https,
+        console_domain: args.console_domain,
         acme: args
             .acme
             .acme_directory

@@ -192,6 +192,8 @@ impl SettingsForm {
                 .collect(),
             drain_timeout_secs,
             upstream_timeout_secs,
+            https_redirect: None,
+            hsts_max_age_secs: None,
             strategy: opt(&self.strategy),
             replicas,
             yes: checked(&self.yes),
