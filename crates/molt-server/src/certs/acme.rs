@@ -91,6 +91,33 @@ pub fn backoff(base: Duration, failures: u32) -> Duration {
     base.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
+/// The ACME problem type of a rate limit (RFC 8555, 6.7).
+const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
+/// The least wait after a rate limit that names no time: Let's Encrypt's
+/// windows are hours to a week long, so a retry within the minute only
+/// counts against the limit again.
+const RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
+
+/// The wait a failure asks for beyond the backoff: for a rate limit, until
+/// the time its detail names ("retry after 2026-12-01 05:00:00 UTC", as
+/// Let's Encrypt words it; the client library does not hand the
+/// `Retry-After` header of an error over), else at least an hour.
+pub fn rate_limit_wait(problem: &str, now: i64) -> Option<Duration> {
+    if !problem.contains(RATE_LIMITED) {
+        return None;
+    }
+    let named = problem
+        .find("retry after ")
+        .map(|at| &problem[at + "retry after ".len()..])
+        .and_then(|rest| rest.get(..19))
+        .map(|stamp| unix(&format!("{}Z", stamp.replacen(' ', "T", 1))))
+        .filter(|at| *at > 0);
+    Some(match named {
+        Some(at) if at > now => Duration::from_secs((at - now) as u64),
+        _ => RATE_LIMIT_WAIT,
+    })
+}
+
 fn unix(rfc3339: &str) -> i64 {
     time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
         .map(|t| t.unix_timestamp())
@@ -249,7 +276,10 @@ impl Acme {
             }
             Err(why) => {
                 row.attempts = failures + 1;
-                let wait = backoff(self.config.backoff, row.attempts);
+                let mut wait = backoff(self.config.backoff, row.attempts);
+                if let Some(limited) = rate_limit_wait(&why, super::unix_now()) {
+                    wait = wait.max(limited);
+                }
                 tracing::warn!(%app, %domain, challenge = kind, retry_in_s = wait.as_secs(), "ordering a certificate failed: {why}");
                 self.deployer.metrics.acme_order("failed");
                 row.state = FAILED.into();
@@ -444,6 +474,22 @@ mod tests {
         assert!(!due_for_renewal(0, 90, 59, DEFAULT_RENEW_AT));
         assert!(due_for_renewal(0, 90, 60, DEFAULT_RENEW_AT));
         assert!(due_for_renewal(0, 90, 0, 0.0));
+    }
+
+    #[test]
+    fn a_rate_limit_waits_until_the_time_it_names() {
+        let now = unix("2026-12-01T04:00:00Z");
+        let limited = "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2026-12-01 05:30:00 UTC: see https://letsencrypt.org/docs/rate-limits/ (urn:ietf:params:acme:error:rateLimited)";
+        assert_eq!(
+            rate_limit_wait(limited, now),
+            Some(Duration::from_secs(90 * 60))
+        );
+        let unnamed = "slow down (urn:ietf:params:acme:error:rateLimited)";
+        assert_eq!(rate_limit_wait(unnamed, now), Some(RATE_LIMIT_WAIT));
+        let past = limited.replace("2026-12-01 05:30:00", "2026-12-01 03:00:00");
+        assert_eq!(rate_limit_wait(&past, now), Some(RATE_LIMIT_WAIT));
+        let other = "connection refused (urn:ietf:params:acme:error:connection)";
+        assert_eq!(rate_limit_wait(other, now), None);
     }
 
     #[test]
