@@ -36,6 +36,14 @@ pub struct AppView {
     /// HTTPS; absent: no such header.
     #[serde(default)]
     pub hsts_max_age_secs: Option<u64>,
+    /// The largest request body the proxy passes on to the App (413 past
+    /// it).
+    #[serde(default)]
+    pub max_body_bytes: u64,
+    /// An upgraded connection (WebSocket) with no byte either way for this
+    /// long is closed.
+    #[serde(default)]
+    pub tunnel_idle_timeout_secs: u64,
     /// The Apps this App can reach, by name (`--link`); no other App can be
     /// reached from its containers.
     #[serde(default)]
@@ -218,6 +226,13 @@ pub struct CreateAppRequest {
     /// Send `Strict-Transport-Security: max-age=N` over HTTPS.
     #[serde(default)]
     pub hsts_max_age_secs: Option<u64>,
+    /// The largest request body passed on, e.g. `10m` (default 100 MiB).
+    #[serde(default)]
+    pub max_body: Option<String>,
+    /// Seconds a WebSocket may stay silent before it is closed (default
+    /// 300).
+    #[serde(default)]
+    pub tunnel_idle_timeout_secs: Option<u64>,
     /// Copy the configuration of this App (a template); fields given here
     /// override the copied ones. Domains are not copied.
     #[serde(default)]
@@ -286,6 +301,12 @@ pub struct UpdateAppRequest {
     /// HSTS max-age in seconds; 0 sends no HSTS header.
     #[serde(default)]
     pub hsts_max_age_secs: Option<u64>,
+    /// The largest request body passed on, e.g. `10m`.
+    #[serde(default)]
+    pub max_body: Option<String>,
+    /// Seconds a WebSocket may stay silent before it is closed.
+    #[serde(default)]
+    pub tunnel_idle_timeout_secs: Option<u64>,
     #[serde(default)]
     pub strategy: Option<String>,
     #[serde(default)]
@@ -315,6 +336,8 @@ impl UpdateAppRequest {
             && self.upstream_timeout_secs.is_none()
             && self.https_redirect.is_none()
             && self.hsts_max_age_secs.is_none()
+            && self.max_body.is_none()
+            && self.tunnel_idle_timeout_secs.is_none()
             && self.strategy.is_none()
             && self.replicas.is_none()
     }

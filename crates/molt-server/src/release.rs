@@ -132,6 +132,21 @@ pub fn setting_changes(old: &AppSettings, new: &AppSettings) -> Vec<SettingChang
         hsts(old.hsts_max_age_secs),
         hsts(new.hsts_max_age_secs),
     );
+    let body = |b: Option<u64>| {
+        b.map(human_bytes)
+            .unwrap_or_else(|| "default (100 MiB)".into())
+    };
+    changed(
+        "max body",
+        body(old.max_body_bytes),
+        body(new.max_body_bytes),
+    );
+    let idle = |s: Option<u64>| s.map_or_else(|| "default (300 s)".to_string(), secs);
+    changed(
+        "tunnel idle timeout",
+        idle(old.tunnel_idle_timeout_secs),
+        idle(new.tunnel_idle_timeout_secs),
+    );
     for d in new.domains.iter().filter(|d| !old.domains.contains(d)) {
         out.push(SettingChange {
             setting: "domain".into(),

@@ -462,3 +462,86 @@ async fn a_settings_change_stopped_midway_never_routes_its_new_domain() {
     );
     assert_eq!(served(proxy, "roll.localhost").await, "testapp v1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_body_limit_and_websocket_idle_timeout_per_app() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start(None);
+    create_app(
+        &server,
+        "web",
+        &v1,
+        &["--max-body", "2k", "--tunnel-idle-timeout", "2"],
+    );
+    let shown = molt(&server, &["apps", "show", "web", "--json"]).json();
+    assert_eq!(shown["max_body_bytes"], 2048, "{shown}");
+    assert_eq!(shown["tunnel_idle_timeout_secs"], 2, "{shown}");
+    let post = |len: usize| {
+        http_request(
+            server.proxy_addr(),
+            "POST",
+            "web.localhost",
+            "/",
+            &[("Content-Type", "application/octet-stream")],
+            &vec![b'x'; len],
+            Duration::from_secs(10),
+        )
+        .expect("POST through the proxy")
+    };
+    assert_eq!(post(1024).status, 200);
+    let refused = post(4096);
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(refused.text().contains("2048"), "{}", refused.text());
+
+    // A silent WebSocket is closed after the App's idle timeout.
+    let mut ws = WsClient::connect(
+        server.proxy_addr(),
+        "web.localhost",
+        "/ws",
+        Duration::from_secs(20),
+    )
+    .expect("WebSocket through the proxy");
+    assert_eq!(ws.echo("hi").expect("echo"), "hi");
+    let started = std::time::Instant::now();
+    let end = ws.recv();
+    assert!(
+        end.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::UnexpectedEof),
+        "expected the proxy to close the idle tunnel, got {:?}",
+        end.map(|m| m.opcode)
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    // Both move only the route: no new container; back to the defaults'
+    // neighbourhood with an update.
+    let before = serving_containers(&server, "web");
+    ok(molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "web",
+            "--max-body",
+            "1m",
+            "--tunnel-idle-timeout",
+            "600",
+        ],
+    ));
+    assert_eq!(serving_containers(&server, "web"), before);
+    assert_eq!(post(4096).status, 200);
+    let text = ok(molt(&server, &["apps", "show", "web"]));
+    assert!(
+        text.stdout
+            .contains("request bodies up to 1 MiB; an idle WebSocket closes after 600 s"),
+        "{text}"
+    );
+    let bad = molt(&server, &["apps", "update", "web", "--max-body", "lots"]);
+    assert_eq!(bad.status, 2, "{bad}");
+    assert!(bad.stderr.contains("--max-body"), "{bad}");
+    let bad = molt(
+        &server,
+        &["apps", "update", "web", "--tunnel-idle-timeout", "0"],
+    );
+    assert_eq!(bad.status, 2, "{bad}");
+}

@@ -80,6 +80,8 @@ impl Deployer {
                 || s.drain_timeout_secs != app.drain_timeout_secs
                 || s.https_redirect != app.https_redirect
                 || s.hsts_max_age_secs != app.hsts_max_age_secs
+                || s.max_body_bytes != app.max_body_bytes
+                || s.tunnel_idle_timeout_secs != app.tunnel_idle_timeout_secs
         }))
     }
 
@@ -195,8 +197,8 @@ pub fn route_for(app: &AppRow, targets: Vec<Target>) -> Route {
         targets,
         upstream_timeout_ms: app.upstream_timeout_secs * 1000,
         drain_timeout_ms: app.drain_timeout_secs * 1000,
-        tunnel_idle_timeout_ms: None,
-        max_body_bytes: None,
+        tunnel_idle_timeout_ms: app.tunnel_idle_timeout_secs.map(|s| s * 1000),
+        max_body_bytes: app.max_body_bytes,
         https_redirect: (!app.https_redirect).then_some(false),
         hsts_max_age_secs: app.hsts_max_age_secs,
         console: false,

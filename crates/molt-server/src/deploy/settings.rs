@@ -7,6 +7,11 @@ use crate::store::AppSettings;
 
 /// The longest start period and deploy timeout, in seconds.
 const MAX_WAIT_SECS: u64 = 3600;
+/// The bounds of `--max-body`: 1 KiB (a form post) to 100 GiB.
+const MIN_MAX_BODY: u64 = 1 << 10;
+const MAX_MAX_BODY: u64 = 100 << 30;
+/// The longest `--tunnel-idle-timeout`: a day, the proxy's own bound.
+const MAX_TUNNEL_IDLE_SECS: u64 = 24 * 3600;
 /// The longest HSTS max-age: two years, what browsers' preload lists ask.
 const MAX_HSTS_SECS: u64 = 2 * 365 * 24 * 3600;
 
@@ -30,6 +35,8 @@ pub(super) struct SettingsChange<'a> {
     pub(super) https_redirect: Option<bool>,
     /// `Some(0)`: no HSTS header.
     pub(super) hsts_max_age_secs: Option<u64>,
+    pub(super) max_body: Option<&'a str>,
+    pub(super) tunnel_idle_timeout_secs: Option<u64>,
 }
 
 impl<'a> SettingsChange<'a> {
@@ -49,6 +56,8 @@ impl<'a> SettingsChange<'a> {
             upstream_timeout_secs: req.upstream_timeout_secs,
             https_redirect: req.no_redirect.then_some(false),
             hsts_max_age_secs: req.hsts_max_age_secs,
+            max_body: req.max_body.as_deref(),
+            tunnel_idle_timeout_secs: req.tunnel_idle_timeout_secs,
         }
     }
 
@@ -78,6 +87,8 @@ impl<'a> SettingsChange<'a> {
             upstream_timeout_secs: req.upstream_timeout_secs,
             https_redirect: req.https_redirect,
             hsts_max_age_secs: req.hsts_max_age_secs,
+            max_body: req.max_body.as_deref(),
+            tunnel_idle_timeout_secs: req.tunnel_idle_timeout_secs,
         })
     }
 
@@ -175,6 +186,27 @@ impl<'a> SettingsChange<'a> {
                 ));
             }
             s.hsts_max_age_secs = (age > 0).then_some(age);
+        }
+        if let Some(raw) = self.max_body {
+            let bytes = molt_core::size::parse_size(raw)
+                .ok()
+                .filter(|b| (MIN_MAX_BODY..=MAX_MAX_BODY).contains(b))
+                .ok_or_else(|| {
+                    DeployError::invalid(
+                        "invalid_max_body",
+                        format!("--max-body `{raw}` is not a size between 1k and 100g, e.g. 10m"),
+                    )
+                })?;
+            s.max_body_bytes = Some(bytes);
+        }
+        if let Some(secs) = self.tunnel_idle_timeout_secs {
+            if !(1..=MAX_TUNNEL_IDLE_SECS).contains(&secs) {
+                return Err(DeployError::invalid(
+                    "invalid_tunnel_idle_timeout",
+                    "--tunnel-idle-timeout must be between 1 and 86400 seconds (a day)",
+                ));
+            }
+            s.tunnel_idle_timeout_secs = Some(secs);
         }
         Ok(())
     }

@@ -84,6 +84,12 @@ pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
         upstream_timeout_secs: app.upstream_timeout_secs,
         https_redirect: app.https_redirect,
         hsts_max_age_secs: app.hsts_max_age_secs,
+        max_body_bytes: app
+            .max_body_bytes
+            .unwrap_or(molt_proxy::admin::DEFAULT_MAX_BODY_BYTES),
+        tunnel_idle_timeout_secs: app
+            .tunnel_idle_timeout_secs
+            .unwrap_or(molt_proxy::admin::DEFAULT_TUNNEL_IDLE_MS / 1000),
         links: app.links.clone(),
         cap_add: app.cap_add.clone(),
         pids_limit: crate::confine::pids_limit(app),

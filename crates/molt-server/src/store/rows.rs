@@ -24,6 +24,12 @@ pub struct AppRow {
     pub https_redirect: bool,
     /// `Strict-Transport-Security: max-age=N` on answers over HTTPS.
     pub hsts_max_age_secs: Option<u64>,
+    /// The largest request body passed on (413 past it); `None`: the
+    /// proxy's default, 100 MiB.
+    pub max_body_bytes: Option<u64>,
+    /// An upgraded connection silent this long is closed; `None`: the
+    /// proxy's default, 5 minutes.
+    pub tunnel_idle_timeout_secs: Option<u64>,
     /// Apps whose network this App's containers join (`--link`): the only
     /// other Apps they can reach.
     pub links: Vec<String>,
@@ -58,6 +64,8 @@ impl AppRow {
             upstream_timeout_secs: 60,
             https_redirect: true,
             hsts_max_age_secs: None,
+            max_body_bytes: None,
+            tunnel_idle_timeout_secs: None,
             links: Vec::new(),
             cap_add: Vec::new(),
             pids_limit: None,
@@ -96,6 +104,10 @@ pub struct AppSettings {
     pub https_redirect: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsts_max_age_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_idle_timeout_secs: Option<u64>,
 }
 
 fn redirect_by_default() -> bool {
@@ -117,6 +129,8 @@ impl AppSettings {
             upstream_timeout_secs: app.upstream_timeout_secs,
             https_redirect: app.https_redirect,
             hsts_max_age_secs: app.hsts_max_age_secs,
+            max_body_bytes: app.max_body_bytes,
+            tunnel_idle_timeout_secs: app.tunnel_idle_timeout_secs,
         }
     }
 
@@ -135,6 +149,8 @@ impl AppSettings {
             upstream_timeout_secs: self.upstream_timeout_secs,
             https_redirect: self.https_redirect,
             hsts_max_age_secs: self.hsts_max_age_secs,
+            max_body_bytes: self.max_body_bytes,
+            tunnel_idle_timeout_secs: self.tunnel_idle_timeout_secs,
             ..app.clone()
         }
     }
@@ -292,6 +308,10 @@ pub(super) fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
         https_redirect: r.get("https_redirect")?,
         hsts_max_age_secs: r
             .get::<_, Option<i64>>("hsts_max_age_secs")?
+            .map(|s| s as u64),
+        max_body_bytes: r.get::<_, Option<i64>>("max_body_bytes")?.map(|b| b as u64),
+        tunnel_idle_timeout_secs: r
+            .get::<_, Option<i64>>("tunnel_idle_timeout_secs")?
             .map(|s| s as u64),
         links: json_col(r, "links")?,
         cap_add: json_col(r, "cap_add")?,

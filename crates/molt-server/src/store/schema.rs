@@ -219,4 +219,10 @@ CREATE TABLE acme_orders (
 ALTER TABLE apps ADD COLUMN https_redirect INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE apps ADD COLUMN hsts_max_age_secs INTEGER;
 "#,
+    // Per App: the largest request body the proxy passes on, and how long
+    // an upgraded connection (WebSocket) may stay silent (NULL: defaults).
+    r#"
+ALTER TABLE apps ADD COLUMN max_body_bytes INTEGER;
+ALTER TABLE apps ADD COLUMN tunnel_idle_timeout_secs INTEGER;
+"#,
 ];

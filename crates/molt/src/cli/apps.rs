@@ -104,6 +104,14 @@ pub struct CreateArgs {
     /// 31536000 (a year); browsers then refuse plain HTTP for that long.
     #[arg(long, value_name = "SECS")]
     pub hsts: Option<u64>,
+    /// The largest request body the proxy passes on, e.g. `10m`; larger
+    /// ones get a 413 (default 100m).
+    #[arg(long, value_name = "SIZE")]
+    pub max_body: Option<String>,
+    /// Close a WebSocket (any upgraded connection) with no byte either way
+    /// for this long (default 300).
+    #[arg(long, value_name = "SECS")]
+    pub tunnel_idle_timeout: Option<u64>,
     /// Copy the settings of an existing App (a template): its image by
     /// digest, port, health check, resources, replicas, strategy and plain
     /// environment. Flags given here override the copied values.
@@ -184,6 +192,12 @@ pub struct UpdateArgs {
     /// sending it.
     #[arg(long, value_name = "SECS")]
     pub hsts: Option<u64>,
+    /// The largest request body the proxy passes on, e.g. `10m`.
+    #[arg(long, value_name = "SIZE")]
+    pub max_body: Option<String>,
+    /// Close a WebSocket with no byte either way for this long.
+    #[arg(long, value_name = "SECS")]
+    pub tunnel_idle_timeout: Option<u64>,
     /// How later deploys replace the serving version.
     #[arg(long, value_parser = ["auto", "bluegreen", "recreate", "rolling"])]
     pub strategy: Option<String>,
@@ -221,6 +235,8 @@ pub fn update_request(args: &UpdateArgs) -> Result<UpdateAppRequest> {
             _ => None,
         },
         hsts_max_age_secs: args.hsts,
+        max_body: args.max_body.clone(),
+        tunnel_idle_timeout_secs: args.tunnel_idle_timeout,
         strategy: args.strategy.clone(),
         replicas: args.replicas,
         yes: args.yes,
@@ -302,6 +318,8 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateAppRequest> {
         upstream_timeout_secs: args.upstream_timeout,
         no_redirect: args.no_redirect,
         hsts_max_age_secs: args.hsts,
+        max_body: args.max_body.clone(),
+        tunnel_idle_timeout_secs: args.tunnel_idle_timeout,
         links: args.links.clone(),
         cap_add: args.cap_add.clone(),
         pids_limit: args.pids_limit,
@@ -478,6 +496,14 @@ pub fn app_details(a: &AppView) -> String {
             .to_string(),
         ),
         ("drain timeout", format!("{} s", a.drain_timeout_secs)),
+        (
+            "limits",
+            format!(
+                "request bodies up to {}; an idle WebSocket closes after {} s",
+                format_bytes(a.max_body_bytes),
+                a.tunnel_idle_timeout_secs
+            ),
+        ),
         ("current deploy", or_none(a.current_deploy.as_deref())),
     ];
     if let Some(d) = &a.last_deploy {

@@ -194,6 +194,8 @@ impl SettingsForm {
             upstream_timeout_secs,
             https_redirect: None,
             hsts_max_age_secs: None,
+            max_body: None,
+            tunnel_idle_timeout_secs: None,
             strategy: opt(&self.strategy),
             replicas,
             yes: checked(&self.yes),
