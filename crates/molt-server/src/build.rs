@@ -44,6 +44,27 @@ pub enum BuildError {
     Internal(#[from] anyhow::Error),
 }
 
+/// How much of a refused upload is read and dropped, and for how long,
+/// before the connection is let go: enough for a context somewhat over the
+/// limit, not a way to make the server read without end.
+const DRAIN_BYTES: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the rest of a refused upload (within `DRAIN_BYTES` and
+/// `DRAIN_TIME`) and drops it.
+async fn drain<E>(body: &mut (impl Stream<Item = Result<Bytes, E>> + Unpin)) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen: u64 = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// The builds of this server: where contexts go, the size limit, and the
 /// output of the builds running now (kept in the store when they end).
 pub struct Builds {
@@ -92,8 +113,26 @@ impl Builds {
     }
 
     /// Checks the options, receives the context (refused past the limit),
-    /// records the build and starts it; returns at once with the build.
+    /// records the build and starts it; returns at once with the build. A
+    /// refused upload is read on (within bounds) and dropped, so a client
+    /// still sending gets the answer that says why, not a reset connection.
     pub async fn start<E: std::fmt::Display>(
+        self: &Arc<Self>,
+        app: &str,
+        opts: BuildOptions,
+        declared_len: Option<u64>,
+        mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+    ) -> Result<BuildRow, BuildError> {
+        let started = self
+            .receive_and_start(app, opts, declared_len, &mut body)
+            .await;
+        if started.is_err() {
+            drain(&mut body).await;
+        }
+        started
+    }
+
+    async fn receive_and_start<E: std::fmt::Display>(
         self: &Arc<Self>,
         app: &str,
         opts: BuildOptions,

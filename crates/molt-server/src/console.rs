@@ -17,8 +17,9 @@ pub const ROUTE: &str = "_console";
 /// How often the proxy's console route is compared with the wanted one.
 const EVERY: Duration = Duration::from_secs(2);
 
-/// The route that serves `domain` from the API listening on `api`.
-pub fn route(domain: &str, api: SocketAddr) -> Route {
+/// The route that serves `domain` from the API listening on `api`; bodies
+/// up to `max_body` (a `molt build` context may be that large).
+pub fn route(domain: &str, api: SocketAddr, max_body: u64) -> Route {
     Route {
         app: ROUTE.to_string(),
         hosts: vec![domain.to_string()],
@@ -30,7 +31,7 @@ pub fn route(domain: &str, api: SocketAddr) -> Route {
         drain_timeout_ms: 5_000,
         // A followed deploy or log is quiet for long stretches.
         tunnel_idle_timeout_ms: None,
-        max_body_bytes: None,
+        max_body_bytes: Some(max_body),
         https_redirect: None,
         hsts_max_age_secs: None,
         console: true,
@@ -56,15 +57,15 @@ pub fn over_https(headers: &axum::http::HeaderMap, console_domain: Option<&str>)
 
 /// Keeps the console's route in the proxy: set now, and again whenever the
 /// proxy lacks it (a proxy that lost its routes file).
-pub fn spawn(deployer: Arc<Deployer>, domain: String, api: SocketAddr) {
-    let wanted = route(&domain, api);
+pub fn spawn(deployer: Arc<Deployer>, domain: String, api: SocketAddr, max_body: u64) {
+    let wanted = route(&domain, api, max_body);
     tokio::spawn(async move {
         loop {
-            let held = deployer.proxy.routes().await.map(|routes| {
-                routes.into_iter().any(|r| {
-                    r.app == ROUTE && r.hosts == wanted.hosts && r.targets == wanted.targets
-                })
-            });
+            let held = deployer
+                .proxy
+                .routes()
+                .await
+                .map(|routes| routes.contains(&wanted));
             match held {
                 Ok(true) => {}
                 Ok(false) => match deployer.proxy.set_route(wanted.clone()).await {
@@ -124,7 +125,8 @@ mod tests {
 
     #[test]
     fn the_route_goes_to_the_api_on_a_reachable_address() {
-        let r = route("molt.example.com", "0.0.0.0:7000".parse().unwrap());
+        let r = route("molt.example.com", "0.0.0.0:7000".parse().unwrap(), 1 << 30);
+        assert_eq!(r.max_body_bytes, Some(1 << 30));
         assert_eq!(r.targets[0].addr, "127.0.0.1:7000");
         assert!(r.console);
         assert!(molt_core::name::AppName::parse(ROUTE).is_err());

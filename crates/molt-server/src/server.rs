@@ -167,7 +167,12 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         if config.https.is_none() {
             tracing::warn!(%domain, "--console-domain without --https: the console is routed over plain HTTP only; add --https ADDR");
         }
-        crate::console::spawn(Arc::clone(&deployer), domain, config.api);
+        crate::console::spawn(
+            Arc::clone(&deployer),
+            domain,
+            config.api,
+            config.build_context_limit,
+        );
     }
     crate::converge::watch::spawn(Arc::clone(&deployer));
     crate::converge::autoheal::spawn(Arc::clone(&deployer), config.autoheal);
