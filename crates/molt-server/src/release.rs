@@ -132,6 +132,18 @@ pub fn setting_changes(old: &AppSettings, new: &AppSettings) -> Vec<SettingChang
         hsts(old.hsts_max_age_secs),
         hsts(new.hsts_max_age_secs),
     );
+    let placement = |c: &[String]| {
+        if c.is_empty() {
+            "any node".to_string()
+        } else {
+            c.join(", ")
+        }
+    };
+    changed(
+        "constraints",
+        placement(&old.constraints),
+        placement(&new.constraints),
+    );
     for d in new.domains.iter().filter(|d| !old.domains.contains(d)) {
         out.push(SettingChange {
             setting: "domain".into(),

@@ -35,8 +35,10 @@ pub const LABEL_RUN: &str = "molt.run";
 
 mod attach;
 mod build;
+mod swarm;
 pub use attach::{Attached, OneOff, Output};
 pub use build::BuildSpec;
+pub use swarm::{NoSuitableNode, Orchestrator, Swarm, GPU_RESOURCE};
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -98,6 +100,9 @@ pub struct ContainerSpec {
     pub pids_limit: u32,
     /// A read-only root filesystem with a tmpfs at `/tmp`.
     pub read_only: bool,
+    /// Swarm placement constraints (`node.labels.gpu==true`); a single
+    /// host has no nodes to choose from and ignores them.
+    pub constraints: Vec<String>,
 }
 
 /// A container's state as far as deploys care.
@@ -108,7 +113,8 @@ pub struct ContainerState {
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     pub error: Option<String>,
-    /// Its address on Molt's network, once it has one.
+    /// Its address on Molt's network, once it has one; on a swarm, the
+    /// address of the node its task runs on (where its port is published).
     pub ip: Option<String>,
     /// Container port → the port the engine published it at on 127.0.0.1.
     pub published: HashMap<u16, u16>,
@@ -458,6 +464,9 @@ impl Runtime {
     /// added, a process limit, a memory limit (the host-derived default
     /// when the App gives none), optionally a read-only root.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<String> {
+        if !spec.constraints.is_empty() {
+            tracing::warn!(app = %spec.app, constraints = ?spec.constraints, "placement constraints apply on a swarm only (--orchestrator swarm); this single host ignores them");
+        }
         let id = self.create(spec, None).await?;
         self.docker.start_container(&id, None).await.map_err(|e| {
             anyhow!(

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// How the proxy reaches containers; `None`: detected (the bridge when
     /// this host can reach it, else ports published on 127.0.0.1).
     pub upstream: Option<crate::runtime::UpstreamMode>,
+    /// Where App replicas run: this host's engine, or its swarm.
+    pub orchestrator: crate::runtime::Orchestrator,
     /// The proxy's worker threads; `None`: its default (half the CPUs).
     pub proxy_threads: Option<std::num::NonZeroUsize>,
     /// `--trusted-proxy` blocks passed on to the proxy it starts.
@@ -114,14 +116,15 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     tracing::info!(memory = %crate::capacity::human_bytes(capacity.memory_bytes), gpus = capacity.gpus, "host capacity for Apps");
     let runtime =
         runtime.with_default_memory(crate::confine::default_memory(capacity.memory_bytes));
-    let prober = match runtime.upstream() {
+    let containers = containers_for(runtime, config.orchestrator).await?;
+    let prober = match containers.upstream() {
         crate::runtime::UpstreamMode::Bridge => crate::health::Prober::new(),
         crate::runtime::UpstreamMode::Published => {
             crate::health::Prober::new().with_tcp_settle(crate::health::PUBLISHED_TCP_SETTLE)
         }
     };
     let ports = crate::ports::Ports {
-        containers: Arc::new(runtime),
+        containers,
         routes: Arc::clone(&proxy) as Arc<dyn crate::ports::Routes>,
         health: Arc::new(prober),
         registries: Arc::new(crate::ports::OciRegistries),
@@ -227,6 +230,27 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     let _ = stop_tx.send(true);
     tracing::info!("molt server stopped; the proxy keeps serving");
     Ok(())
+}
+
+/// Where App replicas run, by `--orchestrator`: the swarm when asked (or,
+/// with `auto`, when the engine is a swarm manager), else this host.
+async fn containers_for(
+    runtime: Runtime,
+    orchestrator: crate::runtime::Orchestrator,
+) -> Result<Arc<dyn crate::ports::Containers>> {
+    use crate::runtime::{Orchestrator, Swarm};
+    let swarm = match orchestrator {
+        Orchestrator::Single => false,
+        Orchestrator::Swarm => true,
+        Orchestrator::Auto => Swarm::is_manager(&runtime).await,
+    };
+    if !swarm {
+        tracing::info!("App replicas run as containers on this host");
+        return Ok(Arc::new(runtime));
+    }
+    let swarm = Swarm::over(runtime).await?;
+    tracing::info!("App replicas run as services on this engine's swarm; the proxy reaches each task at its published port");
+    Ok(Arc::new(swarm))
 }
 
 /// Serves `app` on `listener` until `shutdown`, then waits (at most

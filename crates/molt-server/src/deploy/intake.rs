@@ -107,6 +107,7 @@ impl Deployer {
             upstream_timeout_secs: settings.upstream_timeout_secs,
             https_redirect: settings.https_redirect,
             hsts_max_age_secs: settings.hsts_max_age_secs,
+            constraints: settings.constraints,
             links: confinement.links,
             cap_add: confinement.cap_add,
             pids_limit: confinement.pids_limit,

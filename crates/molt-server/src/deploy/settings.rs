@@ -30,6 +30,8 @@ pub(super) struct SettingsChange<'a> {
     pub(super) https_redirect: Option<bool>,
     /// `Some(0)`: no HSTS header.
     pub(super) hsts_max_age_secs: Option<u64>,
+    /// Replaces the placement constraints; `Some(&[])` clears them.
+    pub(super) constraints: Option<&'a [String]>,
 }
 
 impl<'a> SettingsChange<'a> {
@@ -49,6 +51,7 @@ impl<'a> SettingsChange<'a> {
             upstream_timeout_secs: req.upstream_timeout_secs,
             https_redirect: req.no_redirect.then_some(false),
             hsts_max_age_secs: req.hsts_max_age_secs,
+            constraints: (!req.constraints.is_empty()).then_some(req.constraints.as_slice()),
         }
     }
 
@@ -78,6 +81,11 @@ impl<'a> SettingsChange<'a> {
             upstream_timeout_secs: req.upstream_timeout_secs,
             https_redirect: req.https_redirect,
             hsts_max_age_secs: req.hsts_max_age_secs,
+            constraints: if req.no_constraints {
+                Some(&[])
+            } else {
+                (!req.constraints.is_empty()).then_some(req.constraints.as_slice())
+            },
         })
     }
 
@@ -176,6 +184,9 @@ impl<'a> SettingsChange<'a> {
             }
             s.hsts_max_age_secs = (age > 0).then_some(age);
         }
+        if let Some(constraints) = self.constraints {
+            s.constraints = check_constraints(constraints)?;
+        }
         Ok(())
     }
 }
@@ -201,6 +212,50 @@ impl Deployer {
         }
         Ok(Some(d))
     }
+}
+
+/// The most placement constraints an App may have.
+const MAX_CONSTRAINTS: usize = 16;
+
+/// Placement constraints as Swarm reads them: `ATTRIBUTE==VALUE` or
+/// `ATTRIBUTE!=VALUE`, e.g. `node.labels.gpu==true`, `node.role==worker`.
+fn check_constraints(raw: &[String]) -> Result<Vec<String>, DeployError> {
+    let invalid = |c: &str| {
+        DeployError::invalid(
+            "invalid_constraint",
+            format!("--constraint {c:?} is not a placement constraint: write ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE, e.g. node.labels.gpu==true or node.hostname!=db1"),
+        )
+    };
+    let mut out: Vec<String> = Vec::new();
+    for c in raw {
+        let c = c.trim();
+        let (attr, value) = c
+            .split_once("==")
+            .or_else(|| c.split_once("!="))
+            .ok_or_else(|| invalid(c))?;
+        let plain = |s: &str| {
+            !s.trim().is_empty()
+                && s.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
+                && !s.contains("==")
+                && !s.contains("!=")
+        };
+        if !plain(attr)
+            || !plain(value)
+            || !attr.trim().starts_with("node.") && !attr.trim().starts_with("engine.")
+        {
+            return Err(invalid(c));
+        }
+        if !out.iter().any(|o| o == c) {
+            out.push(c.to_string());
+        }
+    }
+    if out.len() > MAX_CONSTRAINTS {
+        return Err(DeployError::invalid(
+            "invalid_constraint",
+            format!("an App may have at most {MAX_CONSTRAINTS} placement constraints"),
+        ));
+    }
+    Ok(out)
 }
 
 /// The refusal of a domain that the App `owner` serves (or is adding).
@@ -231,6 +286,7 @@ pub(super) fn needs_new_containers(old: &AppSettings, new: &AppSettings) -> bool
         || old.memory_bytes != new.memory_bytes
         || old.cpus != new.cpus
         || old.gpus != new.gpus
+        || old.constraints != new.constraints
 }
 
 /// The setting a failed deploy points at, for the dashboard to highlight

@@ -84,6 +84,7 @@ pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
         upstream_timeout_secs: app.upstream_timeout_secs,
         https_redirect: app.https_redirect,
         hsts_max_age_secs: app.hsts_max_age_secs,
+        constraints: app.constraints.clone(),
         links: app.links.clone(),
         cap_add: app.cap_add.clone(),
         pids_limit: crate::confine::pids_limit(app),

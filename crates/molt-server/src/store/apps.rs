@@ -13,9 +13,9 @@ impl Store {
                 "INSERT INTO apps (name, status, image, port, health, domains, replicas, strategy,
                     memory_bytes, cpus, gpus, drain_timeout_secs, current_deploy, created_at, updated_at,
                     upstream_timeout_secs, links, cap_add, pids_limit, read_only,
-                    https_redirect, hsts_max_age_secs)
+                    https_redirect, hsts_max_age_secs, constraints)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22)",
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
                 params![
                     app.name,
                     app.status.as_str(),
@@ -39,6 +39,7 @@ impl Store {
                     app.read_only,
                     app.https_redirect,
                     app.hsts_max_age_secs.map(|s| s as i64),
+                    serde_json::to_string(&app.constraints)?,
                 ],
             )?;
             for e in env {

@@ -253,7 +253,7 @@ impl Store {
                     "UPDATE apps SET port = ?2, health = ?3, domains = ?4, strategy = ?5,
                         memory_bytes = ?6, cpus = ?7, gpus = ?8, drain_timeout_secs = ?9,
                         upstream_timeout_secs = ?10, https_redirect = ?11,
-                        hsts_max_age_secs = ?12
+                        hsts_max_age_secs = ?12, constraints = ?13
                      WHERE name = ?1",
                     params![
                         app,
@@ -268,6 +268,7 @@ impl Store {
                         s.upstream_timeout_secs as i64,
                         s.https_redirect,
                         s.hsts_max_age_secs.map(|s| s as i64),
+                        serde_json::to_string(&s.constraints)?,
                     ],
                 )?;
             }

@@ -24,6 +24,9 @@ pub struct AppRow {
     pub https_redirect: bool,
     /// `Strict-Transport-Security: max-age=N` on answers over HTTPS.
     pub hsts_max_age_secs: Option<u64>,
+    /// Swarm placement constraints (`--constraint`), e.g.
+    /// `node.labels.gpu==true`.
+    pub constraints: Vec<String>,
     /// Apps whose network this App's containers join (`--link`): the only
     /// other Apps they can reach.
     pub links: Vec<String>,
@@ -58,6 +61,7 @@ impl AppRow {
             upstream_timeout_secs: 60,
             https_redirect: true,
             hsts_max_age_secs: None,
+            constraints: Vec::new(),
             links: Vec::new(),
             cap_add: Vec::new(),
             pids_limit: None,
@@ -96,6 +100,8 @@ pub struct AppSettings {
     pub https_redirect: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsts_max_age_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
 }
 
 fn redirect_by_default() -> bool {
@@ -117,6 +123,7 @@ impl AppSettings {
             upstream_timeout_secs: app.upstream_timeout_secs,
             https_redirect: app.https_redirect,
             hsts_max_age_secs: app.hsts_max_age_secs,
+            constraints: app.constraints.clone(),
         }
     }
 
@@ -135,6 +142,7 @@ impl AppSettings {
             upstream_timeout_secs: self.upstream_timeout_secs,
             https_redirect: self.https_redirect,
             hsts_max_age_secs: self.hsts_max_age_secs,
+            constraints: self.constraints.clone(),
             ..app.clone()
         }
     }
@@ -293,6 +301,7 @@ pub(super) fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
         hsts_max_age_secs: r
             .get::<_, Option<i64>>("hsts_max_age_secs")?
             .map(|s| s as u64),
+        constraints: json_col(r, "constraints")?,
         links: json_col(r, "links")?,
         cap_add: json_col(r, "cap_add")?,
         pids_limit: r.get("pids_limit")?,

@@ -219,4 +219,8 @@ CREATE TABLE acme_orders (
 ALTER TABLE apps ADD COLUMN https_redirect INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE apps ADD COLUMN hsts_max_age_secs INTEGER;
 "#,
+    // Per App: Swarm placement constraints (JSON list of expressions).
+    r#"
+ALTER TABLE apps ADD COLUMN constraints TEXT NOT NULL DEFAULT '[]';
+"#,
 ];

@@ -194,6 +194,9 @@ impl SettingsForm {
             upstream_timeout_secs,
             https_redirect: None,
             hsts_max_age_secs: None,
+            // Placement is set from the command line (`--constraint`).
+            constraints: Vec::new(),
+            no_constraints: false,
             strategy: opt(&self.strategy),
             replicas,
             yes: checked(&self.yes),
