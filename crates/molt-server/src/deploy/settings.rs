@@ -375,3 +375,44 @@ pub(super) fn likely_cause(
         ),
     })
 }
+
+#[cfg(test)]
+mod constraint_tests {
+    use super::check_constraints;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn constraints_are_node_or_engine_comparisons() {
+        let ok = check_constraints(&strings(&[
+            "node.labels.gpu==true",
+            " node.role != manager ",
+            "engine.labels.zone==a",
+            "node.labels.gpu==true",
+        ]))
+        .unwrap();
+        assert_eq!(
+            ok,
+            strings(&[
+                "node.labels.gpu==true",
+                "node.role != manager",
+                "engine.labels.zone==a"
+            ])
+        );
+        for bad in [
+            "gpu",
+            "node.labels.gpu=true",
+            "labels.gpu==true",
+            "node.x==",
+            "==x",
+            "node.a==b==c",
+        ] {
+            let err = check_constraints(&strings(&[bad])).unwrap_err();
+            assert!(err.to_string().contains("ATTRIBUTE==VALUE"), "{bad}: {err}");
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("node.labels.k{i}==v")).collect();
+        assert!(check_constraints(&many).is_err());
+    }
+}
