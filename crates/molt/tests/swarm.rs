@@ -153,6 +153,10 @@ async fn on_a_swarm_deploys_scale_and_rollbacks_lose_no_request() {
         served(server.proxy_addr(), "web.localhost").await,
         "testapp v1"
     );
+    let first_deploy = newest_deploy(&server, "web")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // The replica is a service of one task, its port published in host
     // mode, its resources reserved and limited, and no routing mesh.
@@ -204,8 +208,8 @@ async fn on_a_swarm_deploys_scale_and_rollbacks_lose_no_request() {
     listed.sort();
     assert_eq!(shown, listed);
 
-    // A rollback to v1 under load.
-    let out = under_load(&server, &["rollback", "web"], "rollback").await;
+    // A rollback to the first deploy (v1) under load.
+    let out = under_load(&server, &["rollback", "web", &first_deploy], "rollback").await;
     assert_eq!(out.status, 0, "{out}");
     assert_eq!(
         served(server.proxy_addr(), "web.localhost").await,
@@ -257,13 +261,18 @@ async fn on_a_swarm_failed_deploys_leave_the_old_version_serving_with_the_reason
     // A crash and an unhealthy version fail with their reasons.
     let cases: [(&str, &[&str]); 2] = [
         (&crash, &["exited with code 3", "simulated crash"]),
-        (&unhealthy, &["GET /healthz answered 500"]),
+        (
+            &unhealthy,
+            &["did not become healthy", "GET /healthz answered 500"],
+        ),
     ];
     for (image, expected) in cases {
         let out = molt(&server, &["deploy", "web", image]);
         assert_eq!(out.status, 1, "{image}: {out}");
         for e in expected {
-            assert!(out.stderr.contains(e), "{image}: expected `{e}` in\n{out}");
+            // The timeline (stdout) records every check's result.
+            let told = format!("{}{}", out.stdout, out.stderr);
+            assert!(told.contains(e), "{image}: expected `{e}` in\n{out}");
         }
         assert_eq!(
             served(server.proxy_addr(), "web.localhost").await,

@@ -468,8 +468,9 @@ impl Swarm {
         let container = status.container_status.clone().unwrap_or_default();
         let running = status.state == Some(TaskState::RUNNING);
         let err = status.err.clone().filter(|e| !e.is_empty());
+        let local = task.node_id.as_deref() == Some(self.node_id.as_str());
         let mut state = match container.container_id.as_deref().filter(|c| !c.is_empty()) {
-            Some(c) if task.node_id.as_deref() == Some(self.node_id.as_str()) => self
+            Some(c) if local => self
                 .host
                 .state(c)
                 .await
@@ -484,13 +485,18 @@ impl Swarm {
             state.exit_code = container.exit_code.or(state.exit_code);
             state.error = err.or(state.error);
         }
-        state.published = status
-            .port_status
-            .and_then(|p| p.ports)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|p| Some((p.target_port? as u16, p.published_port? as u16)))
-            .collect();
+        // On this node the container's own IPv4 binding counts: the engine
+        // publishes IPv4 and IPv6 at different ports, and the task's port
+        // status names one of them without saying which.
+        if !local {
+            state.published = status
+                .port_status
+                .and_then(|p| p.ports)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| Some((p.target_port? as u16, p.published_port? as u16)))
+                .collect();
+        }
         state.ip = match &task.node_id {
             Some(node) if running => self.node_addr(node).await,
             _ => None,
