@@ -350,6 +350,47 @@ async fn on_a_swarm_failed_deploys_leave_the_old_version_serving_with_the_reason
         "testapp v1"
     );
 
+    // The task's container is confined as on one host.
+    let task_container = || {
+        docker(&[
+            "ps",
+            "--quiet",
+            "--no-trunc",
+            "--filter",
+            &format!("label=com.docker.swarm.service.id={}", placed[0]),
+        ])
+        .trim()
+        .to_string()
+    };
+    let container = task_container();
+    let confined = docker(&[
+        "inspect",
+        "--format",
+        "{{json .HostConfig.SecurityOpt}} {{json .HostConfig.CapDrop}} {{.HostConfig.PidsLimit}}",
+        &container,
+    ]);
+    eprintln!("task container confinement: {confined}");
+    assert!(confined.contains("NET_RAW"), "{confined}");
+    assert!(confined.contains("1024"), "{confined}");
+
+    // A task that dies is started again by Molt (Swarm restarts nothing),
+    // and the App serves again.
+    docker(&["kill", &container]);
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            let now = task_container();
+            !now.is_empty() && now != container
+        })
+        .await,
+        "a new task replaced the killed one; the server's log:\n{}",
+        server.log()
+    );
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v1"
+    );
+    assert_eq!(services(&server, "web"), placed, "the same service");
+
     // A constraint that is no constraint is refused before anything runs.
     let out = molt(&server, &["apps", "update", "web", "--constraint", "gpu"]);
     assert_eq!(out.status, 2, "{out}");
