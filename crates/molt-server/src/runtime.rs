@@ -909,7 +909,9 @@ fn published_ports(map: bollard::models::PortMap) -> HashMap<u16, u16> {
         .collect()
 }
 
-/// Ports in state LISTEN (0A) in a `/proc/net/tcp` table.
+/// Ports in state LISTEN (0A) in a `/proc/net/tcp` table, but for Docker's
+/// embedded DNS resolver (127.0.0.11, on every user-defined network), which
+/// is never the App.
 fn parse_listening(table: &str) -> Vec<u16> {
     table
         .lines()
@@ -918,7 +920,7 @@ fn parse_listening(table: &str) -> Vec<u16> {
             let mut fields = line.split_whitespace();
             let local = fields.nth(1)?;
             let state = fields.nth(1)?;
-            (state == "0A").then_some(())?;
+            (state == "0A" && !local.starts_with("0B00007F:")).then_some(())?;
             u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
         })
         .collect()
@@ -1028,7 +1030,8 @@ mod tests {
     fn listening_ports_from_proc() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 0100007F:1F90 0100007F:A000 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+   1: 0100007F:1F90 0100007F:A000 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   2: 0B00007F:AEF7 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
         assert_eq!(super::parse_listening(table), vec![9000]);
     }
 }

@@ -239,6 +239,7 @@ async fn on_a_swarm_failed_deploys_leave_the_old_version_serving_with_the_reason
     let v1 = push(&registry, "testapp", "v1", "v1");
     let crash = push(&registry, "testapp", "crash", "crash");
     let unhealthy = push(&registry, "testapp", "unhealthy", "unhealthy");
+    let otherport = push(&registry, "testapp", "otherport", "otherport");
     let server = swarm_server();
     create_app(
         &server,
@@ -258,12 +259,17 @@ async fn on_a_swarm_failed_deploys_leave_the_old_version_serving_with_the_reason
         "testapp v1"
     );
 
-    // A crash and an unhealthy version fail with their reasons.
-    let cases: [(&str, &[&str]); 2] = [
+    // A crash, an unhealthy version and one on another port fail with
+    // their reasons (the port inside the container, not the published one).
+    let cases: [(&str, &[&str]); 3] = [
         (&crash, &["exited with code 3", "simulated crash"]),
         (
             &unhealthy,
             &["did not become healthy", "GET /healthz answered 500"],
+        ),
+        (
+            &otherport,
+            &["the container listens on port 9000, not on port 8080"],
         ),
     ];
     for (image, expected) in cases {
