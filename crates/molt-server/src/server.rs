@@ -84,6 +84,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     store.set_keep_deploys(config.keep_deploys);
 
     let runtime = Runtime::connect(&instance, &config.network).await?;
+    // Before anything starts: a swarm asked for and not there stops here.
+    let on_swarm = on_swarm(&runtime, config.orchestrator).await?;
     runtime.ensure_network().await?;
     let upstream = match config.upstream {
         Some(mode) => mode,
@@ -92,7 +94,9 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     let runtime = runtime
         .with_upstream(upstream)
         .with_pull_stall(config.pull_stall);
-    tracing::info!(%upstream, network = %config.network, "the proxy reaches App containers through this");
+    if !on_swarm {
+        tracing::info!(%upstream, network = %config.network, "the proxy reaches App containers through this");
+    }
 
     let proxy = Arc::new(
         ProxyLink::new(
@@ -116,7 +120,12 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     tracing::info!(memory = %crate::capacity::human_bytes(capacity.memory_bytes), gpus = capacity.gpus, "host capacity for Apps");
     let runtime =
         runtime.with_default_memory(crate::confine::default_memory(capacity.memory_bytes));
-    let containers = containers_for(runtime, config.orchestrator).await?;
+    let containers: Arc<dyn crate::ports::Containers> = if on_swarm {
+        tracing::info!("App replicas run as services on this engine's swarm; the proxy reaches each task at its published port");
+        Arc::new(crate::runtime::Swarm::over(runtime).await?)
+    } else {
+        Arc::new(runtime)
+    };
     let prober = match containers.upstream() {
         crate::runtime::UpstreamMode::Bridge => crate::health::Prober::new(),
         crate::runtime::UpstreamMode::Published => {
@@ -232,25 +241,19 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     Ok(())
 }
 
-/// Where App replicas run, by `--orchestrator`: the swarm when asked (or,
-/// with `auto`, when the engine is a swarm manager), else this host.
-async fn containers_for(
-    runtime: Runtime,
-    orchestrator: crate::runtime::Orchestrator,
-) -> Result<Arc<dyn crate::ports::Containers>> {
+/// Whether App replicas run on the swarm, by `--orchestrator`: when asked
+/// (an error when the engine is no swarm manager), or, with `auto`, when the
+/// engine is one.
+async fn on_swarm(runtime: &Runtime, orchestrator: crate::runtime::Orchestrator) -> Result<bool> {
     use crate::runtime::{Orchestrator, Swarm};
-    let swarm = match orchestrator {
-        Orchestrator::Single => false,
-        Orchestrator::Swarm => true,
-        Orchestrator::Auto => Swarm::is_manager(&runtime).await,
-    };
-    if !swarm {
-        tracing::info!("App replicas run as containers on this host");
-        return Ok(Arc::new(runtime));
+    match orchestrator {
+        Orchestrator::Single => Ok(false),
+        Orchestrator::Auto => Ok(Swarm::is_manager(runtime).await),
+        Orchestrator::Swarm => {
+            Swarm::check_manager(runtime).await?;
+            Ok(true)
+        }
     }
-    let swarm = Swarm::over(runtime).await?;
-    tracing::info!("App replicas run as services on this engine's swarm; the proxy reaches each task at its published port");
-    Ok(Arc::new(swarm))
 }
 
 /// Serves `app` on `listener` until `shutdown`, then waits (at most

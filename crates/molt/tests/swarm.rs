@@ -235,12 +235,18 @@ async fn on_a_swarm_deploys_scale_and_rollbacks_lose_no_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_swarm_failed_deploys_leave_the_old_version_serving_with_the_reason() {
     let _swarm = SwarmLease::take();
-    let registry = Registry::start(false);
+    // A private registry: the credential goes with each service.
+    let registry = Registry::start(true);
     let v1 = push(&registry, "testapp", "v1", "v1");
     let crash = push(&registry, "testapp", "crash", "crash");
     let unhealthy = push(&registry, "testapp", "unhealthy", "unhealthy");
     let otherport = push(&registry, "testapp", "otherport", "otherport");
     let server = swarm_server();
+    ok(add_registry(
+        &server,
+        &registry,
+        format!("{}\n", registry.password()).as_bytes(),
+    ));
     create_app(
         &server,
         "web",

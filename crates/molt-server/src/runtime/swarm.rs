@@ -87,6 +87,17 @@ impl Swarm {
     /// The swarm runtime over `host`, when its engine is an active swarm
     /// manager; otherwise why not, and what to do.
     pub async fn over(host: Runtime) -> Result<Self> {
+        let node_id = Self::check_manager(&host).await?;
+        Ok(Self {
+            host,
+            node_id,
+            auth: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This engine's node id when it is an active swarm manager; otherwise
+    /// why it cannot run Apps on a swarm, and what to do.
+    pub async fn check_manager(host: &Runtime) -> Result<String> {
         let info = host.docker.info().await.map_err(|e| {
             anyhow!(
                 "cannot ask the engine about its swarm: {}",
@@ -98,14 +109,13 @@ impl Swarm {
         if !active || swarm.control_available != Some(true) {
             anyhow::bail!(
                 "--orchestrator swarm needs an engine that is a swarm manager, and this one is not (its swarm state: {}); run `docker swarm init` (or join it to a swarm as a manager), or use --orchestrator single",
-                swarm.local_node_state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
+                swarm
+                    .local_node_state
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into())
             );
         }
-        Ok(Self {
-            host,
-            node_id: swarm.node_id.unwrap_or_default(),
-            auth: Mutex::new(HashMap::new()),
-        })
+        Ok(swarm.node_id.unwrap_or_default())
     }
 
     /// Whether the engine of `host` is an active swarm manager (for
