@@ -7,7 +7,8 @@
 //!
 //! The test engine becomes a swarm manager while a test of this file runs
 //! (`docker swarm init`, unless it is one already) and leaves the swarm when
-//! the last one ends, failed or not (see [`SwarmLease`]).
+//! the last one ends, failed or not (see [`SwarmLease`]). `--orchestrator
+//! auto` picks the swarm on a manager.
 
 mod support;
 
@@ -407,4 +408,23 @@ async fn on_a_swarm_failed_deploys_leave_the_old_version_serving_with_the_reason
     let out = molt(&server, &["apps", "update", "web", "--constraint", "gpu"]);
     assert_eq!(out.status, 2, "{out}");
     assert!(out.stderr.contains("ATTRIBUTE==VALUE"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orchestrator_auto_picks_the_swarm_on_a_manager() {
+    let _swarm = SwarmLease::take();
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start_with(None, &["--orchestrator", "auto"], &[]);
+    assert!(
+        server.log().contains("App replicas run as services"),
+        "{}",
+        server.log()
+    );
+    create_app(&server, "web", &v1, &[]);
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v1"
+    );
+    assert_eq!(services(&server, "web").len(), 1);
 }
