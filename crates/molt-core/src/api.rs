@@ -44,6 +44,10 @@ pub struct AppView {
     /// long is closed.
     #[serde(default)]
     pub tunnel_idle_timeout_secs: u64,
+    /// Swarm placement constraints (`--constraint`); a single host ignores
+    /// them.
+    #[serde(default)]
+    pub constraints: Vec<String>,
     /// The Apps this App can reach, by name (`--link`); no other App can be
     /// reached from its containers.
     #[serde(default)]
@@ -254,6 +258,9 @@ pub struct CreateAppRequest {
     /// A read-only root filesystem, with a writable tmpfs at `/tmp`.
     #[serde(default)]
     pub read_only: bool,
+    /// Swarm placement constraints, e.g. `node.labels.gpu==true`.
+    #[serde(default)]
+    pub constraints: Vec<String>,
 }
 
 /// `PATCH /api/v1/apps/{name}`: the settings to change; what is left out
@@ -311,6 +318,12 @@ pub struct UpdateAppRequest {
     pub strategy: Option<String>,
     #[serde(default)]
     pub replicas: Option<u32>,
+    /// Replaces the Swarm placement constraints.
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    /// Removes every placement constraint.
+    #[serde(default)]
+    pub no_constraints: bool,
     /// Go ahead when the new settings do not fit beside the serving version
     /// and the change must stop it first (a recreate, requests held);
     /// without it such a change is refused with `recreate_needs_yes`.
@@ -340,6 +353,8 @@ impl UpdateAppRequest {
             && self.tunnel_idle_timeout_secs.is_none()
             && self.strategy.is_none()
             && self.replicas.is_none()
+            && self.constraints.is_empty()
+            && !self.no_constraints
     }
 }
 

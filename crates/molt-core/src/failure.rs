@@ -38,6 +38,9 @@ pub enum FailureKind {
     ProxyRefused,
     /// The host has no room for the new containers.
     InsufficientResources,
+    /// No swarm node meets the App's placement constraints or has the
+    /// resources it reserves ("no suitable node").
+    NoSuitableNode,
     /// The deploy was stopped under it (the engine restarted, the server
     /// stopped).
     Interrupted,
@@ -63,6 +66,7 @@ impl FailureKind {
             Self::DeployTimeout => "deploy_timeout",
             Self::ProxyRefused => "proxy_refused",
             Self::InsufficientResources => "insufficient_resources",
+            Self::NoSuitableNode => "no_suitable_node",
             Self::Interrupted => "interrupted",
             Self::Canceled => "canceled",
             Self::Internal => "internal",

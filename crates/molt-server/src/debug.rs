@@ -127,6 +127,12 @@ pub fn classify(
             None,
             "if it starts slowly, raise --health-timeout; otherwise see its output with `molt logs`".into(),
         ),
+        FailureKind::NoSuitableNode => finding(
+            "no_suitable_node",
+            "no swarm node can run the App: none meets its placement constraints or has the resources it reserves".into(),
+            None,
+            format!("compare the App's constraints and resources (`molt apps show {app}`) with the nodes (`docker node ls`, `docker node inspect NODE`); change them with `molt apps update {app} --constraint EXPR` or `--no-constraints`, or label a node (`docker node update --label-add KEY=VALUE NODE`)"),
+        ),
         _ => finding(
             "other",
             first_line.clone(),
@@ -194,6 +200,23 @@ mod tests {
         let f = classify(Some(&oom), "", "web", Some(64 << 20));
         assert_eq!(f.kind, "oom_killed");
         assert!(f.summary.contains("64 MiB"), "{}", f.summary);
+    }
+
+    #[test]
+    fn no_suitable_node_points_at_constraints_and_nodes() {
+        let f = classify(
+            Some(&of(
+                FailureKind::NoSuitableNode,
+                "the swarm found no node for the replica: no suitable node (scheduling constraints not satisfied on 1 node)",
+            )),
+            "",
+            "web",
+            None,
+        );
+        assert_eq!(f.kind, "no_suitable_node");
+        assert!(f.detail.unwrap().contains("scheduling constraints"));
+        assert!(f.hint.contains("--constraint"), "{}", f.hint);
+        assert!(f.hint.contains("docker node ls"), "{}", f.hint);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::proxy_link::ProxyLink;
 use crate::registry::{Credential, RegistryError};
 use crate::runtime::{
     Attached, ContainerEvent, ContainerSpec, ContainerState, LabeledContainer, OneOff, Runtime,
-    UpstreamMode,
+    Swarm, UpstreamMode,
 };
 use anyhow::Result;
 use futures_util::stream::BoxStream;
@@ -282,6 +282,116 @@ impl Containers for Runtime {
     }
     async fn list_runs(&self) -> Result<Vec<String>> {
         Runtime::list_runs(self).await
+    }
+}
+
+/// Replicas as Swarm services; images, builds and one-off commands on the
+/// manager's own engine.
+#[async_trait::async_trait]
+impl Containers for Swarm {
+    fn network(&self) -> &str {
+        self.host().network()
+    }
+    fn upstream(&self) -> UpstreamMode {
+        UpstreamMode::Published
+    }
+    fn upstream_addr(&self, state: &ContainerState, port: u16) -> Option<String> {
+        Swarm::upstream_addr(state, port)
+    }
+    async fn pull(&self, image: &ImageRef, credentials: Option<(String, String)>) -> Result<()> {
+        Swarm::pull(self, image, credentials).await
+    }
+    async fn image_digest(&self, image: &ImageRef) -> Result<Option<String>> {
+        self.host().image_digest(image).await
+    }
+    async fn has_image(&self, reference: &str) -> bool {
+        self.host().has_image(reference).await
+    }
+    async fn start(&self, spec: &ContainerSpec) -> Result<String> {
+        Swarm::start(self, spec).await
+    }
+    async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
+        Swarm::state(self, id).await
+    }
+    async fn listening_ports(&self, id: &str) -> Vec<u16> {
+        Swarm::listening_ports(self, id).await
+    }
+    async fn memory_limit(&self, id: &str) -> Option<u64> {
+        Swarm::memory_limit(self, id).await
+    }
+    async fn logs_tail(&self, id: &str, lines: usize) -> String {
+        Swarm::logs_tail(self, id, lines).await
+    }
+    async fn stop(&self, id: &str, timeout_secs: u64) -> Result<()> {
+        Swarm::stop(self, id, timeout_secs).await
+    }
+    async fn start_existing(&self, id: &str) -> Result<()> {
+        Swarm::start_existing(self, id).await
+    }
+    async fn remove(&self, id: &str) -> Result<()> {
+        Swarm::remove(self, id).await
+    }
+    async fn list(&self, app: Option<&str>) -> Result<Vec<LabeledContainer>> {
+        Swarm::list(self, app).await
+    }
+    async fn forget_app(&self, app: &str) {
+        Swarm::forget_app(self, app).await
+    }
+    fn log_lines(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+        since: Option<i64>,
+    ) -> BoxStream<'static, String> {
+        Box::pin(Swarm::log_lines(self, id, follow, tail, since))
+    }
+    fn events(&self) -> BoxStream<'static, Result<ContainerEvent>> {
+        Box::pin(Swarm::events(self))
+    }
+    async fn build_image(
+        &self,
+        spec: crate::runtime::BuildSpec,
+        log: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<String> {
+        self.host().build_image(spec, log).await
+    }
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        self.host().remove_image(reference).await
+    }
+    async fn run_attached(
+        &self,
+        spec: &ContainerSpec,
+        one_off: &OneOff,
+        size: Option<(u16, u16)>,
+    ) -> Result<(String, Attached)> {
+        self.host().run_attached(spec, one_off, size).await
+    }
+    async fn wait_exit(&self, id: &str) -> Result<i64> {
+        self.host().wait_exit(id).await
+    }
+    async fn exec_attached(
+        &self,
+        container: &str,
+        cmd: &[String],
+        tty: bool,
+        stdin: bool,
+        size: Option<(u16, u16)>,
+    ) -> Result<(String, Attached)> {
+        // A replica is a service: the command runs in its task's container.
+        let container = self
+            .local_container(container)
+            .await
+            .unwrap_or_else(|| container.to_string());
+        self.host()
+            .exec_attached(&container, cmd, tty, stdin, size)
+            .await
+    }
+    async fn exec_exit(&self, exec_id: &str) -> Result<Option<i64>> {
+        self.host().exec_exit(exec_id).await
+    }
+    async fn list_runs(&self) -> Result<Vec<String>> {
+        self.host().list_runs().await
     }
 }
 

@@ -147,6 +147,18 @@ pub fn setting_changes(old: &AppSettings, new: &AppSettings) -> Vec<SettingChang
         idle(old.tunnel_idle_timeout_secs),
         idle(new.tunnel_idle_timeout_secs),
     );
+    let placement = |c: &[String]| {
+        if c.is_empty() {
+            "any node".to_string()
+        } else {
+            c.join(", ")
+        }
+    };
+    changed(
+        "constraints",
+        placement(&old.constraints),
+        placement(&new.constraints),
+    );
     for d in new.domains.iter().filter(|d| !old.domains.contains(d)) {
         out.push(SettingChange {
             setting: "domain".into(),

@@ -35,8 +35,10 @@ pub const LABEL_RUN: &str = "molt.run";
 
 mod attach;
 mod build;
+mod swarm;
 pub use attach::{Attached, OneOff, Output};
 pub use build::BuildSpec;
+pub use swarm::{NoSuitableNode, Orchestrator, Swarm, GPU_RESOURCE};
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -98,6 +100,9 @@ pub struct ContainerSpec {
     pub pids_limit: u32,
     /// A read-only root filesystem with a tmpfs at `/tmp`.
     pub read_only: bool,
+    /// Swarm placement constraints (`node.labels.gpu==true`); a single
+    /// host has no nodes to choose from and ignores them.
+    pub constraints: Vec<String>,
 }
 
 /// A container's state as far as deploys care.
@@ -108,7 +113,8 @@ pub struct ContainerState {
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     pub error: Option<String>,
-    /// Its address on Molt's network, once it has one.
+    /// Its address on Molt's network, once it has one; on a swarm, the
+    /// address of the node its task runs on (where its port is published).
     pub ip: Option<String>,
     /// Container port → the port the engine published it at on 127.0.0.1.
     pub published: HashMap<u16, u16>,
@@ -458,6 +464,9 @@ impl Runtime {
     /// added, a process limit, a memory limit (the host-derived default
     /// when the App gives none), optionally a read-only root.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<String> {
+        if !spec.constraints.is_empty() {
+            tracing::warn!(app = %spec.app, constraints = ?spec.constraints, "placement constraints apply on a swarm only (--orchestrator swarm); this single host ignores them");
+        }
         let id = self.create(spec, None).await?;
         self.docker.start_container(&id, None).await.map_err(|e| {
             anyhow!(
@@ -900,7 +909,9 @@ fn published_ports(map: bollard::models::PortMap) -> HashMap<u16, u16> {
         .collect()
 }
 
-/// Ports in state LISTEN (0A) in a `/proc/net/tcp` table.
+/// Ports in state LISTEN (0A) in a `/proc/net/tcp` table, but for Docker's
+/// embedded DNS resolver (127.0.0.11, on every user-defined network), which
+/// is never the App.
 fn parse_listening(table: &str) -> Vec<u16> {
     table
         .lines()
@@ -909,7 +920,7 @@ fn parse_listening(table: &str) -> Vec<u16> {
             let mut fields = line.split_whitespace();
             let local = fields.nth(1)?;
             let state = fields.nth(1)?;
-            (state == "0A").then_some(())?;
+            (state == "0A" && !local.starts_with("0B00007F:")).then_some(())?;
             u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
         })
         .collect()
@@ -1019,7 +1030,8 @@ mod tests {
     fn listening_ports_from_proc() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 0100007F:1F90 0100007F:A000 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+   1: 0100007F:1F90 0100007F:A000 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   2: 0B00007F:AEF7 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
         assert_eq!(super::parse_listening(table), vec![9000]);
     }
 }

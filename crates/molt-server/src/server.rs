@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// How the proxy reaches containers; `None`: detected (the bridge when
     /// this host can reach it, else ports published on 127.0.0.1).
     pub upstream: Option<crate::runtime::UpstreamMode>,
+    /// Where App replicas run: this host's engine, or its swarm.
+    pub orchestrator: crate::runtime::Orchestrator,
     /// The proxy's worker threads; `None`: its default (half the CPUs).
     pub proxy_threads: Option<std::num::NonZeroUsize>,
     /// `--trusted-proxy` blocks passed on to the proxy it starts.
@@ -82,6 +84,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     store.set_keep_deploys(config.keep_deploys);
 
     let runtime = Runtime::connect(&instance, &config.network).await?;
+    // Before anything starts: a swarm asked for and not there stops here.
+    let on_swarm = on_swarm(&runtime, config.orchestrator).await?;
     runtime.ensure_network().await?;
     let upstream = match config.upstream {
         Some(mode) => mode,
@@ -90,7 +94,9 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     let runtime = runtime
         .with_upstream(upstream)
         .with_pull_stall(config.pull_stall);
-    tracing::info!(%upstream, network = %config.network, "the proxy reaches App containers through this");
+    if !on_swarm {
+        tracing::info!(%upstream, network = %config.network, "the proxy reaches App containers through this");
+    }
 
     let proxy = Arc::new(
         ProxyLink::new(
@@ -114,14 +120,20 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     tracing::info!(memory = %crate::capacity::human_bytes(capacity.memory_bytes), gpus = capacity.gpus, "host capacity for Apps");
     let runtime =
         runtime.with_default_memory(crate::confine::default_memory(capacity.memory_bytes));
-    let prober = match runtime.upstream() {
+    let containers: Arc<dyn crate::ports::Containers> = if on_swarm {
+        tracing::info!("App replicas run as services on this engine's swarm; the proxy reaches each task at its published port");
+        Arc::new(crate::runtime::Swarm::over(runtime).await?)
+    } else {
+        Arc::new(runtime)
+    };
+    let prober = match containers.upstream() {
         crate::runtime::UpstreamMode::Bridge => crate::health::Prober::new(),
         crate::runtime::UpstreamMode::Published => {
             crate::health::Prober::new().with_tcp_settle(crate::health::PUBLISHED_TCP_SETTLE)
         }
     };
     let ports = crate::ports::Ports {
-        containers: Arc::new(runtime),
+        containers,
         routes: Arc::clone(&proxy) as Arc<dyn crate::ports::Routes>,
         health: Arc::new(prober),
         registries: Arc::new(crate::ports::OciRegistries),
@@ -232,6 +244,21 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     let _ = stop_tx.send(true);
     tracing::info!("molt server stopped; the proxy keeps serving");
     Ok(())
+}
+
+/// Whether App replicas run on the swarm, by `--orchestrator`: when asked
+/// (an error when the engine is no swarm manager), or, with `auto`, when the
+/// engine is one.
+async fn on_swarm(runtime: &Runtime, orchestrator: crate::runtime::Orchestrator) -> Result<bool> {
+    use crate::runtime::{Orchestrator, Swarm};
+    match orchestrator {
+        Orchestrator::Single => Ok(false),
+        Orchestrator::Auto => Ok(Swarm::is_manager(runtime).await),
+        Orchestrator::Swarm => {
+            Swarm::check_manager(runtime).await?;
+            Ok(true)
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown`, then waits (at most

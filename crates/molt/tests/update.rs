@@ -4,7 +4,9 @@
 //! beside the serving version asks for `--yes` and then recreates with
 //! requests held; a start period lets a slow boot deploy; two Apps racing
 //! for one domain never both get it; a change stopped midway never routes
-//! the domain it adds.
+//! the domain it adds; placement constraints are kept and, on one host,
+//! ignored with a warning; the body limit and WebSocket idle timeout are
+//! per App.
 
 mod support;
 
@@ -544,4 +546,58 @@ async fn request_body_limit_and_websocket_idle_timeout_per_app() {
         &["apps", "update", "web", "--tunnel-idle-timeout", "0"],
     );
     assert_eq!(bad.status, 2, "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn placement_constraints_are_kept_and_ignored_on_one_host() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let server = MoltServer::start(None);
+    create_app(
+        &server,
+        "web",
+        &v1,
+        &["--constraint", "node.labels.gpu==true"],
+    );
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v1"
+    );
+    let show = ok(molt(&server, &["apps", "show", "web", "--json"])).json();
+    assert_eq!(
+        show["constraints"],
+        serde_json::json!(["node.labels.gpu==true"]),
+        "{show}"
+    );
+    assert!(
+        server
+            .log()
+            .contains("placement constraints apply on a swarm only"),
+        "the server warns that it ignores them"
+    );
+    let shown = ok(molt(&server, &["apps", "show", "web"]));
+    assert!(shown.stdout.contains("node.labels.gpu==true"), "{shown}");
+
+    // Replaced, then removed, through config deploys.
+    ok(molt(
+        &server,
+        &["apps", "update", "web", "--constraint", "node.role==worker"],
+    ));
+    let show = ok(molt(&server, &["apps", "show", "web", "--json"])).json();
+    assert_eq!(
+        show["constraints"],
+        serde_json::json!(["node.role==worker"])
+    );
+    ok(molt(
+        &server,
+        &["apps", "update", "web", "--no-constraints"],
+    ));
+    let show = ok(molt(&server, &["apps", "show", "web", "--json"])).json();
+    assert_eq!(show["constraints"], serde_json::json!([]));
+    let out = molt(
+        &server,
+        &["apps", "update", "web", "--constraint", "gpu=true"],
+    );
+    assert_eq!(out.status, 2, "{out}");
+    assert!(out.stderr.contains("ATTRIBUTE==VALUE"), "{out}");
 }

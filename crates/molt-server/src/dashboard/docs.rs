@@ -41,6 +41,7 @@ const DOCS: &[Doc] = &[
     doc!("debugging-failed-deploys"),
     doc!("gpu-and-recreate-deploys"),
     doc!("replicas"),
+    doc!("scale-out"),
     doc!("change-app-settings"),
     doc!("run-migrations-before-promoting"),
     doc!("running-in-production"),

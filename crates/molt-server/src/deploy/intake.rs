@@ -109,6 +109,7 @@ impl Deployer {
             hsts_max_age_secs: settings.hsts_max_age_secs,
             max_body_bytes: settings.max_body_bytes,
             tunnel_idle_timeout_secs: settings.tunnel_idle_timeout_secs,
+            constraints: settings.constraints,
             links: confinement.links,
             cap_add: confinement.cap_add,
             pids_limit: confinement.pids_limit,

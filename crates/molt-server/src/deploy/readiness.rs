@@ -2,6 +2,7 @@
 //! ends the wait.
 
 use super::*;
+use crate::runtime::UpstreamMode;
 
 impl Deployer {
     /// Probes a container that was just started (by the reconciler) until
@@ -205,16 +206,22 @@ impl Deployer {
                 health.deploy_timeout_secs
             )
         };
-        let kind = match last {
+        let mut kind = match last {
             Some(Probe::Refused(_)) => FailureKind::PortMismatch,
             Some(Probe::Answered(_)) => FailureKind::HealthCheckFailing,
             _ => FailureKind::DeployTimeout,
         };
+        // Through a published port the engine's port proxy accepts the
+        // connection and then drops it, so nothing listening looks like a
+        // reset, not a refusal: the ports the container listens on decide.
+        let published = self.runtime.upstream() == UpstreamMode::Published
+            && kind == FailureKind::DeployTimeout;
         let mut ports = Vec::new();
-        if kind == FailureKind::PortMismatch {
-            let port = addr.rsplit(':').next().unwrap_or_default();
+        if kind == FailureKind::PortMismatch || published {
+            let port = self.container_port(id, addr).await;
             ports = self.runtime.listening_ports(id).await;
             if !ports.is_empty() && !ports.iter().any(|p| p.to_string() == port) {
+                kind = FailureKind::PortMismatch;
                 let list = ports
                     .iter()
                     .map(|p| p.to_string())
@@ -223,10 +230,32 @@ impl Deployer {
                 let noun = if ports.len() == 1 { "port" } else { "ports" };
                 message.push_str(&format!("; the container listens on {noun} {list}, not on port {port}: set the App's port to the one it listens on"));
             }
+            if kind != FailureKind::PortMismatch {
+                ports.clear();
+            }
         }
         Failure::new(kind, message)
             .with_last_check(shown)
             .with_listening_ports(ports)
+    }
+
+    /// The port inside the container that the proxy's `addr` leads to: the
+    /// address's own port, or, for a published port, the container port
+    /// it is published for.
+    async fn container_port(&self, id: &str, addr: &str) -> String {
+        let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+        let Ok(host_port) = port.parse::<u16>() else {
+            return port;
+        };
+        match self.runtime.state(id).await {
+            Ok(Some(state)) => state
+                .published
+                .iter()
+                .find(|(_, published)| **published == host_port)
+                .map(|(inside, _)| inside.to_string())
+                .unwrap_or(port),
+            _ => port,
+        }
     }
 
     /// A failure describing a container that exited (or is being restarted

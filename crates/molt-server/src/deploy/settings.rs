@@ -37,6 +37,8 @@ pub(super) struct SettingsChange<'a> {
     pub(super) hsts_max_age_secs: Option<u64>,
     pub(super) max_body: Option<&'a str>,
     pub(super) tunnel_idle_timeout_secs: Option<u64>,
+    /// Replaces the placement constraints; `Some(&[])` clears them.
+    pub(super) constraints: Option<&'a [String]>,
 }
 
 impl<'a> SettingsChange<'a> {
@@ -58,6 +60,7 @@ impl<'a> SettingsChange<'a> {
             hsts_max_age_secs: req.hsts_max_age_secs,
             max_body: req.max_body.as_deref(),
             tunnel_idle_timeout_secs: req.tunnel_idle_timeout_secs,
+            constraints: (!req.constraints.is_empty()).then_some(req.constraints.as_slice()),
         }
     }
 
@@ -89,6 +92,11 @@ impl<'a> SettingsChange<'a> {
             hsts_max_age_secs: req.hsts_max_age_secs,
             max_body: req.max_body.as_deref(),
             tunnel_idle_timeout_secs: req.tunnel_idle_timeout_secs,
+            constraints: if req.no_constraints {
+                Some(&[])
+            } else {
+                (!req.constraints.is_empty()).then_some(req.constraints.as_slice())
+            },
         })
     }
 
@@ -208,6 +216,9 @@ impl<'a> SettingsChange<'a> {
             }
             s.tunnel_idle_timeout_secs = Some(secs);
         }
+        if let Some(constraints) = self.constraints {
+            s.constraints = check_constraints(constraints)?;
+        }
         Ok(())
     }
 }
@@ -233,6 +244,50 @@ impl Deployer {
         }
         Ok(Some(d))
     }
+}
+
+/// The most placement constraints an App may have.
+const MAX_CONSTRAINTS: usize = 16;
+
+/// Placement constraints as Swarm reads them: `ATTRIBUTE==VALUE` or
+/// `ATTRIBUTE!=VALUE`, e.g. `node.labels.gpu==true`, `node.role==worker`.
+fn check_constraints(raw: &[String]) -> Result<Vec<String>, DeployError> {
+    let invalid = |c: &str| {
+        DeployError::invalid(
+            "invalid_constraint",
+            format!("--constraint {c:?} is not a placement constraint: write ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE, e.g. node.labels.gpu==true or node.hostname!=db1"),
+        )
+    };
+    let mut out: Vec<String> = Vec::new();
+    for c in raw {
+        let c = c.trim();
+        let (attr, value) = c
+            .split_once("==")
+            .or_else(|| c.split_once("!="))
+            .ok_or_else(|| invalid(c))?;
+        let plain = |s: &str| {
+            !s.trim().is_empty()
+                && s.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
+                && !s.contains("==")
+                && !s.contains("!=")
+        };
+        if !plain(attr)
+            || !plain(value)
+            || !attr.trim().starts_with("node.") && !attr.trim().starts_with("engine.")
+        {
+            return Err(invalid(c));
+        }
+        if !out.iter().any(|o| o == c) {
+            out.push(c.to_string());
+        }
+    }
+    if out.len() > MAX_CONSTRAINTS {
+        return Err(DeployError::invalid(
+            "invalid_constraint",
+            format!("an App may have at most {MAX_CONSTRAINTS} placement constraints"),
+        ));
+    }
+    Ok(out)
 }
 
 /// The refusal of a domain that the App `owner` serves (or is adding).
@@ -263,6 +318,7 @@ pub(super) fn needs_new_containers(old: &AppSettings, new: &AppSettings) -> bool
         || old.memory_bytes != new.memory_bytes
         || old.cpus != new.cpus
         || old.gpus != new.gpus
+        || old.constraints != new.constraints
 }
 
 /// The setting a failed deploy points at, for the dashboard to highlight
@@ -350,4 +406,45 @@ pub(super) fn likely_cause(
                 .unwrap_or_else(|| "the default".into())
         ),
     })
+}
+
+#[cfg(test)]
+mod constraint_tests {
+    use super::check_constraints;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn constraints_are_node_or_engine_comparisons() {
+        let ok = check_constraints(&strings(&[
+            "node.labels.gpu==true",
+            " node.role != manager ",
+            "engine.labels.zone==a",
+            "node.labels.gpu==true",
+        ]))
+        .unwrap();
+        assert_eq!(
+            ok,
+            strings(&[
+                "node.labels.gpu==true",
+                "node.role != manager",
+                "engine.labels.zone==a"
+            ])
+        );
+        for bad in [
+            "gpu",
+            "node.labels.gpu=true",
+            "labels.gpu==true",
+            "node.x==",
+            "==x",
+            "node.a==b==c",
+        ] {
+            let err = check_constraints(&strings(&[bad])).unwrap_err();
+            assert!(err.to_string().contains("ATTRIBUTE==VALUE"), "{bad}: {err}");
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("node.labels.k{i}==v")).collect();
+        assert!(check_constraints(&many).is_err());
+    }
 }

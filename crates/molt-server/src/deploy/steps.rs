@@ -193,8 +193,14 @@ impl Deployer {
             cap_add: app.cap_add.clone(),
             pids_limit: crate::confine::pids_limit(app),
             read_only: app.read_only,
+            constraints: app.constraints.clone(),
         };
-        let id = self.runtime.start(&spec).await?;
+        let id = self.runtime.start(&spec).await.map_err(|e| match e
+            .downcast_ref::<crate::runtime::NoSuitableNode>()
+        {
+            Some(reason) => StepError::of(FailureKind::NoSuitableNode, reason.to_string()),
+            None => StepError::internal(e.to_string()),
+        })?;
         new_containers.push(id.clone());
         let row = ReplicaRow {
             deploy_id: deploy.id.clone(),

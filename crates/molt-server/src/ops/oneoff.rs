@@ -202,6 +202,8 @@ pub async fn start_run(
         cap_add: app.cap_add.clone(),
         pids_limit: crate::confine::pids_limit(&app),
         read_only: app.read_only,
+        // One-off commands run on the server's own engine.
+        constraints: Vec::new(),
     };
     let one_off = OneOff {
         run_id: run.id.clone(),

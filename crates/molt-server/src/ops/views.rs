@@ -90,6 +90,7 @@ pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
         tunnel_idle_timeout_secs: app
             .tunnel_idle_timeout_secs
             .unwrap_or(molt_proxy::admin::DEFAULT_TUNNEL_IDLE_MS / 1000),
+        constraints: app.constraints.clone(),
         links: app.links.clone(),
         cap_add: app.cap_add.clone(),
         pids_limit: crate::confine::pids_limit(app),

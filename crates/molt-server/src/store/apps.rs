@@ -13,9 +13,10 @@ impl Store {
                 "INSERT INTO apps (name, status, image, port, health, domains, replicas, strategy,
                     memory_bytes, cpus, gpus, drain_timeout_secs, current_deploy, created_at, updated_at,
                     upstream_timeout_secs, links, cap_add, pids_limit, read_only,
-                    https_redirect, hsts_max_age_secs, max_body_bytes, tunnel_idle_timeout_secs)
+                    https_redirect, hsts_max_age_secs, max_body_bytes, tunnel_idle_timeout_secs,
+                    constraints)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
                 params![
                     app.name,
                     app.status.as_str(),
@@ -41,6 +42,7 @@ impl Store {
                     app.hsts_max_age_secs.map(|s| s as i64),
                     app.max_body_bytes.map(|b| b as i64),
                     app.tunnel_idle_timeout_secs.map(|s| s as i64),
+                    serde_json::to_string(&app.constraints)?,
                 ],
             )?;
             for e in env {

@@ -254,7 +254,7 @@ impl Store {
                         memory_bytes = ?6, cpus = ?7, gpus = ?8, drain_timeout_secs = ?9,
                         upstream_timeout_secs = ?10, https_redirect = ?11,
                         hsts_max_age_secs = ?12, max_body_bytes = ?13,
-                        tunnel_idle_timeout_secs = ?14
+                        tunnel_idle_timeout_secs = ?14, constraints = ?15
                      WHERE name = ?1",
                     params![
                         app,
@@ -271,6 +271,7 @@ impl Store {
                         s.hsts_max_age_secs.map(|s| s as i64),
                         s.max_body_bytes.map(|b| b as i64),
                         s.tunnel_idle_timeout_secs.map(|s| s as i64),
+                        serde_json::to_string(&s.constraints)?,
                     ],
                 )?;
             }

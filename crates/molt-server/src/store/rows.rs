@@ -30,6 +30,9 @@ pub struct AppRow {
     /// An upgraded connection silent this long is closed; `None`: the
     /// proxy's default, 5 minutes.
     pub tunnel_idle_timeout_secs: Option<u64>,
+    /// Swarm placement constraints (`--constraint`), e.g.
+    /// `node.labels.gpu==true`.
+    pub constraints: Vec<String>,
     /// Apps whose network this App's containers join (`--link`): the only
     /// other Apps they can reach.
     pub links: Vec<String>,
@@ -66,6 +69,7 @@ impl AppRow {
             hsts_max_age_secs: None,
             max_body_bytes: None,
             tunnel_idle_timeout_secs: None,
+            constraints: Vec::new(),
             links: Vec::new(),
             cap_add: Vec::new(),
             pids_limit: None,
@@ -108,6 +112,8 @@ pub struct AppSettings {
     pub max_body_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_idle_timeout_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
 }
 
 fn redirect_by_default() -> bool {
@@ -131,6 +137,7 @@ impl AppSettings {
             hsts_max_age_secs: app.hsts_max_age_secs,
             max_body_bytes: app.max_body_bytes,
             tunnel_idle_timeout_secs: app.tunnel_idle_timeout_secs,
+            constraints: app.constraints.clone(),
         }
     }
 
@@ -151,6 +158,7 @@ impl AppSettings {
             hsts_max_age_secs: self.hsts_max_age_secs,
             max_body_bytes: self.max_body_bytes,
             tunnel_idle_timeout_secs: self.tunnel_idle_timeout_secs,
+            constraints: self.constraints.clone(),
             ..app.clone()
         }
     }
@@ -313,6 +321,7 @@ pub(super) fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
         tunnel_idle_timeout_secs: r
             .get::<_, Option<i64>>("tunnel_idle_timeout_secs")?
             .map(|s| s as u64),
+        constraints: json_col(r, "constraints")?,
         links: json_col(r, "links")?,
         cap_add: json_col(r, "cap_add")?,
         pids_limit: r.get("pids_limit")?,

@@ -225,4 +225,8 @@ ALTER TABLE apps ADD COLUMN hsts_max_age_secs INTEGER;
 ALTER TABLE apps ADD COLUMN max_body_bytes INTEGER;
 ALTER TABLE apps ADD COLUMN tunnel_idle_timeout_secs INTEGER;
 "#,
+    // Per App: Swarm placement constraints (JSON list of expressions).
+    r#"
+ALTER TABLE apps ADD COLUMN constraints TEXT NOT NULL DEFAULT '[]';
+"#,
 ];

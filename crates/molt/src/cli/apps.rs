@@ -134,6 +134,10 @@ pub struct CreateArgs {
     /// Run with a read-only root filesystem; `/tmp` stays writable (a tmpfs).
     #[arg(long)]
     pub read_only: bool,
+    /// A Swarm placement constraint (repeatable), e.g.
+    /// `node.labels.gpu==true`; on a single host it is ignored.
+    #[arg(long = "constraint", value_name = "EXPR")]
+    pub constraints: Vec<String>,
     /// Return once the deploy has started instead of following it.
     #[arg(long)]
     pub detach: bool,
@@ -204,6 +208,17 @@ pub struct UpdateArgs {
     /// How many containers serve the App.
     #[arg(long, value_name = "N")]
     pub replicas: Option<u32>,
+    /// A Swarm placement constraint (repeatable); the ones given replace
+    /// the App's, e.g. `--constraint node.labels.gpu==true`.
+    #[arg(
+        long = "constraint",
+        value_name = "EXPR",
+        conflicts_with = "no_constraints"
+    )]
+    pub constraints: Vec<String>,
+    /// Remove every placement constraint.
+    #[arg(long)]
+    pub no_constraints: bool,
     /// Go ahead when the change must stop the serving version first (new
     /// memory or GPUs that do not fit beside it: a recreate, requests held).
     #[arg(long)]
@@ -239,6 +254,8 @@ pub fn update_request(args: &UpdateArgs) -> Result<UpdateAppRequest> {
         tunnel_idle_timeout_secs: args.tunnel_idle_timeout,
         strategy: args.strategy.clone(),
         replicas: args.replicas,
+        constraints: args.constraints.clone(),
+        no_constraints: args.no_constraints,
         yes: args.yes,
     };
     if req.is_empty() {
@@ -324,6 +341,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateAppRequest> {
         cap_add: args.cap_add.clone(),
         pids_limit: args.pids_limit,
         read_only: args.read_only,
+        constraints: args.constraints.clone(),
         ..CreateAppRequest::default()
     })
 }
@@ -486,6 +504,14 @@ pub fn app_details(a: &AppView) -> String {
             },
         ),
         ("pids limit", a.pids_limit.to_string()),
+        (
+            "constraints",
+            or_none(
+                Some(&a.constraints.join(", "))
+                    .filter(|c| !c.is_empty())
+                    .map(String::as_str),
+            ),
+        ),
         (
             "root filesystem",
             if a.read_only {

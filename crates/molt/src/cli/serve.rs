@@ -17,6 +17,14 @@ pub enum UpstreamArg {
     Published,
 }
 
+/// `molt server --orchestrator`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OrchestratorArg {
+    Single,
+    Swarm,
+    Auto,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -58,6 +66,12 @@ pub struct ServerArgs {
     /// uses the bridge when this host can reach it.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub upstream: UpstreamArg,
+    /// Where App replicas run: containers on this host (`single`), or
+    /// services on the swarm this engine manages (`swarm`: Swarm places
+    /// them, Molt's proxy reaches each task at its host-mode published
+    /// port). `auto` picks swarm when the engine is an active swarm manager.
+    #[arg(long, value_enum, value_name = "KIND", default_value = "single")]
+    pub orchestrator: OrchestratorArg,
     /// Memory the host offers Apps (e.g. `16g`); detected from the engine
     /// when not given. Apps' `--memory` is reserved against it.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -261,6 +275,11 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         registry: args.registry,
         build_context_limit: args.build_context_limit,
         keep_releases: args.keep_releases.get(),
+        orchestrator: match args.orchestrator {
+            OrchestratorArg::Single => molt_server::runtime::Orchestrator::Single,
+            OrchestratorArg::Swarm => molt_server::runtime::Orchestrator::Swarm,
+            OrchestratorArg::Auto => molt_server::runtime::Orchestrator::Auto,
+        },
         upstream: match args.upstream {
             UpstreamArg::Auto => None,
             UpstreamArg::Bridge => Some(molt_server::runtime::UpstreamMode::Bridge),

@@ -18,8 +18,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const CLI_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// `molt server` running on two free ports of 127.0.0.1. On drop it kills the
-/// server and its proxy and removes every container (and network) labelled
-/// with this instance's id, so a test leaves nothing behind.
+/// server and its proxy and removes every service, container (and network)
+/// labelled with this instance's id, so a test leaves nothing behind.
 pub struct MoltServer {
     data_dir: PathBuf,
     /// Holds the data dir when the harness created it.
@@ -330,6 +330,22 @@ impl Drop for MoltServer {
         }
         if let Some(id) = self.instance_id() {
             let filter = format!("label=molt.instance={id}");
+            // Replicas on a swarm (`--orchestrator swarm`) are services;
+            // removing one stops its task. Without a swarm this lists none.
+            let services = try_docker(
+                None,
+                &["service", "ls", "--quiet", "--filter", &filter],
+                None,
+            );
+            let services: Vec<String> = String::from_utf8_lossy(&services.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if !services.is_empty() {
+                let mut args = vec!["service", "rm"];
+                args.extend(services.iter().map(String::as_str));
+                let _ = try_docker(None, &args, None);
+            }
             let ids = try_docker(None, &["ps", "--all", "--quiet", "--filter", &filter], None);
             let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
                 .split_whitespace()

@@ -196,6 +196,9 @@ impl SettingsForm {
             hsts_max_age_secs: None,
             max_body: None,
             tunnel_idle_timeout_secs: None,
+            // Placement is set from the command line (`--constraint`).
+            constraints: Vec::new(),
+            no_constraints: false,
             strategy: opt(&self.strategy),
             replicas,
             yes: checked(&self.yes),

@@ -1,0 +1,874 @@
+//! App replicas as Docker Swarm services (`molt server --orchestrator
+//! swarm`). Each replica of each deploy is one service of one task, so the
+//! old and the new version coexist during a deploy exactly as containers do
+//! on one host, and the deployer's swap, drain, rolling and converge code
+//! stay as they are: the id Molt records is the service's.
+//!
+//! Swarm places the task; Molt's proxy reaches it itself, at a port the
+//! task publishes in host mode on its node, never through the routing mesh
+//! (whose virtual IPs keep stopping tasks in rotation, and which needs IPVS).
+//! Services restart nothing (restart condition `none`): a task that ends is
+//! seen by the converger, which starts the service again, as on one host.
+
+use super::*;
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
+    EndpointSpec, EndpointSpecModeEnum, GenericResourcesInner,
+    GenericResourcesInnerDiscreteResourceSpec, Limit, LocalNodeState, Mount, MountTmpfsOptions,
+    MountType, NetworkAttachmentConfig, ResourceObject, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecContainerSpecPrivileges, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, UpdateServiceOptions};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The generic resource a node advertises for its GPUs
+/// (`dockerd --node-generic-resource NVIDIA-GPU=…`), reserved per GPU.
+pub const GPU_RESOURCE: &str = "NVIDIA-GPU";
+/// How long a task may stay unplaceable ("no suitable node") before its
+/// deploy fails: long enough for a node that is just joining, short enough
+/// that a constraint no node meets is told at once.
+const UNPLACEABLE_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping task gets before Swarm kills it.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// `molt server --orchestrator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orchestrator {
+    /// Containers on this host (the default).
+    Single,
+    /// Services on the swarm this engine manages.
+    Swarm,
+    /// Swarm when the engine is an active swarm manager, else single.
+    Auto,
+}
+
+/// Why a replica could not be placed: no node meets its constraints or has
+/// the resources it reserves.
+#[derive(Debug)]
+pub struct NoSuitableNode(pub String);
+
+impl std::fmt::Display for NoSuitableNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoSuitableNode {}
+
+/// The swarm runtime: services for replicas; images, builds and `molt run`
+/// one-off containers stay on the manager's own engine (`host`).
+pub struct Swarm {
+    host: Runtime,
+    /// This engine's node id, whose tasks the proxy reaches on loopback.
+    node_id: String,
+    /// The credential each registry was last pulled with, sent with the
+    /// services that run its images so every node can pull them.
+    auth: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl Swarm {
+    /// The swarm runtime over `host`, when its engine is an active swarm
+    /// manager; otherwise why not, and what to do.
+    pub async fn over(host: Runtime) -> Result<Self> {
+        let node_id = Self::check_manager(&host).await?;
+        Ok(Self {
+            host,
+            node_id,
+            auth: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This engine's node id when it is an active swarm manager; otherwise
+    /// why it cannot run Apps on a swarm, and what to do.
+    pub async fn check_manager(host: &Runtime) -> Result<String> {
+        let info = host.docker.info().await.map_err(|e| {
+            anyhow!(
+                "cannot ask the engine about its swarm: {}",
+                engine_message(&e)
+            )
+        })?;
+        let swarm = info.swarm.unwrap_or_default();
+        let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
+        if !active || swarm.control_available != Some(true) {
+            anyhow::bail!(
+                "--orchestrator swarm needs an engine that is a swarm manager, and this one is not (its swarm state: {}); run `docker swarm init` (or join it to a swarm as a manager), or use --orchestrator single",
+                swarm
+                    .local_node_state
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into())
+            );
+        }
+        Ok(swarm.node_id.unwrap_or_default())
+    }
+
+    /// Whether the engine of `host` is an active swarm manager (for
+    /// `--orchestrator auto`).
+    pub async fn is_manager(host: &Runtime) -> bool {
+        let Ok(info) = host.docker.info().await else {
+            return false;
+        };
+        let swarm = info.swarm.unwrap_or_default();
+        swarm.local_node_state == Some(LocalNodeState::ACTIVE)
+            && swarm.control_available == Some(true)
+    }
+
+    pub fn host(&self) -> &Runtime {
+        &self.host
+    }
+
+    /// The overlay network of one App on the swarm: its tasks join it (and
+    /// those of the Apps it links to), reachable there by the App's name.
+    fn app_network(&self, app: &str) -> String {
+        format!("{}-swarm-{app}-{}", self.host.network, self.host.instance)
+    }
+
+    /// Creates an App's attachable overlay network unless it exists.
+    async fn ensure_app_network(&self, app: &str) -> Result<String> {
+        let name = self.app_network(app);
+        if !self
+            .host
+            .networks_named(&name)
+            .await
+            .unwrap_or_default()
+            .is_empty()
+        {
+            return Ok(name);
+        }
+        let created = self
+            .host
+            .docker
+            .create_network(NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("overlay".into()),
+                attachable: Some(true),
+                labels: Some(HashMap::from([
+                    ("molt.network".into(), "true".into()),
+                    (LABEL_INSTANCE.into(), self.host.instance.clone()),
+                    (LABEL_APP.into(), app.to_string()),
+                ])),
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => Ok(name),
+            // Created at the same moment by another deploy of the App.
+            Err(_) if !self.host.networks_named(&name).await.unwrap_or_default().is_empty() => {
+                Ok(name)
+            }
+            Err(e) => Err(anyhow!(
+                "cannot create the overlay network `{name}` of the App `{app}`: {}; check `docker network ls` and that this engine is a swarm manager",
+                engine_message(&e)
+            )),
+        }
+    }
+
+    /// The credential for the registry of `image`, as the engine takes it.
+    fn credentials_for(&self, image: &str) -> Option<DockerCredentials> {
+        let registry = ImageRef::parse(image).ok()?.registry;
+        let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+        let (username, password) = auth.get(&registry)?.clone();
+        Some(DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            serveraddress: Some(registry),
+            ..Default::default()
+        })
+    }
+
+    /// Creates the service of one replica and waits until its task runs
+    /// (or ended: the deployer reads why); returns the service's id.
+    pub async fn start(&self, spec: &ContainerSpec) -> Result<String> {
+        let mut networks = vec![NetworkAttachmentConfig {
+            target: Some(self.ensure_app_network(&spec.app).await?),
+            aliases: Some(vec![spec.app.clone()]),
+            ..Default::default()
+        }];
+        for link in &spec.links {
+            networks.push(NetworkAttachmentConfig {
+                target: Some(self.ensure_app_network(link).await?),
+                ..Default::default()
+            });
+        }
+        let created = self
+            .host
+            .docker
+            .create_service(
+                service_spec(
+                    &self.host.instance,
+                    self.host.default_memory,
+                    spec,
+                    networks,
+                ),
+                self.credentials_for(&spec.image),
+            )
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "the swarm refused to create the service: {}",
+                    engine_message(&e)
+                )
+            })?;
+        let id = created
+            .id
+            .ok_or_else(|| anyhow!("the swarm created the service but gave no id"))?;
+        if let Err(e) = self.wait_started(&id).await {
+            let _ = self.remove(&id).await;
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Waits until the newest task of a service runs or ended with a
+    /// container (whose exit the deployer reports). A task no node can take,
+    /// or one a node rejected, fails here with the swarm's reason.
+    async fn wait_started(&self, id: &str) -> Result<()> {
+        let deadline = Instant::now() + self.host.pull_stall;
+        let mut unplaceable_since: Option<Instant> = None;
+        loop {
+            let task = self.newest_task(id).await?;
+            let status = task
+                .as_ref()
+                .and_then(|t| t.status.clone())
+                .unwrap_or_default();
+            let err = status.err.clone().filter(|e| !e.is_empty());
+            let has_container = status
+                .container_status
+                .as_ref()
+                .and_then(|c| c.container_id.as_ref())
+                .is_some_and(|c| !c.is_empty());
+            match status.state {
+                Some(TaskState::RUNNING) => return Ok(()),
+                Some(TaskState::FAILED | TaskState::COMPLETE | TaskState::SHUTDOWN)
+                    if has_container =>
+                {
+                    return Ok(())
+                }
+                Some(
+                    TaskState::FAILED
+                    | TaskState::REJECTED
+                    | TaskState::COMPLETE
+                    | TaskState::SHUTDOWN
+                    | TaskState::ORPHANED
+                    | TaskState::REMOVE,
+                ) => {
+                    return Err(anyhow!(
+                        "the swarm could not start the replica's task: {}; see `docker service ps --no-trunc {id}`",
+                        err.or(status.message).unwrap_or_else(|| "no reason given".into())
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(reason) = err.filter(|e| e.contains("no suitable node")) {
+                let since = *unplaceable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNPLACEABLE_GRACE {
+                    return Err(anyhow::Error::new(NoSuitableNode(format!(
+                        "the swarm found no node for the replica: {reason}; check the App's --constraint (`molt apps show`) against `docker node ls` and the nodes' labels, and its --memory/--cpus/--gpus against what the nodes have free"
+                    ))));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(anyhow!(
+                    "the replica's task did not start within {} s (it is {}: {}); see `docker service ps --no-trunc {id}`",
+                    self.host.pull_stall.as_secs(),
+                    status.state.map(|s| s.to_string()).unwrap_or_else(|| "not created".into()),
+                    status.message.unwrap_or_default()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The tasks of a service, newest first.
+    async fn tasks(&self, id: &str) -> Result<Vec<Task>> {
+        let options = ListTasksOptions {
+            filters: Some(HashMap::from([(
+                "service".to_string(),
+                vec![id.to_string()],
+            )])),
+        };
+        let mut tasks = self
+            .host
+            .docker
+            .list_tasks(Some(options))
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot list the tasks of service {id}: {}",
+                    engine_message(&e)
+                )
+            })?;
+        // The filter matches prefixes and names too.
+        tasks.retain(|t| t.service_id.as_deref() == Some(id));
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.version.as_ref().and_then(|v| v.index)));
+        Ok(tasks)
+    }
+
+    /// The task that stands for the service now: the one meant to run, else
+    /// the newest.
+    async fn newest_task(&self, id: &str) -> Result<Option<Task>> {
+        let tasks = self.tasks(id).await?;
+        let wanted = tasks
+            .iter()
+            .position(|t| t.desired_state == Some(TaskState::RUNNING))
+            .unwrap_or(0);
+        Ok(tasks.into_iter().nth(wanted))
+    }
+
+    /// Whether a service exists.
+    async fn exists(&self, id: &str) -> Result<bool> {
+        match self.host.docker.inspect_service(id, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(anyhow!(
+                "cannot inspect service {id}: {}",
+                engine_message(&e)
+            )),
+        }
+    }
+
+    /// The container of a service's current task, when it runs on this node
+    /// (where the engine can inspect it).
+    pub async fn local_container(&self, id: &str) -> Option<String> {
+        let task = self.newest_task(id).await.ok()??;
+        if task.node_id.as_deref() != Some(self.node_id.as_str()) {
+            return None;
+        }
+        task.status?
+            .container_status?
+            .container_id
+            .filter(|c| !c.is_empty())
+    }
+
+    /// Where the proxy reaches a node's published ports: loopback for this
+    /// node, else the address the node joined the swarm with.
+    async fn node_addr(&self, node: &str) -> Option<String> {
+        if node == self.node_id {
+            return Some("127.0.0.1".into());
+        }
+        let node = self.host.docker.inspect_node(node).await.ok()?;
+        node.status?
+            .addr
+            .filter(|a| !a.is_empty() && a != "0.0.0.0")
+    }
+
+    /// A service's state as deploys read a container's: its current task's
+    /// state, exit code and error, the node address and published port the
+    /// proxy reaches it at, and (on this node) the container's own health.
+    pub async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
+        if !self.exists(id).await? {
+            return Ok(None);
+        }
+        let Some(task) = self.newest_task(id).await? else {
+            return Ok(Some(not_running(None, None)));
+        };
+        let status = task.status.clone().unwrap_or_default();
+        let container = status.container_status.clone().unwrap_or_default();
+        let running = status.state == Some(TaskState::RUNNING);
+        let err = status.err.clone().filter(|e| !e.is_empty());
+        let local = task.node_id.as_deref() == Some(self.node_id.as_str());
+        let mut state = match container.container_id.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) if local => self
+                .host
+                .state(c)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| not_running(container.exit_code, err.clone())),
+            _ => not_running(container.exit_code, err.clone()),
+        };
+        state.running = running;
+        state.restarting = false;
+        if !running {
+            state.exit_code = container.exit_code.or(state.exit_code);
+            state.error = err.or(state.error);
+        }
+        // On this node the container's own IPv4 binding counts: the engine
+        // publishes IPv4 and IPv6 at different ports, and the task's port
+        // status names one of them without saying which.
+        if !local {
+            state.published = status
+                .port_status
+                .and_then(|p| p.ports)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| Some((p.target_port? as u16, p.published_port? as u16)))
+                .collect();
+        }
+        state.ip = match &task.node_id {
+            Some(node) if running => self.node_addr(node).await,
+            _ => None,
+        };
+        Ok(Some(state))
+    }
+
+    /// Where the proxy reaches a replica: its node, at the published port.
+    pub fn upstream_addr(state: &ContainerState, port: u16) -> Option<String> {
+        let host = state.ip.as_ref()?;
+        let published = state.published.get(&port)?;
+        Some(format!("{host}:{published}"))
+    }
+
+    /// Scales a service to `replicas` (0 or 1), forcing a new task when it
+    /// is asked to run again.
+    async fn scale(&self, id: &str, replicas: i64, force: bool) -> Result<()> {
+        let service = self
+            .host
+            .docker
+            .inspect_service(id, None)
+            .await
+            .map_err(|e| anyhow!("cannot inspect service {id}: {}", engine_message(&e)))?;
+        let version = service.version.and_then(|v| v.index).unwrap_or(0);
+        let mut spec = service.spec.unwrap_or_default();
+        spec.mode = Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: Some(replicas),
+            }),
+            ..Default::default()
+        });
+        if force {
+            if let Some(template) = spec.task_template.as_mut() {
+                template.force_update = Some(template.force_update.unwrap_or(0) + 1);
+            }
+        }
+        let image = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        let options = UpdateServiceOptions {
+            version: version as i32,
+            ..Default::default()
+        };
+        self.host
+            .docker
+            .update_service(id, spec, options, self.credentials_for(&image))
+            .await
+            .map_err(|e| anyhow!("cannot update service {id}: {}", engine_message(&e)))?;
+        Ok(())
+    }
+
+    /// Scales a service to none and waits (bounded) until its task stopped.
+    pub async fn stop(&self, id: &str, timeout_secs: u64) -> Result<()> {
+        if !self.exists(id).await? {
+            return Ok(());
+        }
+        self.scale(id, 0, false).await?;
+        let deadline = Instant::now() + Duration::from_secs(timeout_secs) + STOP_GRACE;
+        while Instant::now() < deadline {
+            let tasks = self.tasks(id).await?;
+            if !tasks
+                .iter()
+                .any(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(anyhow!(
+            "the task of service {id} did not stop within {} s",
+            timeout_secs + STOP_GRACE.as_secs()
+        ))
+    }
+
+    /// Runs a stopped or ended replica again: a new task of its service.
+    pub async fn start_existing(&self, id: &str) -> Result<()> {
+        self.scale(id, 1, true).await?;
+        self.wait_started(id).await
+    }
+
+    /// Removes a service (its task stops); gone already is fine.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        match self.host.docker.delete_service(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(anyhow!(
+                "cannot remove service {id}: {}",
+                engine_message(&e)
+            )),
+        }
+    }
+
+    /// Every replica service of this installation, or of one App.
+    pub async fn list(&self, app: Option<&str>) -> Result<Vec<LabeledContainer>> {
+        let mut label_filters = vec![format!("{LABEL_INSTANCE}={}", self.host.instance)];
+        if let Some(app) = app {
+            label_filters.push(format!("{LABEL_APP}={app}"));
+        }
+        let options = ListServicesOptions {
+            filters: Some(HashMap::from([("label".to_string(), label_filters)])),
+            ..Default::default()
+        };
+        let services = self
+            .host
+            .docker
+            .list_services(Some(options))
+            .await
+            .map_err(|e| anyhow!("cannot list services: {}", engine_message(&e)))?;
+        let mut found = Vec::new();
+        for service in services {
+            let Some(id) = service.id else { continue };
+            let spec = service.spec.unwrap_or_default();
+            let labels = spec.labels.unwrap_or_default();
+            let Some(app) = labels.get(LABEL_APP).cloned() else {
+                continue;
+            };
+            let running = self
+                .tasks(&id)
+                .await?
+                .iter()
+                .any(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING));
+            found.push(LabeledContainer {
+                id,
+                name: spec.name.unwrap_or_default(),
+                app,
+                deploy: labels.get(LABEL_DEPLOY).cloned().unwrap_or_default(),
+                replica: labels.get(LABEL_REPLICA).and_then(|r| r.parse().ok()),
+                running,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Removes a deleted App's overlay network (kept while in use).
+    pub async fn forget_app(&self, app: &str) {
+        let name = self.app_network(app);
+        if let Err(e) = self.host.docker.remove_network(&name).await {
+            if !is_not_found(&e) {
+                tracing::info!(network = %name, "kept the network of a deleted App: {}", engine_message(&e));
+            }
+        }
+        self.host.forget_app(app).await;
+    }
+
+    /// Pulls on the manager (what a single-node swarm runs) and remembers
+    /// the credential, which is sent with the services so other nodes can
+    /// pull too.
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        credentials: Option<(String, String)>,
+    ) -> Result<()> {
+        if let Some(pair) = &credentials {
+            self.auth
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(image.registry.clone(), pair.clone());
+        }
+        self.host.pull(image, credentials).await
+    }
+
+    /// The last lines a service's tasks printed (`docker service logs`).
+    pub async fn logs_tail(&self, id: &str, lines: usize) -> String {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut out = String::new();
+        let mut stream = self.host.docker.service_logs(id, Some(options));
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            if out.len() > 64 * 1024 {
+                break;
+            }
+        }
+        out.trim_end().to_string()
+    }
+
+    /// A service's output as it comes (see `Runtime::log_lines`).
+    pub fn log_lines(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+        since: Option<i64>,
+    ) -> impl futures_util::Stream<Item = String> + Send + 'static {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow,
+            tail: tail.map_or_else(|| "all".to_string(), |t| t.to_string()),
+            since: since.unwrap_or(0).clamp(0, i32::MAX as i64) as i32,
+            ..Default::default()
+        };
+        self.host
+            .docker
+            .service_logs(id, Some(options))
+            .take_while(|r| futures_util::future::ready(r.is_ok()))
+            .filter_map(|r| async move {
+                r.ok()
+                    .map(|c| String::from_utf8_lossy(&c.into_bytes()).into_owned())
+            })
+    }
+
+    /// The events of this node's task containers, told as their services'.
+    pub fn events(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent>> + Send + 'static {
+        let options = bollard::query_parameters::EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "label".to_string(),
+                    vec![format!("{LABEL_INSTANCE}={}", self.host.instance)],
+                ),
+            ])),
+            ..Default::default()
+        };
+        self.host
+            .docker
+            .events(Some(options))
+            .filter_map(|item| async move {
+                let message = match item {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return Some(Err(anyhow!(
+                            "the engine's event stream broke: {}",
+                            engine_message(&e)
+                        )))
+                    }
+                };
+                let attributes = message.actor.and_then(|a| a.attributes).unwrap_or_default();
+                // One-off containers run on the host, outside any service.
+                let service = attributes.get("com.docker.swarm.service.id")?.clone();
+                Some(Ok(ContainerEvent {
+                    action: message.action.unwrap_or_default(),
+                    container: service,
+                    app: attributes.get(LABEL_APP).cloned().unwrap_or_default(),
+                }))
+            })
+    }
+
+    /// The TCP ports a replica listens on, when its task runs on this node.
+    pub async fn listening_ports(&self, id: &str) -> Vec<u16> {
+        match self.local_container(id).await {
+            Some(c) => self.host.listening_ports(&c).await,
+            None => Vec::new(),
+        }
+    }
+
+    /// The memory limit of a replica's service.
+    pub async fn memory_limit(&self, id: &str) -> Option<u64> {
+        let service = self.host.docker.inspect_service(id, None).await.ok()?;
+        service
+            .spec?
+            .task_template?
+            .resources?
+            .limits?
+            .memory_bytes
+            .filter(|m| *m > 0)
+            .map(|m| m as u64)
+    }
+}
+
+/// The service of one replica: one task, restarted by nobody, its port
+/// published in host mode on a port the engine picks, its resources as
+/// reservations and limits, placed by the App's constraints.
+fn service_spec(
+    instance: &str,
+    default_memory: Option<u64>,
+    spec: &ContainerSpec,
+    networks: Vec<NetworkAttachmentConfig>,
+) -> ServiceSpec {
+    let labels = HashMap::from([
+        (LABEL_INSTANCE.to_string(), instance.to_string()),
+        (LABEL_APP.to_string(), spec.app.clone()),
+        (LABEL_DEPLOY.to_string(), spec.deploy.clone()),
+        (LABEL_ROLE.to_string(), ROLE_WEB.to_string()),
+        (LABEL_REPLICA.to_string(), spec.replica.to_string()),
+    ]);
+    let memory = spec.memory_bytes.or(default_memory).map(|m| m as i64);
+    let nano_cpus = spec.cpus.map(|c| (c * 1e9) as i64);
+    let gpus = (spec.gpus > 0).then(|| {
+        vec![GenericResourcesInner {
+            discrete_resource_spec: Some(GenericResourcesInnerDiscreteResourceSpec {
+                kind: Some(GPU_RESOURCE.into()),
+                value: Some(spec.gpus as i64),
+            }),
+            ..Default::default()
+        }]
+    });
+    let container = TaskSpecContainerSpec {
+        image: Some(spec.image.clone()),
+        labels: Some(labels.clone()),
+        env: Some(spec.env.clone()),
+        read_only: Some(spec.read_only),
+        mounts: spec.read_only.then(|| {
+            vec![Mount {
+                target: Some("/tmp".into()),
+                typ: Some(MountType::TMPFS),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: Some(64 << 20),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]
+        }),
+        privileges: Some(TaskSpecContainerSpecPrivileges {
+            no_new_privileges: Some(true),
+            ..Default::default()
+        }),
+        capability_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+        capability_drop: (!spec.cap_add.iter().any(|c| c == "NET_RAW"))
+            .then(|| vec!["NET_RAW".to_string()]),
+        stop_grace_period: Some(STOP_GRACE.as_nanos() as i64),
+        ..Default::default()
+    };
+    ServiceSpec {
+        name: Some(spec.name.clone()),
+        labels: Some(labels),
+        task_template: Some(TaskSpec {
+            container_spec: Some(container),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    nano_cpus,
+                    memory_bytes: memory,
+                    pids: Some(spec.pids_limit as i64),
+                }),
+                reservations: Some(ResourceObject {
+                    nano_cpus,
+                    memory_bytes: spec.memory_bytes.map(|m| m as i64),
+                    generic_resources: gpus,
+                }),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: (!spec.constraints.is_empty()).then(|| spec.constraints.clone()),
+                ..Default::default()
+            }),
+            networks: Some(networks),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(EndpointSpecModeEnum::DNSRR),
+            ports: Some(vec![EndpointPortConfig {
+                protocol: Some(EndpointPortConfigProtocolEnum::TCP),
+                target_port: Some(spec.port as i64),
+                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The state of a replica whose task has no container here.
+fn not_running(exit_code: Option<i64>, error: Option<String>) -> ContainerState {
+    ContainerState {
+        running: false,
+        restarting: false,
+        exit_code,
+        oom_killed: false,
+        error,
+        ip: None,
+        published: HashMap::new(),
+        restart_count: 0,
+        started_at: None,
+        health: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica() -> ContainerSpec {
+        ContainerSpec {
+            name: "molt-web-d1".into(),
+            image: "registry.example.com/web@sha256:abc".into(),
+            app: "web".into(),
+            deploy: "d1".into(),
+            replica: 0,
+            env: vec!["PORT=8080".into()],
+            memory_bytes: Some(256 << 20),
+            cpus: Some(1.5),
+            gpus: 2,
+            port: 8080,
+            links: Vec::new(),
+            cap_add: Vec::new(),
+            pids_limit: 1024,
+            read_only: true,
+            constraints: vec!["node.labels.gpu==true".into()],
+        }
+    }
+
+    #[test]
+    fn a_replica_is_one_unrestarted_task_reserved_placed_and_published_in_host_mode() {
+        let spec = service_spec("i1", None, &replica(), Vec::new());
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["Name"], "molt-web-d1");
+        assert_eq!(json["Labels"]["molt.instance"], "i1");
+        assert_eq!(json["Labels"]["molt.replica"], "0");
+        assert_eq!(json["Mode"]["Replicated"]["Replicas"], 1);
+        assert_eq!(json["EndpointSpec"]["Mode"], "dnsrr");
+        let port = &json["EndpointSpec"]["Ports"][0];
+        assert_eq!(port["PublishMode"], "host");
+        assert_eq!(port["TargetPort"], 8080);
+        assert!(port.get("PublishedPort").is_none(), "the node picks it");
+        let task = &json["TaskTemplate"];
+        assert_eq!(task["RestartPolicy"]["Condition"], "none");
+        assert_eq!(
+            task["Placement"]["Constraints"],
+            serde_json::json!(["node.labels.gpu==true"])
+        );
+        let resources = &task["Resources"];
+        assert_eq!(resources["Limits"]["MemoryBytes"], 256 << 20);
+        assert_eq!(resources["Reservations"]["MemoryBytes"], 256 << 20);
+        assert_eq!(resources["Limits"]["NanoCPUs"], 1_500_000_000);
+        assert_eq!(resources["Limits"]["Pids"], 1024);
+        let gpu = &resources["Reservations"]["GenericResources"][0]["DiscreteResourceSpec"];
+        assert_eq!(gpu["Kind"], GPU_RESOURCE);
+        assert_eq!(gpu["Value"], 2);
+        let container = &task["ContainerSpec"];
+        assert_eq!(container["ReadOnly"], true);
+        assert_eq!(container["Mounts"][0]["Target"], "/tmp");
+        assert_eq!(container["CapabilityDrop"], serde_json::json!(["NET_RAW"]));
+        assert_eq!(container["Labels"]["molt.app"], "web");
+    }
+
+    #[test]
+    fn without_memory_a_replica_gets_the_default_limit_and_no_reservation() {
+        let bare = ContainerSpec {
+            memory_bytes: None,
+            cpus: None,
+            gpus: 0,
+            constraints: Vec::new(),
+            ..replica()
+        };
+        let json =
+            serde_json::to_value(service_spec("i1", Some(64 << 20), &bare, Vec::new())).unwrap();
+        let resources = &json["TaskTemplate"]["Resources"];
+        assert_eq!(resources["Limits"]["MemoryBytes"], 64 << 20);
+        assert!(resources["Reservations"].get("MemoryBytes").is_none());
+        assert!(resources["Reservations"].get("GenericResources").is_none());
+        assert!(json["TaskTemplate"]["Placement"]
+            .get("Constraints")
+            .is_none());
+    }
+
+    #[test]
+    fn replicas_are_reached_at_their_node_and_published_port() {
+        let mut state = not_running(None, None);
+        assert_eq!(Swarm::upstream_addr(&state, 8080), None);
+        state.ip = Some("10.0.0.7".into());
+        state.published.insert(8080, 30001);
+        assert_eq!(
+            Swarm::upstream_addr(&state, 8080).as_deref(),
+            Some("10.0.0.7:30001")
+        );
+        assert_eq!(Swarm::upstream_addr(&state, 9000), None);
+    }
+}
