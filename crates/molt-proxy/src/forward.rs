@@ -121,6 +121,9 @@ async fn forward(
     let mut req = Request::from_parts(parts, body);
 
     let limit = settings.upstream_timeout;
+    // Whether the request already waited once for the route to settle
+    // after every target refused it.
+    let mut settled = false;
     let (mut resp, conn) = loop {
         let target = Arc::clone(guard.target());
         // A target closed meanwhile (drain timeout, shutdown) closes its
@@ -151,8 +154,18 @@ async fn forward(
                 if !retry {
                     return errors::refused(app);
                 }
-                let Some(next) = route.acquire_other(&target) else {
-                    return errors::refused(app);
+                let next = match route.acquire_other(&target) {
+                    Some(next) => next,
+                    None if !settled => {
+                        settled = true;
+                        // Not counted on the dead target while it waits.
+                        drop(guard);
+                        match settle_after_refusal(route, &target).await {
+                            Some(next) => next,
+                            None => return errors::refused(app),
+                        }
+                    }
+                    None => return errors::refused(app),
                 };
                 tracing::info!(%app, from = %target.target.addr, to = %next.target().target.addr,
                     request_id = ?request_id, "sending the request to another replica");
@@ -189,6 +202,30 @@ async fn forward(
         headers::set_hsts(&mut parts.headers, max_age);
     }
     Response::from_parts(parts, ProxyBody::upstream(body, guard, conn))
+}
+
+/// How long a request that every target refused waits for the route to be
+/// paused (see `settle_after_refusal`).
+const REFUSED_GRACE: Duration = Duration::from_secs(1);
+
+/// Every target refused the connection: most likely the App's only
+/// container just died, and the server is about to pause the route while it
+/// starts it again (or replaces it). The request never reached the App, so
+/// instead of failing it waits up to `REFUSED_GRACE` for that pause, then
+/// through it, and goes to whatever serves afterwards. `None`: nothing
+/// changed in time, and the 502 stands.
+async fn settle_after_refusal(
+    route: &RouteState,
+    refused: &Arc<crate::target::TargetState>,
+) -> Option<InFlightGuard> {
+    if !route.hold.wait_for_pause(REFUSED_GRACE).await {
+        // No pause; a new set of targets may have come meanwhile.
+        return route.acquire_other(refused);
+    }
+    match route.hold.admit().await {
+        Admission::Go => route.acquire(),
+        _ => None,
+    }
 }
 
 /// A request that was held when this proxy handed its sockets over: the

@@ -91,6 +91,15 @@ impl Hold {
         self.held_total.load(Ordering::Relaxed)
     }
 
+    /// Whether the route is paused now or becomes paused within `within`
+    /// (a handover counts: the successor holds then).
+    pub async fn wait_for_pause(&self, within: Duration) -> bool {
+        let mut rx = self.state.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|s| s.paused.is_some() || s.handed_over))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
+    }
+
     /// Returns at once unless paused; otherwise waits for the resume within
     /// the pause's limits.
     pub async fn admit(&self) -> Admission {
@@ -167,6 +176,20 @@ mod tests {
             max_pause_ms: ms,
             max_queued: queued,
         }
+    }
+
+    #[tokio::test]
+    async fn a_pause_that_comes_within_the_wait_is_seen() {
+        let hold = Arc::new(Hold::default());
+        assert!(!hold.wait_for_pause(Duration::from_millis(20)).await);
+        let pauser = Arc::clone(&hold);
+        let waiting =
+            tokio::spawn(async move { pauser.wait_for_pause(Duration::from_secs(10)).await });
+        tokio::task::yield_now().await;
+        hold.pause(limits(1000, 10));
+        assert!(waiting.await.unwrap());
+        // Already paused: at once.
+        assert!(hold.wait_for_pause(Duration::ZERO).await);
     }
 
     #[tokio::test]

@@ -83,10 +83,11 @@ async fn a_serving_container_stopped_by_hand_is_started_again_at_once() {
         "requests: {} ok, {} failed: {:?}",
         report.ok, report.failed, report.errors
     );
-    // Held, not failed: only a request caught between the container's exit
-    // and the hold (milliseconds) may fail.
+    // Held, not failed: only a request in flight on the container when it
+    // died may fail (2 load tasks: at most 2 per stop). One refused before
+    // the hold began waits for it (the proxy's grace after a refusal).
     assert!(
-        report.failed <= 25,
+        report.failed <= 6,
         "{} requests failed: {:?}",
         report.failed,
         report.errors

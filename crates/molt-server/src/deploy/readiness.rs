@@ -132,14 +132,12 @@ impl Deployer {
             if let Some(failure) = self.crash_failure(id).await {
                 return Err(StepError(failure));
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            // Every check gets its whole timeout, the last one too: cut to
+            // what is left of the deploy's patience, a last check would
+            // report "no answer within 10 ms" instead of what the App does.
+            // The wait can so run one check timeout past the deadline.
             let probe = self
-                .check_container(
-                    health.path.as_deref(),
-                    id,
-                    addr,
-                    check_timeout.min(remaining.max(Duration::from_millis(10))),
-                )
+                .check_container(health.path.as_deref(), id, addr, check_timeout)
                 .await;
             if last.as_ref() != Some(&probe) && !probe.is_healthy() {
                 // The answer's excerpt is the App's output: mask its secrets.
