@@ -913,7 +913,19 @@ async fn the_dashboard_edits_an_apps_settings_and_redeploys_a_failed_change() {
 
     // A route-only change says so.
     c.goto(&format!("{base}/apps/web/settings")).await.unwrap();
+    assert!(
+        css(&c, "#settings-https_redirect")
+            .await
+            .prop("checked")
+            .await
+            .unwrap()
+            .is_some_and(|v| v == "true"),
+        "the redirect box starts checked"
+    );
     fill(&c, "#settings-drain_timeout", "3").await;
+    click(&c, "#settings-https_redirect").await;
+    fill(&c, "#settings-hsts", "600").await;
+    fill(&c, "#settings-max_body", "2m").await;
     submit(&c, "button[value=review]").await;
     assert_eq!(
         css(&c, "#review-effect")
@@ -924,6 +936,24 @@ async fn the_dashboard_edits_an_apps_settings_and_redeploys_a_failed_change() {
             .as_deref(),
         Some("route")
     );
+    let changes = text_wait(&c, "#review .changes").await;
+    for change in [
+        "HTTPS redirect on → off",
+        "HSTS off → 600 s",
+        "max body default (100 MiB) → 2 MiB",
+    ] {
+        assert!(changes.contains(change), "{changes}");
+    }
+    // The unchecked box travels through the review.
+    submit(&c, "button[value=apply]").await;
+    let path = c.current_url().await.unwrap().path().to_string();
+    assert!(path.starts_with("/apps/web/deploys/"), "{path}");
+    wait_deploy_page(&c, "succeeded").await;
+    let show = ok(molt(&server, &["apps", "show", "web", "--json"])).json();
+    assert_eq!(show["https_redirect"], false, "{show}");
+    assert_eq!(show["hsts_max_age_secs"], 600, "{show}");
+    assert_eq!(show["max_body_bytes"], 2 << 20, "{show}");
+    assert_eq!(show["drain_timeout_secs"], 3, "{show}");
 
     // A port the image does not listen on fails; the old container serves
     // on and the App keeps its settings.

@@ -41,6 +41,14 @@ pub struct SettingsForm {
     domains: String,
     drain_timeout: String,
     upstream_timeout: String,
+    /// Request bodies up to this size (`10m`); empty: the default.
+    max_body: String,
+    tunnel_idle_timeout: String,
+    /// `on` (checked) or empty: it travels in a hidden field through the
+    /// review, where an unchecked box would send nothing.
+    https_redirect: String,
+    /// HSTS max-age in seconds; empty or 0: none.
+    hsts: String,
     /// The image a failed image deploy tried, deployed again with these
     /// settings; empty for a settings change of the serving version.
     image: String,
@@ -70,6 +78,14 @@ impl SettingsForm {
             domains: s.domains.join("\n"),
             drain_timeout: secs(s.drain_timeout_secs),
             upstream_timeout: secs(s.upstream_timeout_secs),
+            max_body: s.max_body_bytes.map(size_text).unwrap_or_default(),
+            tunnel_idle_timeout: s.tunnel_idle_timeout_secs.map(secs).unwrap_or_default(),
+            https_redirect: if s.https_redirect {
+                "on".into()
+            } else {
+                String::new()
+            },
+            hsts: s.hsts_max_age_secs.map(secs).unwrap_or_default(),
             image: image.unwrap_or_default().to_string(),
             from: from.unwrap_or_default().to_string(),
             step: String::new(),
@@ -94,6 +110,10 @@ impl SettingsForm {
             ("domains", &self.domains),
             ("drain_timeout", &self.drain_timeout),
             ("upstream_timeout", &self.upstream_timeout),
+            ("max_body", &self.max_body),
+            ("tunnel_idle_timeout", &self.tunnel_idle_timeout),
+            ("https_redirect", &self.https_redirect),
+            ("hsts", &self.hsts),
             ("image", &self.image),
         ] {
             st.values.insert(k.to_string(), v.clone());
@@ -148,6 +168,13 @@ impl SettingsForm {
         let drain_timeout_secs = number(&mut st, "drain_timeout", &self.drain_timeout, SECONDS);
         let upstream_timeout_secs =
             number(&mut st, "upstream_timeout", &self.upstream_timeout, SECONDS);
+        let tunnel_idle_timeout_secs = number(
+            &mut st,
+            "tunnel_idle_timeout",
+            &self.tunnel_idle_timeout,
+            SECONDS,
+        );
+        let hsts_max_age_secs = number(&mut st, "hsts", &self.hsts, SECONDS);
         // Domains as typed, normalized the way the deployer stores them,
         // so that only real additions and removals are sent.
         let own = format!("{}.localhost", app.name);
@@ -192,10 +219,11 @@ impl SettingsForm {
                 .collect(),
             drain_timeout_secs,
             upstream_timeout_secs,
-            https_redirect: None,
-            hsts_max_age_secs: None,
-            max_body: None,
-            tunnel_idle_timeout_secs: None,
+            https_redirect: Some(self.https_redirect == "on"),
+            // Empty: no HSTS (0 asks for none).
+            hsts_max_age_secs: Some(hsts_max_age_secs.unwrap_or(0)),
+            max_body: opt(&self.max_body),
+            tunnel_idle_timeout_secs,
             // Placement is set from the command line (`--constraint`).
             constraints: Vec::new(),
             no_constraints: false,
@@ -227,6 +255,9 @@ fn field_of(code: &str) -> Option<&'static str> {
         "invalid_cpus" => "cpus",
         "invalid_replicas" => "replicas",
         "invalid_strategy" => "strategy",
+        "invalid_max_body" => "max_body",
+        "invalid_tunnel_idle_timeout" => "tunnel_idle_timeout",
+        "invalid_hsts" => "hsts",
         "invalid_domain" | "domain_taken" | "unknown_domain" => "domains",
         "invalid_image" | "image_not_found" | "image_platform_missing" => "image",
         c if c.starts_with("registry_") => "image",
@@ -549,8 +580,25 @@ fn form_page(
                     (f("cpus", "CPUs").placeholder("0.5").hint(html! { "Empty keeps the current one." }).render())
                     (f("gpus", "GPUs").kind("number").render())
                 }
-                (f("upstream_timeout", "Upstream timeout (s)").kind("number")
-                    .hint(html! { "How long the proxy waits for the App's answer." }).render())
+                div.grid3 {
+                    (f("upstream_timeout", "Upstream timeout (s)").kind("number")
+                        .hint(html! { "How long the proxy waits for the App's answer." }).render())
+                    (f("max_body", "Largest request body").placeholder("100m")
+                        .hint(html! { "Larger ones get a 413. Empty keeps the current one." }).render())
+                    (f("tunnel_idle_timeout", "WebSocket idle timeout (s)").kind("number").placeholder("300")
+                        .hint(html! { "A silent WebSocket is closed after this long." }).render())
+                }
+                div.grid2 {
+                    div.field.check-field {
+                        div.check {
+                            input #settings-https_redirect type="checkbox" name="https_redirect" value="on" checked[form.https_redirect == "on"];
+                            label for="settings-https_redirect" { "Redirect plain HTTP to HTTPS" }
+                        }
+                        p.hint { "Once the domain has a certificate in force." }
+                    }
+                    (f("hsts", "HSTS max-age (s)").kind("number").placeholder("0")
+                        .hint(html! { "Sent over HTTPS; 0 or empty: none. " a href="/docs/https-and-certificates" { "HTTPS" } }).render())
+                }
                 div.actions {
                     button.btn.primary type="submit" name="step" value="review" { "Review changes" }
                     " "
