@@ -563,21 +563,8 @@ impl Swarm {
 
     /// The last lines a service's tasks printed (`docker service logs`).
     pub async fn logs_tail(&self, id: &str, lines: usize) -> String {
-        let options = LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: lines.to_string(),
-            ..Default::default()
-        };
-        let mut out = String::new();
-        let mut stream = self.host.docker.service_logs(id, Some(options));
-        while let Some(Ok(chunk)) = stream.next().await {
-            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-            if out.len() > 64 * 1024 {
-                break;
-            }
-        }
-        out.trim_end().to_string()
+        let options = super::log_options(false, Some(lines as u64), None);
+        super::log_text(self.host.docker.service_logs(id, Some(options))).await
     }
 
     /// A service's output as it comes (see `Runtime::log_lines`).
@@ -588,22 +575,8 @@ impl Swarm {
         tail: Option<u64>,
         since: Option<i64>,
     ) -> impl futures_util::Stream<Item = String> + Send + 'static {
-        let options = LogsOptions {
-            stdout: true,
-            stderr: true,
-            follow,
-            tail: tail.map_or_else(|| "all".to_string(), |t| t.to_string()),
-            since: since.unwrap_or(0).clamp(0, i32::MAX as i64) as i32,
-            ..Default::default()
-        };
-        self.host
-            .docker
-            .service_logs(id, Some(options))
-            .take_while(|r| futures_util::future::ready(r.is_ok()))
-            .filter_map(|r| async move {
-                r.ok()
-                    .map(|c| String::from_utf8_lossy(&c.into_bytes()).into_owned())
-            })
+        let options = super::log_options(follow, tail, since);
+        super::log_chunks(self.host.docker.service_logs(id, Some(options)))
     }
 
     /// The events of this node's task containers, told as their services'.
