@@ -4,6 +4,7 @@
 //! Targets that leave a set are retired: they take no new requests and are
 //! closed once drained or when their drain timeout passes.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use crate::hold::{Hold, PauseLimits};
 use crate::host;
 use crate::metrics::ResponseCounts;
 use crate::persist;
-use crate::target::{IdleWait, InFlightGuard, TargetState};
+use crate::target::{check_addr, IdleWait, InFlightGuard, TargetState};
 
 /// An immutable target set; the cursor only breaks ties between equally
 /// loaded targets (round robin).
@@ -32,7 +33,10 @@ pub struct TargetSet {
 }
 
 impl TargetSet {
-    fn new(targets: Vec<Arc<TargetState>>) -> Self {
+    fn new(mut targets: Vec<Arc<TargetState>>) -> Self {
+        // Kept until the next deploy: no spare room (a list collected in
+        // place of the parsed targets would keep theirs).
+        targets.shrink_to_fit();
         TargetSet {
             targets,
             cursor: AtomicUsize::new(0),
@@ -146,15 +150,21 @@ pub struct RouteState {
 }
 
 impl RouteState {
-    fn new(route: &Route) -> Result<Arc<Self>, String> {
-        let targets = route
-            .targets
-            .iter()
-            .map(|t| TargetState::new(t.clone()))
+    /// Takes the route's strings over rather than copying them: at start,
+    /// with thousands of routes, copies would leave the parsed file's
+    /// strings behind as holes in the heap.
+    fn new(mut route: Route) -> Result<Arc<Self>, String> {
+        let targets = std::mem::take(&mut route.targets)
+            .into_iter()
+            .map(TargetState::new)
             .collect::<Result<Vec<_>, _>>()?;
+        let settings = RouteSettings {
+            hosts: std::mem::take(&mut route.hosts),
+            ..settings_of(&route)
+        };
         Ok(Arc::new(RouteState {
-            app: route.app.clone(),
-            settings: ArcSwap::from_pointee(settings_of(route)),
+            app: route.app,
+            settings: ArcSwap::from_pointee(settings),
             active: ArcSwap::from_pointee(TargetSet::new(targets)),
             retired: Mutex::new(Vec::new()),
             counts: ResponseCounts::default(),
@@ -461,22 +471,31 @@ pub fn validate(mut route: Route) -> Result<Route, String> {
     if route.app.trim().is_empty() {
         return Err("a route needs an app name".into());
     }
-    let mut hosts = Vec::with_capacity(route.hosts.len());
-    for raw in &route.hosts {
-        let h = host::normalize(raw)
-            .ok_or_else(|| format!("`{raw}` is not a host name"))?
-            .into_owned();
-        if !hosts.contains(&h) {
-            hosts.push(h);
+    for raw in &mut route.hosts {
+        // A name already in key form is kept as it is, not copied.
+        match host::normalize(raw) {
+            None => return Err(format!("`{raw}` is not a host name")),
+            Some(Cow::Borrowed(_)) => {}
+            Some(Cow::Owned(h)) => *raw = h,
         }
     }
-    route.hosts = hosts;
+    // Few hosts per route: a quadratic dedup that keeps the first of each.
+    let mut i = 0;
+    while i < route.hosts.len() {
+        if route.hosts[..i].contains(&route.hosts[i]) {
+            route.hosts.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    // Kept for the route's life: no spare room (a parsed list has some).
+    route.hosts.shrink_to_fit();
     let mut seen = HashSet::new();
     for t in &route.targets {
         if !seen.insert(t.addr.as_str()) {
             return Err(format!("target `{}` is listed twice", t.addr));
         }
-        TargetState::new(t.clone())?;
+        check_addr(&t.addr)?;
     }
     Ok(route)
 }
@@ -545,8 +564,9 @@ impl Routes {
         for route in routes {
             let route =
                 validate(route).map_err(|e| anyhow::anyhow!("{origin}: invalid route: {e}"))?;
-            let state = RouteState::new(&route).map_err(anyhow::Error::msg)?;
-            table.lock_apps().insert(route.app.clone(), state);
+            let app = route.app.clone();
+            let state = RouteState::new(route).map_err(anyhow::Error::msg)?;
+            table.lock_apps().insert(app, state);
         }
         for p in paused {
             // A pause for a route that is gone has nothing to hold.
@@ -652,7 +672,7 @@ impl Routes {
                     state
                 }
                 None => {
-                    let state = RouteState::new(&route)?;
+                    let state = RouteState::new(route.clone())?;
                     self.lock_apps()
                         .insert(route.app.clone(), Arc::clone(&state));
                     state
@@ -771,7 +791,7 @@ impl Routes {
                 }
                 Some(state)
             }
-            (Some(previous), None) => match RouteState::new(&previous) {
+            (Some(previous), None) => match RouteState::new(previous) {
                 Ok(state) => {
                     self.lock_apps().insert(app.to_string(), Arc::clone(&state));
                     Some(state)
@@ -807,8 +827,11 @@ impl Routes {
 
     /// Builds every host's entry anew (at start).
     fn rebuild_hosts(&self) {
-        let mut map = HashMap::new();
-        for route in self.all() {
+        let all = self.all();
+        // Sized once: growing step by step would leave the smaller tables
+        // behind as free heap.
+        let mut map = HashMap::with_capacity(all.iter().map(|r| r.settings().hosts.len()).sum());
+        for route in all {
             for h in &route.settings().hosts {
                 map.insert(Arc::from(h.as_str()), Arc::clone(&route));
             }

@@ -53,13 +53,7 @@ pub struct TargetState {
 
 impl TargetState {
     pub fn new(target: Target) -> Result<Arc<Self>, String> {
-        let authority: Authority = target
-            .addr
-            .parse()
-            .map_err(|e| format!("target address `{}` is not host:port: {e}", target.addr))?;
-        if authority.port_u16().is_none() {
-            return Err(format!("target address `{}` has no port", target.addr));
-        }
+        check_addr(&target.addr)?;
         Ok(Arc::new(TargetState {
             target,
             idle: IdleConns::default(),
@@ -171,6 +165,17 @@ impl TargetState {
     pub fn cut_on_close(&self) -> u64 {
         u64::try_from(self.cut.load(Ordering::SeqCst)).unwrap_or(u64::MAX)
     }
+}
+
+/// Checks that a target's address is `host:port`.
+pub fn check_addr(addr: &str) -> Result<(), String> {
+    let authority: Authority = addr
+        .parse()
+        .map_err(|e| format!("target address `{addr}` is not host:port: {e}"))?;
+    if authority.port_u16().is_none() {
+        return Err(format!("target address `{addr}` has no port"));
+    }
+    Ok(())
 }
 
 /// One unit of in-flight work on a target; decrements on drop.
