@@ -231,7 +231,7 @@ async fn send(write: &mut OwnedWriteHalf, resp: &Response) -> std::io::Result<()
 
 /// Carries out one request, or relays it once we have handed over.
 async fn answer(req: Request, admin: &Admin) -> Response {
-    let routes = &*admin.routes;
+    let routes = &admin.routes;
     // Reads and waits need no fence; changes do (see `Admin::authority`).
     let changes = matches!(
         req,

@@ -9,10 +9,12 @@
 //! Bounded twice: a request waits at most `max_pause_ms`, and at most
 //! `max_queued` requests wait at once; past either, a 503 says why.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// A pause's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +48,17 @@ pub enum Admission {
     Full { max_queued: usize },
 }
 
+/// A route's hold. Every route has one and almost none is ever paused, so
+/// it is small: the state behind a plain mutex, a flag the request path
+/// reads without taking it, and one `Notify` that wakes whoever waits when
+/// the state changes (a `watch` channel per route was most of the memory
+/// 10,000 routes took).
 #[derive(Debug, Default)]
 pub struct Hold {
-    state: watch::Sender<HoldState>,
+    /// `state.paused.is_some()`, readable with one load.
+    paused: AtomicBool,
+    state: Mutex<HoldState>,
+    changed: Notify,
     /// Requests waiting now.
     waiting: AtomicUsize,
     /// Requests that were ever held (not counting those refused at once).
@@ -56,19 +66,52 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// Changes the state and wakes every waiter, who then looks again.
+    fn change(&self, f: impl FnOnce(&mut HoldState)) {
+        {
+            let mut state = self.lock();
+            f(&mut state);
+            self.paused.store(state.paused.is_some(), Ordering::SeqCst);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HoldState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> HoldState {
+        *self.lock()
+    }
+
+    /// Resolves once `done` holds for the state (checked at once, then on
+    /// every change).
+    async fn wait_until(&self, done: impl Fn(&HoldState) -> bool) -> HoldState {
+        loop {
+            // Registered before looking, so a change in between is not missed.
+            let mut changed = pin!(self.changed.notified());
+            changed.as_mut().enable();
+            let now = self.now();
+            if done(&now) {
+                return now;
+            }
+            changed.await;
+        }
+    }
+
     /// Pauses, or changes the limits of a pause in place.
     pub fn pause(&self, limits: PauseLimits) {
-        self.state.send_modify(|s| s.paused = Some(limits));
+        self.change(|s| s.paused = Some(limits));
     }
 
     /// Releases every waiting request.
     pub fn resume(&self) {
-        self.state.send_if_modified(|s| {
+        if !self.paused.load(Ordering::SeqCst) {
+            return;
+        }
+        self.change(|s| {
             if s.paused.take().is_some() {
                 s.resumes += 1;
-                true
-            } else {
-                false
             }
         });
     }
@@ -76,11 +119,14 @@ impl Hold {
     /// After a handover: waiting and future paused requests go to the
     /// successor, which holds them under the pause it inherited.
     pub fn hand_over(&self) {
-        self.state.send_modify(|s| s.handed_over = true);
+        self.change(|s| s.handed_over = true);
     }
 
     pub fn limits(&self) -> Option<PauseLimits> {
-        self.state.borrow().paused
+        if !self.paused.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.now().paused
     }
 
     pub fn waiting(&self) -> usize {
@@ -94,21 +140,22 @@ impl Hold {
     /// Whether the route is paused now or becomes paused within `within`
     /// (a handover counts: the successor holds then).
     pub async fn wait_for_pause(&self, within: Duration) -> bool {
-        let mut rx = self.state.subscribe();
-        tokio::time::timeout(within, rx.wait_for(|s| s.paused.is_some() || s.handed_over))
-            .await
-            .is_ok_and(|seen| seen.is_ok())
+        tokio::time::timeout(
+            within,
+            self.wait_until(|s| s.paused.is_some() || s.handed_over),
+        )
+        .await
+        .is_ok()
     }
 
     /// Returns at once unless paused; otherwise waits for the resume within
     /// the pause's limits.
     pub async fn admit(&self) -> Admission {
-        // The common case, not paused, reads without subscribing.
-        if self.state.borrow().paused.is_none() {
+        // The common case, not paused, is one load.
+        if !self.paused.load(Ordering::SeqCst) {
             return Admission::Go;
         }
-        let mut rx = self.state.subscribe();
-        let entry = *rx.borrow_and_update();
+        let entry = self.now();
         let Some(limits) = entry.paused else {
             return Admission::Go;
         };
@@ -126,17 +173,16 @@ impl Hold {
         self.held_total.fetch_add(1, Ordering::Relaxed);
         let released = tokio::time::timeout(
             Duration::from_millis(limits.max_pause_ms.min(crate::admin::MAX_TIMEOUT_MS)),
-            rx.wait_for(|s| s.paused.is_none() || s.resumes != entry.resumes || s.handed_over),
+            self.wait_until(|s| s.paused.is_none() || s.resumes != entry.resumes || s.handed_over),
         )
-        .await
-        .map(|now| now.map(|s| *s));
+        .await;
         match released {
             // Still the same pause, so it was the handover that woke us.
-            Ok(Ok(now)) if now.paused.is_some() && now.resumes == entry.resumes => {
+            Ok(now) if now.paused.is_some() && now.resumes == entry.resumes => {
                 Admission::HandedOver
             }
-            // Resumed; or the route itself is gone (sender dropped), in which
-            // case picking a target answers for it.
+            // Resumed (a route that is removed is resumed too, and picking
+            // a target then answers for it).
             Ok(_) => Admission::Go,
             Err(_) => Admission::TimedOut {
                 max_pause_ms: limits.max_pause_ms,

@@ -4,14 +4,16 @@
 //! Targets that leave a set are retired: they take no new requests and are
 //! closed once drained or when their drain timeout passes.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::admin::{
@@ -21,7 +23,7 @@ use crate::hold::{Hold, PauseLimits};
 use crate::host;
 use crate::metrics::ResponseCounts;
 use crate::persist;
-use crate::target::{IdleWait, InFlightGuard, TargetState};
+use crate::target::{check_addr, IdleWait, InFlightGuard, TargetState};
 
 /// An immutable target set; the cursor only breaks ties between equally
 /// loaded targets (round robin).
@@ -31,7 +33,10 @@ pub struct TargetSet {
 }
 
 impl TargetSet {
-    fn new(targets: Vec<Arc<TargetState>>) -> Self {
+    fn new(mut targets: Vec<Arc<TargetState>>) -> Self {
+        // Kept until the next deploy: no spare room (a list collected in
+        // place of the parsed targets would keep theirs).
+        targets.shrink_to_fit();
         TargetSet {
             targets,
             cursor: AtomicUsize::new(0),
@@ -145,15 +150,21 @@ pub struct RouteState {
 }
 
 impl RouteState {
-    fn new(route: &Route) -> Result<Arc<Self>, String> {
-        let targets = route
-            .targets
-            .iter()
-            .map(|t| TargetState::new(t.clone()))
+    /// Takes the route's strings over rather than copying them: at start,
+    /// with thousands of routes, copies would leave the parsed file's
+    /// strings behind as holes in the heap.
+    fn new(mut route: Route) -> Result<Arc<Self>, String> {
+        let targets = std::mem::take(&mut route.targets)
+            .into_iter()
+            .map(TargetState::new)
             .collect::<Result<Vec<_>, _>>()?;
+        let settings = RouteSettings {
+            hosts: std::mem::take(&mut route.hosts),
+            ..settings_of(&route)
+        };
         Ok(Arc::new(RouteState {
-            app: route.app.clone(),
-            settings: ArcSwap::from_pointee(settings_of(route)),
+            app: route.app,
+            settings: ArcSwap::from_pointee(settings),
             active: ArcSwap::from_pointee(TargetSet::new(targets)),
             retired: Mutex::new(Vec::new()),
             counts: ResponseCounts::default(),
@@ -460,33 +471,64 @@ pub fn validate(mut route: Route) -> Result<Route, String> {
     if route.app.trim().is_empty() {
         return Err("a route needs an app name".into());
     }
-    let mut hosts = Vec::with_capacity(route.hosts.len());
-    for raw in &route.hosts {
-        let h = host::normalize(raw)
-            .ok_or_else(|| format!("`{raw}` is not a host name"))?
-            .into_owned();
-        if !hosts.contains(&h) {
-            hosts.push(h);
+    for raw in &mut route.hosts {
+        // A name already in key form is kept as it is, not copied.
+        match host::normalize(raw) {
+            None => return Err(format!("`{raw}` is not a host name")),
+            Some(Cow::Borrowed(_)) => {}
+            Some(Cow::Owned(h)) => *raw = h,
         }
     }
-    route.hosts = hosts;
+    // Few hosts per route: a quadratic dedup that keeps the first of each.
+    let mut i = 0;
+    while i < route.hosts.len() {
+        if route.hosts[..i].contains(&route.hosts[i]) {
+            route.hosts.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    // Kept for the route's life: no spare room (a parsed list has some).
+    route.hosts.shrink_to_fit();
     let mut seen = HashSet::new();
     for t in &route.targets {
         if !seen.insert(t.addr.as_str()) {
             return Err(format!("target `{}` is listed twice", t.addr));
         }
-        TargetState::new(t.clone())?;
+        check_addr(&t.addr)?;
     }
     Ok(route)
 }
 
+/// Changes made in memory and not yet on disk, and whether a task is
+/// writing them (see `Routes::write_pending`).
+#[derive(Default)]
+struct Journal {
+    pending: Vec<Pending>,
+    writing: bool,
+}
+
+/// One change waiting for the write that covers it.
+struct Pending {
+    app: String,
+    /// The App's route before the change (`None`: it had none), to put
+    /// back if the write fails.
+    previous: Option<Route>,
+    /// Told once the change is on disk, or why it could not be.
+    done: oneshot::Sender<Result<(), String>>,
+}
+
 /// All routes, by host for the data path and by App for the admin side.
 pub struct Routes {
-    by_host: ArcSwap<HashMap<String, Arc<RouteState>>>,
+    by_host: ArcSwap<HashMap<Arc<str>, Arc<RouteState>>>,
     by_app: Mutex<BTreeMap<String, Arc<RouteState>>>,
-    /// Serializes changes and their write to disk.
-    changes: tokio::sync::Mutex<()>,
+    /// Serializes changes (in memory) and guards the changes not yet
+    /// written.
+    changes: tokio::sync::Mutex<Journal>,
     file: PathBuf,
+    /// How many times the routes file was written (each write covers every
+    /// change made before it began).
+    writes: AtomicU64,
     /// Answers for hosts no App claims (404s, 400s).
     pub unrouted: ResponseCounts,
     /// Set once this proxy handed over: the successor's users' address.
@@ -513,16 +555,18 @@ impl Routes {
         let table = Routes {
             by_host: ArcSwap::from_pointee(HashMap::new()),
             by_app: Mutex::new(BTreeMap::new()),
-            changes: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::Mutex::new(Journal::default()),
             file,
+            writes: AtomicU64::new(0),
             unrouted: ResponseCounts::default(),
             successor: OnceLock::new(),
         };
         for route in routes {
             let route =
                 validate(route).map_err(|e| anyhow::anyhow!("{origin}: invalid route: {e}"))?;
-            let state = RouteState::new(&route).map_err(anyhow::Error::msg)?;
-            table.lock_apps().insert(route.app.clone(), state);
+            let app = route.app.clone();
+            let state = RouteState::new(route).map_err(anyhow::Error::msg)?;
+            table.lock_apps().insert(app, state);
         }
         for p in paused {
             // A pause for a route that is gone has nothing to hold.
@@ -600,89 +644,178 @@ impl Routes {
     /// before this returns: the write's fsyncs stay off the swap's critical
     /// path, and nothing is acknowledged that a restarted proxy would not
     /// serve. If the write fails, the previous route is put back.
-    pub async fn set_route(&self, route: Route) -> Result<(), String> {
+    ///
+    /// Changes that come while a write is under way are written together
+    /// by the next one: loading many routes at once costs a few rewrites
+    /// of the file, not one per route.
+    pub async fn set_route(self: &Arc<Self>, route: Route) -> Result<(), String> {
         let route = validate(route)?;
-        let _changing = self.changes.lock().await;
-        let mut next = Vec::new();
-        for other in self.all() {
-            if other.app == route.app {
-                continue;
-            }
-            let settings = other.settings();
-            if let Some(taken) = route.hosts.iter().find(|h| settings.hosts.contains(h)) {
+        let written = {
+            let mut journal = self.changes.lock().await;
+            let hosts = self.by_host.load();
+            if let Some((taken, other)) = route.hosts.iter().find_map(|h| {
+                hosts
+                    .get(h.as_str())
+                    .filter(|other| other.app != route.app)
+                    .map(|other| (h, other))
+            }) {
                 return Err(format!(
                     "host `{taken}` is already routed to App `{}`",
                     other.app
                 ));
             }
-            next.push(other.snapshot());
-        }
-        next.push(route.clone());
-        next.sort_by(|a, b| a.app.cmp(&b.app));
-
-        let existing = self.app(&route.app);
-        let previous = existing.as_ref().map(|state| state.snapshot());
-        match &existing {
-            Some(state) => state.apply(&route)?,
-            None => {
-                let state = RouteState::new(&route)?;
-                self.lock_apps().insert(route.app.clone(), state);
-            }
-        }
-        self.rebuild_hosts();
-        if let Err(e) = self.save(next).await {
-            self.put_back(&route.app, previous);
-            return Err(e);
-        }
+            let existing = self.app(&route.app);
+            let previous = existing.as_ref().map(|state| state.snapshot());
+            let state = match existing {
+                Some(state) => {
+                    state.apply(&route)?;
+                    state
+                }
+                None => {
+                    let state = RouteState::new(route.clone())?;
+                    self.lock_apps()
+                        .insert(route.app.clone(), Arc::clone(&state));
+                    state
+                }
+            };
+            let old_hosts = previous.as_ref().map_or(&[][..], |p| &p.hosts[..]);
+            self.rehost(&route.app, old_hosts, Some(&state));
+            self.journal(&mut journal, &route.app, previous)
+        };
+        written.await?;
         tracing::info!(app = %route.app, hosts = ?route.hosts,
             targets = ?route.targets.iter().map(|t| &t.addr).collect::<Vec<_>>(), "route set");
         Ok(())
     }
 
-    /// Undoes a `set_route` whose write failed: `previous` is the route as
-    /// it was, `None` when the App had none (its new targets drain).
-    fn put_back(&self, app: &str, previous: Option<Route>) {
-        match previous {
-            Some(previous) => {
-                if let Some(state) = self.app(app) {
-                    // Applying a route that was valid a moment ago cannot
-                    // fail; if it somehow did, the new route keeps serving.
-                    if let Err(e) = state.apply(&previous) {
-                        tracing::error!(%app, error = %e, "could not put the previous route back");
-                    }
-                }
-            }
-            None => {
-                if let Some(state) = self.lock_apps().remove(app) {
-                    state.retire_all();
-                }
-            }
-        }
-        self.rebuild_hosts();
-    }
-
     /// Removes a route; its targets drain. Removing an unknown App is ok.
-    pub async fn remove_route(&self, app: &str) -> Result<(), String> {
-        let _changing = self.changes.lock().await;
-        if self.app(app).is_none() {
-            return Ok(());
-        }
-        let next: Vec<Route> = self
-            .all()
-            .into_iter()
-            .filter(|r| r.app != app)
-            .map(|r| r.snapshot())
-            .collect();
-        self.save(next).await?;
-        let removed = self.lock_apps().remove(app);
-        self.rebuild_hosts();
-        if let Some(state) = removed {
+    /// If the write fails, the route is put back (with fresh targets: the
+    /// old ones drain).
+    pub async fn remove_route(self: &Arc<Self>, app: &str) -> Result<(), String> {
+        let written = {
+            let mut journal = self.changes.lock().await;
+            let Some(state) = self.lock_apps().remove(app) else {
+                return Ok(());
+            };
+            let previous = state.snapshot();
+            self.rehost(app, &previous.hosts, None);
             state.retire_all();
             // Its held requests learn there is nothing to wait for (503).
             state.hold.resume();
-        }
+            self.journal(&mut journal, app, Some(previous))
+        };
+        written.await?;
         tracing::info!(%app, "route removed");
         Ok(())
+    }
+
+    /// Records a change made in memory and makes sure a task is writing;
+    /// the answer comes once the change is on disk.
+    fn journal(
+        self: &Arc<Self>,
+        journal: &mut Journal,
+        app: &str,
+        previous: Option<Route>,
+    ) -> impl std::future::Future<Output = Result<(), String>> {
+        let (done, written) = oneshot::channel();
+        journal.pending.push(Pending {
+            app: app.to_string(),
+            previous,
+            done,
+        });
+        if !journal.writing {
+            journal.writing = true;
+            tokio::spawn(Arc::clone(self).write_pending());
+        }
+        async move {
+            written.await.unwrap_or_else(|_| {
+                Err("the routes file was not written: the proxy is stopping".into())
+            })
+        }
+    }
+
+    /// Writes the routes as they are now, for every change made so far,
+    /// until no change waits. A task of its own: a caller that goes away
+    /// does not leave the others waiting. If a write fails, every change
+    /// not yet on disk is undone (newest first) and told why.
+    async fn write_pending(self: Arc<Self>) {
+        loop {
+            let (routes, batch) = {
+                let mut journal = self.changes.lock().await;
+                if journal.pending.is_empty() {
+                    journal.writing = false;
+                    return;
+                }
+                (self.list(), std::mem::take(&mut journal.pending))
+            };
+            let saved = persist::save(&self.file, routes).await;
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            match saved {
+                Ok(()) => {
+                    for change in batch {
+                        let _ = change.done.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    let why = format!("could not save {}: {e}", self.file.display());
+                    tracing::error!(error = %why, changes = batch.len(), "routes not saved; changes undone");
+                    let mut journal = self.changes.lock().await;
+                    // Changes made since the snapshot build on those that
+                    // failed: they go too.
+                    let later = std::mem::take(&mut journal.pending);
+                    for change in later.iter().rev().chain(batch.iter().rev()) {
+                        self.put_back(&change.app, change.previous.clone());
+                    }
+                    for change in batch.into_iter().chain(later) {
+                        let _ = change.done.send(Err(why.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Undoes a change whose write failed: `previous` is the App's route as
+    /// it was, `None` when it had none (its new targets drain).
+    fn put_back(&self, app: &str, previous: Option<Route>) {
+        let current = self.app(app);
+        let old_hosts = current
+            .as_ref()
+            .map(|state| state.settings().hosts.clone())
+            .unwrap_or_default();
+        let restored = match (previous, current) {
+            (Some(previous), Some(state)) => {
+                // Applying a route that was valid a moment ago cannot fail;
+                // if it somehow did, the new route keeps serving.
+                if let Err(e) = state.apply(&previous) {
+                    tracing::error!(%app, error = %e, "could not put the previous route back");
+                }
+                Some(state)
+            }
+            (Some(previous), None) => match RouteState::new(previous) {
+                Ok(state) => {
+                    self.lock_apps().insert(app.to_string(), Arc::clone(&state));
+                    Some(state)
+                }
+                Err(e) => {
+                    tracing::error!(%app, error = %e, "could not put the previous route back");
+                    None
+                }
+            },
+            (None, Some(_)) => {
+                if let Some(state) = self.lock_apps().remove(app) {
+                    state.retire_all();
+                    state.hold.resume();
+                }
+                None
+            }
+            (None, None) => None,
+        };
+        self.rehost(app, &old_hosts, restored.as_ref());
+    }
+
+    /// How many times the routes file was written.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// Shutdown: cut every target's remaining work.
@@ -692,17 +825,34 @@ impl Routes {
         }
     }
 
-    async fn save(&self, routes: Vec<Route>) -> Result<(), String> {
-        persist::save(&self.file, routes)
-            .await
-            .map_err(|e| format!("could not save {}: {e}", self.file.display()))
+    /// Builds every host's entry anew (at start).
+    fn rebuild_hosts(&self) {
+        let all = self.all();
+        // Sized once: growing step by step would leave the smaller tables
+        // behind as free heap.
+        let mut map = HashMap::with_capacity(all.iter().map(|r| r.settings().hosts.len()).sum());
+        for route in all {
+            for h in &route.settings().hosts {
+                map.insert(Arc::from(h.as_str()), Arc::clone(&route));
+            }
+        }
+        self.by_host.store(Arc::new(map));
     }
 
-    fn rebuild_hosts(&self) {
-        let mut map = HashMap::new();
-        for route in self.all() {
-            for h in &route.settings().hosts {
-                map.insert(h.clone(), Arc::clone(&route));
+    /// Moves `app`'s entries from `old_hosts` to `state`'s hosts (none when
+    /// the route went away). The map is copied, not rebuilt: keys are
+    /// shared strings, so a change costs a copy of pointers, not of every
+    /// host name.
+    fn rehost(&self, app: &str, old_hosts: &[String], state: Option<&Arc<RouteState>>) {
+        let mut map = HashMap::clone(&self.by_host.load());
+        for h in old_hosts {
+            if map.get(h.as_str()).is_some_and(|owner| owner.app == app) {
+                map.remove(h.as_str());
+            }
+        }
+        if let Some(state) = state {
+            for h in &state.settings().hosts {
+                map.insert(Arc::from(h.as_str()), Arc::clone(state));
             }
         }
         self.by_host.store(Arc::new(map));
@@ -746,8 +896,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         // The routes file's dir does not exist: every save fails.
         let file = dir.path().join("gone").join("routes.json");
-        let routes =
-            Routes::with(file, vec![route("web", "10.0.0.1:80")], &[], "test").expect("routes");
+        let routes = Arc::new(
+            Routes::with(file, vec![route("web", "10.0.0.1:80")], &[], "test").expect("routes"),
+        );
 
         let err = routes
             .set_route(route("web", "10.0.0.2:80"))
@@ -771,7 +922,7 @@ mod tests {
     async fn a_saved_route_serves_and_is_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("routes.json");
-        let routes = Routes::load(file.clone()).expect("routes");
+        let routes = Arc::new(Routes::load(file.clone()).expect("routes"));
         routes
             .set_route(route("web", "10.0.0.2:80"))
             .await
@@ -785,5 +936,89 @@ mod tests {
             targets(&reloaded, "web.test"),
             Some(vec!["10.0.0.2:80".to_string()])
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_share_writes_and_all_reach_the_file() {
+        const N: usize = 300;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("routes.json");
+        let routes = Arc::new(Routes::load(file.clone()).expect("routes"));
+        let mut setting = tokio::task::JoinSet::new();
+        for i in 0..N {
+            let routes = Arc::clone(&routes);
+            setting.spawn(async move {
+                routes
+                    .set_route(route(
+                        &format!("app{i}"),
+                        &format!("10.0.{}.{}:80", i / 250, i % 250),
+                    ))
+                    .await
+            });
+        }
+        // Removals and replacements in the same stream of changes.
+        for i in 0..10 {
+            let routes = Arc::clone(&routes);
+            setting.spawn(async move {
+                routes.remove_route(&format!("gone{i}")).await?;
+                routes
+                    .set_route(route(&format!("gone{i}"), "10.1.0.1:80"))
+                    .await?;
+                routes.remove_route(&format!("gone{i}")).await
+            });
+        }
+        while let Some(done) = setting.join_next().await {
+            done.expect("join").expect("each change is acknowledged");
+        }
+        let writes = routes.writes();
+        assert!(
+            writes < N as u64 / 2,
+            "{writes} writes for {N} routes: changes were not written together"
+        );
+        // What was acknowledged is in the file, and the file is whole.
+        let on_disk = persist::load(&file).expect("a valid routes file");
+        assert_eq!(on_disk.len(), N);
+        assert_eq!(on_disk, routes.list());
+        let reloaded = Routes::load(file).expect("reload");
+        for i in [0, N / 2, N - 1] {
+            let host = format!("app{i}.test");
+            assert_eq!(targets(&reloaded, &host), targets(&routes, &host));
+        }
+        assert!(reloaded.app("gone0").is_none());
+        let leftovers = std::fs::read_dir(dir.path()).expect("ls").count();
+        assert_eq!(leftovers, 1, "no temp file left behind");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_that_cannot_be_saved_are_all_undone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gone").join("routes.json");
+        let routes = Arc::new(
+            Routes::with(file, vec![route("web", "10.0.0.1:80")], &[], "test").expect("routes"),
+        );
+        let mut setting = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let routes = Arc::clone(&routes);
+            setting.spawn(async move {
+                let app = if i % 5 == 0 {
+                    "web".to_string()
+                } else {
+                    format!("app{i}")
+                };
+                routes
+                    .set_route(route(&app, &format!("10.0.1.{i}:80")))
+                    .await
+            });
+        }
+        while let Some(done) = setting.join_next().await {
+            let err = done.expect("join").expect_err("no save can succeed");
+            assert!(err.contains("could not save"), "{err}");
+        }
+        assert_eq!(routes.list(), vec![route("web", "10.0.0.1:80")]);
+        assert_eq!(
+            targets(&routes, "web.test"),
+            Some(vec!["10.0.0.1:80".to_string()])
+        );
+        assert_eq!(targets(&routes, "app1.test"), None);
     }
 }
