@@ -927,6 +927,45 @@ mod tests {
     }
 
     #[test]
+    fn a_task_is_reported_with_its_replica_state_and_swarms_error() {
+        let spec = service_spec("i1", None, &replica(), Vec::new());
+        let task = Task {
+            spec: spec.task_template,
+            desired_state: Some(TaskState::RUNNING),
+            status: Some(bollard::models::TaskStatus {
+                state: Some(TaskState::PENDING),
+                message: Some("pending task scheduling".into()),
+                err: Some(
+                    "no suitable node (scheduling constraints not satisfied on 1 node)".into(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let report = task_report(&task, None);
+        assert_eq!(report.deploy, "d1");
+        assert_eq!(report.replica, Some(0));
+        assert_eq!(report.node, None);
+        assert_eq!(report.desired_state, "running");
+        assert_eq!(report.state, "pending");
+        assert!(report
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("scheduling constraints"));
+        assert_eq!(report.message, "pending task scheduling");
+        let ok = Task {
+            status: Some(bollard::models::TaskStatus {
+                state: Some(TaskState::RUNNING),
+                err: Some(String::new()),
+                ..Default::default()
+            }),
+            ..task
+        };
+        assert_eq!(task_report(&ok, Some("n1".into())).error, None);
+    }
+
+    #[test]
     fn replicas_are_reached_at_their_node_and_published_port() {
         let mut state = not_running(None, None);
         assert_eq!(Swarm::upstream_addr(&state, 8080), None);
