@@ -549,6 +549,31 @@ pub struct DebugReport {
     pub failed_deploy: Option<DeployView>,
     /// Empty when nothing looks wrong.
     pub findings: Vec<Finding>,
+    /// On a swarm, what Swarm says about the tasks of the App's serving
+    /// services and of the latest failed deploy's; absent on a single host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swarm_tasks: Vec<SwarmTask>,
+}
+
+/// One Swarm task of a replica's service, as Swarm reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct SwarmTask {
+    /// The deploy whose replica the task runs.
+    pub deploy: String,
+    pub replica: Option<u32>,
+    /// The node's hostname (else its id); `None` while no node took it.
+    pub node: Option<String>,
+    /// What Swarm wants of the task (`running`, `shutdown`).
+    pub desired_state: String,
+    /// Where the task is (`pending`, `running`, `failed`, `rejected`, ...).
+    pub state: String,
+    /// Swarm's error, e.g. "no suitable node (scheduling constraints not
+    /// satisfied on 1 node)" or an image pull that failed on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Swarm's status message ("pending task scheduling", "started").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// One diagnosis.

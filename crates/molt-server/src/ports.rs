@@ -14,6 +14,7 @@ use crate::runtime::{
 };
 use anyhow::Result;
 use futures_util::stream::BoxStream;
+use molt_core::api::SwarmTask;
 use molt_core::ImageRef;
 use molt_proxy::admin::Route;
 use molt_proxy::TlsCert;
@@ -59,6 +60,16 @@ pub trait Containers: Send + Sync {
     async fn list(&self, app: Option<&str>) -> Result<Vec<LabeledContainer>>;
     /// Releases what a deleted App held besides its containers (its network).
     async fn forget_app(&self, _app: &str) {}
+    /// What the orchestrator says about a replica's tasks, newest first
+    /// (`molt debug`); none on a single host.
+    async fn tasks(&self, _id: &str) -> Vec<SwarmTask> {
+        Vec::new()
+    }
+    /// The tasks of a deploy's replicas that failed and were removed, as
+    /// they were last seen (`molt debug`); none on a single host.
+    fn ended_tasks(&self, _app: &str, _deploy: &str) -> Vec<SwarmTask> {
+        Vec::new()
+    }
     /// A container's output, line by line (see `Runtime::log_lines`).
     fn log_lines(
         &self,
@@ -336,6 +347,12 @@ impl Containers for Swarm {
     }
     async fn forget_app(&self, app: &str) {
         Swarm::forget_app(self, app).await
+    }
+    async fn tasks(&self, id: &str) -> Vec<SwarmTask> {
+        Swarm::task_reports(self, id).await
+    }
+    fn ended_tasks(&self, app: &str, deploy: &str) -> Vec<SwarmTask> {
+        Swarm::ended_tasks(self, app, deploy)
     }
     fn log_lines(
         &self,

@@ -326,8 +326,25 @@ async fn on_a_swarm_failed_deploys_leave_the_old_version_serving_with_the_reason
         debug.to_string().contains("no_suitable_node"),
         "molt debug names it: {debug}"
     );
+    // It lists what Swarm says of the tasks: the serving one runs on the
+    // node, the failed deploy's found none, in Swarm's words.
+    let tasks = debug["swarm_tasks"].as_array().expect("swarm_tasks");
+    assert!(
+        tasks.iter().any(|t| t["state"] == "running"
+            && t["desired_state"] == "running"
+            && t["node"].is_string()),
+        "{debug}"
+    );
+    assert!(
+        tasks.iter().any(|t| t["deploy"] == failed["id"]
+            && t["error"].as_str().is_some_and(
+                |e| e.contains("no suitable node (scheduling constraints not satisfied")
+            )),
+        "the failed deploy's task and Swarm's error: {debug}"
+    );
     let debug = ok(molt(&server, &["debug", "web"]));
     assert!(debug.stdout.contains("docker node ls"), "{debug}");
+    assert!(debug.stdout.contains("swarm tasks"), "{debug}");
     assert_eq!(services(&server, "web").len(), 1);
 
     // A constraint the node meets places the replicas, and is kept.

@@ -82,11 +82,22 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
         }
     }
     findings.extend(crate::certs::https_findings(&deployer.store, &app.hosts())?);
+    // On a swarm, what Swarm says about the tasks (none on a single host):
+    // the serving replicas', then the failed deploy's, kept from when their
+    // services were removed.
+    let mut swarm_tasks = Vec::new();
+    for row in &rows {
+        swarm_tasks.extend(deployer.runtime.tasks(&row.container_id).await);
+    }
+    if let Some(f) = &failed {
+        swarm_tasks.extend(deployer.runtime.ended_tasks(name, &f.id));
+    }
     Ok(DebugReport {
         app: app.name.clone(),
         status: app.status,
         serving_digest: serving.and_then(|d| d.digest.clone()),
         failed_deploy: failed.map(|d| deploy_view(&d, Vec::new())),
         findings,
+        swarm_tasks,
     })
 }

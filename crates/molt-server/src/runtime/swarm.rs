@@ -21,6 +21,7 @@ use bollard::models::{
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, UpdateServiceOptions};
+use molt_core::api::SwarmTask;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ pub const GPU_RESOURCE: &str = "NVIDIA-GPU";
 /// deploy fails: long enough for a node that is just joining, short enough
 /// that a constraint no node meets is told at once.
 const UNPLACEABLE_GRACE: Duration = Duration::from_secs(5);
+/// How many failed tasks of an App's latest failed deploy are kept.
+const KEPT_TASKS: usize = 20;
 /// How long a stopping task gets before Swarm kills it.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -67,6 +70,10 @@ pub struct Swarm {
     /// The credential each registry was last pulled with, sent with the
     /// services that run its images so every node can pull them.
     auth: Mutex<HashMap<String, (String, String)>>,
+    /// Per App, the tasks of its latest deploy whose replicas failed, kept
+    /// when their services are removed so `molt debug` can still tell what
+    /// Swarm said (in memory: a restarted server forgets them).
+    ended: Mutex<HashMap<String, (String, Vec<SwarmTask>)>>,
 }
 
 impl Swarm {
@@ -78,6 +85,7 @@ impl Swarm {
             host,
             node_id,
             auth: Mutex::new(HashMap::new()),
+            ended: Mutex::new(HashMap::new()),
         })
     }
 
@@ -480,8 +488,10 @@ impl Swarm {
         self.wait_started(id).await
     }
 
-    /// Removes a service (its task stops); gone already is fine.
+    /// Removes a service (its task stops); gone already is fine. Tasks
+    /// that failed are remembered first, for `molt debug`.
     pub async fn remove(&self, id: &str) -> Result<()> {
+        self.remember_failed_tasks(id).await;
         match self.host.docker.delete_service(id).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
@@ -489,6 +499,67 @@ impl Swarm {
                 "cannot remove service {id}: {}",
                 engine_message(&e)
             )),
+        }
+    }
+
+    /// What Swarm says about a service's tasks, newest first.
+    pub async fn task_reports(&self, id: &str) -> Vec<SwarmTask> {
+        let tasks = self.tasks(id).await.unwrap_or_default();
+        let mut reports = Vec::with_capacity(tasks.len());
+        for task in &tasks {
+            let node = match task.node_id.as_deref().filter(|n| !n.is_empty()) {
+                Some(node) => Some(self.node_name(node).await),
+                None => None,
+            };
+            reports.push(task_report(task, node));
+        }
+        reports
+    }
+
+    /// A node's hostname, else its id.
+    async fn node_name(&self, node: &str) -> String {
+        let inspected = self.host.docker.inspect_node(node).await.ok();
+        inspected
+            .and_then(|n| n.description?.hostname)
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| node.to_string())
+    }
+
+    /// Keeps the tasks of a service about to be removed when one of them
+    /// failed or was rejected, under its App and deploy (the latest deploy
+    /// of each App only, at most `KEPT_TASKS` tasks).
+    async fn remember_failed_tasks(&self, id: &str) {
+        let reports = self.task_reports(id).await;
+        if !reports.iter().any(|t| t.error.is_some()) {
+            return;
+        }
+        let Some(app) = self.service_app(id).await else {
+            return;
+        };
+        let deploy = reports[0].deploy.clone();
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = ended
+            .entry(app)
+            .or_insert_with(|| (deploy.clone(), Vec::new()));
+        if entry.0 != deploy {
+            *entry = (deploy, Vec::new());
+        }
+        entry.1.extend(reports);
+        entry.1.truncate(KEPT_TASKS);
+    }
+
+    /// The App a service runs a replica of.
+    async fn service_app(&self, id: &str) -> Option<String> {
+        let service = self.host.docker.inspect_service(id, None).await.ok()?;
+        service.spec?.labels?.get(LABEL_APP).cloned()
+    }
+
+    /// The remembered failed tasks of an App's deploy.
+    pub fn ended_tasks(&self, app: &str, deploy: &str) -> Vec<SwarmTask> {
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        match ended.get(app) {
+            Some((d, tasks)) if d == deploy => tasks.clone(),
+            _ => Vec::new(),
         }
     }
 
@@ -738,6 +809,29 @@ fn service_spec(
     }
 }
 
+/// A task as `molt debug` shows it; `node` is its node's name.
+fn task_report(task: &Task, node: Option<String>) -> SwarmTask {
+    let labels = task
+        .spec
+        .as_ref()
+        .and_then(|s| s.container_spec.as_ref())
+        .and_then(|c| c.labels.as_ref());
+    let label = |key: &str| labels.and_then(|l| l.get(key)).cloned();
+    let status = task.status.clone().unwrap_or_default();
+    SwarmTask {
+        deploy: label(LABEL_DEPLOY).unwrap_or_default(),
+        replica: label(LABEL_REPLICA).and_then(|r| r.parse().ok()),
+        node,
+        desired_state: task
+            .desired_state
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        state: status.state.map(|s| s.to_string()).unwrap_or_default(),
+        error: status.err.filter(|e| !e.is_empty()),
+        message: status.message.unwrap_or_default(),
+    }
+}
+
 /// The state of a replica whose task has no container here.
 fn not_running(exit_code: Option<i64>, error: Option<String>) -> ContainerState {
     ContainerState {
@@ -830,6 +924,45 @@ mod tests {
         assert!(json["TaskTemplate"]["Placement"]
             .get("Constraints")
             .is_none());
+    }
+
+    #[test]
+    fn a_task_is_reported_with_its_replica_state_and_swarms_error() {
+        let spec = service_spec("i1", None, &replica(), Vec::new());
+        let task = Task {
+            spec: spec.task_template,
+            desired_state: Some(TaskState::RUNNING),
+            status: Some(bollard::models::TaskStatus {
+                state: Some(TaskState::PENDING),
+                message: Some("pending task scheduling".into()),
+                err: Some(
+                    "no suitable node (scheduling constraints not satisfied on 1 node)".into(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let report = task_report(&task, None);
+        assert_eq!(report.deploy, "d1");
+        assert_eq!(report.replica, Some(0));
+        assert_eq!(report.node, None);
+        assert_eq!(report.desired_state, "running");
+        assert_eq!(report.state, "pending");
+        assert!(report
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("scheduling constraints"));
+        assert_eq!(report.message, "pending task scheduling");
+        let ok = Task {
+            status: Some(bollard::models::TaskStatus {
+                state: Some(TaskState::RUNNING),
+                err: Some(String::new()),
+                ..Default::default()
+            }),
+            ..task
+        };
+        assert_eq!(task_report(&ok, Some("n1".into())).error, None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::client::{Client, OK};
 use anyhow::Result;
 use clap::Args;
-use molt_core::api::DebugReport;
+use molt_core::api::{DebugReport, SwarmTask};
 use reqwest::Method;
 use std::io::Write;
 
@@ -96,8 +96,7 @@ fn render(r: &DebugReport) -> String {
         ));
     }
     if r.findings.is_empty() {
-        out.push_str("\nNothing looks wrong.");
-        return out;
+        out.push_str("\nNothing looks wrong.\n");
     }
     for f in &r.findings {
         out.push_str(&format!("\n✗ {}\n", f.summary));
@@ -108,7 +107,32 @@ fn render(r: &DebugReport) -> String {
         }
         out.push_str(&format!("  hint: {}\n", f.hint));
     }
+    if !r.swarm_tasks.is_empty() {
+        out.push_str("\nswarm tasks (newest first):\n");
+        for t in &r.swarm_tasks {
+            out.push_str(&format!("{}\n", task_line(t)));
+        }
+    }
     out.trim_end().to_string()
+}
+
+/// One Swarm task: whose it is, where, its state and Swarm's words.
+fn task_line(t: &SwarmTask) -> String {
+    let replica = t
+        .replica
+        .map(|r| format!("replica {r} of "))
+        .unwrap_or_default();
+    let node = t.node.as_deref().unwrap_or("no node yet");
+    let mut line = format!(
+        "  {replica}deploy {} on {node}: {} (desired {})",
+        t.deploy, t.state, t.desired_state
+    );
+    match (&t.error, t.message.is_empty()) {
+        (Some(e), _) => line.push_str(&format!(": {e}")),
+        (None, false) => line.push_str(&format!(": {}", t.message)),
+        (None, true) => {}
+    }
+    line
 }
 
 #[cfg(test)]
@@ -129,6 +153,7 @@ mod tests {
                 detail: Some("  boom".into()),
                 hint: "read its output".into(),
             }],
+            swarm_tasks: Vec::new(),
         };
         let text = render(&r);
         assert!(text.contains("serving sha256:0123456789ab"), "{text}");
@@ -138,5 +163,34 @@ mod tests {
         );
         assert!(text.contains("    boom"), "{text}");
         assert!(text.contains("hint: read its output"), "{text}");
+        assert!(!text.contains("swarm tasks"), "{text}");
+    }
+
+    #[test]
+    fn renders_swarm_tasks_with_swarms_error() {
+        let r = DebugReport {
+            app: "web".into(),
+            status: molt_core::AppStatus::Running,
+            serving_digest: None,
+            failed_deploy: None,
+            findings: Vec::new(),
+            swarm_tasks: vec![SwarmTask {
+                deploy: "d2".into(),
+                replica: Some(0),
+                node: None,
+                desired_state: "running".into(),
+                state: "pending".into(),
+                error: Some(
+                    "no suitable node (scheduling constraints not satisfied on 1 node)".into(),
+                ),
+                message: "pending task scheduling".into(),
+            }],
+        };
+        let text = render(&r);
+        assert!(text.contains("Nothing looks wrong."), "{text}");
+        assert!(
+            text.contains("replica 0 of deploy d2 on no node yet: pending (desired running): no suitable node (scheduling constraints"),
+            "{text}"
+        );
     }
 }
