@@ -27,6 +27,7 @@ mod metrics;
 mod metrics_server;
 mod persist;
 mod pool;
+mod route;
 mod routes;
 mod server;
 mod target;

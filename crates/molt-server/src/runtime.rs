@@ -35,9 +35,13 @@ pub const LABEL_RUN: &str = "molt.run";
 
 mod attach;
 mod build;
+mod logs;
+mod network;
 mod swarm;
+
 pub use attach::{Attached, OneOff, Output};
 pub use build::BuildSpec;
+pub(crate) use logs::{log_chunks, log_options, log_text};
 pub use swarm::{NoSuitableNode, Orchestrator, Swarm, GPU_RESOURCE};
 
 #[derive(Clone)]
@@ -190,110 +194,6 @@ impl Runtime {
         self
     }
 
-    /// The network of one App: its containers join it (and the networks
-    /// of the Apps it links to) instead of one network shared by all Apps,
-    /// so an App reaches no other App unless linked. The instance id keeps
-    /// installations that share an engine apart.
-    pub fn app_network(&self, app: &str) -> String {
-        format!("{}-app-{app}-{}", self.network, self.instance)
-    }
-
-    /// Creates an App's network unless it exists.
-    async fn ensure_app_network(&self, app: &str) -> Result<String> {
-        let name = self.app_network(app);
-        let labels = HashMap::from([
-            ("molt.network".into(), "true".into()),
-            (LABEL_INSTANCE.into(), self.instance.clone()),
-            (LABEL_APP.into(), app.to_string()),
-        ]);
-        self.ensure_named_network(&name, labels)
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "cannot create the Docker network `{name}` of the App `{app}`: {}; check `docker network ls` and the engine's address pools",
-                    engine_message(&e)
-                )
-            })?;
-        Ok(name)
-    }
-
-    /// Creates the bridge network `name` unless it exists. Engines before
-    /// API 1.44 accept a second network of a name, and a name that two
-    /// networks share can no longer be used (every later look-up is
-    /// "ambiguous"). So when two servers, or two replicas, create it at the
-    /// same moment, each then keeps the oldest of that name and removes the
-    /// others; the engine refuses to remove one that is in use.
-    async fn ensure_named_network(
-        &self,
-        name: &str,
-        labels: HashMap<String, String>,
-    ) -> std::result::Result<(), bollard::errors::Error> {
-        if self.networks_named(name).await?.is_empty() {
-            let created = self
-                .docker
-                .create_network(NetworkCreateRequest {
-                    name: name.to_string(),
-                    driver: Some("bridge".into()),
-                    labels: Some(labels),
-                    ..Default::default()
-                })
-                .await;
-            if let Err(e) = created {
-                if self.networks_named(name).await?.is_empty() {
-                    return Err(e);
-                }
-            }
-        }
-        let found = self.networks_named(name).await?;
-        for extra in found.iter().skip(1) {
-            match self.docker.remove_network(extra).await {
-                Ok(()) => {
-                    tracing::info!(network = %name, id = %extra, "removed a second network of the same name")
-                }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => {
-                    tracing::warn!(network = %name, id = %extra, "two networks share this name: {}", engine_message(&e))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The ids of the networks called exactly `name` (the engine's filter
-    /// matches parts of names too), oldest first.
-    async fn networks_named(
-        &self,
-        name: &str,
-    ) -> std::result::Result<Vec<String>, bollard::errors::Error> {
-        let options = bollard::query_parameters::ListNetworksOptions {
-            filters: Some(HashMap::from([(
-                "name".to_string(),
-                vec![name.to_string()],
-            )])),
-        };
-        let mut found: Vec<_> = self
-            .docker
-            .list_networks(Some(options))
-            .await?
-            .into_iter()
-            .filter(|n| n.name.as_deref() == Some(name))
-            .filter_map(|n| Some((n.created, n.id?)))
-            .collect();
-        found.sort();
-        Ok(found.into_iter().map(|(_, id)| id).collect())
-    }
-
-    /// Removes a deleted App's network; one still used (by the containers
-    /// of an App linked to it) stays until the engine can remove it.
-    pub async fn forget_app(&self, app: &str) {
-        let name = self.app_network(app);
-        if let Err(e) = self.docker.remove_network(&name).await {
-            if !is_not_found(&e) {
-                tracing::info!(network = %name, "kept the network of a deleted App: {}", engine_message(&e));
-            }
-        }
-    }
-
     pub fn upstream(&self) -> UpstreamMode {
         self.upstream
     }
@@ -350,20 +250,6 @@ impl Runtime {
             )
         })?;
         Ok(info.mem_total.unwrap_or(0).max(0) as u64)
-    }
-
-    /// Creates Molt's bridge network unless it exists.
-    pub async fn ensure_network(&self) -> Result<()> {
-        let labels = HashMap::from([("molt.network".into(), "true".into())]);
-        self.ensure_named_network(&self.network, labels)
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "cannot create the Docker network `{}`: {}; check `docker network ls` and the engine's address pools",
-                    self.network,
-                    engine_message(&e)
-                )
-            })
     }
 
     /// Pulls an image. The error is the registry's own reason, as the engine
@@ -690,25 +576,6 @@ impl Runtime {
             .map(|m| m as u64)
     }
 
-    /// The last `lines` lines of a container's output, stdout and stderr.
-    pub async fn logs_tail(&self, id: &str, lines: usize) -> String {
-        let options = log_options(false, Some(lines as u64), None);
-        log_text(self.docker.logs(id, Some(options))).await
-    }
-
-    /// A container's output as it comes, line by line: the last `tail`
-    /// lines (all when `None`), from `since` (unix seconds), then new ones
-    /// while `follow`.
-    pub fn log_lines(
-        &self,
-        id: &str,
-        follow: bool,
-        tail: Option<u64>,
-        since: Option<i64>,
-    ) -> impl futures_util::Stream<Item = String> + Send + 'static {
-        log_chunks(self.docker.logs(id, Some(log_options(follow, tail, since))))
-    }
-
     /// Sends SIGTERM and, after `timeout_secs`, SIGKILL.
     pub async fn stop(&self, id: &str, timeout_secs: u64) -> Result<()> {
         let options = StopContainerOptions {
@@ -957,52 +824,6 @@ fn engine_health(
         command,
         last_output,
     })
-}
-
-/// The engine's options for a container's (or a service's) output: the
-/// last `tail` lines (all when `None`), from `since` (unix seconds), then
-/// new ones while `follow`.
-pub(crate) fn log_options(follow: bool, tail: Option<u64>, since: Option<i64>) -> LogsOptions {
-    LogsOptions {
-        stdout: true,
-        stderr: true,
-        follow,
-        tail: tail.map_or_else(|| "all".to_string(), |t| t.to_string()),
-        since: since.unwrap_or(0).clamp(0, i32::MAX as i64) as i32,
-        ..Default::default()
-    }
-}
-
-/// The text of an engine log stream, cut after 64 KiB.
-pub(crate) async fn log_text(
-    stream: impl futures_util::Stream<
-        Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
-    >,
-) -> String {
-    let mut stream = std::pin::pin!(stream);
-    let mut out = String::new();
-    while let Some(Ok(chunk)) = stream.next().await {
-        out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-        if out.len() > 64 * 1024 {
-            break;
-        }
-    }
-    out.trim_end().to_string()
-}
-
-/// An engine log stream as text, as it comes; it ends at the first error.
-pub(crate) fn log_chunks(
-    stream: impl futures_util::Stream<
-            Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
-        > + Send
-        + 'static,
-) -> impl futures_util::Stream<Item = String> + Send + 'static {
-    stream
-        .take_while(|r| futures_util::future::ready(r.is_ok()))
-        .filter_map(|r| async move {
-            r.ok()
-                .map(|c| String::from_utf8_lossy(&c.into_bytes()).into_owned())
-        })
 }
 
 #[cfg(test)]
