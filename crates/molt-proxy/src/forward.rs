@@ -198,7 +198,7 @@ async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    if let Some(max_age) = settings.hsts_max_age_secs.filter(|_| client.tls) {
+    if let Some(max_age) = settings.hsts_max_age_secs.filter(|_| client.over_tls()) {
         headers::set_hsts(&mut parts.headers, max_age);
     }
     Response::from_parts(parts, ProxyBody::upstream(body, guard, conn))

@@ -80,8 +80,6 @@ pub struct Peer {
     /// `X-Forwarded-Proto` for this connection: `https` when it came in
     /// over TLS.
     pub proto: HeaderValue,
-    /// The connection came in over TLS.
-    pub tls: bool,
 }
 
 impl Peer {
@@ -94,8 +92,12 @@ impl Peer {
             trusted: edge.trusts(ip),
             edge: Arc::clone(edge),
             proto: HeaderValue::from_static("http"),
-            tls: false,
         }
+    }
+
+    /// Whether the connection came in over TLS.
+    pub fn over_tls(&self) -> bool {
+        self.proto == "https"
     }
 
     /// The same peer, on a connection that came in over TLS (or not).
@@ -103,7 +105,6 @@ impl Peer {
         if tls {
             self.proto = HeaderValue::from_static("https");
         }
-        self.tls = tls;
         self
     }
 }

@@ -15,7 +15,11 @@ use std::time::Duration;
 pub const ROUTE: &str = "_console";
 
 /// How often the proxy's console route is compared with the wanted one.
-const EVERY: Duration = Duration::from_secs(2);
+/// The proxy keeps its routes on disk across restarts, so this only heals
+/// a lost routes file; it lists every route, so not often.
+const EVERY: Duration = Duration::from_secs(30);
+/// The wait before trying again while the proxy does not answer yet.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// The route that serves `domain` from the API listening on `api`; bodies
 /// up to `max_body` (a `molt build` context may be that large).
@@ -66,19 +70,24 @@ pub fn spawn(deployer: Arc<Deployer>, domain: String, api: SocketAddr, max_body:
                 .routes()
                 .await
                 .map(|routes| routes.contains(&wanted));
-            match held {
-                Ok(true) => {}
+            let in_place = match held {
+                Ok(true) => true,
                 Ok(false) => match deployer.proxy.set_route(wanted.clone()).await {
                     Ok(()) => {
-                        tracing::info!(%domain, "the dashboard and API are routed at the console domain")
+                        tracing::info!(%domain, "the dashboard and API are routed at the console domain");
+                        true
                     }
                     Err(e) => {
-                        tracing::warn!(%domain, "the proxy refused the console's route: {e:#}")
+                        tracing::warn!(%domain, "the proxy refused the console's route: {e:#}");
+                        false
                     }
                 },
-                Err(e) => tracing::debug!("cannot read the proxy's routes yet: {e:#}"),
-            }
-            tokio::time::sleep(EVERY).await;
+                Err(e) => {
+                    tracing::debug!("cannot read the proxy's routes yet: {e:#}");
+                    false
+                }
+            };
+            tokio::time::sleep(if in_place { EVERY } else { RETRY }).await;
         }
     });
 }
