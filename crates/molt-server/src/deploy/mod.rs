@@ -35,6 +35,7 @@ mod rotation;
 mod run;
 mod secrets;
 mod settings;
+mod starts;
 mod steps;
 mod teardown;
 #[cfg(test)]
@@ -167,6 +168,9 @@ pub struct Deployer {
     /// The host name the dashboard and API are served at through the proxy
     /// (`--console-domain`); no App may claim it.
     console_domain: std::sync::OnceLock<String>,
+    /// Container starts in flight, which a canceled deploy's tear-down
+    /// waits for (see `starts`).
+    starts: starts::Starts,
 }
 
 impl Deployer {
@@ -189,6 +193,7 @@ impl Deployer {
             warming: Mutex::new(Default::default()),
             hosted_registry: Default::default(),
             console_domain: Default::default(),
+            starts: Default::default(),
         }
     }
 

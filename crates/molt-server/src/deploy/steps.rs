@@ -195,12 +195,17 @@ impl Deployer {
             read_only: app.read_only,
             constraints: app.constraints.clone(),
         };
-        let id = self.runtime.start(&spec).await.map_err(|e| match e
-            .downcast_ref::<crate::runtime::NoSuitableNode>()
-        {
-            Some(reason) => StepError::of(FailureKind::NoSuitableNode, reason.to_string()),
-            None => StepError::internal(e.to_string()),
-        })?;
+        let runtime = Arc::clone(&self.runtime);
+        let started = self
+            .starts
+            .run(&deploy.id, async move { runtime.start(&spec).await })
+            .await;
+        let id = started.map_err(
+            |e| match e.downcast_ref::<crate::runtime::NoSuitableNode>() {
+                Some(reason) => StepError::of(FailureKind::NoSuitableNode, reason.to_string()),
+                None => StepError::internal(e.to_string()),
+            },
+        )?;
         new_containers.push(id.clone());
         let row = ReplicaRow {
             deploy_id: deploy.id.clone(),

@@ -6,6 +6,8 @@ impl Deployer {
     /// Removes whatever a deploy that did not swap started, including a
     /// container created just before a cancel; never a serving container.
     pub(super) async fn tear_down(&self, deploy: &DeployRow, known: &[String]) {
+        // A start the cancel cut off still makes its container: wait for it.
+        self.starts.settle(&deploy.id).await;
         let mut ids: Vec<String> = known.to_vec();
         if let Ok(found) = self.runtime.list(Some(&deploy.app)).await {
             ids.extend(
