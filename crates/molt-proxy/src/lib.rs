@@ -23,6 +23,7 @@ mod headers;
 mod hold;
 mod host;
 mod instance;
+mod memory;
 mod metrics;
 mod metrics_server;
 mod persist;

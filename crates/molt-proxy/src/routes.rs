@@ -301,6 +301,9 @@ impl Routes {
                 let mut journal = self.changes.lock().await;
                 if journal.pending.is_empty() {
                     journal.writing = false;
+                    // The snapshots and their JSON are freed now (several
+                    // MiB with thousands of routes): see `memory`.
+                    tokio::task::spawn_blocking(crate::memory::give_back);
                     return;
                 }
                 (self.list(), std::mem::take(&mut journal.pending))

@@ -46,6 +46,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// After a handover, how long busy keep-alive connections get to receive a
 /// `Connection: close` answer before idle ones are closed.
 const HANDOVER_LINGER: Duration = Duration::from_secs(1);
+/// How often the accept loop looks whether a burst of connections ended
+/// (and freed memory can go back to the system).
+const QUIET_SAMPLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -432,11 +435,22 @@ impl Serving {
         let graceful = watch::Sender::new(false);
         let handover = wait_true(handed_over);
         tokio::pin!(handover);
+        // Freed heap goes back to the system when a burst of connections
+        // has ended (see `memory`).
+        let mut quiet = crate::memory::QuietWatch::default();
+        let mut quiet_tick = tokio::time::interval(QUIET_SAMPLE);
+        quiet_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let why = loop {
             let (stream, peer, tls) = tokio::select! {
                 // A dropped `Proxy` stops it too.
                 _ = &mut stopped => break Stop::Shutdown,
                 () = &mut handover => break Stop::HandedOver,
+                _ = quiet_tick.tick() => {
+                    if quiet.sample(graceful.receiver_count()) {
+                        tokio::task::spawn_blocking(crate::memory::give_back);
+                    }
+                    continue;
+                }
                 accepted = self.http.accept() => match accepted {
                     Ok((stream, peer)) => (stream, peer, None),
                     Err(e) => {
