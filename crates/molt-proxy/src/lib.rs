@@ -12,6 +12,7 @@
 //!   connection); `exe_id` tells whether a running proxy is another build.
 
 pub mod admin;
+mod admin_token;
 mod admin_server;
 mod body;
 mod edge;
@@ -33,7 +34,7 @@ mod server;
 mod target;
 pub mod tls;
 
-pub use admin::{AdminClient, AdminError, DrainOutcome, Paused, PingInfo};
+pub use admin::{AdminClient, AdminError, AdminToken, DrainOutcome, Paused, PingInfo};
 pub use edge::{Cidr, EdgeConfig, DEFAULT_MAX_CONNECTIONS};
 pub use instance::exe_id;
 pub use server::{default_threads, run, run_until, Proxy, ProxyConfig};

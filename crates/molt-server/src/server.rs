@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub upstream: Option<crate::runtime::UpstreamMode>,
     /// Where App replicas run: this host's engine, or its swarm.
     pub orchestrator: crate::runtime::Orchestrator,
+    /// The proxies on other nodes the server pushes its routes to
+    /// (`--proxy-peer`), and the token they ask for.
+    pub proxy_peers: Option<(Vec<String>, molt_proxy::AdminToken)>,
     /// The proxy's worker threads; `None`: its default (half the CPUs).
     pub proxy_threads: Option<std::num::NonZeroUsize>,
     /// `--trusted-proxy` blocks passed on to the proxy it starts.
@@ -132,9 +135,22 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             crate::health::Prober::new().with_tcp_settle(crate::health::PUBLISHED_TCP_SETTLE)
         }
     };
+    let routes: Arc<dyn crate::ports::Routes> = match &config.proxy_peers {
+        Some((peers, token)) => {
+            tracing::info!(?peers, "route changes go to the proxies on other nodes too");
+            let fleet = Arc::new(crate::proxy_peers::ProxyFleet::new(
+                Arc::clone(&proxy),
+                peers,
+                token,
+            ));
+            Arc::clone(&fleet).spawn_keeper();
+            fleet
+        }
+        None => Arc::clone(&proxy) as Arc<dyn crate::ports::Routes>,
+    };
     let ports = crate::ports::Ports {
         containers,
-        routes: Arc::clone(&proxy) as Arc<dyn crate::ports::Routes>,
+        routes,
         health: Arc::new(prober),
         registries: Arc::new(crate::ports::OciRegistries),
     };

@@ -1,0 +1,406 @@
+//! The proxies on other nodes (`molt server --proxy-peer`), so that a load
+//! balancer or DNS in front of several nodes finds a proxy on each.
+//!
+//! Every route change goes to this node's proxy first (it stays the one
+//! that decides: if it refuses, nothing changed), then to each peer that is
+//! in date, all at once. A change returns only when every in-date peer took
+//! it, or failed to within `PEER_CALL_TIMEOUT` and was marked out of date;
+//! so a swap is done, and old replicas drain and stop, only once every
+//! proxy that answers has moved off them (`wait_drained` waits on each of
+//! them too). A peer that does not answer never blocks a deploy for longer
+//! than that timeout.
+//!
+//! Out of date is level-triggered: every second each peer is pinged; one
+//! that is out of date, or answers with another pid (it restarted, with its
+//! persisted routes but none of its pauses), gets the whole route table and
+//! the pauses of this node's proxy, and counts as in date only once it has
+//! them all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Result;
+use futures_util::future::join_all;
+use molt_proxy::admin::{Request, Response, Route, TlsCert};
+use molt_proxy::{AdminClient, AdminToken, Paused};
+
+use crate::proxy_link::ProxyLink;
+
+/// How long a peer may take to answer one change before it is marked out
+/// of date and the deploy goes on without it.
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often each peer is pinged (and an out-of-date one brought in date).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Rounds of a resync before it gives up until the next check, when
+/// changes keep landing while it runs.
+const RESYNC_ROUNDS: usize = 5;
+
+/// This node's proxy and the peers, behind the one `Routes` port.
+pub struct ProxyFleet {
+    local: Arc<ProxyLink>,
+    peers: Vec<Peer>,
+    /// Bumped after every change the local proxy took: a resync that saw
+    /// another value when it began looks again before it says in date.
+    changes: AtomicU64,
+}
+
+struct Peer {
+    addr: String,
+    admin: AdminClient,
+    state: Mutex<PeerState>,
+}
+
+#[derive(Default)]
+struct PeerState {
+    in_date: bool,
+    /// The pid that answered when it was last brought in date.
+    pid: Option<u32>,
+    /// Why it is out of date.
+    problem: Option<String>,
+    /// Whether going out of date was logged (once, until in date again).
+    warned: bool,
+}
+
+/// What `molt debug` and `/metrics` say of a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub addr: String,
+    pub in_date: bool,
+    pub problem: Option<String>,
+}
+
+impl ProxyFleet {
+    /// Every peer starts out of date: the first check gives it the table.
+    pub fn new(local: Arc<ProxyLink>, addrs: &[String], token: &AdminToken) -> ProxyFleet {
+        let peers = addrs
+            .iter()
+            .map(|addr| Peer {
+                addr: addr.clone(),
+                admin: AdminClient::tcp(addr, token.clone()).with_timeout(PEER_CALL_TIMEOUT),
+                state: Mutex::new(PeerState {
+                    problem: Some("not reached yet".into()),
+                    ..PeerState::default()
+                }),
+            })
+            .collect();
+        ProxyFleet {
+            local,
+            peers,
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// Checks every peer each second, and brings out-of-date ones in date.
+    pub fn spawn_keeper(self: Arc<Self>) {
+        tokio::spawn(async move {
+            loop {
+                join_all(self.peers.iter().map(|peer| self.check(peer))).await;
+                tokio::time::sleep(CHECK_EVERY).await;
+            }
+        });
+    }
+
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        self.peers
+            .iter()
+            .map(|peer| {
+                let state = peer.state();
+                PeerStatus {
+                    addr: peer.addr.clone(),
+                    in_date: state.in_date,
+                    problem: state.problem.clone(),
+                }
+            })
+            .collect()
+    }
+
+    async fn check(&self, peer: &Peer) {
+        let ping = match peer.admin.ping().await {
+            Ok(ping) => ping,
+            Err(e) => return peer.out_of_date(format!("does not answer: {e}")),
+        };
+        {
+            let state = peer.state();
+            if state.in_date && state.pid == Some(ping.pid) {
+                return;
+            }
+        }
+        if peer.state().in_date {
+            peer.out_of_date(format!(
+                "restarted (pid {} now); its pauses are gone",
+                ping.pid
+            ));
+        }
+        match self.resync(peer).await {
+            Ok(Some(sent)) => {
+                let mut state = peer.state();
+                state.in_date = true;
+                state.pid = Some(ping.pid);
+                state.problem = None;
+                state.warned = false;
+                tracing::info!(peer = %peer.addr, pid = ping.pid, changes_sent = sent, "proxy peer is in date");
+            }
+            Ok(None) => {}
+            Err(e) => peer.out_of_date(format!("could not be brought in date: {e:#}")),
+        }
+    }
+
+    /// Makes the peer's routes and pauses those of the local proxy; how many
+    /// changes that took, or `None` when changes kept landing meanwhile
+    /// (the next check tries again).
+    async fn resync(&self, peer: &Peer) -> Result<Option<usize>> {
+        let mut sent = 0;
+        for _ in 0..RESYNC_ROUNDS {
+            let before = self.changes.load(Ordering::SeqCst);
+            let (want_routes, want_paused) = table(self.local.admin()).await?;
+            let (has_routes, has_paused) = table(&peer.admin).await?;
+            for request in table_diff(&want_routes, &want_paused, &has_routes, &has_paused) {
+                peer.admin.call(&request, PEER_CALL_TIMEOUT).await?;
+                sent += 1;
+            }
+            if self.changes.load(Ordering::SeqCst) == before {
+                return Ok(Some(sent));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends `request` to every in-date peer at once; the answers of those
+    /// that took it. One that fails is marked out of date.
+    async fn to_peers(&self, request: &Request, timeout: Duration) -> Vec<Response> {
+        let calls = self.peers.iter().filter(|p| p.state().in_date).map(|peer| async move {
+            match peer.admin.call(request, timeout).await {
+                Ok(answer) => Some(answer),
+                Err(e) => {
+                    peer.out_of_date(format!("did not take a change: {e}"));
+                    None
+                }
+            }
+        });
+        join_all(calls).await.into_iter().flatten().collect()
+    }
+
+    /// A change the local proxy took; now the peers.
+    async fn changed(&self, request: Request) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        if !self.peers.is_empty() {
+            self.to_peers(&request, PEER_CALL_TIMEOUT).await;
+        }
+    }
+}
+
+impl Peer {
+    fn state(&self) -> std::sync::MutexGuard<'_, PeerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Logged once, when it goes out of date.
+    fn out_of_date(&self, problem: String) {
+        let mut state = self.state();
+        if !state.warned {
+            tracing::warn!(peer = %self.addr, %problem, "proxy peer is out of date; deploys go on without it and it gets the whole route table once it answers");
+            state.warned = true;
+        }
+        state.in_date = false;
+        state.problem = Some(problem);
+    }
+}
+
+/// A proxy's routes and pauses, in one `list_routes`.
+async fn table(admin: &AdminClient) -> Result<(Vec<Route>, Vec<Paused>)> {
+    let answer = admin.call(&Request::ListRoutes, PEER_CALL_TIMEOUT).await?;
+    Ok((
+        answer.routes.unwrap_or_default(),
+        answer.paused.unwrap_or_default(),
+    ))
+}
+
+/// The requests that turn the table (`has_*`) into the wanted one: routes
+/// set where they differ, removed where unwanted, pauses set and lifted.
+fn table_diff(
+    want_routes: &[Route],
+    want_paused: &[Paused],
+    has_routes: &[Route],
+    has_paused: &[Paused],
+) -> Vec<Request> {
+    let has: HashMap<&str, &Route> = has_routes.iter().map(|r| (r.app.as_str(), r)).collect();
+    let wanted: HashMap<&str, &Route> = want_routes.iter().map(|r| (r.app.as_str(), r)).collect();
+    let mut requests = Vec::new();
+    for route in want_routes {
+        if has.get(route.app.as_str()) != Some(&route) {
+            requests.push(Request::SetRoute {
+                route: route.clone(),
+            });
+        }
+    }
+    for route in has_routes {
+        if !wanted.contains_key(route.app.as_str()) {
+            requests.push(Request::RemoveRoute {
+                app: route.app.clone(),
+            });
+        }
+    }
+    for paused in want_paused {
+        if !has_paused.contains(paused) {
+            requests.push(Request::Pause {
+                app: paused.app.clone(),
+                max_pause_ms: paused.max_pause_ms,
+                max_queued: paused.max_queued,
+            });
+        }
+    }
+    for paused in has_paused {
+        if !want_paused.iter().any(|p| p.app == paused.app) {
+            requests.push(Request::Resume {
+                app: paused.app.clone(),
+            });
+        }
+    }
+    requests
+}
+
+#[async_trait::async_trait]
+impl crate::ports::Routes for ProxyFleet {
+    async fn set_route(&self, route: Route) -> Result<()> {
+        self.local.set_route(route.clone()).await?;
+        self.changed(Request::SetRoute { route }).await;
+        Ok(())
+    }
+
+    async fn remove_route(&self, app: &str) -> Result<()> {
+        self.local.remove_route(app).await?;
+        self.changed(Request::RemoveRoute {
+            app: app.to_string(),
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn pause(&self, app: &str, max_pause: Duration, max_queued: usize) -> Result<()> {
+        self.local.pause(app, max_pause, max_queued).await?;
+        self.changed(Request::Pause {
+            app: app.to_string(),
+            max_pause_ms: u64::try_from(max_pause.as_millis()).unwrap_or(u64::MAX),
+            max_queued,
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn resume(&self, app: &str) -> Result<()> {
+        self.local.resume(app).await?;
+        self.changed(Request::Resume {
+            app: app.to_string(),
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn routes(&self) -> Result<Vec<Route>> {
+        self.local.routes().await
+    }
+
+    /// Drained once drained on this node's proxy and on every in-date peer
+    /// (each waits up to `timeout`, at the same time); the cut connections
+    /// are summed.
+    async fn wait_drained(&self, app: &str, addr: &str, timeout: Duration) -> Result<(bool, u64)> {
+        let request = Request::WaitDrained {
+            app: app.to_string(),
+            addr: addr.to_string(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let (local, peers) = tokio::join!(
+            self.local.wait_drained(app, addr, timeout),
+            self.to_peers(&request, timeout + PEER_CALL_TIMEOUT)
+        );
+        let (mut drained, mut closed) = local?;
+        for answer in peers {
+            drained &= answer.drained.unwrap_or(true);
+            closed += answer.closed.unwrap_or(0);
+        }
+        Ok((drained, closed))
+    }
+
+    /// Certificates stay on this node's proxy: the admin protocol to peers
+    /// is not encrypted, and a private key must not cross the network in
+    /// the clear.
+    async fn put_cert(&self, cert: TlsCert) -> Result<()> {
+        Ok(self.local.admin().put_cert(cert).await?)
+    }
+
+    async fn remove_cert(&self, domain: &str) -> Result<()> {
+        Ok(self.local.admin().remove_cert(domain).await?)
+    }
+
+    async fn cert_domains(&self) -> Result<Vec<String>> {
+        Ok(self.local.admin().list_certs().await?)
+    }
+
+    fn peers(&self) -> Vec<PeerStatus> {
+        self.statuses()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use molt_proxy::admin::Target;
+
+    fn route(app: &str, addr: &str) -> Route {
+        Route {
+            app: app.into(),
+            hosts: vec![format!("{app}.localhost")],
+            targets: vec![Target {
+                addr: addr.into(),
+                id: "c".into(),
+            }],
+            upstream_timeout_ms: 1000,
+            drain_timeout_ms: 1000,
+            tunnel_idle_timeout_ms: None,
+            max_body_bytes: None,
+            https_redirect: None,
+            hsts_max_age_secs: None,
+            console: false,
+        }
+    }
+
+    fn paused(app: &str) -> Paused {
+        Paused {
+            app: app.into(),
+            max_pause_ms: 100,
+            max_queued: 10,
+        }
+    }
+
+    fn ops(requests: &[Request]) -> Vec<String> {
+        requests
+            .iter()
+            .map(|r| match r {
+                Request::SetRoute { route } => format!("set {}", route.app),
+                Request::RemoveRoute { app } => format!("remove {app}"),
+                Request::Pause { app, .. } => format!("pause {app}"),
+                Request::Resume { app } => format!("resume {app}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_table_in_date_needs_nothing() {
+        let routes = [route("a", "10.0.0.1:80"), route("b", "10.0.0.2:80")];
+        assert!(table_diff(&routes, &[paused("a")], &routes, &[paused("a")]).is_empty());
+    }
+
+    #[test]
+    fn a_stale_table_gets_what_differs_and_loses_what_is_gone() {
+        let want = [route("a", "10.0.0.1:80"), route("b", "10.0.0.2:80")];
+        let has = [route("a", "10.0.0.9:80"), route("gone", "10.0.0.3:80")];
+        let diff = table_diff(&want, &[paused("b")], &has, &[paused("gone")]);
+        assert_eq!(
+            ops(&diff),
+            ["set a", "set b", "remove gone", "pause b", "resume gone"]
+        );
+    }
+}
