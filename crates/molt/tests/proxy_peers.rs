@@ -1,0 +1,305 @@
+//! Traffic on every node: a second `molt proxy`, started here as a peer
+//! with its own data dir (`--admin-listen`, `--admin-token-file`), gets its
+//! routes from the server (`--proxy-peer`). Deploys under load sent to both
+//! proxies fail no request on either; a request in flight on the peer
+//! finishes on the old version (the old container waits for the peer's
+//! drain too); a wrong token is refused; a peer that is down does not hold
+//! deploys up, shows in `molt debug` and `/metrics`, and serves the current
+//! version once it is back.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Bound of every wait for a condition.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A `molt proxy` on its own data dir serving the admin protocol over TCP;
+/// killed on drop.
+struct PeerProxy {
+    child: Option<Child>,
+    dir: PathBuf,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    token_file: PathBuf,
+}
+
+impl PeerProxy {
+    fn start(dir: &Path, token_file: &Path) -> PeerProxy {
+        let [listen, admin] = free_ports::<2>();
+        let mut peer = PeerProxy {
+            child: None,
+            dir: dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], listen)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            token_file: token_file.to_path_buf(),
+        };
+        peer.spawn();
+        peer
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("peer.log"))
+            .expect("peer log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_molt"))
+            .arg("proxy")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--listen")
+            .arg(self.listen.to_string())
+            .arg("--admin-listen")
+            .arg(self.admin.to_string())
+            .arg("--admin-token-file")
+            .arg(&self.token_file)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start the peer molt proxy");
+        self.child = Some(child);
+        assert!(
+            wait_until_sync(PATIENCE, || std::net::TcpStream::connect(self.admin).is_ok()),
+            "the peer never listened on {}; its log:\n{}",
+            self.admin,
+            self.log()
+        );
+    }
+
+    /// Kills it at once, as a node that goes down.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("peer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PeerProxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    peer: PeerProxy,
+    server: MoltServer,
+    images: Vec<String>,
+    _registry: Registry,
+}
+
+/// A registry with v1, v2, v3; a peer; a server that pushes to it; the App
+/// `web` on v1, served by both proxies.
+async fn rig() -> Rig {
+    let registry = Registry::start(false);
+    let images: Vec<String> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|v| push(&registry, "testapp", v, v))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("peer-token");
+    std::fs::write(&token_file, format!("{}\n", "7e".repeat(24))).expect("token file");
+    let peer_dir = dir.path().join("peer");
+    std::fs::create_dir(&peer_dir).expect("peer dir");
+    let peer = PeerProxy::start(&peer_dir, &token_file);
+    let server = MoltServer::start_with(
+        None,
+        &[
+            "--proxy-peer",
+            &peer.admin.to_string(),
+            "--proxy-peer-token-file",
+            token_file.to_str().expect("utf-8 path"),
+        ],
+        &[],
+    );
+    create_app(
+        &server,
+        "web",
+        &images[0],
+        &[
+            "--health-path",
+            "/healthz",
+            "--drain-timeout",
+            "10",
+            "--env",
+            "LOG_REQUESTS=1",
+        ],
+    );
+    let at = peer.listen;
+    assert!(
+        wait_until(PATIENCE, || async {
+            served(at, "web.localhost").await == "testapp v1"
+        })
+        .await,
+        "the peer never served v1; its log:\n{}",
+        peer.log()
+    );
+    Rig {
+        _dir: dir,
+        peer,
+        server,
+        images,
+        _registry: registry,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploys_under_load_on_both_proxies_lose_nothing() {
+    let rig = rig().await;
+    let (server, peer) = (&rig.server, &rig.peer);
+
+    // A request in flight on the peer when the swap happens finishes on
+    // the old version: the old container is stopped only once the peer
+    // drained it too (the local proxy has nothing in flight on it).
+    let at = peer.listen;
+    let slow = tokio::spawn(async move {
+        get_with_timeout(at, "web.localhost", "/slow?ms=3000", Duration::from_secs(20)).await
+    });
+    assert!(
+        wait_until(PATIENCE, || async {
+            molt(server, &["logs", "web"])
+                .stdout
+                .contains("slow request started")
+        })
+        .await,
+        "the slow request never reached v1"
+    );
+    ok(molt(server, &["deploy", "web", &rig.images[1]]));
+    let (status, body) = slow.await.expect("join").expect("the slow request");
+    assert_eq!((status, body.trim()), (200, "slow v1"), "finished on v1");
+    assert_eq!(served(peer.listen, "web.localhost").await, "testapp v2");
+
+    let local = Load::start_bounded(
+        server.proxy_addr(),
+        "web.localhost",
+        4,
+        Duration::from_secs(30),
+        Duration::from_secs(150),
+    );
+    let remote = Load::start_bounded(
+        peer.listen,
+        "web.localhost",
+        4,
+        Duration::from_secs(30),
+        Duration::from_secs(150),
+    );
+    let order = [2, 0, 1, 2];
+    for i in order {
+        ok(molt(server, &["deploy", "web", &rig.images[i]]));
+    }
+    let local = local.finish().await;
+    let remote = remote.finish().await;
+    eprintln!(
+        "{} deploys: server's proxy {} ok, {} failed; peer {} ok, {} failed; peer saw {:?}",
+        order.len(),
+        local.ok,
+        local.failed,
+        remote.ok,
+        remote.failed,
+        remote.bodies
+    );
+    assert_eq!(local.failed, 0, "server's proxy: {:?}", local.errors);
+    assert_eq!(remote.failed, 0, "peer: {:?}", remote.errors);
+    assert!(local.ok > 100 && remote.ok > 100, "the loads ran");
+    assert!(
+        remote.bodies.contains_key("testapp v1") && remote.bodies.contains_key("testapp v3"),
+        "the peer followed the deploys: {:?}",
+        remote.bodies
+    );
+    assert_eq!(served(peer.listen, "web.localhost").await, "testapp v3");
+    assert!(!server.log().contains("out of date"), "{}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_token_is_refused_and_a_peer_that_was_down_catches_up() {
+    let mut rig = rig().await;
+
+    // A wrong token gets a refusal and nothing else; the peer logs it,
+    // without the token.
+    let wrong = molt_proxy::AdminToken::new(&"0".repeat(48)).expect("token");
+    let err = molt_proxy::AdminClient::tcp(&rig.peer.admin.to_string(), wrong)
+        .list_routes()
+        .await
+        .expect_err("a wrong token");
+    assert!(err.to_string().contains("token"), "{err}");
+    let log = rig.peer.log();
+    assert!(
+        log.contains("admin connection without the right token refused"),
+        "{log}"
+    );
+    assert!(!log.contains(&"7e".repeat(24)), "the token is not logged");
+    assert!(!rig.server.log().contains(&"7e".repeat(24)));
+
+    // The peer goes down: a deploy still succeeds, and promptly.
+    rig.peer.kill();
+    let started = Instant::now();
+    ok(molt(&rig.server, &["deploy", "web", &rig.images[1]]));
+    let took = started.elapsed();
+    eprintln!("deploy with the peer down took {took:?}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert_eq!(
+        served(rig.server.proxy_addr(), "web.localhost").await,
+        "testapp v2"
+    );
+    let server = &rig.server;
+    assert!(
+        wait_until(PATIENCE, || async {
+            molt(server, &["debug", "web", "--json"])
+                .stdout
+                .contains("proxy_peer_out_of_date")
+        })
+        .await,
+        "molt debug names the peer that is out of date"
+    );
+    let metrics = http_request(
+        server.api_addr(),
+        "GET",
+        "127.0.0.1",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {}", server.token()))],
+        b"",
+        Duration::from_secs(10),
+    )
+    .expect("metrics");
+    let metrics = metrics.text();
+    let gauge = format!("molt_proxy_peer_in_date{{peer=\"{}\"}} 0", rig.peer.admin);
+    assert!(metrics.contains(&gauge), "{metrics}");
+    assert!(server.log().contains("proxy peer is out of date"));
+
+    // Back with its persisted routes (v1's container, gone since): it is
+    // brought in date at once and serves v2.
+    rig.peer.spawn();
+    let at = rig.peer.listen;
+    assert!(
+        wait_until(PATIENCE, || async {
+            served(at, "web.localhost").await == "testapp v2"
+        })
+        .await,
+        "the peer never caught up; server log:\n{}",
+        rig.server.log()
+    );
+    let server = &rig.server;
+    assert!(
+        wait_until(PATIENCE, || async {
+            !molt(server, &["debug", "web", "--json"])
+                .stdout
+                .contains("proxy_peer_out_of_date")
+        })
+        .await,
+        "the peer counts as in date again"
+    );
+    ok(molt(server, &["deploy", "web", &rig.images[2]]));
+    assert_eq!(served(at, "web.localhost").await, "testapp v3");
+}
