@@ -10,6 +10,10 @@
 //! them too). A peer that does not answer never blocks a deploy for longer
 //! than that timeout.
 //!
+//! Targets on this node's loopback (Swarm tasks on the server's own node)
+//! are sent to each peer at the address this node has on the way to that
+//! peer, which is where the peer reaches them.
+//!
 //! Out of date is level-triggered: every second each peer is pinged; one
 //! that is out of date, or answers with another pid (it restarted, with its
 //! persisted routes but none of its pauses), gets the whole route table and
@@ -17,6 +21,7 @@
 //! them all.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -50,6 +55,9 @@ struct Peer {
     addr: String,
     admin: AdminClient,
     state: Mutex<PeerState>,
+    /// This node's address on the way to the peer (learnt at each check):
+    /// loopback targets are sent to the peer at it.
+    reach_us: Mutex<Option<IpAddr>>,
 }
 
 #[derive(Default)]
@@ -83,6 +91,7 @@ impl ProxyFleet {
                     problem: Some("not reached yet".into()),
                     ..PeerState::default()
                 }),
+                reach_us: Mutex::new(None),
             })
             .collect();
         ProxyFleet {
@@ -117,6 +126,16 @@ impl ProxyFleet {
     }
 
     async fn check(&self, peer: &Peer) {
+        let reach_us = our_address_towards(&peer.addr).await;
+        let before = std::mem::replace(
+            &mut *peer.reach_us.lock().unwrap_or_else(PoisonError::into_inner),
+            reach_us,
+        );
+        if before.is_some() && before != reach_us {
+            peer.out_of_date(format!(
+                "this node's address towards it changed to {reach_us:?}"
+            ));
+        }
         let ping = match peer.admin.ping().await {
             Ok(ping) => ping,
             Err(e) => return peer.out_of_date(format!("does not answer: {e}")),
@@ -155,6 +174,10 @@ impl ProxyFleet {
         for _ in 0..RESYNC_ROUNDS {
             let before = self.changes.load(Ordering::SeqCst);
             let (want_routes, want_paused) = table(self.local.admin()).await?;
+            let want_routes: Vec<Route> = want_routes
+                .into_iter()
+                .map(|route| peer.route(route))
+                .collect();
             let (has_routes, has_paused) = table(&peer.admin).await?;
             for request in table_diff(&want_routes, &want_paused, &has_routes, &has_paused) {
                 peer.admin.call(&request, PEER_CALL_TIMEOUT).await?;
@@ -171,7 +194,7 @@ impl ProxyFleet {
     /// that took it. One that fails is marked out of date.
     async fn to_peers(&self, request: &Request, timeout: Duration) -> Vec<Response> {
         let calls = self.peers.iter().filter(|p| p.state().in_date).map(|peer| async move {
-            match peer.admin.call(request, timeout).await {
+            match peer.admin.call(&peer.request(request), timeout).await {
                 Ok(answer) => Some(answer),
                 Err(e) => {
                     peer.out_of_date(format!("did not take a change: {e}"));
@@ -196,6 +219,37 @@ impl Peer {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// `request` as this peer must get it (loopback targets at our address).
+    fn request(&self, request: &Request) -> Request {
+        match request {
+            Request::SetRoute { route } => Request::SetRoute {
+                route: self.route(route.clone()),
+            },
+            Request::WaitDrained {
+                app,
+                addr,
+                timeout_ms,
+            } => Request::WaitDrained {
+                app: app.clone(),
+                addr: self.target_addr(addr),
+                timeout_ms: *timeout_ms,
+            },
+            other => other.clone(),
+        }
+    }
+
+    fn route(&self, mut route: Route) -> Route {
+        for target in &mut route.targets {
+            target.addr = self.target_addr(&target.addr);
+        }
+        route
+    }
+
+    fn target_addr(&self, addr: &str) -> String {
+        let reach_us = *self.reach_us.lock().unwrap_or_else(PoisonError::into_inner);
+        peer_target_addr(addr, reach_us)
+    }
+
     /// Logged once, when it goes out of date.
     fn out_of_date(&self, problem: String) {
         let mut state = self.state();
@@ -206,6 +260,32 @@ impl Peer {
         state.in_date = false;
         state.problem = Some(problem);
     }
+}
+
+/// A target on our loopback is reached by a peer at `reach_us`, our
+/// address on the way to it (unless that is loopback too: a peer on this
+/// node).
+fn peer_target_addr(addr: &str, reach_us: Option<IpAddr>) -> String {
+    match (addr.parse::<SocketAddr>(), reach_us) {
+        (Ok(target), Some(ours)) if target.ip().is_loopback() && !ours.is_loopback() => {
+            SocketAddr::new(ours, target.port()).to_string()
+        }
+        _ => addr.to_string(),
+    }
+}
+
+/// The source address this node would use to reach `peer` (`host:port`):
+/// a UDP socket connected there, which sends nothing, says it.
+async fn our_address_towards(peer: &str) -> Option<IpAddr> {
+    let to = tokio::net::lookup_host(peer).await.ok()?.next()?;
+    let any: SocketAddr = if to.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(any).await.ok()?;
+    socket.connect(to).await.ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 /// A proxy's routes and pauses, in one `list_routes`.
@@ -385,6 +465,19 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn loopback_targets_reach_a_peer_at_our_address() {
+        let ours = Some("10.0.0.5".parse().expect("ip"));
+        assert_eq!(peer_target_addr("127.0.0.1:32768", ours), "10.0.0.5:32768");
+        assert_eq!(peer_target_addr("10.0.0.7:32768", ours), "10.0.0.7:32768");
+        let v6 = Some("fd00::5".parse().expect("ip"));
+        assert_eq!(peer_target_addr("127.0.0.1:80", v6), "[fd00::5]:80");
+        // A peer on this node, or no route to it known: as it is.
+        let lo = Some("127.0.0.1".parse().expect("ip"));
+        assert_eq!(peer_target_addr("127.0.0.1:80", lo), "127.0.0.1:80");
+        assert_eq!(peer_target_addr("127.0.0.1:80", None), "127.0.0.1:80");
     }
 
     #[test]
