@@ -275,10 +275,23 @@ pub struct DrainOutcome {
 pub struct AdminClient {
     /// The socket path, or for a peer its `host:port` (for messages).
     socket: PathBuf,
-    /// Set for a proxy reached over TCP, with the token it wants.
-    tcp: Option<AdminToken>,
+    /// Set for a proxy reached over TCP: the token it wants, and TLS.
+    tcp: Option<OverTcp>,
     /// How long an ordinary call may take.
     timeout: Duration,
+}
+
+/// What a client needs to reach a proxy over TCP.
+#[derive(Clone)]
+struct OverTcp {
+    token: AdminToken,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for OverTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OverTcp { token: <redacted>, tls: TLS 1.3 }")
+    }
 }
 
 /// How long an ordinary admin call may take; `wait_drained` adds its own wait.
@@ -314,14 +327,17 @@ impl AdminClient {
     }
 
     /// A client for a proxy on another machine that serves the admin
-    /// protocol at `addr` (`host:port`, see `molt proxy --admin-listen`);
-    /// every connection starts by offering `token`.
-    pub fn tcp(addr: &str, token: AdminToken) -> Self {
-        AdminClient {
+    /// protocol at `addr` (`host:port`, see `molt proxy --admin-listen`):
+    /// over TLS pinned to the token's key (see `admin_tls`), every
+    /// connection then offering `token`.
+    pub fn tcp(addr: &str, token: AdminToken) -> Result<Self, AdminError> {
+        let tls = crate::admin_tls::connector(&token)
+            .map_err(|e| AdminError::Protocol(format!("{e:#}")))?;
+        Ok(AdminClient {
             socket: PathBuf::from(addr),
-            tcp: Some(token),
+            tcp: Some(OverTcp { token, tls }),
             timeout: CALL_TIMEOUT,
-        }
+        })
     }
 
     /// The same client with another bound on ordinary calls (`wait_drained`
@@ -495,20 +511,29 @@ impl AdminClient {
                         .map_err(connect_err)?;
                     self.exchange(stream, &line).await
                 }
-                Some(token) => {
+                Some(OverTcp { token, tls }) => {
                     let addr = self.socket.to_string_lossy();
                     let stream = TcpStream::connect(addr.as_ref())
                         .await
                         .map_err(connect_err)?;
                     let _ = stream.set_nodelay(true);
+                    let stream = tls
+                        .connect(crate::admin_tls::server_name(), stream)
+                        .await
+                        .map_err(|e| AdminError::Io {
+                            path: self.socket.clone(),
+                            source: std::io::Error::other(format!(
+                                "TLS with the proxy failed ({e}): does it have the same admin token?"
+                            )),
+                        })?;
                     // The token line and the request go in one write: one
                     // round trip. A wrong token is answered with a refusal
                     // in place of the request's answer.
                     let auth = AuthLine {
                         auth: token.expose().to_string(),
                     };
-                    let mut both =
-                        serde_json::to_vec(&auth).map_err(|e| AdminError::Protocol(e.to_string()))?;
+                    let mut both = serde_json::to_vec(&auth)
+                        .map_err(|e| AdminError::Protocol(e.to_string()))?;
                     both.push(b'\n');
                     both.extend_from_slice(&line);
                     self.exchange(stream, &both).await
@@ -638,6 +663,45 @@ mod tests {
         );
         client.remove_route("x").await.expect("a short one goes");
         fake.abort();
+    }
+
+    /// A client that completes TLS (as anyone can who does not check the
+    /// proxy's key) but offers another token gets one refusal.
+    #[tokio::test]
+    async fn over_tcp_a_wrong_token_line_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let right = AdminToken::new(&"r".repeat(40)).expect("token");
+        let proxy = crate::Proxy::start(crate::ProxyConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            https: None,
+            metrics: None,
+            takeover: false,
+            edge: crate::EdgeConfig::default(),
+            admin_listen: Some(("127.0.0.1:0".parse().expect("addr"), right.clone())),
+        })
+        .await
+        .expect("proxy");
+        let addr = proxy.admin_addr().expect("admin").to_string();
+        let wrong = AdminClient {
+            socket: PathBuf::from(&addr),
+            tcp: Some(OverTcp {
+                token: AdminToken::new(&"w".repeat(40)).expect("token"),
+                tls: crate::admin_tls::connector(&right).expect("tls"),
+            }),
+            timeout: CALL_TIMEOUT,
+        };
+        let err = wrong.list_routes().await.expect_err("wrong token line");
+        assert!(
+            matches!(&err, AdminError::Refused(m) if m.contains("token is missing or wrong")),
+            "{err}"
+        );
+        AdminClient::tcp(&addr, right)
+            .expect("client")
+            .ping()
+            .await
+            .expect("the right one is answered");
+        proxy.shutdown().await.expect("shutdown");
     }
 
     #[tokio::test]

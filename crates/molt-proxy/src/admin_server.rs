@@ -179,7 +179,12 @@ pub async fn serve(
 
 /// Accepts admin connections over TCP (`--admin-listen`) until we hand
 /// over (the successor accepts on the same socket from then on).
-pub async fn serve_tcp(listener: TcpListener, admin: Arc<Admin>, token: AdminToken) {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    token: AdminToken,
+    tls: tokio_rustls::TlsAcceptor,
+) {
     let mut handed_over = admin.handed_over();
     loop {
         let accepted = tokio::select! {
@@ -189,9 +194,9 @@ pub async fn serve_tcp(listener: TcpListener, admin: Arc<Admin>, token: AdminTok
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let (admin, token) = (Arc::clone(&admin), token.clone());
+                let (admin, token, tls) = (Arc::clone(&admin), token.clone(), tls.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = tcp_connection(stream, peer, &admin, &token).await {
+                    if let Err(e) = tcp_connection(stream, peer, &admin, &token, &tls).await {
                         tracing::debug!(error = %e, %peer, "admin connection ended");
                     }
                 });
@@ -204,20 +209,32 @@ pub async fn serve_tcp(listener: TcpListener, admin: Arc<Admin>, token: AdminTok
     }
 }
 
-/// One TCP admin connection: the token line first, then requests as on
-/// the socket. A peer without the right token gets one refusal and nothing
-/// else; a handover (it passes descriptors) is for the local socket only.
+/// One TCP admin connection: TLS (see `admin_tls`), the token line, then
+/// requests as on the socket. A peer without the right token gets one
+/// refusal and nothing else; a handover (it passes descriptors) is for the
+/// local socket only.
 async fn tcp_connection(
     stream: TcpStream,
     peer: SocketAddr,
     admin: &Arc<Admin>,
     token: &AdminToken,
+    tls: &tokio_rustls::TlsAcceptor,
 ) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
+    let stream = match tokio::time::timeout(AUTH_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "admin connection refused: no TLS with the admin token's key (another token, or not Molt)");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "admin connection refused: no TLS handshake in time");
+            return Ok(());
+        }
+    };
+    let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
-    let proved = match tokio::time::timeout(AUTH_TIMEOUT, read_line(&mut reader, &mut line)).await
-    {
+    let proved = match tokio::time::timeout(AUTH_TIMEOUT, read_line(&mut reader, &mut line)).await {
         Ok(Ok(())) => serde_json::from_slice::<AuthLine>(&line)
             .map(|offered| token.matches(&offered.auth))
             .unwrap_or(false),

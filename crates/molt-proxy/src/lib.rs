@@ -12,8 +12,9 @@
 //!   connection); `exe_id` tells whether a running proxy is another build.
 
 pub mod admin;
-mod admin_token;
 mod admin_server;
+mod admin_tls;
+mod admin_token;
 mod body;
 mod edge;
 mod errors;

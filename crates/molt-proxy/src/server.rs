@@ -289,9 +289,18 @@ impl Proxy {
         if let Some(addr) = admin_addr {
             tracing::info!(admin = %addr, "serving the admin protocol over TCP to holders of the admin token");
         }
-        let admin_tcp_task = admin_tcp.map(|(listener, token)| {
-            tokio::spawn(admin_server::serve_tcp(listener, Arc::clone(&admin), token))
-        });
+        let admin_tcp_task = match admin_tcp {
+            Some((listener, token)) => {
+                let tls = crate::admin_tls::acceptor(&token)?;
+                Some(tokio::spawn(admin_server::serve_tcp(
+                    listener,
+                    Arc::clone(&admin),
+                    token,
+                    tls,
+                )))
+            }
+            None => None,
+        };
         let admin_task = tokio::spawn(admin_server::serve(admin_listener, admin, rebound));
         let metrics_task = metrics.map(|l| tokio::spawn(metrics_server::serve(l, routes)));
         if let Some(t) = &metrics_task {

@@ -81,24 +81,24 @@ pub struct PeerStatus {
 
 impl ProxyFleet {
     /// Every peer starts out of date: the first check gives it the table.
-    pub fn new(local: Arc<ProxyLink>, addrs: &[String], token: &AdminToken) -> ProxyFleet {
-        let peers = addrs
-            .iter()
-            .map(|addr| Peer {
+    pub fn new(local: Arc<ProxyLink>, addrs: &[String], token: &AdminToken) -> Result<ProxyFleet> {
+        let mut peers = Vec::new();
+        for addr in addrs {
+            peers.push(Peer {
                 addr: addr.clone(),
-                admin: AdminClient::tcp(addr, token.clone()).with_timeout(PEER_CALL_TIMEOUT),
+                admin: AdminClient::tcp(addr, token.clone())?.with_timeout(PEER_CALL_TIMEOUT),
                 state: Mutex::new(PeerState {
                     problem: Some("not reached yet".into()),
                     ..PeerState::default()
                 }),
                 reach_us: Mutex::new(None),
-            })
-            .collect();
-        ProxyFleet {
+            });
+        }
+        Ok(ProxyFleet {
             local,
             peers,
             changes: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Checks every peer each second, and brings out-of-date ones in date.
@@ -183,6 +183,15 @@ impl ProxyFleet {
                 peer.admin.call(&request, PEER_CALL_TIMEOUT).await?;
                 sent += 1;
             }
+            // Certificates removed meanwhile go; missing ones are pushed by
+            // `certs::sync`, which reads the keys from the store.
+            let ours = self.local.admin().list_certs().await?;
+            for domain in peer.admin.list_certs().await? {
+                if !ours.contains(&domain) {
+                    peer.admin.remove_cert(&domain).await?;
+                    sent += 1;
+                }
+            }
             if self.changes.load(Ordering::SeqCst) == before {
                 return Ok(Some(sent));
             }
@@ -193,15 +202,19 @@ impl ProxyFleet {
     /// Sends `request` to every in-date peer at once; the answers of those
     /// that took it. One that fails is marked out of date.
     async fn to_peers(&self, request: &Request, timeout: Duration) -> Vec<Response> {
-        let calls = self.peers.iter().filter(|p| p.state().in_date).map(|peer| async move {
-            match peer.admin.call(&peer.request(request), timeout).await {
-                Ok(answer) => Some(answer),
-                Err(e) => {
-                    peer.out_of_date(format!("did not take a change: {e}"));
-                    None
+        let calls = self
+            .peers
+            .iter()
+            .filter(|p| p.state().in_date)
+            .map(|peer| async move {
+                match peer.admin.call(&peer.request(request), timeout).await {
+                    Ok(answer) => Some(answer),
+                    Err(e) => {
+                        peer.out_of_date(format!("did not take a change: {e}"));
+                        None
+                    }
                 }
-            }
-        });
+            });
         join_all(calls).await.into_iter().flatten().collect()
     }
 
@@ -403,19 +416,33 @@ impl crate::ports::Routes for ProxyFleet {
         Ok((drained, closed))
     }
 
-    /// Certificates stay on this node's proxy: the admin protocol to peers
-    /// is not encrypted, and a private key must not cross the network in
-    /// the clear.
+    /// Certificates go to every in-date peer too (over TLS). Kept in
+    /// memory only, a peer's certificates are gone when it restarts:
+    /// `cert_domains` is what this node's proxy and every in-date peer all
+    /// hold, so `certs::sync` pushes the missing ones again.
     async fn put_cert(&self, cert: TlsCert) -> Result<()> {
-        Ok(self.local.admin().put_cert(cert).await?)
+        self.local.admin().put_cert(cert.clone()).await?;
+        self.to_peers(&Request::PutCert { cert }, PEER_CALL_TIMEOUT)
+            .await;
+        Ok(())
     }
 
     async fn remove_cert(&self, domain: &str) -> Result<()> {
-        Ok(self.local.admin().remove_cert(domain).await?)
+        self.local.admin().remove_cert(domain).await?;
+        let request = Request::RemoveCert {
+            domain: domain.to_string(),
+        };
+        self.to_peers(&request, PEER_CALL_TIMEOUT).await;
+        Ok(())
     }
 
     async fn cert_domains(&self) -> Result<Vec<String>> {
-        Ok(self.local.admin().list_certs().await?)
+        let mut held = self.local.admin().list_certs().await?;
+        for answer in self.to_peers(&Request::ListCerts, PEER_CALL_TIMEOUT).await {
+            let theirs = answer.domains.unwrap_or_default();
+            held.retain(|domain| theirs.contains(domain));
+        }
+        Ok(held)
     }
 
     fn peers(&self) -> Vec<PeerStatus> {

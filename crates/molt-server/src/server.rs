@@ -142,7 +142,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
                 Arc::clone(&proxy),
                 peers,
                 token,
-            ));
+            )?);
             Arc::clone(&fleet).spawn_keeper();
             fleet
         }

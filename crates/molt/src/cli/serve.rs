@@ -100,7 +100,11 @@ pub struct ServerArgs {
     /// repeatable): the server pushes every route change to it as to its
     /// own proxy, and a swap drains old replicas only once every peer that
     /// answers has moved off them.
-    #[arg(long = "proxy-peer", value_name = "ADDR", requires = "proxy_peer_token_file")]
+    #[arg(
+        long = "proxy-peer",
+        value_name = "ADDR",
+        requires = "proxy_peer_token_file"
+    )]
     pub proxy_peers: Vec<String>,
     /// The file holding the token the peers ask for (their
     /// `--admin-token-file`).
@@ -279,10 +283,9 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         proxy_metrics: args.proxy_metrics,
         proxy_threads: args.proxy_threads,
         proxy_peers: match args.proxy_peer_token_file {
-            Some(file) if !args.proxy_peers.is_empty() => Some((
-                args.proxy_peers,
-                molt_proxy::AdminToken::from_file(&file)?,
-            )),
+            Some(file) if !args.proxy_peers.is_empty() => {
+                Some((args.proxy_peers, molt_proxy::AdminToken::from_file(&file)?))
+            }
             _ => None,
         },
         proxy_trusted: args
