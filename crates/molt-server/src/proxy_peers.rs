@@ -152,13 +152,8 @@ impl ProxyFleet {
                 ping.pid
             ));
         }
-        match self.resync(peer).await {
+        match self.resync(peer, ping.pid).await {
             Ok(Some(sent)) => {
-                let mut state = peer.state();
-                state.in_date = true;
-                state.pid = Some(ping.pid);
-                state.problem = None;
-                state.warned = false;
                 tracing::info!(peer = %peer.addr, pid = ping.pid, changes_sent = sent, "proxy peer is in date");
             }
             Ok(None) => {}
@@ -166,10 +161,11 @@ impl ProxyFleet {
         }
     }
 
-    /// Makes the peer's routes and pauses those of the local proxy; how many
-    /// changes that took, or `None` when changes kept landing meanwhile
-    /// (the next check tries again).
-    async fn resync(&self, peer: &Peer) -> Result<Option<usize>> {
+    /// Makes the peer's routes, pauses and certificates those of the local
+    /// proxy and marks it in date (as `pid`); how many changes that took,
+    /// or `None` when changes kept landing meanwhile (the next check tries
+    /// again).
+    async fn resync(&self, peer: &Peer, pid: u32) -> Result<Option<usize>> {
         let mut sent = 0;
         for _ in 0..RESYNC_ROUNDS {
             let before = self.changes.load(Ordering::SeqCst);
@@ -192,7 +188,15 @@ impl ProxyFleet {
                     sent += 1;
                 }
             }
+            // Compared and marked under the peer's lock, which a change
+            // takes after bumping the counter: a change either shows here
+            // (another round) or finds the peer in date and sends itself.
+            let mut state = peer.state();
             if self.changes.load(Ordering::SeqCst) == before {
+                state.in_date = true;
+                state.pid = Some(pid);
+                state.problem = None;
+                state.warned = false;
                 return Ok(Some(sent));
             }
         }
@@ -422,17 +426,16 @@ impl crate::ports::Routes for ProxyFleet {
     /// hold, so `certs::sync` pushes the missing ones again.
     async fn put_cert(&self, cert: TlsCert) -> Result<()> {
         self.local.admin().put_cert(cert.clone()).await?;
-        self.to_peers(&Request::PutCert { cert }, PEER_CALL_TIMEOUT)
-            .await;
+        self.changed(Request::PutCert { cert }).await;
         Ok(())
     }
 
     async fn remove_cert(&self, domain: &str) -> Result<()> {
         self.local.admin().remove_cert(domain).await?;
-        let request = Request::RemoveCert {
+        self.changed(Request::RemoveCert {
             domain: domain.to_string(),
-        };
-        self.to_peers(&request, PEER_CALL_TIMEOUT).await;
+        })
+        .await;
         Ok(())
     }
 
