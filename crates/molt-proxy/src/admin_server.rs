@@ -223,7 +223,7 @@ async fn tcp_connection(
     let stream = match tokio::time::timeout(AUTH_TIMEOUT, tls.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "admin connection refused: no TLS with the admin token's key (another token, or not Molt)");
+            tracing::warn!(%peer, error = %e, "admin connection refused: its TLS handshake failed (another admin token, a client that gave up, or not Molt)");
             return Ok(());
         }
         Err(_) => {

@@ -38,6 +38,10 @@ use crate::proxy_link::ProxyLink;
 pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often each peer is pinged (and an out-of-date one brought in date).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Every this many checks, an in-date peer's table is compared with this
+/// node's anyway, and corrected: a change that reached it late (it froze
+/// with the request in its socket, and ran it after its resync) is undone.
+const AUDIT_EVERY: u32 = 10;
 /// Rounds of a resync before it gives up until the next check, when
 /// changes keep landing while it runs.
 const RESYNC_ROUNDS: usize = 5;
@@ -55,6 +59,9 @@ struct Peer {
     addr: String,
     admin: AdminClient,
     state: Mutex<PeerState>,
+    /// Held while sending it a change, and for a whole resync: a resync
+    /// never sends an older table over a change sent meanwhile.
+    lane: tokio::sync::Mutex<()>,
     /// This node's address on the way to the peer (learnt at each check):
     /// loopback targets are sent to the peer at it.
     reach_us: Mutex<Option<IpAddr>>,
@@ -69,6 +76,15 @@ struct PeerState {
     problem: Option<String>,
     /// Whether going out of date was logged (once, until in date again).
     warned: bool,
+    /// Checks since its table was last compared (see `AUDIT_EVERY`).
+    since_audit: u32,
+}
+
+/// Whether a call to peers waits for each peer's lane (see `Peer::lane`).
+#[derive(Clone, Copy)]
+enum Lane {
+    Change,
+    Free,
 }
 
 /// What `molt debug` and `/metrics` say of a peer.
@@ -92,6 +108,7 @@ impl ProxyFleet {
                     ..PeerState::default()
                 }),
                 reach_us: Mutex::new(None),
+                lane: tokio::sync::Mutex::new(()),
             });
         }
         Ok(ProxyFleet {
@@ -140,19 +157,30 @@ impl ProxyFleet {
             Ok(ping) => ping,
             Err(e) => return peer.out_of_date(format!("does not answer: {e}")),
         };
-        {
-            let state = peer.state();
+        let audit = {
+            let mut state = peer.state();
             if state.in_date && state.pid == Some(ping.pid) {
-                return;
+                state.since_audit += 1;
+                if state.since_audit < AUDIT_EVERY {
+                    return;
+                }
+                true
+            } else {
+                false
             }
-        }
-        if peer.state().in_date {
+        };
+        peer.state().since_audit = 0;
+        if !audit && peer.state().in_date {
             peer.out_of_date(format!(
-                "restarted (pid {} now); its pauses are gone",
+                "restarted (pid {} now); its pauses and certificates are gone",
                 ping.pid
             ));
         }
         match self.resync(peer, ping.pid).await {
+            Ok(Some(0)) if audit => {}
+            Ok(Some(sent)) if audit => {
+                tracing::warn!(peer = %peer.addr, corrected = sent, "proxy peer had drifted from this node's proxy; corrected");
+            }
             Ok(Some(sent)) => {
                 tracing::info!(peer = %peer.addr, pid = ping.pid, changes_sent = sent, "proxy peer is in date");
             }
@@ -166,6 +194,7 @@ impl ProxyFleet {
     /// or `None` when changes kept landing meanwhile (the next check tries
     /// again).
     async fn resync(&self, peer: &Peer, pid: u32) -> Result<Option<usize>> {
+        let _lane = peer.lane.lock().await;
         let mut sent = 0;
         for _ in 0..RESYNC_ROUNDS {
             let before = self.changes.load(Ordering::SeqCst);
@@ -204,17 +233,28 @@ impl ProxyFleet {
     }
 
     /// Sends `request` to every in-date peer at once; the answers of those
-    /// that took it. One that fails is marked out of date.
-    async fn to_peers(&self, request: &Request, timeout: Duration) -> Vec<Response> {
+    /// that took it. One that fails is marked out of date. A change
+    /// (`Lane::Change`) goes through each peer's lane, so it is never
+    /// overtaken by a resync's older table; reads and drains do not wait
+    /// there.
+    async fn to_peers(&self, request: &Request, timeout: Duration, lane: Lane) -> Vec<Response> {
         let calls = self
             .peers
             .iter()
             .filter(|p| p.state().in_date)
             .map(|peer| async move {
+                let _lane = match lane {
+                    Lane::Change => Some(peer.lane.lock().await),
+                    Lane::Free => None,
+                };
+                if !peer.state().in_date {
+                    // It went out of date meanwhile: its resync brings this.
+                    return None;
+                }
                 match peer.admin.call(&peer.request(request), timeout).await {
                     Ok(answer) => Some(answer),
                     Err(e) => {
-                        peer.out_of_date(format!("did not take a change: {e}"));
+                        peer.out_of_date(format!("did not answer in time: {e}"));
                         None
                     }
                 }
@@ -226,7 +266,8 @@ impl ProxyFleet {
     async fn changed(&self, request: Request) {
         self.changes.fetch_add(1, Ordering::SeqCst);
         if !self.peers.is_empty() {
-            self.to_peers(&request, PEER_CALL_TIMEOUT).await;
+            self.to_peers(&request, PEER_CALL_TIMEOUT, Lane::Change)
+                .await;
         }
     }
 }
@@ -410,7 +451,7 @@ impl crate::ports::Routes for ProxyFleet {
         };
         let (local, peers) = tokio::join!(
             self.local.wait_drained(app, addr, timeout),
-            self.to_peers(&request, timeout + PEER_CALL_TIMEOUT)
+            self.to_peers(&request, timeout + PEER_CALL_TIMEOUT, Lane::Free)
         );
         let (mut drained, mut closed) = local?;
         for answer in peers {
@@ -441,7 +482,10 @@ impl crate::ports::Routes for ProxyFleet {
 
     async fn cert_domains(&self) -> Result<Vec<String>> {
         let mut held = self.local.admin().list_certs().await?;
-        for answer in self.to_peers(&Request::ListCerts, PEER_CALL_TIMEOUT).await {
+        for answer in self
+            .to_peers(&Request::ListCerts, PEER_CALL_TIMEOUT, Lane::Free)
+            .await
+        {
             let theirs = answer.domains.unwrap_or_default();
             held.retain(|domain| theirs.contains(domain));
         }

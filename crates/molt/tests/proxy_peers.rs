@@ -4,8 +4,10 @@
 //! proxies fail no request on either; a request in flight on the peer
 //! finishes on the old version (the old container waits for the peer's
 //! drain too); a wrong token is refused; a peer that is down does not hold
-//! deploys up, shows in `molt debug` and `/metrics`, and serves the current
-//! version once it is back.
+//! deploys up (killed, or frozen), shows in `molt debug` and `/metrics`,
+//! and serves the current version once it is back; a peer whose table
+//! drifted is corrected; certificates reach the peer, again after it
+//! restarts.
 
 mod support;
 
@@ -88,6 +90,19 @@ impl PeerProxy {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("peer.log")).unwrap_or_default()
+    }
+
+    /// Freezes it (SIGSTOP) or thaws it (SIGCONT): a node that stops
+    /// answering without closing anything.
+    fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("running").id();
+        let pid = i32::try_from(pid).expect("pid");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
     }
 }
 
@@ -313,6 +328,27 @@ async fn a_wrong_token_is_refused_and_a_peer_that_was_down_catches_up() {
     );
     ok(molt(server, &["deploy", "web", &rig.images[2]]));
     assert_eq!(served(at, "web.localhost").await, "testapp v3");
+
+    // A peer whose table drifted (here: a route removed behind the
+    // server's back) is corrected by the periodic comparison.
+    let token = std::fs::read_to_string(&rig.peer.token_file).expect("token");
+    let right = molt_proxy::AdminToken::new(token.trim()).expect("token");
+    molt_proxy::AdminClient::tcp(&rig.peer.admin.to_string(), right)
+        .expect("client")
+        .remove_route("web")
+        .await
+        .expect("remove on the peer");
+    assert_ne!(served(at, "web.localhost").await, "testapp v3");
+    let drifted = Instant::now();
+    assert!(
+        wait_until(PATIENCE, || async {
+            served(at, "web.localhost").await == "testapp v3"
+        })
+        .await,
+        "the drift was never corrected"
+    );
+    eprintln!("a drifted peer was corrected in {:?}", drifted.elapsed());
+    assert!(rig.server.log().contains("had drifted"));
 }
 
 /// `curl` over HTTPS to `host` at `https` (on 127.0.0.1), trusting `ca`:
@@ -386,5 +422,37 @@ async fn certificates_reach_the_peer_and_come_back_after_it_restarts() {
             .iter()
             .all(|f| !String::from_utf8_lossy(f).contains(secret_line)),
         "no private key in the peer's files"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_hangs_holds_a_deploy_up_for_seconds_only() {
+    let rig = rig().await;
+    rig.peer.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    ok(molt(&rig.server, &["deploy", "web", &rig.images[1]]));
+    let took = started.elapsed();
+    eprintln!("deploy with the peer frozen took {took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(
+        served(rig.server.proxy_addr(), "web.localhost").await,
+        "testapp v2"
+    );
+    let started = Instant::now();
+    ok(molt(&rig.server, &["deploy", "web", &rig.images[2]]));
+    eprintln!(
+        "the next deploy, the peer known out of date, took {:?}",
+        started.elapsed()
+    );
+
+    rig.peer.signal(libc::SIGCONT);
+    let at = rig.peer.listen;
+    assert!(
+        wait_until(PATIENCE, || async {
+            served(at, "web.localhost").await == "testapp v3"
+        })
+        .await,
+        "the thawed peer never caught up; server log:\n{}",
+        rig.server.log()
     );
 }
