@@ -16,9 +16,10 @@
 //!
 //! Out of date is level-triggered: every second each peer is pinged; one
 //! that is out of date, or answers with another pid (it restarted, with its
-//! persisted routes but none of its pauses), gets the whole route table and
-//! the pauses of this node's proxy, and counts as in date only once it has
-//! them all.
+//! persisted routes but none of its pauses or certificates), gets the whole
+//! route table and the pauses of this node's proxy (and `certs::sync` the
+//! certificates), and counts as in date only once it has them all. Every
+//! `AUDIT_EVERY` checks an in-date peer is compared all the same.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -118,14 +119,18 @@ impl ProxyFleet {
         })
     }
 
-    /// Checks every peer each second, and brings out-of-date ones in date.
+    /// Checks each peer every second, on its own (a peer that hangs slows
+    /// no other's checks), and brings out-of-date ones in date.
     pub fn spawn_keeper(self: Arc<Self>) {
-        tokio::spawn(async move {
-            loop {
-                join_all(self.peers.iter().map(|peer| self.check(peer))).await;
-                tokio::time::sleep(CHECK_EVERY).await;
-            }
-        });
+        for index in 0..self.peers.len() {
+            let fleet = Arc::clone(&self);
+            tokio::spawn(async move {
+                loop {
+                    fleet.check(&fleet.peers[index]).await;
+                    tokio::time::sleep(CHECK_EVERY).await;
+                }
+            });
+        }
     }
 
     pub fn statuses(&self) -> Vec<PeerStatus> {
