@@ -37,7 +37,15 @@ impl AdminToken {
                 path.display()
             )
         })?;
-        AdminToken::new(raw.trim()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        let token =
+            AdminToken::new(raw.trim()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(file = %path.display(), "the admin token file can be read by other users; restrict it with `chmod 600`");
+            }
+        }
+        Ok(token)
     }
 
     /// A token from its text; refused when shorter than `MIN_TOKEN_LEN` or

@@ -6,7 +6,9 @@
 //! - `Proxy::start` / `Proxy::shutdown` run it in-process (tests), and
 //!   `run_until` stops on any future.
 //! - `AdminClient` is how the server sets routes, pauses and resumes them,
-//!   and waits for drains.
+//!   and waits for drains: over the Unix socket, or (`AdminClient::tcp`)
+//!   over TLS to a proxy on another node that runs with
+//!   `ProxyConfig::admin_listen` and the same `AdminToken`.
 //! - `ProxyConfig::takeover` starts a proxy that takes the listening
 //!   sockets over from the running one (an upgrade without a refused
 //!   connection); `exe_id` tells whether a running proxy is another build.

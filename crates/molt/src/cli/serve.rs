@@ -103,7 +103,8 @@ pub struct ServerArgs {
     #[arg(
         long = "proxy-peer",
         value_name = "ADDR",
-        requires = "proxy_peer_token_file"
+        requires = "proxy_peer_token_file",
+        value_parser = parse_peer
     )]
     pub proxy_peers: Vec<String>,
     /// The file holding the token the peers ask for (their
@@ -151,6 +152,18 @@ pub struct ServerArgs {
 
 fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     molt_server::api::logs::parse_duration(raw).map(std::time::Duration::from_secs)
+}
+
+/// `--proxy-peer`: `HOST:PORT` (an IPv6 address in brackets).
+fn parse_peer(raw: &str) -> Result<String, String> {
+    match raw.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(raw.to_string())
+        }
+        _ => Err(format!(
+            "`{raw}` is not HOST:PORT; give the address and port the peer's `molt proxy --admin-listen` serves on, e.g. 10.0.0.6:7701"
+        )),
+    }
 }
 
 fn parse_size(raw: &str) -> Result<u64, String> {
