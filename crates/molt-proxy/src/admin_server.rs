@@ -1,7 +1,8 @@
 //! The proxy's side of the admin socket: JSON lines in, one JSON line out
 //! per request. Only the socket's owner can connect (mode 0600). With
 //! `--admin-listen`, the same protocol over TCP for a server on another
-//! machine: each connection's first line must carry the admin token.
+//! machine: TLS first (`admin_tls`), then a first line that must carry the
+//! admin token.
 //!
 //! Also the giving side of a handover (see `handover` for the taking
 //! side): changes are fenced while the successor starts from our snapshot,
