@@ -133,6 +133,12 @@ impl ProxyFleet {
         }
     }
 
+    /// The peers' admin clients, for what goes to them outside the
+    /// `Routes` port (ACME challenges).
+    pub fn peer_admins(&self) -> Vec<AdminClient> {
+        self.peers.iter().map(|p| p.admin.clone()).collect()
+    }
+
     pub fn statuses(&self) -> Vec<PeerStatus> {
         self.peers
             .iter()

@@ -135,7 +135,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             crate::health::Prober::new().with_tcp_settle(crate::health::PUBLISHED_TCP_SETTLE)
         }
     };
-    let routes: Arc<dyn crate::ports::Routes> = match &config.proxy_peers {
+    let fleet = match &config.proxy_peers {
         Some((peers, token)) => {
             tracing::info!(?peers, "route changes go to the proxies on other nodes too");
             let fleet = Arc::new(crate::proxy_peers::ProxyFleet::new(
@@ -144,8 +144,12 @@ pub async fn run(config: ServerConfig) -> Result<()> {
                 token,
             )?);
             Arc::clone(&fleet).spawn_keeper();
-            fleet
+            Some(fleet)
         }
+        None => None,
+    };
+    let routes: Arc<dyn crate::ports::Routes> = match &fleet {
+        Some(fleet) => Arc::clone(fleet) as Arc<dyn crate::ports::Routes>,
         None => Arc::clone(&proxy) as Arc<dyn crate::ports::Routes>,
     };
     let ports = crate::ports::Ports {
@@ -187,6 +191,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             acme,
             Arc::clone(&deployer),
             Arc::clone(&proxy),
+            fleet.as_ref().map(|f| f.peer_admins()).unwrap_or_default(),
             config.https.is_some(),
         )
         .spawn();

@@ -12,105 +12,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
 /// Bound of every wait for a condition.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A `molt proxy` on its own data dir serving the admin protocol over TCP;
-/// killed on drop.
-struct PeerProxy {
-    child: Option<Child>,
-    dir: PathBuf,
-    listen: SocketAddr,
-    https: SocketAddr,
-    admin: SocketAddr,
-    token_file: PathBuf,
-}
-
-impl PeerProxy {
-    fn start(dir: &Path, token_file: &Path) -> PeerProxy {
-        let [listen, https, admin] = free_ports::<3>();
-        let mut peer = PeerProxy {
-            child: None,
-            dir: dir.to_path_buf(),
-            listen: SocketAddr::from(([127, 0, 0, 1], listen)),
-            https: SocketAddr::from(([127, 0, 0, 1], https)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-            token_file: token_file.to_path_buf(),
-        };
-        peer.spawn();
-        peer
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("peer.log"))
-            .expect("peer log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_molt"))
-            .arg("proxy")
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--listen")
-            .arg(self.listen.to_string())
-            .arg("--https")
-            .arg(self.https.to_string())
-            .arg("--admin-listen")
-            .arg(self.admin.to_string())
-            .arg("--admin-token-file")
-            .arg(&self.token_file)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start the peer molt proxy");
-        self.child = Some(child);
-        assert!(
-            wait_until_sync(PATIENCE, || std::net::TcpStream::connect(self.admin)
-                .is_ok()),
-            "the peer never listened on {}; its log:\n{}",
-            self.admin,
-            self.log()
-        );
-    }
-
-    /// Kills it at once, as a node that goes down.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("peer.log")).unwrap_or_default()
-    }
-
-    /// Freezes it (SIGSTOP) or thaws it (SIGCONT): a node that stops
-    /// answering without closing anything.
-    fn signal(&self, signal: i32) {
-        let pid = self.child.as_ref().expect("running").id();
-        let pid = i32::try_from(pid).expect("pid");
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        assert_eq!(
-            unsafe { libc::kill(pid, signal) },
-            0,
-            "kill({pid}, {signal})"
-        );
-    }
-}
-
-impl Drop for PeerProxy {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -129,11 +37,8 @@ async fn rig() -> Rig {
         .map(|v| push(&registry, "testapp", v, v))
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = dir.path().join("peer-token");
-    std::fs::write(&token_file, format!("{}\n", "7e".repeat(24))).expect("token file");
-    let peer_dir = dir.path().join("peer");
-    std::fs::create_dir(&peer_dir).expect("peer dir");
-    let peer = PeerProxy::start(&peer_dir, &token_file);
+    let peer = PeerProxy::start(dir.path());
+    let token_file = peer.token_file.clone();
     let server = MoltServer::start_with(
         None,
         &[
@@ -265,8 +170,9 @@ async fn a_wrong_token_is_refused_and_a_peer_that_was_down_catches_up() {
     assert!(err.to_string().contains("admin token"), "{err}");
     let log = rig.peer.log();
     assert!(log.contains("admin connection refused"), "{log}");
-    assert!(!log.contains(&"7e".repeat(24)), "the token is not logged");
-    assert!(!rig.server.log().contains(&"7e".repeat(24)));
+    let token = std::fs::read_to_string(&rig.peer.token_file).expect("token");
+    assert!(!log.contains(token.trim()), "the token is not logged");
+    assert!(!rig.server.log().contains(token.trim()));
 
     // The peer goes down: a deploy still succeeds, and promptly.
     rig.peer.kill();
