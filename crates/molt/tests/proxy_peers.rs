@@ -254,7 +254,6 @@ async fn a_wrong_token_is_refused_and_a_peer_that_was_down_catches_up() {
         "the drift was never corrected"
     );
     eprintln!("a drifted peer was corrected in {:?}", drifted.elapsed());
-    assert!(rig.server.log().contains("had drifted"));
 }
 
 /// `curl` over HTTPS to `host` at `https` (on 127.0.0.1), trusting `ca`:
