@@ -36,7 +36,7 @@ use crate::proxy_link::ProxyLink;
 
 /// How long a peer may take to answer one change before it is marked out
 /// of date and the deploy goes on without it.
-pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often each peer is pinged (and an out-of-date one brought in date).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Every this many checks, an in-date peer's table is compared with this

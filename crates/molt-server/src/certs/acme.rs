@@ -180,7 +180,7 @@ impl Acme {
     /// order fails only if the ACME server asks that very node.
     async fn on_peers(&self, request: &molt_proxy::admin::Request) {
         let calls = self.peers.iter().map(|peer| async move {
-            if let Err(e) = peer.call(request, Duration::from_secs(3)).await {
+            if let Err(e) = peer.call(request, crate::proxy_peers::PEER_CALL_TIMEOUT).await {
                 tracing::warn!(peer = %peer.socket_path().display(), "ACME: a proxy peer did not take a challenge change: {e}");
             }
         });
