@@ -119,6 +119,12 @@ impl ProxyFleet {
         })
     }
 
+    /// Checks every peer once, at the same time (at start, so that the
+    /// start-up reconcile's changes and drains reach the peers too).
+    pub async fn check_now(&self) {
+        join_all(self.peers.iter().map(|peer| self.check(peer))).await;
+    }
+
     /// Checks each peer every second, on its own (a peer that hangs slows
     /// no other's checks), and brings out-of-date ones in date.
     pub fn spawn_keeper(self: Arc<Self>) {

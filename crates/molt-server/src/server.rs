@@ -143,6 +143,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
                 peers,
                 token,
             )?);
+            fleet.check_now().await;
             Arc::clone(&fleet).spawn_keeper();
             Some(fleet)
         }
