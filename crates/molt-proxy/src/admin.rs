@@ -1,13 +1,17 @@
 //! The admin protocol between `molt server` and `molt proxy`: one JSON
-//! object per line over a Unix socket in the data dir (mode 0600).
+//! object per line over a Unix socket in the data dir (mode 0600), or over
+//! TCP from a server on another machine (`molt proxy --admin-listen`), where
+//! every connection first proves the admin token (see `admin_token`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
 
+pub use crate::admin_token::AdminToken;
+use crate::admin_token::AuthLine;
 pub use crate::tls::TlsCert;
 
 /// The file names the proxy keeps in its data dir.
@@ -220,7 +224,8 @@ impl Response {
     }
 }
 
-/// Why an admin call failed.
+/// Why an admin call failed. `path` is where the proxy was asked: its
+/// socket, or a peer's `host:port`.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("cannot reach the proxy at {path}: {source}")]
@@ -268,9 +273,25 @@ pub struct DrainOutcome {
 /// Lines are bounded by `MAX_LINE` both ways, as on the proxy's side.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
+    /// The socket path, or for a peer its `host:port` (for messages).
     socket: PathBuf,
+    /// Set for a proxy reached over TCP: the token it wants, and TLS.
+    tcp: Option<OverTcp>,
     /// How long an ordinary call may take.
     timeout: Duration,
+}
+
+/// What a client needs to reach a proxy over TCP.
+#[derive(Clone)]
+struct OverTcp {
+    token: AdminToken,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for OverTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OverTcp { token: <redacted>, tls: TLS 1.3 }")
+    }
 }
 
 /// How long an ordinary admin call may take; `wait_drained` adds its own wait.
@@ -300,8 +321,23 @@ impl AdminClient {
     pub fn at(socket: impl Into<PathBuf>) -> Self {
         AdminClient {
             socket: socket.into(),
+            tcp: None,
             timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// A client for a proxy on another machine that serves the admin
+    /// protocol at `addr` (`host:port`, see `molt proxy --admin-listen`):
+    /// over TLS pinned to the token's key (see `admin_tls`), every
+    /// connection then offering `token`.
+    pub fn tcp(addr: &str, token: AdminToken) -> Result<Self, AdminError> {
+        let tls = crate::admin_tls::connector(&token)
+            .map_err(|e| AdminError::Protocol(format!("{e:#}")))?;
+        Ok(AdminClient {
+            socket: PathBuf::from(addr),
+            tcp: Some(OverTcp { token, tls }),
+            timeout: CALL_TIMEOUT,
+        })
     }
 
     /// The same client with another bound on ordinary calls (`wait_drained`
@@ -454,19 +490,11 @@ impl AdminClient {
     /// Sends one request line, reads one response line; `ok: false` becomes
     /// `AdminError::Refused` with the proxy's message.
     pub async fn call(&self, req: &Request, timeout: Duration) -> Result<Response, AdminError> {
+        let connect_err = |source| AdminError::Connect {
+            path: self.socket.clone(),
+            source,
+        };
         let exchange = async {
-            let stream =
-                UnixStream::connect(&self.socket)
-                    .await
-                    .map_err(|source| AdminError::Connect {
-                        path: self.socket.clone(),
-                        source,
-                    })?;
-            let io_err = |source| AdminError::Io {
-                path: self.socket.clone(),
-                source,
-            };
-            let (read, mut write) = stream.into_split();
             let mut line =
                 serde_json::to_vec(req).map_err(|e| AdminError::Protocol(e.to_string()))?;
             line.push(b'\n');
@@ -476,30 +504,40 @@ impl AdminClient {
                     line.len()
                 )));
             }
-            write.write_all(&line).await.map_err(io_err)?;
-            let mut answer = Vec::new();
-            let mut reader = BufReader::new(read);
-            read_line(&mut reader, &mut answer)
-                .await
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::InvalidData => AdminError::Protocol(format!(
-                        "the proxy's answer is over the admin protocol's {MAX_LINE} bytes"
-                    )),
-                    _ => io_err(e),
-                })?;
-            if answer.is_empty() {
-                return Err(AdminError::Protocol(
-                    "the proxy closed the connection".into(),
-                ));
-            }
-            let resp: Response =
-                serde_json::from_slice(&answer).map_err(|e| AdminError::Protocol(e.to_string()))?;
-            if resp.ok {
-                Ok(resp)
-            } else {
-                Err(AdminError::Refused(
-                    resp.error.unwrap_or_else(|| "no reason given".into()),
-                ))
+            match &self.tcp {
+                None => {
+                    let stream = UnixStream::connect(&self.socket)
+                        .await
+                        .map_err(connect_err)?;
+                    self.exchange(stream, &line).await
+                }
+                Some(OverTcp { token, tls }) => {
+                    let addr = self.socket.to_string_lossy();
+                    let stream = TcpStream::connect(addr.as_ref())
+                        .await
+                        .map_err(connect_err)?;
+                    let _ = stream.set_nodelay(true);
+                    let stream = tls
+                        .connect(crate::admin_tls::server_name(), stream)
+                        .await
+                        .map_err(|e| AdminError::Io {
+                            path: self.socket.clone(),
+                            source: std::io::Error::other(format!(
+                                "TLS with the proxy failed ({e}): does it have the same admin token?"
+                            )),
+                        })?;
+                    // The token line and the request go in one write: one
+                    // round trip. A wrong token is answered with a refusal
+                    // in place of the request's answer.
+                    let auth = AuthLine {
+                        auth: token.expose().to_string(),
+                    };
+                    let mut both = serde_json::to_vec(&auth)
+                        .map_err(|e| AdminError::Protocol(e.to_string()))?;
+                    both.push(b'\n');
+                    both.extend_from_slice(&line);
+                    self.exchange(stream, &both).await
+                }
             }
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -508,6 +546,43 @@ impl AdminClient {
                 path: self.socket.clone(),
                 timeout,
             }),
+        }
+    }
+
+    /// Writes `lines`, reads the one answer line.
+    async fn exchange<S>(&self, stream: S, lines: &[u8]) -> Result<Response, AdminError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let io_err = |source| AdminError::Io {
+            path: self.socket.clone(),
+            source,
+        };
+        let (read, mut write) = tokio::io::split(stream);
+        write.write_all(lines).await.map_err(io_err)?;
+        let mut answer = Vec::new();
+        let mut reader = BufReader::new(read);
+        read_line(&mut reader, &mut answer)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidData => AdminError::Protocol(format!(
+                    "the proxy's answer is over the admin protocol's {MAX_LINE} bytes"
+                )),
+                _ => io_err(e),
+            })?;
+        if answer.is_empty() {
+            return Err(AdminError::Protocol(
+                "the proxy closed the connection".into(),
+            ));
+        }
+        let resp: Response =
+            serde_json::from_slice(&answer).map_err(|e| AdminError::Protocol(e.to_string()))?;
+        if resp.ok {
+            Ok(resp)
+        } else {
+            Err(AdminError::Refused(
+                resp.error.unwrap_or_else(|| "no reason given".into()),
+            ))
         }
     }
 }
@@ -588,6 +663,45 @@ mod tests {
         );
         client.remove_route("x").await.expect("a short one goes");
         fake.abort();
+    }
+
+    /// A client that completes TLS (as anyone can who does not check the
+    /// proxy's key) but offers another token gets one refusal.
+    #[tokio::test]
+    async fn over_tcp_a_wrong_token_line_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let right = AdminToken::new(&"r".repeat(40)).expect("token");
+        let proxy = crate::Proxy::start(crate::ProxyConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            https: None,
+            metrics: None,
+            takeover: false,
+            edge: crate::EdgeConfig::default(),
+            admin_listen: Some(("127.0.0.1:0".parse().expect("addr"), right.clone())),
+        })
+        .await
+        .expect("proxy");
+        let addr = proxy.admin_addr().expect("admin").to_string();
+        let wrong = AdminClient {
+            socket: PathBuf::from(&addr),
+            tcp: Some(OverTcp {
+                token: AdminToken::new(&"w".repeat(40)).expect("token"),
+                tls: crate::admin_tls::connector(&right).expect("tls"),
+            }),
+            timeout: CALL_TIMEOUT,
+        };
+        let err = wrong.list_routes().await.expect_err("wrong token line");
+        assert!(
+            matches!(&err, AdminError::Refused(m) if m.contains("token is missing or wrong")),
+            "{err}"
+        );
+        AdminClient::tcp(&addr, right)
+            .expect("client")
+            .ping()
+            .await
+            .expect("the right one is answered");
+        proxy.shutdown().await.expect("shutdown");
     }
 
     #[tokio::test]

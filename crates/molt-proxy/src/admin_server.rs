@@ -1,5 +1,8 @@
 //! The proxy's side of the admin socket: JSON lines in, one JSON line out
-//! per request. Only the socket's owner can connect (mode 0600).
+//! per request. Only the socket's owner can connect (mode 0600). With
+//! `--admin-listen`, the same protocol over TCP for a server on another
+//! machine: TLS first (`admin_tls`), then a first line that must carry the
+//! admin token.
 //!
 //! Also the giving side of a handover (see `handover` for the taking
 //! side): changes are fenced while the successor starts from our snapshot,
@@ -12,12 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, RwLock};
 
 use crate::admin::{read_line, AdminClient, AdminError, Request, Response, MAX_LINE};
+use crate::admin_token::{AdminToken, AuthLine};
 use crate::fdpass;
 use crate::hold::PauseLimits;
 use crate::instance::{exe_id, sibling, OwnFile};
@@ -27,6 +31,8 @@ use crate::tls::Certs;
 /// How long a successor may take, once it has our sockets, to say it serves
 /// and owns the admin socket; past it we take everything back.
 const HANDOVER_CONFIRM: Duration = Duration::from_secs(20);
+/// How long a TCP admin connection may take to send its token line.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the socket at a temporary path, restricts it to its owner, then
 /// renames it over `path`: whoever connects to `path` reaches either the
@@ -65,6 +71,8 @@ pub struct Handoff {
     pub lock: OwnedFd,
     pub metrics: Option<OwnedFd>,
     pub https: Option<OwnedFd>,
+    /// The TCP admin listener (`--admin-listen`), if we have one.
+    pub admin: Option<OwnedFd>,
     /// Where users reach us, hence the successor too.
     pub http_addr: SocketAddr,
 }
@@ -170,6 +178,97 @@ pub async fn serve(
     }
 }
 
+/// Accepts admin connections over TCP (`--admin-listen`) until we hand
+/// over (the successor accepts on the same socket from then on).
+pub async fn serve_tcp(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    token: AdminToken,
+    tls: tokio_rustls::TlsAcceptor,
+) {
+    let mut handed_over = admin.handed_over();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Ok(_) = handed_over.wait_for(|done| *done) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (admin, token, tls) = (Arc::clone(&admin), token.clone(), tls.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = tcp_connection(stream, peer, &admin, &token, &tls).await {
+                        tracing::debug!(error = %e, %peer, "admin connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One TCP admin connection: TLS (see `admin_tls`), the token line, then
+/// requests as on the socket. A peer without the right token gets one
+/// refusal and nothing else; a handover (it passes descriptors) is for the
+/// local socket only.
+async fn tcp_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admin: &Arc<Admin>,
+    token: &AdminToken,
+    tls: &tokio_rustls::TlsAcceptor,
+) -> std::io::Result<()> {
+    let stream = match tokio::time::timeout(AUTH_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "admin connection refused: its TLS handshake failed (another admin token, a client that gave up, or not Molt)");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "admin connection refused: no TLS handshake in time");
+            return Ok(());
+        }
+    };
+    let (read, mut write) = tokio::io::split(stream);
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    let proved = match tokio::time::timeout(AUTH_TIMEOUT, read_line(&mut reader, &mut line)).await {
+        Ok(Ok(())) => serde_json::from_slice::<AuthLine>(&line)
+            .map(|offered| token.matches(&offered.auth))
+            .unwrap_or(false),
+        Ok(Err(_)) | Err(_) => false,
+    };
+    line.clear();
+    if !proved {
+        tracing::warn!(%peer, "admin connection without the right token refused");
+        let why = "the admin token is missing or wrong: give this proxy (--admin-token-file) and the server (--proxy-peer-token-file) the same token";
+        return send(&mut write, &Response::error(why)).await;
+    }
+    loop {
+        if let Err(e) = read_line(&mut reader, &mut line).await {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                let why = format!("request line over the admin protocol's {MAX_LINE} bytes");
+                let _ = send(&mut write, &Response::error(why)).await;
+            }
+            return Err(e);
+        }
+        if line.is_empty() {
+            return Ok(());
+        }
+        let resp = match serde_json::from_slice::<Request>(&line) {
+            Ok(Request::Handover | Request::HandoverDone) => Response::error(
+                "a handover passes sockets and is only answered on the proxy's local admin socket",
+            ),
+            Ok(req) => answer(req, admin).await,
+            Err(e) => Response::error(format!("invalid request: {e}")),
+        };
+        send(&mut write, &resp).await?;
+    }
+}
+
 /// Whether the process at the other end may use the admin socket: the
 /// proxy's own user, or root (SO_PEERCRED, asked of the kernel once per
 /// admin connection). The socket's 0600 mode says the same, but a mode can
@@ -223,7 +322,7 @@ async fn connection(stream: UnixStream, admin: &Arc<Admin>) -> std::io::Result<(
     }
 }
 
-async fn send(write: &mut OwnedWriteHalf, resp: &Response) -> std::io::Result<()> {
+async fn send<W: AsyncWrite + Unpin>(write: &mut W, resp: &Response) -> std::io::Result<()> {
     let mut out = serde_json::to_vec(resp).map_err(std::io::Error::other)?;
     out.push(b'\n');
     write.write_all(&out).await
@@ -416,6 +515,10 @@ async fn give(
     if let Some(https) = &handoff.https {
         names.push("https".into());
         fds.push(https.as_fd());
+    }
+    if let Some(tcp) = &handoff.admin {
+        names.push("admin".into());
+        fds.push(tcp.as_fd());
     }
     let resp = Response {
         pid: Some(std::process::id()),

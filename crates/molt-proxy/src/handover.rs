@@ -28,6 +28,8 @@ pub struct Inherited {
     /// The HTTPS certificates (they live in memory only).
     pub certs: Vec<crate::tls::TlsCert>,
     pub metrics: Option<TcpListener>,
+    /// The TCP admin listener (`--admin-listen`), if the running one had it.
+    pub admin: Option<TcpListener>,
     pub lock: File,
     pub routes: Vec<Route>,
     pub paused: Vec<Paused>,
@@ -87,13 +89,14 @@ pub async fn request(socket: &Path) -> anyhow::Result<Option<Inherited>> {
             fds.len()
         );
     }
-    let (mut http, mut lock, mut metrics, mut https) = (None, None, None, None);
+    let (mut http, mut lock, mut metrics, mut https, mut admin) = (None, None, None, None, None);
     for (name, fd) in names.iter().zip(fds) {
         match name.as_str() {
             "http" => http = Some(TcpListener::from(fd)),
             "lock" => lock = Some(File::from(fd)),
             "metrics" => metrics = Some(TcpListener::from(fd)),
             "https" => https = Some(TcpListener::from(fd)),
+            "admin" => admin = Some(TcpListener::from(fd)),
             // Something a later version passes: not ours to keep.
             _ => drop(fd),
         }
@@ -106,6 +109,7 @@ pub async fn request(socket: &Path) -> anyhow::Result<Option<Inherited>> {
         https,
         certs: resp.certs.unwrap_or_default(),
         metrics,
+        admin,
         lock,
         routes: resp.routes.unwrap_or_default(),
         paused: resp.paused.unwrap_or_default(),

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{ROUTES_FILE, SOCKET_FILE};
 use crate::admin_server::{self, Admin, Handoff};
+use crate::admin_token::AdminToken;
 use crate::edge::{self, EdgeConfig, Prefixed};
 use crate::forward::{self, Peer};
 use crate::handover::{self, Inherited};
@@ -67,6 +68,10 @@ pub struct ProxyConfig {
     pub takeover: bool,
     /// Limits and trust for what faces the internet.
     pub edge: EdgeConfig,
+    /// Serve the admin protocol over TCP here too, to a server on another
+    /// machine that offers this token (`--admin-listen`,
+    /// `--admin-token-file`).
+    pub admin_listen: Option<(SocketAddr, AdminToken)>,
 }
 
 /// A running proxy. Dropping it stops it too (without waiting).
@@ -74,6 +79,8 @@ pub struct Proxy {
     http_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    /// Where the admin protocol is served over TCP, if anywhere.
+    admin_addr: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     handed_over: watch::Receiver<bool>,
     task: JoinHandle<()>,
@@ -114,10 +121,15 @@ impl Proxy {
                 Some(addr) => Some(tls::bind(addr).await?),
                 None => None,
             };
+            let admin = match config.admin_listen {
+                Some((addr, token)) => Some((bind_admin(addr).await?, token)),
+                None => None,
+            };
             let listeners = Listeners {
                 http,
                 https,
                 metrics,
+                admin,
             };
             let certs = Arc::new(Certs::default());
             return Self::serve(dir, routes, certs, listeners, instance, None, config.edge).await;
@@ -129,6 +141,7 @@ impl Proxy {
             http,
             https,
             metrics,
+            admin,
             lock,
             certs,
             routes,
@@ -165,11 +178,24 @@ impl Proxy {
         };
         let https = tls::inherit(config.https, https).await?;
         let certs = Arc::new(Certs::inherit(certs));
+        let admin = match (config.admin_listen, admin) {
+            (Some((want, token)), Some(got)) => {
+                let got = tokio_listener(got)?;
+                if want.port() == 0 || got.local_addr()? == want {
+                    Some((got, token))
+                } else {
+                    Some((bind_admin(want).await?, token))
+                }
+            }
+            (Some((want, token)), None) => Some((bind_admin(want).await?, token)),
+            (None, _) => None,
+        };
         let instance = Instance::adopt(dir, lock)?;
         let listeners = Listeners {
             http,
             https,
             metrics,
+            admin,
         };
         let proxy = Self::serve(
             dir,
@@ -200,6 +226,7 @@ impl Proxy {
             http,
             https,
             metrics,
+            admin: admin_tcp,
         } = listeners;
         edge.max_connections = edge::connections_that_fit(edge.max_connections);
         let routes = Arc::new(routes);
@@ -218,6 +245,10 @@ impl Proxy {
             https: https
                 .as_ref()
                 .map(|l| l.as_fd().try_clone_to_owned())
+                .transpose()?,
+            admin: admin_tcp
+                .as_ref()
+                .map(|(l, _)| l.as_fd().try_clone_to_owned())
                 .transpose()?,
             http_addr,
         };
@@ -254,6 +285,25 @@ impl Proxy {
             closing: Arc::new(AtomicBool::new(false)),
             edge: Arc::new(edge),
         };
+        let admin_addr = admin_tcp
+            .as_ref()
+            .map(|(l, _)| l.local_addr())
+            .transpose()?;
+        if let Some(addr) = admin_addr {
+            tracing::info!(admin = %addr, "serving the admin protocol over TCP to holders of the admin token");
+        }
+        let admin_tcp_task = match admin_tcp {
+            Some((listener, token)) => {
+                let tls = crate::admin_tls::acceptor(&token)?;
+                Some(tokio::spawn(admin_server::serve_tcp(
+                    listener,
+                    Arc::clone(&admin),
+                    token,
+                    tls,
+                )))
+            }
+            None => None,
+        };
         let admin_task = tokio::spawn(admin_server::serve(admin_listener, admin, rebound));
         let metrics_task = metrics.map(|l| tokio::spawn(metrics_server::serve(l, routes)));
         if let Some(t) = &metrics_task {
@@ -272,6 +322,9 @@ impl Proxy {
         let task = tokio::spawn(async move {
             serving.run(stopped, watch_handover).await;
             admin_task.abort();
+            if let Some(t) = admin_tcp_task {
+                t.abort();
+            }
             if let Some(t) = metrics_task {
                 t.abort();
             }
@@ -285,6 +338,7 @@ impl Proxy {
             http_addr,
             https_addr,
             metrics_addr,
+            admin_addr,
             stop,
             handed_over,
             task,
@@ -303,6 +357,11 @@ impl Proxy {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The bound TCP admin address (`--admin-listen`), if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Resolves once a successor has taken over (this proxy then accepts
@@ -385,6 +444,8 @@ struct Listeners {
     http: TcpListener,
     https: Option<TcpListener>,
     metrics: Option<TcpListener>,
+    /// The TCP admin listener and the token it asks for.
+    admin: Option<(TcpListener, AdminToken)>,
 }
 
 /// What the serving task owns.
@@ -698,6 +759,12 @@ async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("metrics listener on {addr}: {e}"))
+}
+
+async fn bind_admin(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin listener on {addr} (--admin-listen): {e}"))
 }
 
 /// A listener passed over as a descriptor, ready for tokio (it is

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod ops;
 pub mod ports;
 pub mod proxy_link;
+pub mod proxy_peers;
 pub mod registry;
 pub mod release;
 pub mod runtime;

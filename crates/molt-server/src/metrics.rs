@@ -122,6 +122,26 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// `molt_proxy_peer_in_date{peer}`: 1 while a `--proxy-peer` has every
+/// route change, 0 while it is out of date. Nothing without peers.
+pub fn peer_metrics(peers: &[crate::proxy_peers::PeerStatus]) -> String {
+    let mut out = String::new();
+    if peers.is_empty() {
+        return out;
+    }
+    out.push_str("# HELP molt_proxy_peer_in_date Whether a proxy on another node (--proxy-peer) has every route change.\n");
+    out.push_str("# TYPE molt_proxy_peer_in_date gauge\n");
+    for peer in peers {
+        let _ = writeln!(
+            out,
+            "molt_proxy_peer_in_date{{peer=\"{}\"}} {}",
+            escape(&peer.addr),
+            u8::from(peer.in_date)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,6 +162,11 @@ pub trait Routes: Send + Sync {
     async fn cert_domains(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// The proxies on other nodes and whether each is in date (none
+    /// without `--proxy-peer`).
+    fn peers(&self) -> Vec<crate::proxy_peers::PeerStatus> {
+        Vec::new()
+    }
 }
 
 /// Registries read without the engine: a reference checked and resolved to

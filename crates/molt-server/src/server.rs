@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub upstream: Option<crate::runtime::UpstreamMode>,
     /// Where App replicas run: this host's engine, or its swarm.
     pub orchestrator: crate::runtime::Orchestrator,
+    /// The proxies on other nodes the server pushes its routes to
+    /// (`--proxy-peer`), and the token they ask for.
+    pub proxy_peers: Option<(Vec<String>, molt_proxy::AdminToken)>,
     /// The proxy's worker threads; `None`: its default (half the CPUs).
     pub proxy_threads: Option<std::num::NonZeroUsize>,
     /// `--trusted-proxy` blocks passed on to the proxy it starts.
@@ -132,9 +135,27 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             crate::health::Prober::new().with_tcp_settle(crate::health::PUBLISHED_TCP_SETTLE)
         }
     };
+    let fleet = match &config.proxy_peers {
+        Some((peers, token)) => {
+            tracing::info!(?peers, "route changes go to the proxies on other nodes too");
+            let fleet = Arc::new(crate::proxy_peers::ProxyFleet::new(
+                Arc::clone(&proxy),
+                peers,
+                token,
+            )?);
+            fleet.check_now().await;
+            Arc::clone(&fleet).spawn_keeper();
+            Some(fleet)
+        }
+        None => None,
+    };
+    let routes: Arc<dyn crate::ports::Routes> = match &fleet {
+        Some(fleet) => Arc::clone(fleet) as Arc<dyn crate::ports::Routes>,
+        None => Arc::clone(&proxy) as Arc<dyn crate::ports::Routes>,
+    };
     let ports = crate::ports::Ports {
         containers,
-        routes: Arc::clone(&proxy) as Arc<dyn crate::ports::Routes>,
+        routes,
         health: Arc::new(prober),
         registries: Arc::new(crate::ports::OciRegistries),
     };
@@ -171,6 +192,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             acme,
             Arc::clone(&deployer),
             Arc::clone(&proxy),
+            fleet.as_ref().map(|f| f.peer_admins()).unwrap_or_default(),
             config.https.is_some(),
         )
         .spawn();

@@ -440,3 +440,51 @@ async fn a_renewed_certificate_is_swapped_in_while_a_connection_stays_open() {
     assert!(answer.contains("testapp v1"), "{answer}");
     assert_eq!(leaf(&open), before);
 }
+
+/// With the domain's challenges sent to a proxy on another node (Pebble
+/// validates at the peer's listeners only), the peer answers them and then
+/// serves the certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_peer_answers_the_challenge_and_serves_the_certificate() {
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer = PeerProxy::start(dir.path());
+    let https = free_port();
+    let site = PebbleSite::new();
+    let peer_admin = peer.admin.to_string();
+    let token_file = peer.token_file.to_string_lossy().into_owned();
+    let server = start_server(
+        &site,
+        https,
+        "1s",
+        &[
+            "--proxy-peer",
+            &peer_admin,
+            "--proxy-peer-token-file",
+            &token_file,
+        ],
+    );
+    let pebble = Pebble::start(site, peer.listen.port(), peer.https.port());
+    create_app(&server, "web", &v1, &["--domain", "web.example.test"]);
+    let root = pebble.root();
+
+    let served = wait_until(Duration::from_secs(60), || async {
+        curl(peer.https.port(), "web.example.test", &root).0 == 0
+    })
+    .await;
+    assert!(
+        served,
+        "no verified HTTPS at the peer; App: {}\nserver log:\n{}\npebble log:\n{}\npeer log:\n{}",
+        https_state(&server, "web", "web.example.test"),
+        server.log(),
+        pebble.log(),
+        peer.log()
+    );
+    let (_, body) = curl(peer.https.port(), "web.example.test", &root);
+    assert!(body.contains("testapp v1"), "{body}");
+    assert_eq!(
+        https_state(&server, "web", "web.example.test")["state"],
+        "valid"
+    );
+}

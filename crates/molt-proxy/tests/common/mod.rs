@@ -167,6 +167,7 @@ pub fn config(dir: &std::path::Path) -> ProxyConfig {
         metrics: None,
         takeover: false,
         edge: molt_proxy::EdgeConfig::default(),
+        admin_listen: None,
     }
 }
 

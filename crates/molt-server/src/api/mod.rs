@@ -183,7 +183,9 @@ async fn server_metrics(State(s): State<ApiState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.deployer.metrics.render() + &crate::certs::expiry_metrics(&s.deployer.store),
+        s.deployer.metrics.render()
+            + &crate::certs::expiry_metrics(&s.deployer.store)
+            + &crate::metrics::peer_metrics(&s.deployer.proxy.peers()),
     )
 }
 

@@ -64,6 +64,9 @@ pub struct Acme {
     config: AcmeConfig,
     deployer: Arc<Deployer>,
     proxy: Arc<ProxyLink>,
+    /// The proxies on other nodes (`--proxy-peer`): they answer challenges
+    /// too, since the ACME server may reach the domain at any node.
+    peers: Vec<molt_proxy::AdminClient>,
     /// Whether the proxy serves HTTPS (TLS-ALPN-01 needs it).
     tls_alpn: bool,
     account: tokio::sync::Mutex<Option<Account>>,
@@ -153,19 +156,35 @@ enum Answer {
 }
 
 impl Acme {
+    /// `peers`: the admin clients of the proxies on other nodes
+    /// (`--proxy-peer`), which answer challenges too.
     pub fn new(
         config: AcmeConfig,
         deployer: Arc<Deployer>,
         proxy: Arc<ProxyLink>,
+        peers: Vec<molt_proxy::AdminClient>,
         tls_alpn: bool,
     ) -> Arc<Acme> {
         Arc::new(Acme {
             config,
             deployer,
             proxy,
+            peers,
             tls_alpn,
             account: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Has every peer answer (or stop answering) a challenge as this
+    /// node's proxy does. A peer that fails is logged and left out: the
+    /// order fails only if the ACME server asks that very node.
+    async fn on_peers(&self, request: &molt_proxy::admin::Request) {
+        let calls = self.peers.iter().map(|peer| async move {
+            if let Err(e) = peer.call(request, crate::proxy_peers::PEER_CALL_TIMEOUT).await {
+                tracing::warn!(peer = %peer.socket_path().display(), "ACME: a proxy peer did not take a challenge change: {e}");
+            }
+        });
+        futures_util::future::join_all(calls).await;
     }
 
     /// Looks at the Apps' domains every two seconds for the life of the
@@ -354,11 +373,16 @@ impl Acme {
             Err(e) => Err(e),
         };
         for answer in answers {
-            let admin = self.proxy.admin();
-            let _ = match answer {
-                Answer::Http01(token) => admin.remove_http01(&token).await,
-                Answer::Alpn01(domain) => admin.remove_alpn01(&domain).await,
+            let request = match answer {
+                Answer::Http01(token) => molt_proxy::admin::Request::RemoveHttp01 { token },
+                Answer::Alpn01(domain) => molt_proxy::admin::Request::RemoveAlpn01 { domain },
             };
+            let _ = self
+                .proxy
+                .admin()
+                .call(&request, Duration::from_secs(10))
+                .await;
+            self.on_peers(&request).await;
         }
         match ready? {
             OrderStatus::Ready => {}
@@ -406,17 +430,24 @@ impl Acme {
             if alpn {
                 let cert = alpn_certificate(domain, key_authorization.digest().as_ref())?;
                 admin
-                    .set_alpn01(cert)
+                    .set_alpn01(cert.clone())
                     .await
                     .map_err(|e| format!("the proxy cannot answer the challenge: {e}"))?;
                 answers.push(Answer::Alpn01(domain.to_string()));
+                self.on_peers(&molt_proxy::admin::Request::SetAlpn01 { cert })
+                    .await;
             } else {
                 let token = challenge.token.clone();
                 admin
                     .set_http01(&token, key_authorization.as_str())
                     .await
                     .map_err(|e| format!("the proxy cannot answer the challenge: {e}"))?;
-                answers.push(Answer::Http01(token));
+                answers.push(Answer::Http01(token.clone()));
+                self.on_peers(&molt_proxy::admin::Request::SetHttp01 {
+                    token,
+                    key_authorization: key_authorization.as_str().to_string(),
+                })
+                .await;
             }
             challenge.set_ready().await.map_err(problem)?;
         }

@@ -82,6 +82,17 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
         }
     }
     findings.extend(crate::certs::https_findings(&deployer.store, &app.hosts())?);
+    for peer in deployer.proxy.peers().into_iter().filter(|p| !p.in_date) {
+        findings.push(Finding {
+            kind: "proxy_peer_out_of_date".into(),
+            summary: format!(
+                "the proxy at {} (--proxy-peer) is out of date: it may still send this App's traffic to an old version",
+                peer.addr
+            ),
+            detail: peer.problem,
+            hint: "take that node out of the load balancer or DNS until it answers again; once it does, it gets the whole route table within a second".into(),
+        });
+    }
     // On a swarm, what Swarm says about the tasks (none on a single host):
     // the serving replicas', then the failed deploy's, kept from when their
     // services were removed.

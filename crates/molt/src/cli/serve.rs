@@ -96,6 +96,21 @@ pub struct ServerArgs {
     /// least 1 (the proxy shares the host with the Apps).
     #[arg(long, value_name = "N")]
     pub proxy_threads: Option<std::num::NonZeroUsize>,
+    /// A `molt proxy` on another node (`HOST:PORT`, its `--admin-listen`;
+    /// repeatable): the server pushes every route change to it as to its
+    /// own proxy, and a swap drains old replicas only once every peer that
+    /// answers has moved off them.
+    #[arg(
+        long = "proxy-peer",
+        value_name = "ADDR",
+        requires = "proxy_peer_token_file",
+        value_parser = parse_peer
+    )]
+    pub proxy_peers: Vec<String>,
+    /// The file holding the token the peers ask for (their
+    /// `--admin-token-file`).
+    #[arg(long, value_name = "FILE")]
+    pub proxy_peer_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub proxy_edge: EdgeArgs,
     /// Deploys kept per App: when a deploy ends, older finished ones go with
@@ -139,6 +154,18 @@ fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     molt_server::api::logs::parse_duration(raw).map(std::time::Duration::from_secs)
 }
 
+/// `--proxy-peer`: `HOST:PORT` (an IPv6 address in brackets).
+fn parse_peer(raw: &str) -> Result<String, String> {
+    match raw.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(raw.to_string())
+        }
+        _ => Err(format!(
+            "`{raw}` is not HOST:PORT; give the address and port the peer's `molt proxy --admin-listen` serves on, e.g. 10.0.0.6:7701"
+        )),
+    }
+}
+
 fn parse_size(raw: &str) -> Result<u64, String> {
     molt_core::size::parse_size(raw)
 }
@@ -168,6 +195,15 @@ pub struct ProxyArgs {
     /// closed (the proxy never runs out of file descriptors instead).
     #[arg(long, value_name = "N", default_value_t = molt_proxy::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Also serve the admin protocol over TCP here, so a `molt server` on
+    /// another machine (`--proxy-peer`) pushes this proxy's routes. Plain
+    /// TCP: listen on a private network only (see docs/scale-out.md).
+    #[arg(long, value_name = "ADDR", requires = "admin_token_file")]
+    pub admin_listen: Option<SocketAddr>,
+    /// The file holding the token a server must offer on `--admin-listen`
+    /// (the same as its `--proxy-peer-token-file`; at least 32 characters).
+    #[arg(long, value_name = "FILE", requires = "admin_listen")]
+    pub admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub edge: EdgeArgs,
     #[command(flatten)]
@@ -259,6 +295,12 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         gpus: args.gpus,
         proxy_metrics: args.proxy_metrics,
         proxy_threads: args.proxy_threads,
+        proxy_peers: match args.proxy_peer_token_file {
+            Some(file) if !args.proxy_peers.is_empty() => {
+                Some((args.proxy_peers, molt_proxy::AdminToken::from_file(&file)?))
+            }
+            _ => None,
+        },
         proxy_trusted: args
             .proxy_edge
             .trusted_proxies
@@ -298,7 +340,12 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
 
 pub async fn proxy(args: ProxyArgs, data_dir: Option<PathBuf>) -> Result<()> {
     init_tracing(args.log.log_format);
+    let admin_listen = match (args.admin_listen, args.admin_token_file) {
+        (Some(addr), Some(file)) => Some((addr, molt_proxy::AdminToken::from_file(&file)?)),
+        _ => None,
+    };
     molt_proxy::run(molt_proxy::ProxyConfig {
+        admin_listen,
         data_dir: molt_server::datadir::resolve(data_dir),
         listen: args.listen,
         https: args.https,

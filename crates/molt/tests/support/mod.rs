@@ -23,6 +23,7 @@
 //! - [`dashboard_session`], [`dashboard_get`], [`form_body`]: the dashboard
 //!   over plain HTTP, logged in with the admin token.
 //! - [`Load`]: continuous requests through the proxy, each one counted.
+//! - [`PeerProxy`]: a second `molt proxy` whose routes the server pushes.
 //! - [`wait_until`], [`wait_for`], [`wait_until_sync`]: bounded polling.
 
 // Each test binary uses a different subset of the harness.
@@ -32,6 +33,7 @@ mod dashboard;
 mod http;
 mod images;
 mod load;
+mod peer;
 mod registry;
 mod server;
 
@@ -45,6 +47,7 @@ pub use images::{
     VARIANTS,
 };
 pub use load::{Load, LoadReport};
+pub use peer::PeerProxy;
 pub use registry::Registry;
 pub use server::{
     add_registry, create_app, molt, molt_input, molt_with, newest_deploy, ok, CliOutput, MoltServer,
