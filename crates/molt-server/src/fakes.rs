@@ -152,6 +152,7 @@ impl FakeWorld {
             restart_count: 0,
             started_at: None,
             health,
+            lost_node: None,
         }
     }
 }

@@ -149,6 +149,22 @@ pub async fn converge_app(
             done.replace.push(row.replica);
             continue;
         };
+        if let Some(node) = &state.lost_node {
+            // Its node is down: the other replicas serve, and a replacement
+            // is placed on another node and health-checked before it joins.
+            if routed(&row) {
+                let message = format!(
+                    "node {node} is down: replica {} left the route",
+                    row.replica
+                );
+                tracing::warn!(app = %app.name, "{message}");
+                if let Err(e) = deployer.store.event(&current.id, &message) {
+                    tracing::warn!(app = %app.name, "cannot record that {message}: {e:#}");
+                }
+            }
+            done.replace.push(row.replica);
+            continue;
+        }
         if state.restarting {
             // The engine's restart policy brings it back; its start event
             // converges again.
