@@ -255,4 +255,15 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
     );
     let status: Value = molt(&server, &["apps", "show", "web", "--json"]).json()["status"].clone();
     assert_eq!(status, "running");
+
+    // `molt debug` still tells where the lost replica ran and why it went.
+    let debug = molt(&server, &["debug", "web", "--json"]).json();
+    let tasks = debug["swarm_tasks"].as_array().expect("swarm_tasks");
+    assert!(
+        tasks.iter().any(|t| t["node"] == victim_name.as_str()
+            && t["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("node {victim_name} is down")))),
+        "{debug}"
+    );
 }
