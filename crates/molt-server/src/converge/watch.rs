@@ -4,8 +4,10 @@
 //! `docker kill`: the policy never restarts those) serve nothing until
 //! someone starts them. Every container event of an App converges it, so
 //! its route follows its containers and a stopped one is started again at
-//! once while the proxy holds its requests. When the event stream breaks
-//! (the engine restarted) it reconnects and converges every App.
+//! once while the proxy holds its requests. On a swarm, a node marked down
+//! converges every App, so the node's lost tasks leave the routes at once.
+//! When the event stream breaks (the engine restarted) it reconnects and
+//! converges every App.
 
 use super::{converge_app, converge_claimed, converge_soon, orphans, Trigger};
 use crate::deploy::Deployer;
