@@ -721,7 +721,15 @@ impl Swarm {
     pub fn events(
         &self,
     ) -> impl futures_util::Stream<Item = Result<ContainerEvent>> + Send + 'static {
-        futures_util::stream::select(self.task_events(), self.node_events())
+        // Either stream ending ends both, so the watcher reconnects and
+        // converges every App rather than miss one kind of event.
+        let ended = || {
+            futures_util::stream::once(async { Err(anyhow!("the engine's event stream ended")) })
+        };
+        futures_util::stream::select(
+            self.task_events().chain(ended()),
+            self.node_events().chain(ended()),
+        )
     }
 
     /// The manager's node events that mark a node down (it stopped
