@@ -118,6 +118,12 @@ impl SwarmNodes {
         // Built by the host's engine before anything else runs.
         let images = ["v1", "v2", "unhealthy"].map(TestImages::image);
         teardown();
+        let taken = must("ip", &["-4", "route", "show", "to", "match", HOST_ADDR]);
+        assert!(
+            !taken.contains("10.210.0."),
+            "10.210.0.0/24 is in use on this machine ({}); the three-engine test needs it for its bridge",
+            taken.trim()
+        );
         let mut nodes = SwarmNodes {
             engines: Vec::new(),
             registries: Vec::new(),
