@@ -236,14 +236,26 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
         after.errors
     );
 
-    let deploys = molt(&server, &["deploys", "web", "--json"]).json();
-    let replacement = deploys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["kind"] == "restart")
-        .unwrap_or_else(|| panic!("a restart deploy replaced the replica: {deploys}"));
-    assert_eq!(replacement["status"], "succeeded", "{replacement}");
+    // The replacement deploy ends once the lost replica's target drained.
+    let restart = || {
+        let deploys = molt(&server, &["deploys", "web", "--json"]).json();
+        deploys
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["kind"] == "restart")
+            .cloned()
+            .unwrap_or_else(|| panic!("a restart deploy replaced the replica: {deploys}"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            restart()["status"] == "succeeded"
+        })
+        .await,
+        "{}",
+        restart()
+    );
+    let replacement = restart();
     let replacement_timeline = timeline(&server, "web", replacement["id"].as_str().unwrap());
     assert!(
         replacement_timeline.contains(&format!("replacing replica {}", lost[0])),

@@ -461,6 +461,27 @@ fn live_pid(file: &Path, name: &str) -> Option<u32> {
 /// Safe to run when nothing is there.
 fn teardown() {
     let base = Path::new(BASE);
+    // A Molt server (and its proxy) of a killed run, still driving the
+    // manager: found by its `DOCKER_HOST`.
+    let ours = format!("DOCKER_HOST=unix://{BASE}/");
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains("molt")
+            && env
+                .split(|b| *b == 0)
+                .any(|v| v.starts_with(ours.as_bytes()))
+        {
+            may("kill", &["-KILL", &pid.to_string()]);
+        }
+    }
     for n in 0..=NODES {
         let file = base.join(format!("registry/registry-{n}.pid"));
         if let Some(pid) = live_pid(&file, "docker-registry") {
