@@ -31,6 +31,8 @@ pub struct FakeContainer {
     pub running: bool,
     pub exit_code: Option<i64>,
     pub ip: String,
+    /// The (swarm) node it ran on, when that node is down: it is lost.
+    pub lost_node: Option<String>,
 }
 
 /// What the fakes do and what happened to them.
@@ -142,7 +144,7 @@ impl FakeWorld {
                 .then(|| "check failed: not ready".into()),
         });
         ContainerState {
-            running: c.running,
+            running: c.running && c.lost_node.is_none(),
             restarting: false,
             exit_code: c.exit_code,
             oom_killed: false,
@@ -152,6 +154,7 @@ impl FakeWorld {
             restart_count: 0,
             started_at: None,
             health,
+            lost_node: c.lost_node.clone(),
         }
     }
 }
@@ -202,6 +205,7 @@ impl Containers for FakeWorld {
             running: crash.is_none(),
             exit_code: crash,
             ip: format!("10.0.0.{n}"),
+            lost_node: None,
         };
         w.containers.insert(c.id.clone(), c.clone());
         Ok(c.id)

@@ -42,7 +42,7 @@ mod swarm;
 pub use attach::{Attached, OneOff, Output};
 pub use build::BuildSpec;
 pub(crate) use logs::{log_chunks, log_options, log_text};
-pub use swarm::{NoSuitableNode, Orchestrator, Swarm, GPU_RESOURCE};
+pub use swarm::{NoSuitableNode, Orchestrator, Swarm, GPU_RESOURCE, NODE_DOWN};
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -128,6 +128,9 @@ pub struct ContainerState {
     /// The image's own `HEALTHCHECK` as the engine runs it, when the image
     /// declares one.
     pub health: Option<crate::health::EngineHealth>,
+    /// On a swarm: the name of the node its task ran on, when that node is
+    /// down (the task is lost with it and will not report again).
+    pub lost_node: Option<String>,
 }
 
 /// A container event of this installation, from the engine's event stream.
@@ -542,6 +545,7 @@ impl Runtime {
             restart_count: inspect.restart_count.unwrap_or(0),
             started_at: state.started_at.filter(|s| !s.starts_with("0001-")),
             health,
+            lost_node: None,
         }))
     }
 

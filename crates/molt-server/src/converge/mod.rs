@@ -142,6 +142,8 @@ pub async fn converge_app(
     }
 
     let mut in_service = Vec::new();
+    // What the history tells, once the route is without them.
+    let mut lost = Vec::new();
     for (row, state) in states {
         let container = row.container_id.clone();
         let Some(mut state) = state else {
@@ -149,6 +151,18 @@ pub async fn converge_app(
             done.replace.push(row.replica);
             continue;
         };
+        if let Some(node) = &state.lost_node {
+            // Its node is down: the other replicas serve, and a replacement
+            // is placed on another node and health-checked before it joins.
+            if routed(&row) {
+                lost.push(format!(
+                    "node {node} is down: replica {} left the route",
+                    row.replica
+                ));
+            }
+            done.replace.push(row.replica);
+            continue;
+        }
         if state.restarting {
             // The engine's restart policy brings it back; its start event
             // converges again.
@@ -207,6 +221,12 @@ pub async fn converge_app(
         }
         // Held requests (a hold above, an interrupted recreate) flow now.
         deployer.proxy.resume(&app.name).await?;
+    }
+    for message in lost {
+        tracing::warn!(app = %app.name, "{message}");
+        if let Err(e) = deployer.store.event(&current.id, &message) {
+            tracing::warn!(app = %app.name, "cannot record that {message}: {e:#}");
+        }
     }
 
     // The App's status: `recovering` while none of its containers takes

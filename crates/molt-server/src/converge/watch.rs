@@ -4,11 +4,14 @@
 //! `docker kill`: the policy never restarts those) serve nothing until
 //! someone starts them. Every container event of an App converges it, so
 //! its route follows its containers and a stopped one is started again at
-//! once while the proxy holds its requests. When the event stream breaks
-//! (the engine restarted) it reconnects and converges every App.
+//! once while the proxy holds its requests. On a swarm, a node marked down
+//! converges every App, so the node's lost tasks leave the routes at once.
+//! When the event stream breaks (the engine restarted) it reconnects and
+//! converges every App.
 
 use super::{converge_app, converge_claimed, converge_soon, orphans, Trigger};
 use crate::deploy::Deployer;
+use crate::runtime::NODE_DOWN;
 use futures_util::StreamExt;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,6 +43,10 @@ pub fn spawn(deployer: Arc<Deployer>) {
                     }
                     Ok(e) if e.action == "kill" => {
                         hold_on_signal(&deployer, &e.app, &e.container).await
+                    }
+                    Ok(e) if e.action == NODE_DOWN => {
+                        tracing::warn!(node = %e.container, "a swarm node is down; converging every App");
+                        converge_every_app(&deployer).await;
                     }
                     Ok(_) => {}
                     Err(err) => {
@@ -115,6 +122,17 @@ fn interrupt_deploys(deployer: &Deployer) {
                 "the Docker engine restarted while the deploy ran",
             );
         }
+    }
+}
+
+/// Every App converges (each under its own claim; one a deploy holds
+/// converges at the deploy's end).
+async fn converge_every_app(deployer: &Arc<Deployer>) {
+    let Ok(apps) = deployer.store.list_apps() else {
+        return;
+    };
+    for app in &apps {
+        resync_app(deployer, &app.name).await;
     }
 }
 

@@ -980,3 +980,74 @@ async fn a_failed_settings_change_never_routes_its_new_domains() {
         rig.assert_serves();
     }
 }
+
+/// A replica whose swarm node went down leaves the route at once (the
+/// others serve), the serving deploy's timeline says so, and a replacement
+/// joins through a deploy of that replica.
+#[tokio::test]
+async fn a_replica_on_a_lost_node_leaves_the_route_and_is_replaced() {
+    let rig = rig();
+    rig.create(3, "bluegreen").await;
+    let serving_deploy = rig
+        .deployer
+        .store
+        .get_app("web")
+        .unwrap()
+        .unwrap()
+        .current_deploy
+        .unwrap();
+    let lost = rig.serving()[1].container_id.clone();
+    rig.fakes
+        .world()
+        .containers
+        .get_mut(&lost)
+        .unwrap()
+        .lost_node = Some("node-2".into());
+    let before = rig.fakes.world().route_history.len();
+
+    assert!(
+        crate::converge::converge_claimed(
+            &rig.deployer,
+            "web",
+            crate::converge::Trigger::Event,
+            &std::collections::HashSet::new()
+        )
+        .await
+    );
+    // The first route after the loss leaves it out and keeps the others.
+    let routed: Vec<String> = rig.fakes.world().route_history[before]
+        .targets
+        .iter()
+        .map(|t| t.id.clone())
+        .collect();
+    assert_eq!(routed.len(), 2, "{routed:?}");
+    assert!(!routed.contains(&lost), "{routed:?}");
+    let told: Vec<String> = rig
+        .deployer
+        .store
+        .events(&serving_deploy, 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        told.contains(&"node node-2 is down: replica 1 left the route".to_string()),
+        "{told:?}"
+    );
+
+    // The replacement: a deploy of replica 1, after which three serve.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let replaced = rig.deployer.in_progress("web").is_none()
+            && rig.serving().iter().all(|r| r.container_id != lost);
+        if replaced {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica 1 was not replaced");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rig.assert_serves();
+    let deploys = rig.deployer.store.list_deploys("web").unwrap();
+    assert_eq!(deploys[0].kind, DeployKind::Restart, "{:?}", deploys[0]);
+    assert_eq!(deploys[0].status, DeployStatus::Succeeded);
+}

@@ -48,6 +48,15 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
                 detail: None,
                 hint: format!("deploy again (`molt redeploy {name}`); the server also recreates routes when it restarts"),
             }),
+            Some(state) if state.lost_node.is_some() => findings.push(Finding {
+                kind: "node_down".into(),
+                summary: format!(
+                    "the node of the {the}, {}, is down: the replica left the route",
+                    state.lost_node.as_deref().unwrap_or_default()
+                ),
+                detail: None,
+                hint: "the other replicas serve; a replacement starts on another node and joins once healthy (`molt deploys NAME` shows it); see `docker node ls` for the node".replace("NAME", name),
+            }),
             Some(state) if state.oom_killed => {
                 let oom = molt_core::Failure::new(
                     molt_core::FailureKind::OomKilled,
@@ -102,6 +111,17 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
     }
     if let Some(f) = &failed {
         swarm_tasks.extend(deployer.runtime.ended_tasks(name, &f.id));
+    }
+    // Otherwise the tasks of replicas replaced since (their node was lost),
+    // kept under the deploy that started them.
+    if failed.is_none() {
+        if let Some(ended) = deploys
+            .iter()
+            .map(|d| deployer.runtime.ended_tasks(name, &d.id))
+            .find(|t| !t.is_empty())
+        {
+            swarm_tasks.extend(ended);
+        }
     }
     Ok(DebugReport {
         app: app.name.clone(),

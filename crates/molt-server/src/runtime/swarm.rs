@@ -15,7 +15,7 @@ use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
     EndpointSpec, EndpointSpecModeEnum, GenericResourcesInner,
     GenericResourcesInnerDiscreteResourceSpec, Limit, LocalNodeState, Mount, MountTmpfsOptions,
-    MountType, NetworkAttachmentConfig, ResourceObject, ServiceSpec, ServiceSpecMode,
+    MountType, NetworkAttachmentConfig, NodeState, ResourceObject, ServiceSpec, ServiceSpecMode,
     ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
     TaskSpecContainerSpecPrivileges, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
@@ -34,6 +34,12 @@ pub const GPU_RESOURCE: &str = "NVIDIA-GPU";
 const UNPLACEABLE_GRACE: Duration = Duration::from_secs(5);
 /// How many failed tasks of an App's latest failed deploy are kept.
 const KEPT_TASKS: usize = 20;
+/// What Swarm's constraint enforcer says of a task it rejected.
+const ENFORCER_REJECTED: &str = "assigned node no longer meets constraints";
+/// How often a task the enforcer rejected is asked for again.
+const ENFORCER_RETRIES: u32 = 3;
+/// The event action that says a swarm node went down.
+pub const NODE_DOWN: &str = "node_down";
 /// How long a stopping task gets before Swarm kills it.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -173,6 +179,23 @@ impl Swarm {
         }
     }
 
+    /// The overlay networks a replica joins: its App's, where it answers to
+    /// the App's name, and those of the Apps it links to.
+    async fn app_networks(&self, spec: &ContainerSpec) -> Result<Vec<NetworkAttachmentConfig>> {
+        let mut networks = vec![NetworkAttachmentConfig {
+            target: Some(self.ensure_app_network(&spec.app).await?),
+            aliases: Some(vec![spec.app.clone()]),
+            ..Default::default()
+        }];
+        for link in &spec.links {
+            networks.push(NetworkAttachmentConfig {
+                target: Some(self.ensure_app_network(link).await?),
+                ..Default::default()
+            });
+        }
+        Ok(networks)
+    }
+
     /// The credential for the registry of `image`, as the engine takes it.
     fn credentials_for(&self, image: &str) -> Option<DockerCredentials> {
         let registry = ImageRef::parse(image).ok()?.registry;
@@ -189,17 +212,18 @@ impl Swarm {
     /// Creates the service of one replica and waits until its task runs
     /// (or ended: the deployer reads why); returns the service's id.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<String> {
-        let mut networks = vec![NetworkAttachmentConfig {
-            target: Some(self.ensure_app_network(&spec.app).await?),
-            aliases: Some(vec![spec.app.clone()]),
-            ..Default::default()
-        }];
-        for link in &spec.links {
-            networks.push(NetworkAttachmentConfig {
-                target: Some(self.ensure_app_network(link).await?),
-                ..Default::default()
-            });
-        }
+        let networks = if spec.gpus > 0 {
+            // A task that joins an overlay network makes Swarm update its
+            // node (a network attachment), and Docker 20.10's constraint
+            // enforcer then rejects every task on that node holding a
+            // generic resource, so a GPU replica would never run. It gets
+            // no overlay network: the proxy reaches it at its published
+            // port all the same.
+            tracing::info!(app = %spec.app, "a replica with GPUs runs without the App's overlay network (`--link` does not reach it on a swarm)");
+            Vec::new()
+        } else {
+            self.app_networks(spec).await?
+        };
         let created = self
             .host
             .docker
@@ -222,11 +246,29 @@ impl Swarm {
         let id = created
             .id
             .ok_or_else(|| anyhow!("the swarm created the service but gave no id"))?;
-        if let Err(e) = self.wait_started(&id).await {
+        if let Err(e) = self.wait_placed(&id).await {
             let _ = self.remove(&id).await;
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// [`wait_started`](Self::wait_started), asking for a new task when
+    /// Swarm's constraint enforcer rejected one that its node meets: Docker
+    /// 20.10's enforcer rejects every task holding a generic resource (a
+    /// GPU) on a node whenever that node is updated (a label, a status).
+    async fn wait_placed(&self, id: &str) -> Result<()> {
+        let mut tries = ENFORCER_RETRIES;
+        loop {
+            match self.wait_started(id).await {
+                Err(e) if tries > 0 && format!("{e:#}").contains(ENFORCER_REJECTED) => {
+                    tries -= 1;
+                    tracing::info!(service = %id, "Swarm's constraint enforcer rejected the task; asking for a new one");
+                    self.scale(id, 1, true).await?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Waits until the newest task of a service runs or ended with a
@@ -350,16 +392,25 @@ impl Swarm {
             .filter(|c| !c.is_empty())
     }
 
-    /// Where the proxy reaches a node's published ports: loopback for this
-    /// node, else the address the node joined the swarm with.
-    async fn node_addr(&self, node: &str) -> Option<String> {
-        if node == self.node_id {
-            return Some("127.0.0.1".into());
-        }
-        let node = self.host.docker.inspect_node(node).await.ok()?;
-        node.status?
-            .addr
-            .filter(|a| !a.is_empty() && a != "0.0.0.0")
+    /// What the manager knows of a node: its name, where the proxy reaches
+    /// its published ports, and whether it is down. `None` when the node is
+    /// gone from the swarm (removed with `docker node rm`).
+    async fn node(&self, id: &str) -> Option<NodeView> {
+        let node = self.host.docker.inspect_node(id).await.ok()?;
+        let status = node.status.unwrap_or_default();
+        let name = node
+            .description
+            .and_then(|d| d.hostname)
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| id.to_string());
+        Some(NodeView {
+            name,
+            addr: node_addr(status.addr.as_deref(), id == self.node_id),
+            down: matches!(
+                status.state,
+                Some(NodeState::DOWN | NodeState::DISCONNECTED)
+            ),
+        })
     }
 
     /// A service's state as deploys read a container's: its current task's
@@ -372,6 +423,17 @@ impl Swarm {
         let Some(task) = self.newest_task(id).await? else {
             return Ok(Some(not_running(None, None)));
         };
+        let node = match task.node_id.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => self.node(n).await,
+            None => None,
+        };
+        // A down node reports nothing more: its task is lost with it, even
+        // though the manager still lists it as it was last seen.
+        if let Some(node) = node.as_ref().filter(|n| n.down) {
+            let mut state = not_running(None, Some(format!("node {} is down", node.name)));
+            state.lost_node = Some(node.name.clone());
+            return Ok(Some(state));
+        }
         let status = task.status.clone().unwrap_or_default();
         let container = status.container_status.clone().unwrap_or_default();
         let running = status.state == Some(TaskState::RUNNING);
@@ -393,22 +455,14 @@ impl Swarm {
             state.exit_code = container.exit_code.or(state.exit_code);
             state.error = err.or(state.error);
         }
-        // On this node the container's own IPv4 binding counts: the engine
-        // publishes IPv4 and IPv6 at different ports, and the task's port
-        // status names one of them without saying which.
+        // On this node the container's own IPv4 binding counts. Elsewhere the
+        // task's port status lists each binding of the port, IPv4 first (the
+        // engine publishes IPv4 and IPv6 apart, at ports that may differ).
         if !local {
-            state.published = status
-                .port_status
-                .and_then(|p| p.ports)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|p| Some((p.target_port? as u16, p.published_port? as u16)))
-                .collect();
+            state.published =
+                ipv4_ports(status.port_status.and_then(|p| p.ports).unwrap_or_default());
         }
-        state.ip = match &task.node_id {
-            Some(node) if running => self.node_addr(node).await,
-            _ => None,
-        };
+        state.ip = node.filter(|_| running).and_then(|n| n.addr);
         Ok(Some(state))
     }
 
@@ -467,11 +521,19 @@ impl Swarm {
         self.scale(id, 0, false).await?;
         let deadline = Instant::now() + Duration::from_secs(timeout_secs) + STOP_GRACE;
         while Instant::now() < deadline {
-            let tasks = self.tasks(id).await?;
-            if !tasks
-                .iter()
-                .any(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
-            {
+            let mut running = false;
+            for task in self.tasks(id).await? {
+                if task.status.as_ref().and_then(|s| s.state) != Some(TaskState::RUNNING) {
+                    continue;
+                }
+                // A task on a down node never reports its stop: it is lost.
+                let node = task.node_id.as_deref().unwrap_or_default();
+                if !self.node(node).await.is_some_and(|n| n.down) {
+                    running = true;
+                    break;
+                }
+            }
+            if !running {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -485,7 +547,7 @@ impl Swarm {
     /// Runs a stopped or ended replica again: a new task of its service.
     pub async fn start_existing(&self, id: &str) -> Result<()> {
         self.scale(id, 1, true).await?;
-        self.wait_started(id).await
+        self.wait_placed(id).await
     }
 
     /// Removes a service (its task stops); gone already is fine. Tasks
@@ -508,21 +570,23 @@ impl Swarm {
         let mut reports = Vec::with_capacity(tasks.len());
         for task in &tasks {
             let node = match task.node_id.as_deref().filter(|n| !n.is_empty()) {
-                Some(node) => Some(self.node_name(node).await),
+                Some(id) => Some(self.node(id).await.unwrap_or_else(|| NodeView {
+                    name: id.to_string(),
+                    addr: None,
+                    down: false,
+                })),
                 None => None,
             };
-            reports.push(task_report(task, node));
+            let mut report = task_report(task, node.as_ref().map(|n| n.name.clone()));
+            if let Some(node) = node.filter(|n| n.down) {
+                report.error.get_or_insert(format!(
+                    "node {} is down (its task is lost; see `docker node ls`)",
+                    node.name
+                ));
+            }
+            reports.push(report);
         }
         reports
-    }
-
-    /// A node's hostname, else its id.
-    async fn node_name(&self, node: &str) -> String {
-        let inspected = self.host.docker.inspect_node(node).await.ok();
-        inspected
-            .and_then(|n| n.description?.hostname)
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| node.to_string())
     }
 
     /// Keeps the tasks of a service about to be removed when one of them
@@ -650,10 +714,62 @@ impl Swarm {
         super::log_chunks(self.host.docker.service_logs(id, Some(options)))
     }
 
-    /// The events of this node's task containers, told as their services'.
+    /// The events of this node's task containers, told as their services',
+    /// and a [`NODE_DOWN`] event (the node's id as `container`) when the
+    /// manager marks a node down, after which every App converges: the lost
+    /// tasks leave the routes at once.
     pub fn events(
         &self,
     ) -> impl futures_util::Stream<Item = Result<ContainerEvent>> + Send + 'static {
+        // Either stream ending ends both, so the watcher reconnects and
+        // converges every App rather than miss one kind of event.
+        let ended = || {
+            futures_util::stream::once(async { Err(anyhow!("the engine's event stream ended")) })
+        };
+        futures_util::stream::select(
+            self.task_events().chain(ended()),
+            self.node_events().chain(ended()),
+        )
+    }
+
+    /// The manager's node events that mark a node down (it stopped
+    /// answering its heartbeats).
+    fn node_events(&self) -> impl futures_util::Stream<Item = Result<ContainerEvent>> + Send {
+        let options = bollard::query_parameters::EventsOptions {
+            filters: Some(HashMap::from([(
+                "type".to_string(),
+                vec!["node".to_string()],
+            )])),
+            ..Default::default()
+        };
+        self.host
+            .docker
+            .events(Some(options))
+            .filter_map(|item| async move {
+                let message = match item {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return Some(Err(anyhow!(
+                            "the engine's node event stream broke: {}",
+                            engine_message(&e)
+                        )))
+                    }
+                };
+                let actor = message.actor.unwrap_or_default();
+                let state = actor.attributes.unwrap_or_default().remove("state.new")?;
+                if !matches!(state.as_str(), "down" | "disconnected") {
+                    return None;
+                }
+                Some(Ok(ContainerEvent {
+                    action: NODE_DOWN.into(),
+                    container: actor.id.unwrap_or_default(),
+                    app: String::new(),
+                }))
+            })
+    }
+
+    /// The events of this node's task containers, told as their services'.
+    fn task_events(&self) -> impl futures_util::Stream<Item = Result<ContainerEvent>> + Send {
         let options = bollard::query_parameters::EventsOptions {
             filters: Some(HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
@@ -809,6 +925,36 @@ fn service_spec(
     }
 }
 
+/// What the manager knows of one node (see [`Swarm::node`]).
+struct NodeView {
+    name: String,
+    addr: Option<String>,
+    down: bool,
+}
+
+/// Where the proxy reaches a node's published ports: the address the node
+/// joined the swarm with; loopback for the server's own node when the
+/// swarm lists none for it.
+fn node_addr(listed: Option<&str>, own: bool) -> Option<String> {
+    match listed.filter(|a| !a.is_empty() && *a != "0.0.0.0") {
+        Some(addr) => Some(addr.to_string()),
+        None => own.then(|| "127.0.0.1".to_string()),
+    }
+}
+
+/// Container port → published port, from a task's port status. The engine
+/// lists a port's IPv4 binding before its IPv6 one, and the two can differ;
+/// the proxy dials the node's IPv4 address, so the first one counts.
+fn ipv4_ports(ports: Vec<EndpointPortConfig>) -> HashMap<u16, u16> {
+    let mut published = HashMap::new();
+    for port in ports {
+        if let (Some(target), Some(host)) = (port.target_port, port.published_port) {
+            published.entry(target as u16).or_insert(host as u16);
+        }
+    }
+    published
+}
+
 /// A task as `molt debug` shows it; `node` is its node's name.
 fn task_report(task: &Task, node: Option<String>) -> SwarmTask {
     let labels = task
@@ -845,6 +991,7 @@ fn not_running(exit_code: Option<i64>, error: Option<String>) -> ContainerState 
         restart_count: 0,
         started_at: None,
         health: None,
+        lost_node: None,
     }
 }
 
@@ -976,5 +1123,36 @@ mod tests {
             Some("10.0.0.7:30001")
         );
         assert_eq!(Swarm::upstream_addr(&state, 9000), None);
+    }
+
+    #[test]
+    fn the_ipv4_binding_of_a_port_counts_when_the_engine_lists_both() {
+        let binding = |target: i64, published: i64| EndpointPortConfig {
+            target_port: Some(target),
+            published_port: Some(published),
+            publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+            ..Default::default()
+        };
+        let ports = ipv4_ports(vec![binding(8080, 32770), binding(8080, 32771)]);
+        assert_eq!(ports, HashMap::from([(8080, 32770)]));
+        assert!(ipv4_ports(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_node_is_reached_at_its_swarm_address_and_its_own_at_loopback_without_one() {
+        assert_eq!(
+            node_addr(Some("10.0.0.7"), false).as_deref(),
+            Some("10.0.0.7")
+        );
+        assert_eq!(
+            node_addr(Some("10.0.0.5"), true).as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            node_addr(Some("0.0.0.0"), true).as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(node_addr(None, true).as_deref(), Some("127.0.0.1"));
+        assert_eq!(node_addr(Some(""), false), None);
     }
 }

@@ -24,6 +24,7 @@
 //!   over plain HTTP, logged in with the admin token.
 //! - [`Load`]: continuous requests through the proxy, each one counted.
 //! - [`PeerProxy`]: a second `molt proxy` whose routes the server pushes.
+//! - [`SwarmNodes`]: a swarm of three engines in network namespaces.
 //! - [`wait_until`], [`wait_for`], [`wait_until_sync`]: bounded polling.
 
 // Each test binary uses a different subset of the harness.
@@ -36,6 +37,7 @@ mod load;
 mod peer;
 mod registry;
 mod server;
+mod swarm_nodes;
 
 pub use dashboard::{dashboard_get, dashboard_session, form_body};
 pub use http::{
@@ -52,6 +54,7 @@ pub use registry::Registry;
 pub use server::{
     add_registry, create_app, molt, molt_input, molt_with, newest_deploy, ok, CliOutput, MoltServer,
 };
+pub use swarm_nodes::{SwarmNodes, GPU_NODE};
 
 use std::future::Future;
 use std::io::{self, Read, Write};
