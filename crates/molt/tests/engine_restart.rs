@@ -32,19 +32,25 @@ fn restart_engine() {
             .unwrap()
             .success());
     } else {
-        let pid = String::from_utf8(
-            Command::new("pgrep")
-                .args(["-x", "dockerd"])
-                .output()
+        // The default engine's own pid file: other `dockerd`s may run on
+        // the machine (the three-engine swarm test's, in namespaces).
+        let pid = std::fs::read_to_string("/var/run/docker.pid")
+            .ok()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty() && std::path::Path::new(&format!("/proc/{p}")).exists())
+            .unwrap_or_else(|| {
+                String::from_utf8(
+                    Command::new("pgrep")
+                        .args(["-o", "-x", "dockerd"])
+                        .output()
+                        .unwrap()
+                        .stdout,
+                )
                 .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        let pid = pid
-            .split_whitespace()
-            .next()
-            .expect("dockerd runs")
-            .to_string();
+                .trim()
+                .to_string()
+            });
+        assert!(!pid.is_empty(), "dockerd runs");
         assert!(Command::new("kill")
             .args(["-TERM", &pid])
             .status()
