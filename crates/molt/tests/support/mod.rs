@@ -54,7 +54,7 @@ pub use registry::Registry;
 pub use server::{
     add_registry, create_app, molt, molt_input, molt_with, newest_deploy, ok, CliOutput, MoltServer,
 };
-pub use swarm_nodes::{SwarmNodes, GPU_NODE};
+pub use swarm_nodes::{NodePeer, SwarmNodes, GPU_NODE};
 
 use std::future::Future;
 use std::io::{self, Read, Write};
