@@ -91,6 +91,16 @@ fn replica_nodes(server: &MoltServer, app: &str) -> Vec<usize> {
     nodes
 }
 
+/// The peer took every change in time: the server never marked it out of
+/// date (which it logs, and after which deploys go on without it).
+fn assert_peer_kept_in_date(server: &MoltServer) {
+    let log = server.log();
+    assert!(
+        !log.contains("proxy peer is out of date"),
+        "the peer stayed in date; server log:\n{log}"
+    );
+}
+
 /// The timeline of one deploy of `app`, one message a line.
 fn timeline(server: &MoltServer, app: &str, deploy: &str) -> String {
     let view = molt(server, &["deploys", "show", app, deploy, "--json"]).json();
@@ -197,6 +207,7 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
         nodes.peer_log()
     );
     assert!(on_peer.ok > 100, "the load on the peer ran ({})", on_peer.ok);
+    assert_peer_kept_in_date(&server);
     assert_eq!(replicas(&server, "web").len(), 3);
 
     // A GPU App lands on the labelled node, the only one with a GPU.
@@ -218,6 +229,7 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
         served(server.proxy_addr(), "infer.localhost").await,
         "testapp v1"
     );
+    assert_eq!(served(peer.listen, "infer.localhost").await, "testapp v1");
     ok(molt(&server, &["apps", "delete", "infer", "--yes"]));
 
     // The worker without the peer, which runs a replica, is cut off under
@@ -356,4 +368,5 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
                 .is_some_and(|e| e.contains(&format!("node {victim_name} is down")))),
         "{debug}"
     );
+    assert_peer_kept_in_date(&server);
 }
