@@ -32,14 +32,22 @@ fn restart_engine() {
             .unwrap()
             .success());
     } else {
-        let pid = String::from_utf8(
-            Command::new("pgrep")
-                .args(["-x", "dockerd"])
-                .output()
+        // The host's engine by its pid file: other dockerds may run here
+        // (the three-engine swarm test's, in namespaces of their own), and
+        // the first that `pgrep` lists may be one of those.
+        let pid = std::fs::read_to_string("/var/run/docker.pid")
+            .ok()
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(|| {
+                String::from_utf8(
+                    Command::new("pgrep")
+                        .args(["-x", "dockerd"])
+                        .output()
+                        .unwrap()
+                        .stdout,
+                )
                 .unwrap()
-                .stdout,
-        )
-        .unwrap();
+            });
         let pid = pid
             .split_whitespace()
             .next()

@@ -201,13 +201,26 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.errors);
     assert!(report.ok > 100, "the load ran ({})", report.ok);
     assert_eq!(
-        on_peer.failed, 0,
+        on_peer.failed,
+        0,
         "failed requests on the peer: {:?}; its log:\n{}",
         on_peer.errors,
         nodes.peer_log()
     );
-    assert!(on_peer.ok > 100, "the load on the peer ran ({})", on_peer.ok);
+    assert!(
+        on_peer.ok > 100,
+        "the load on the peer ran ({})",
+        on_peer.ok
+    );
     assert_peer_kept_in_date(&server);
+    // The proxy sends a request whose connection is refused on to another
+    // replica, which would hide a target the peer cannot reach: its log
+    // shows each such refusal.
+    let peer_log = nodes.peer_log();
+    assert!(
+        !peer_log.contains("upstream connection failed"),
+        "the peer reached every replica it was sent to; its log:\n{peer_log}"
+    );
     assert_eq!(replicas(&server, "web").len(), 3);
 
     // A GPU App lands on the labelled node, the only one with a GPU.
