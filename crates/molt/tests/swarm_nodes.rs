@@ -4,6 +4,10 @@
 //! lose no request; a GPU App lands on the node labelled for it; and when a
 //! node is cut off under load, its replica leaves the route at once, the
 //! history says so, and a replacement joins on another node once healthy.
+//! A second `molt proxy` runs in a worker's namespace as the server's peer
+//! (`--proxy-peer`), and the same load goes to it, at that node's address,
+//! as to the server's proxy: it too loses no request to the deploys, and
+//! no more than the server's proxy to the node's loss.
 //!
 //! Needs root (network namespaces, a bridge, three `dockerd`s). The host's
 //! engine is left as it is: it never joins the swarm.
@@ -21,6 +25,43 @@ const DEPLOYS: usize = 10;
 /// in flight to the lost node when it goes (a new connection to it is sent
 /// on to another replica after the proxy's 5 s connect timeout).
 const LOAD_CONNECTIONS: usize = 4;
+/// The worker whose namespace runs the peer proxy. The node cut off is
+/// the other worker: this test is of the tasks lost, not of a lost proxy.
+const PEER_NODE: usize = 2;
+
+/// The load on both proxies, the server's and the peer's.
+struct BothLoads {
+    server: Load,
+    peer: Load,
+}
+
+impl BothLoads {
+    fn start(server: &MoltServer, peer: &NodePeer, bounds: Option<(Duration, Duration)>) -> Self {
+        let start = |at| match bounds {
+            Some((request, run)) => {
+                Load::start_bounded(at, "web.localhost", LOAD_CONNECTIONS, request, run)
+            }
+            None => Load::start(at, "web.localhost", LOAD_CONNECTIONS),
+        };
+        BothLoads {
+            server: start(server.proxy_addr()),
+            peer: start(peer.listen),
+        }
+    }
+
+    /// Waits until each has had `ok` requests answered.
+    async fn reached(&self, ok: u64, within: Duration) -> bool {
+        wait_until(within, || async {
+            self.server.ok() >= ok && self.peer.ok() >= ok
+        })
+        .await
+    }
+
+    /// (server's proxy, peer)
+    async fn finish(self) -> (LoadReport, LoadReport) {
+        (self.server.finish().await, self.peer.finish().await)
+    }
+}
 
 /// The serving replicas of `app`: (replica, address).
 fn replicas(server: &MoltServer, app: &str) -> Vec<(u64, String)> {
@@ -50,6 +91,16 @@ fn replica_nodes(server: &MoltServer, app: &str) -> Vec<usize> {
     nodes
 }
 
+/// The peer took every change in time: the server never marked it out of
+/// date (which it logs, and after which deploys go on without it).
+fn assert_peer_kept_in_date(server: &MoltServer) {
+    let log = server.log();
+    assert!(
+        !log.contains("proxy peer is out of date"),
+        "the peer stayed in date; server log:\n{log}"
+    );
+}
+
 /// The timeline of one deploy of `app`, one message a line.
 fn timeline(server: &MoltServer, app: &str, deploy: &str) -> String {
     let view = molt(server, &["deploys", "show", app, deploy, "--json"]).json();
@@ -67,11 +118,21 @@ fn timeline(server: &MoltServer, app: &str, deploy: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_three_engines_deploys_placement_and_node_loss() {
-    let nodes = SwarmNodes::start();
+    let mut nodes = SwarmNodes::start();
+    let peer = nodes.start_peer(PEER_NODE);
     let manager = nodes.manager_host();
     let server = MoltServer::start_with(
         None,
-        &["--orchestrator", "swarm", "--gpus", "1"],
+        &[
+            "--orchestrator",
+            "swarm",
+            "--gpus",
+            "1",
+            "--proxy-peer",
+            &peer.admin.to_string(),
+            "--proxy-peer-token-file",
+            peer.token_file.to_str().expect("a UTF-8 path"),
+        ],
         &[("DOCKER_HOST", manager.as_str())],
     );
     let (v1, v2) = (nodes.image("v1"), nodes.image("v2"));
@@ -96,6 +157,17 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
         served(server.proxy_addr(), "web.localhost").await,
         "testapp v1"
     );
+    let at = peer.listen;
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            served(at, "web.localhost").await == "testapp v1"
+        })
+        .await,
+        "the peer in node {PEER_NODE} serves web at {at}: {}; its log:\n{}\nserver log:\n{}",
+        served(at, "web.localhost").await,
+        nodes.peer_log(),
+        server.log()
+    );
 
     // Swarm spreads the replicas; the proxy reaches each at its node's
     // address (not loopback) and published port.
@@ -109,11 +181,11 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
         "the replicas run on more than one node: {spread:?}"
     );
 
-    // Deploys under load lose no request.
+    // Deploys under load, on both proxies, lose no request.
     let started = Instant::now();
-    let load = Load::start(server.proxy_addr(), "web.localhost", LOAD_CONNECTIONS);
+    let load = BothLoads::start(&server, &peer, None);
     assert!(
-        wait_until(Duration::from_secs(10), || async { load.ok() >= 20 }).await,
+        load.reached(20, Duration::from_secs(10)).await,
         "the load did not start"
     );
     for i in 0..DEPLOYS {
@@ -121,13 +193,34 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
         let out = molt(&server, &["deploy", "web", image]);
         assert_eq!(out.status, 0, "deploy {i} of {image}: {out}");
     }
-    let report = load.finish().await;
+    let (report, on_peer) = load.finish().await;
     eprintln!(
-        "{DEPLOYS} deploys of 3 replicas on 3 nodes in {:.1} s: {report}",
+        "{DEPLOYS} deploys of 3 replicas on 3 nodes in {:.1} s: server's proxy {report}; peer {on_peer}",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.errors);
     assert!(report.ok > 100, "the load ran ({})", report.ok);
+    assert_eq!(
+        on_peer.failed,
+        0,
+        "failed requests on the peer: {:?}; its log:\n{}",
+        on_peer.errors,
+        nodes.peer_log()
+    );
+    assert!(
+        on_peer.ok > 100,
+        "the load on the peer ran ({})",
+        on_peer.ok
+    );
+    assert_peer_kept_in_date(&server);
+    // The proxy sends a request whose connection is refused on to another
+    // replica, which would hide a target the peer cannot reach: its log
+    // shows each such refusal.
+    let peer_log = nodes.peer_log();
+    assert!(
+        !peer_log.contains("upstream connection failed"),
+        "the peer reached every replica it was sent to; its log:\n{peer_log}"
+    );
     assert_eq!(replicas(&server, "web").len(), 3);
 
     // A GPU App lands on the labelled node, the only one with a GPU.
@@ -149,13 +242,20 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
         served(server.proxy_addr(), "infer.localhost").await,
         "testapp v1"
     );
+    assert_eq!(served(peer.listen, "infer.localhost").await, "testapp v1");
     ok(molt(&server, &["apps", "delete", "infer", "--yes"]));
 
-    // A worker that runs a replica is cut off under load.
+    // The worker without the peer, which runs a replica, is cut off under
+    // load.
     let victim = *replica_nodes(&server, "web")
         .iter()
-        .find(|n| **n != 1)
-        .expect("a replica runs on a worker");
+        .find(|n| **n != 1 && **n != PEER_NODE)
+        .unwrap_or_else(|| {
+            panic!(
+                "a replica runs on the worker without the peer: {:?}",
+                replicas(&server, "web")
+            )
+        });
     let lost: Vec<u64> = replicas(&server, "web")
         .into_iter()
         .filter(|(_, addr)| SwarmNodes::node_of(addr) == Some(victim))
@@ -167,9 +267,9 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
         .to_string();
     // Requests may wait for the route change (30 s each at most), so each
     // connection fails at most the one request it had in flight.
-    let window = Load::start(server.proxy_addr(), "web.localhost", LOAD_CONNECTIONS);
+    let window = BothLoads::start(&server, &peer, None);
     assert!(
-        wait_until(Duration::from_secs(10), || async { window.ok() >= 20 }).await,
+        window.reached(20, Duration::from_secs(10)).await,
         "the load did not start"
     );
     let cut_at = Instant::now();
@@ -190,21 +290,23 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
     );
     let detected = cut_at.elapsed();
     // From here on no request goes to the lost node.
-    let after = Load::start_bounded(
-        server.proxy_addr(),
-        "web.localhost",
-        LOAD_CONNECTIONS,
-        Duration::from_secs(10),
-        Duration::from_secs(120),
+    let after = BothLoads::start(
+        &server,
+        &peer,
+        Some((Duration::from_secs(10), Duration::from_secs(120))),
     );
-    let window = window.finish().await;
+    let (window, peer_window) = window.finish().await;
     eprintln!(
-        "node {victim_name} cut: its replica(s) {lost:?} left the route after {:.1} s; during that window: {window}",
+        "node {victim_name} cut: its replica(s) {lost:?} left the route after {:.1} s; during that window: server's proxy {window}; peer {peer_window}",
         detected.as_secs_f64()
     );
     assert!(
         window.failed <= LOAD_CONNECTIONS as u64,
         "at most one request per connection fails while the loss is detected: {window}"
+    );
+    assert!(
+        peer_window.failed <= LOAD_CONNECTIONS as u64,
+        "at most one request per connection fails on the peer while the loss is detected: {peer_window}"
     );
 
     // A replacement is placed on a live node and joins once healthy.
@@ -222,18 +324,23 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
     let replaced_at = cut_at.elapsed();
     // Some more requests with every replica on a live node.
     assert!(
-        wait_until(Duration::from_secs(10), || async { after.ok() >= 50 }).await,
+        after.reached(50, Duration::from_secs(10)).await,
         "the load runs"
     );
-    let after = after.finish().await;
+    let (after, peer_after) = after.finish().await;
     eprintln!(
-        "after the route changed, until the replacement served ({:.1} s after the cut): {after}",
+        "after the route changed, until the replacement served ({:.1} s after the cut): server's proxy {after}; peer {peer_after}",
         replaced_at.as_secs_f64()
     );
     assert_eq!(
         after.failed, 0,
         "no request fails once the lost replica left the route: {:?}",
         after.errors
+    );
+    assert_eq!(
+        peer_after.failed, 0,
+        "no request fails on the peer once the lost replica left the route: {:?}",
+        peer_after.errors
     );
 
     // The replacement deploy ends once the lost replica's target drained.
@@ -274,4 +381,5 @@ async fn on_three_engines_deploys_placement_and_node_loss() {
                 .is_some_and(|e| e.contains(&format!("node {victim_name} is down")))),
         "{debug}"
     );
+    assert_peer_kept_in_date(&server);
 }

@@ -398,6 +398,7 @@ impl Swarm {
     async fn node(&self, id: &str) -> Option<NodeView> {
         let node = self.host.docker.inspect_node(id).await.ok()?;
         let status = node.status.unwrap_or_default();
+        let manager_addr = node.manager_status.and_then(|m| m.addr);
         let name = node
             .description
             .and_then(|d| d.hostname)
@@ -405,7 +406,11 @@ impl Swarm {
             .unwrap_or_else(|| id.to_string());
         Some(NodeView {
             name,
-            addr: node_addr(status.addr.as_deref(), id == self.node_id),
+            addr: node_addr(
+                status.addr.as_deref(),
+                manager_addr.as_deref(),
+                id == self.node_id,
+            ),
             down: matches!(
                 status.state,
                 Some(NodeState::DOWN | NodeState::DISCONNECTED)
@@ -466,11 +471,15 @@ impl Swarm {
         Ok(Some(state))
     }
 
-    /// Where the proxy reaches a replica: its node, at the published port.
+    /// Where the proxy reaches a replica: its node, at the published port
+    /// (an IPv6 node address in brackets).
     pub fn upstream_addr(state: &ContainerState, port: u16) -> Option<String> {
         let host = state.ip.as_ref()?;
-        let published = state.published.get(&port)?;
-        Some(format!("{host}:{published}"))
+        let published = *state.published.get(&port)?;
+        Some(match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, published).to_string(),
+            Err(_) => format!("{host}:{published}"),
+        })
     }
 
     /// Scales a service to `replicas` (0 or 1), forcing a new task when it
@@ -934,12 +943,25 @@ struct NodeView {
 
 /// Where the proxy reaches a node's published ports: the address the node
 /// joined the swarm with; loopback for the server's own node when the
-/// swarm lists none for it.
-fn node_addr(listed: Option<&str>, own: bool) -> Option<String> {
-    match listed.filter(|a| !a.is_empty() && *a != "0.0.0.0") {
-        Some(addr) => Some(addr.to_string()),
-        None => own.then(|| "127.0.0.1".to_string()),
+/// swarm lists none for it. A manager that became leader after the swarm
+/// was made may list `0.0.0.0` or `127.0.0.1` (the address it reached
+/// itself at); another node's proxy, or a peer, cannot use that, so its
+/// manager address (`ADDR:2377`) counts instead.
+fn node_addr(listed: Option<&str>, manager: Option<&str>, own: bool) -> Option<String> {
+    let usable = |addr: &str| {
+        addr.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_unspecified() && (own || !ip.is_loopback()))
+    };
+    if let Some(addr) = listed.filter(|a| usable(a)) {
+        return Some(addr.to_string());
     }
+    if own {
+        return Some("127.0.0.1".to_string());
+    }
+    manager
+        .and_then(|m| m.parse::<std::net::SocketAddr>().ok())
+        .map(|m| m.ip().to_string())
+        .filter(|a| usable(a))
 }
 
 /// Container port → published port, from a task's port status. The engine
@@ -1123,6 +1145,11 @@ mod tests {
             Some("10.0.0.7:30001")
         );
         assert_eq!(Swarm::upstream_addr(&state, 9000), None);
+        state.ip = Some("fd00::8".into());
+        assert_eq!(
+            Swarm::upstream_addr(&state, 8080).as_deref(),
+            Some("[fd00::8]:30001")
+        );
     }
 
     #[test]
@@ -1141,18 +1168,49 @@ mod tests {
     #[test]
     fn a_node_is_reached_at_its_swarm_address_and_its_own_at_loopback_without_one() {
         assert_eq!(
-            node_addr(Some("10.0.0.7"), false).as_deref(),
+            node_addr(Some("10.0.0.7"), None, false).as_deref(),
             Some("10.0.0.7")
         );
         assert_eq!(
-            node_addr(Some("10.0.0.5"), true).as_deref(),
+            node_addr(Some("10.0.0.5"), Some("10.0.0.5:2377"), true).as_deref(),
             Some("10.0.0.5")
         );
         assert_eq!(
-            node_addr(Some("0.0.0.0"), true).as_deref(),
+            node_addr(Some("0.0.0.0"), None, true).as_deref(),
             Some("127.0.0.1")
         );
-        assert_eq!(node_addr(None, true).as_deref(), Some("127.0.0.1"));
-        assert_eq!(node_addr(Some(""), false), None);
+        assert_eq!(node_addr(None, None, true).as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            node_addr(Some("127.0.0.1"), Some("10.0.0.5:2377"), true).as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(node_addr(Some(""), None, false), None);
+    }
+
+    #[test]
+    fn another_manager_without_a_usable_listed_address_is_reached_at_its_manager_address() {
+        // A leader elected after the swarm was made lists 0.0.0.0, or the
+        // loopback it reached itself at: neither is where others reach it.
+        for listed in [Some("0.0.0.0"), Some("127.0.0.1"), Some(""), None] {
+            assert_eq!(
+                node_addr(listed, Some("10.0.0.8:2377"), false).as_deref(),
+                Some("10.0.0.8"),
+                "{listed:?}"
+            );
+        }
+        assert_eq!(
+            node_addr(Some("0.0.0.0"), Some("[fd00::8]:2377"), false).as_deref(),
+            Some("fd00::8")
+        );
+        // A worker's listed address stands; nothing usable at all is none.
+        assert_eq!(
+            node_addr(Some("10.0.0.9"), Some("10.0.0.8:2377"), false).as_deref(),
+            Some("10.0.0.9")
+        );
+        assert_eq!(
+            node_addr(Some("0.0.0.0"), Some("0.0.0.0:2377"), false),
+            None
+        );
+        assert_eq!(node_addr(Some("127.0.0.1"), None, false), None);
     }
 }

@@ -24,7 +24,8 @@
 //!   over plain HTTP, logged in with the admin token.
 //! - [`Load`]: continuous requests through the proxy, each one counted.
 //! - [`PeerProxy`]: a second `molt proxy` whose routes the server pushes.
-//! - [`SwarmNodes`]: a swarm of three engines in network namespaces.
+//! - [`SwarmNodes`]: a swarm of three engines in network namespaces, and a
+//!   peer proxy in one of them ([`NodePeer`]).
 //! - [`wait_until`], [`wait_for`], [`wait_until_sync`]: bounded polling.
 
 // Each test binary uses a different subset of the harness.
@@ -54,7 +55,7 @@ pub use registry::Registry;
 pub use server::{
     add_registry, create_app, molt, molt_input, molt_with, newest_deploy, ok, CliOutput, MoltServer,
 };
-pub use swarm_nodes::{SwarmNodes, GPU_NODE};
+pub use swarm_nodes::{NodePeer, SwarmNodes, GPU_NODE};
 
 use std::future::Future;
 use std::io::{self, Read, Write};

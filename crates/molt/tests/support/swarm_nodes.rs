@@ -20,12 +20,17 @@
 //! `docker-registry` processes, one per loopback, serve one storage
 //! directory (engines and Molt speak plain HTTP to loopback registries).
 //!
+//! A test may also run a `molt proxy` inside one node's namespace, as a
+//! peer of the server ([`SwarmNodes::start_peer`]): it listens on that
+//! node's address and is reached from the host over the bridge.
+//!
 //! Names and addresses are fixed, so one run at a time uses them: whatever
 //! a killed earlier run left is removed first, and everything is removed
 //! again on drop (a failed test included). The host's own engine is never
 //! touched, and the host's firewall gets one rule, for the bridge alone.
 
 use super::{run_bounded, wait_until_sync, TestImages};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,10 +62,31 @@ const FORWARD_RULE: &[&str] = &[
     "ACCEPT",
 ];
 
+/// Where a peer proxy serves HTTP and the admin protocol, on its node's
+/// address (the namespace is the test's own, so fixed ports are free, and
+/// they stay clear of the range the engines publish tasks on).
+const PEER_HTTP_PORT: u16 = 8080;
+const PEER_ADMIN_PORT: u16 = 7701;
+/// What a peer proxy's command line has, so that a killed run's peer is
+/// told from other processes by its pid file.
+const PEER_MARK: &str = "--admin-listen";
+
+/// A `molt proxy` running in a node's namespace as a peer of the server;
+/// the swarm stops it when dropped.
+pub struct NodePeer {
+    /// Where it serves the Apps' HTTP traffic (the node's address).
+    pub listen: SocketAddr,
+    /// Where it serves the admin protocol (for `--proxy-peer`).
+    pub admin: SocketAddr,
+    /// The token file it and the server share.
+    pub token_file: PathBuf,
+}
+
 /// The running swarm; dropped, it is taken down.
 pub struct SwarmNodes {
     engines: Vec<Child>,
     registries: Vec<Child>,
+    peer: Option<Child>,
     /// The registry's port on every loopback.
     registry_port: u16,
 }
@@ -127,6 +153,7 @@ impl SwarmNodes {
         let mut nodes = SwarmNodes {
             engines: Vec::new(),
             registries: Vec::new(),
+            peer: None,
             registry_port: super::free_port(),
         };
         must("ip", &["link", "add", BRIDGE, "type", "bridge"]);
@@ -262,6 +289,63 @@ impl SwarmNodes {
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts `molt proxy` in node `n`'s namespace, listening on the node's
+    /// address, with the admin protocol on for a server's `--proxy-peer`
+    /// (its own data dir and token file under [`BASE`]); waits until the
+    /// host reaches its admin address over the bridge.
+    pub fn start_peer(&mut self, n: usize) -> NodePeer {
+        assert!(self.peer.is_none(), "one peer proxy at a time");
+        let dir = Path::new(BASE).join("peer");
+        std::fs::create_dir_all(&dir).expect("creating the peer's dir failed");
+        let token_file = dir.join("peer-token");
+        std::fs::write(&token_file, format!("{}\n", "5a".repeat(24)))
+            .expect("writing the peer token failed");
+        let ip: std::net::IpAddr = Self::addr(n).parse().expect("a node address");
+        let peer = NodePeer {
+            listen: SocketAddr::new(ip, PEER_HTTP_PORT),
+            admin: SocketAddr::new(ip, PEER_ADMIN_PORT),
+            token_file,
+        };
+        let log = std::fs::File::create(dir.join("peer.log")).expect("creating a log failed");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", netns(n)))
+            .arg(env!("CARGO_BIN_EXE_molt"))
+            .arg("proxy")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--listen")
+            .arg(peer.listen.to_string())
+            .arg(PEER_MARK)
+            .arg(peer.admin.to_string())
+            .arg("--admin-token-file")
+            .arg(&peer.token_file)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning a log handle failed"))
+            .stderr(log)
+            .spawn()
+            .expect("starting molt proxy with nsenter failed");
+        // nsenter execs the proxy: the pid is the proxy's.
+        std::fs::write(dir.join("peer.pid"), child.id().to_string())
+            .expect("writing the peer's pid failed");
+        self.peer = Some(child);
+        let admin = peer.admin;
+        let up = wait_until_sync(Duration::from_secs(30), || {
+            std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2)).is_ok()
+        });
+        assert!(
+            up,
+            "the peer proxy in node {n} never listened on {admin}; its log:\n{}",
+            self.peer_log()
+        );
+        peer
+    }
+
+    /// What the peer proxy logged so far.
+    pub fn peer_log(&self) -> String {
+        std::fs::read_to_string(Path::new(BASE).join("peer/peer.log")).unwrap_or_default()
     }
 
     /// Cuts node `n` off the network (its veth goes down), as a host that
@@ -436,6 +520,10 @@ impl SwarmNodes {
 
 impl Drop for SwarmNodes {
     fn drop(&mut self) {
+        if let Some(mut peer) = self.peer.take() {
+            let _ = peer.kill();
+            let _ = peer.wait();
+        }
         for mut registry in self.registries.drain(..) {
             let _ = registry.kill();
             let _ = registry.wait();
@@ -455,8 +543,8 @@ fn live_pid(file: &Path, name: &str) -> Option<u32> {
     String::from_utf8_lossy(&cmd).contains(name).then_some(pid)
 }
 
-/// Stops the engines (a clean stop stops their containers and their
-/// containerd; a kill after 30 s), the registry, and removes the
+/// Stops a peer proxy, the engines (a clean stop stops their containers
+/// and their containerd; a kill after 30 s), the registry, and removes the
 /// namespaces, the bridge, the firewall rule, the mounts and the files.
 /// Safe to run when nothing is there.
 fn teardown() {
@@ -481,6 +569,10 @@ fn teardown() {
         {
             may("kill", &["-KILL", &pid.to_string()]);
         }
+    }
+    // A peer proxy of a killed run, in a namespace about to go.
+    if let Some(pid) = live_pid(&base.join("peer/peer.pid"), PEER_MARK) {
+        may("kill", &["-KILL", &pid.to_string()]);
     }
     for n in 0..=NODES {
         let file = base.join(format!("registry/registry-{n}.pid"));
