@@ -778,11 +778,7 @@ async fn on_a_swarm_settings_changes_and_held_recreates_lose_no_request() {
     let report = load.finish().await;
     eprintln!("settings and recreates: {report}");
     assert!(report.ok > 50, "the load ran ({})", report.ok);
-    assert_eq!(
-        report.failed, 0,
-        "failed requests: {:?}",
-        report.errors
-    );
+    assert_eq!(report.failed, 0, "failed requests: {:?}", report.errors);
 }
 
 /// The reconciler on a swarm, under load: a replica whose task is killed
