@@ -805,6 +805,9 @@ async fn on_a_swarm_lost_and_sick_replicas_come_back_and_a_restarted_server_adop
         ],
         &[],
     );
+    // Each task listens 3 s after it starts: long enough that one routed
+    // before it listens would fail requests (the engine's port proxy
+    // accepts them and drops them).
     create_app(
         &server,
         "web",
@@ -816,6 +819,8 @@ async fn on_a_swarm_lost_and_sick_replicas_come_back_and_a_restarted_server_adop
             "3",
             "--drain-timeout",
             "2",
+            "--env",
+            "STARTUP_DELAY_MS=3000",
         ],
     );
     let first = replica_services(&server, "web");
@@ -828,8 +833,8 @@ async fn on_a_swarm_lost_and_sick_replicas_come_back_and_a_restarted_server_adop
     };
 
     // Replica 1's task is killed: the same service runs a new task, which
-    // rejoins the route; only a request in flight on the killed task may
-    // fail (4 connections send).
+    // rejoins the route once its health check passes; only a request in
+    // flight on the killed task may fail (4 connections send).
     let load = Load::start(server.proxy_addr(), "web.localhost", 4);
     assert!(wait_until(Duration::from_secs(10), || async { load.ok() > 20 }).await);
     let service = first[1].2.clone();
