@@ -841,12 +841,22 @@ async fn on_a_swarm_lost_and_sick_replicas_come_back_and_a_restarted_server_adop
     let killed = task_container(&service);
     assert!(!killed.is_empty(), "replica 1 runs a task here");
     docker(&["kill", &killed]);
+    let failed_at_kill = load.failed();
+    let started_again = wait_until(Duration::from_secs(60), || async {
+        let now = task_container(&service);
+        !now.is_empty() && now != killed
+    })
+    .await;
+    eprintln!(
+        "a killed task: {failed_at_kill} failed at the kill, {} once a new task runs",
+        load.failed()
+    );
     assert!(
-        wait_until(Duration::from_secs(60), || async {
-            let now = task_container(&service);
-            !now.is_empty() && now != killed && in_rotation(1) == Some(true)
-        })
-        .await,
+        started_again
+            && wait_until(Duration::from_secs(30), || async {
+                in_rotation(1) == Some(true)
+            })
+            .await,
         "a new task of replica 1 rejoined the route; the server's log:\n{}",
         server.log()
     );
