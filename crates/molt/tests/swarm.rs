@@ -76,23 +76,36 @@ fn swarm_server() -> MoltServer {
 
 /// The full ids of the services of an App of `server`.
 fn services(server: &MoltServer, app: &str) -> Vec<String> {
+    inspect_services(server, app, "{{.ID}}")
+}
+
+/// `docker service inspect --format FORMAT` of an App's services, a line
+/// each.
+fn inspect_services(server: &MoltServer, app: &str, format: &str) -> Vec<String> {
     let instance = server.instance_id().expect("the server wrote its id");
     let instance = format!("label=molt.instance={instance}");
     let app = format!("label=molt.app={app}");
-    let short = docker(&[
-        "service", "ls", "--quiet", "--filter", &instance, "--filter", &app,
-    ]);
-    let short: Vec<&str> = short.split_whitespace().collect();
-    if short.is_empty() {
-        return Vec::new();
+    // A service removed between the two calls fails the second: ask again.
+    for _ in 0..10 {
+        let short = docker(&[
+            "service", "ls", "--quiet", "--filter", &instance, "--filter", &app,
+        ]);
+        let short: Vec<&str> = short.split_whitespace().collect();
+        if short.is_empty() {
+            return Vec::new();
+        }
+        // `service ls` shortens ids; `service inspect` gives them whole.
+        let mut args = vec!["service", "inspect", "--format", format];
+        args.extend(short);
+        let out = try_docker(None, &args, None);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+        }
     }
-    // `service ls` shortens ids; `service inspect` gives them whole.
-    let mut args = vec!["service", "inspect", "--format", "{{.ID}}"];
-    args.extend(short);
-    docker(&args)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    panic!("the services of {app} kept changing while they were listed");
 }
 
 /// The serving replicas' ids in `apps show --json`.
@@ -109,19 +122,10 @@ fn shown_ids(server: &MoltServer, app: &str) -> Vec<String> {
 /// One replica's service of an App: (replica, deploy, full service id),
 /// sorted by replica.
 fn replica_services(server: &MoltServer, app: &str) -> Vec<(String, String, String)> {
-    let ids = services(server, app);
-    if ids.is_empty() {
-        return Vec::new();
-    }
-    let mut args = vec![
-        "service",
-        "inspect",
-        "--format",
-        "{{index .Spec.Labels \"molt.replica\"}} {{index .Spec.Labels \"molt.deploy\"}} {{.ID}}",
-    ];
-    args.extend(ids.iter().map(String::as_str));
-    let mut found: Vec<(String, String, String)> = docker(&args)
-        .lines()
+    let format =
+        "{{index .Spec.Labels \"molt.replica\"}} {{index .Spec.Labels \"molt.deploy\"}} {{.ID}}";
+    let mut found: Vec<(String, String, String)> = inspect_services(server, app, format)
+        .iter()
         .filter_map(|line| {
             let mut f = line.split_whitespace();
             Some((
