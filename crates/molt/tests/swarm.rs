@@ -1,9 +1,14 @@
 //! Molt on a real single-node Docker Swarm (`molt server --orchestrator
 //! swarm`): each replica is a service, Swarm places its task, and Molt's
-//! proxy reaches the task at the port it publishes in host mode. Deploys,
-//! scaling and rollbacks lose no request; a failing deploy (a crash, an
-//! unhealthy version, a constraint no node meets) leaves the old version
-//! serving and says why.
+//! proxy reaches the task at the port it publishes in host mode. Every
+//! deploy path that means something on a swarm runs here under load and
+//! loses no request: blue-green and rolling deploys, scaling, rollbacks,
+//! `env set --apply`, `restart`, settings changes, the recreate strategy
+//! with its held requests, a canceled deploy, and the reconciler (a killed
+//! task, autoheal, a restarted server adopting its services). A failing
+//! deploy (a crash, an unhealthy version, a constraint no node meets, a
+//! port the App does not listen on) leaves the old version serving and
+//! says why.
 //!
 //! The test engine becomes a swarm manager while a test of this file runs
 //! (`docker swarm init`, unless it is one already) and leaves the swarm when
