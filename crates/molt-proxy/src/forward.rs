@@ -119,6 +119,8 @@ async fn forward(
         None => return errors::bad_request("the request target cannot be forwarded"),
     };
     let mut req = Request::from_parts(parts, body);
+    // A copy for one more try, when the exchange fails without an answer.
+    let mut replay = if retry { safe_copy(&req) } else { None };
 
     let limit = settings.upstream_timeout;
     // Whether the request already waited once for the route to settle
@@ -145,7 +147,21 @@ async fn forward(
                 tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
                     error = %error_chain(&e), "upstream request failed");
                 route.counts.upstream_error(UpstreamError::Failed);
-                return errors::upstream_failed(app);
+                // Behind a published port the engine's port proxy accepts
+                // the connection to a container that just died and drops
+                // it: no answer at all. A safe request without a body gets
+                // one more try on another replica (RFC 9110 lets a proxy
+                // retry it); anything else gets the 502.
+                let next = replay
+                    .take()
+                    .and_then(|copy| Some((copy, route.acquire_other(&target)?)));
+                let Some((copy, next)) = next else {
+                    return errors::upstream_failed(app);
+                };
+                tracing::info!(%app, from = %target.target.addr, to = %next.target().target.addr,
+                    request_id = ?request_id, "sending the request to another replica");
+                guard = next;
+                req = copy;
             }
             Some(Err(SendError::Connect(e, unsent))) => {
                 tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
@@ -372,9 +388,45 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// A copy of a request without a body whose method is safe (GET, HEAD,
+/// OPTIONS), to send again when the first try got no answer; none for any
+/// other request.
+fn safe_copy(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    if !req.method().is_safe() || req.method() == http::Method::TRACE {
+        return None;
+    }
+    let mut copy = Request::new(no_body());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_safe_requests_are_copied_for_another_try() {
+        let req = |method: &str| {
+            Request::builder()
+                .method(method)
+                .uri("/a?b=c")
+                .header("x-request-id", "r1")
+                .body(no_body())
+                .expect("request")
+        };
+        let copy = safe_copy(&req("GET")).expect("a GET is copied");
+        assert_eq!(copy.method(), http::Method::GET);
+        assert_eq!(copy.uri(), "/a?b=c");
+        assert_eq!(copy.headers()["x-request-id"], "r1");
+        assert!(safe_copy(&req("HEAD")).is_some());
+        assert!(safe_copy(&req("OPTIONS")).is_some());
+        for method in ["POST", "PUT", "DELETE", "PATCH", "TRACE"] {
+            assert!(safe_copy(&req(method)).is_none(), "{method}");
+        }
+    }
 
     #[test]
     fn upstream_uri_keeps_path_and_query() {

@@ -585,6 +585,72 @@ async fn a_refused_bodiless_request_goes_to_another_replica() {
     proxy.shutdown().await.expect("shutdown");
 }
 
+/// A replica behind a published port whose container just died: the
+/// engine's port proxy accepts each connection and drops it unanswered. A
+/// GET without a body goes to another replica; a POST is never sent twice
+/// and gets the 502.
+#[tokio::test]
+async fn an_unanswered_safe_request_goes_to_another_replica() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = Upstream::start("L").await;
+    let dropper = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dropped_at = dropper.local_addr().expect("addr");
+    let drops = Arc::new(AtomicUsize::new(0));
+    let dropping = {
+        let drops = Arc::clone(&drops);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = dropper.accept().await {
+                let mut head = [0u8; 1024];
+                let _ = conn.read(&mut head).await;
+                drops.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let (proxy, admin) = start_proxy(dir.path()).await;
+    let dying = molt_proxy::admin::Target {
+        addr: dropped_at.to_string(),
+        id: "dying".into(),
+    };
+    admin
+        .set_route(route("web", &["web.test"], vec![dying, live.target()]))
+        .await
+        .expect("set");
+    let c = client();
+    for _ in 0..10 {
+        let (status, body) = get(&c, proxy.http_addr(), "web.test", "/")
+            .await
+            .expect("get");
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "L"));
+    }
+    assert_eq!(live.hits.load(Ordering::SeqCst), 10);
+    assert!(drops.load(Ordering::SeqCst) > 0, "the dying one was tried");
+
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let mut conn = tokio::net::TcpStream::connect(proxy.http_addr())
+            .await
+            .expect("connect");
+        conn.write_all(
+            b"POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        )
+        .await
+        .expect("send");
+        let mut answer = String::new();
+        bounded("the POST's answer", conn.read_to_string(&mut answer))
+            .await
+            .expect("read");
+        statuses.push(answer.lines().next().unwrap_or_default().to_string());
+    }
+    let failed = statuses.iter().filter(|s| s.contains(" 502 ")).count();
+    let served = statuses.iter().filter(|s| s.contains(" 200 ")).count();
+    assert_eq!(failed + served, 4, "{statuses:?}");
+    assert!(failed > 0, "a POST is not sent again: {statuses:?}");
+    dropping.abort();
+    proxy.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn balances_across_targets_and_serves_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -54,6 +54,9 @@ pub struct World {
     /// The port every container listens on, whatever its App's port (like
     /// an image that ignores `PORT`); `None`: the App's port.
     pub listen_port: Option<u16>,
+    /// The proxy reaches containers at published ports (a swarm), not on
+    /// the bridge network.
+    pub published: bool,
     /// Routes as the proxy holds them.
     pub routes: HashMap<String, Route>,
     pub paused: HashSet<String>,
@@ -165,7 +168,11 @@ impl Containers for FakeWorld {
         "molt-fake"
     }
     fn upstream(&self) -> UpstreamMode {
-        UpstreamMode::Bridge
+        if self.world().published {
+            UpstreamMode::Published
+        } else {
+            UpstreamMode::Bridge
+        }
     }
     fn upstream_addr(&self, state: &ContainerState, port: u16) -> Option<String> {
         state.ip.as_ref().map(|ip| format!("{ip}:{port}"))

@@ -1,9 +1,14 @@
 //! Molt on a real single-node Docker Swarm (`molt server --orchestrator
 //! swarm`): each replica is a service, Swarm places its task, and Molt's
-//! proxy reaches the task at the port it publishes in host mode. Deploys,
-//! scaling and rollbacks lose no request; a failing deploy (a crash, an
-//! unhealthy version, a constraint no node meets) leaves the old version
-//! serving and says why.
+//! proxy reaches the task at the port it publishes in host mode. Every
+//! deploy path that means something on a swarm runs here under load and
+//! loses no request: blue-green and rolling deploys, scaling, rollbacks,
+//! `env set --apply`, `restart`, settings changes, the recreate strategy
+//! with its held requests, a canceled deploy, and the reconciler (a killed
+//! task, autoheal, a restarted server adopting its services). A failing
+//! deploy (a crash, an unhealthy version, a constraint no node meets, a
+//! port the App does not listen on) leaves the old version serving and
+//! says why.
 //!
 //! The test engine becomes a swarm manager while a test of this file runs
 //! (`docker swarm init`, unless it is one already) and leaves the swarm when
@@ -76,23 +81,36 @@ fn swarm_server() -> MoltServer {
 
 /// The full ids of the services of an App of `server`.
 fn services(server: &MoltServer, app: &str) -> Vec<String> {
+    inspect_services(server, app, "{{.ID}}")
+}
+
+/// `docker service inspect --format FORMAT` of an App's services, a line
+/// each.
+fn inspect_services(server: &MoltServer, app: &str, format: &str) -> Vec<String> {
     let instance = server.instance_id().expect("the server wrote its id");
     let instance = format!("label=molt.instance={instance}");
     let app = format!("label=molt.app={app}");
-    let short = docker(&[
-        "service", "ls", "--quiet", "--filter", &instance, "--filter", &app,
-    ]);
-    let short: Vec<&str> = short.split_whitespace().collect();
-    if short.is_empty() {
-        return Vec::new();
+    // A service removed between the two calls fails the second: ask again.
+    for _ in 0..10 {
+        let short = docker(&[
+            "service", "ls", "--quiet", "--filter", &instance, "--filter", &app,
+        ]);
+        let short: Vec<&str> = short.split_whitespace().collect();
+        if short.is_empty() {
+            return Vec::new();
+        }
+        // `service ls` shortens ids; `service inspect` gives them whole.
+        let mut args = vec!["service", "inspect", "--format", format];
+        args.extend(short);
+        let out = try_docker(None, &args, None);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+        }
     }
-    // `service ls` shortens ids; `service inspect` gives them whole.
-    let mut args = vec!["service", "inspect", "--format", "{{.ID}}"];
-    args.extend(short);
-    docker(&args)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    panic!("the services of {app} kept changing while they were listed");
 }
 
 /// The serving replicas' ids in `apps show --json`.
@@ -104,6 +122,74 @@ fn shown_ids(server: &MoltServer, app: &str) -> Vec<String> {
         .iter()
         .map(|c| c["id"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// One replica's service of an App: (replica, deploy, full service id),
+/// sorted by replica.
+fn replica_services(server: &MoltServer, app: &str) -> Vec<(String, String, String)> {
+    let format =
+        "{{index .Spec.Labels \"molt.replica\"}} {{index .Spec.Labels \"molt.deploy\"}} {{.ID}}";
+    let mut found: Vec<(String, String, String)> = inspect_services(server, app, format)
+        .iter()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            Some((
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+            ))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The container of a service's running task on this node (empty when it
+/// has none).
+fn task_container(service: &str) -> String {
+    docker(&[
+        "ps",
+        "--quiet",
+        "--no-trunc",
+        "--filter",
+        &format!("label=com.docker.swarm.service.id={service}"),
+    ])
+    .trim()
+    .to_string()
+}
+
+/// The serving replicas in `apps show --json`: (replica, id, in rotation).
+fn shown_replicas(server: &MoltServer, app: &str) -> Vec<(u64, String, bool)> {
+    let view = molt(server, &["apps", "show", app, "--json"]).json();
+    view["containers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no containers in {view}"))
+        .iter()
+        .map(|c| {
+            (
+                c["replica"].as_u64().unwrap(),
+                c["id"].as_str().unwrap().to_string(),
+                c["in_rotation"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A deploy's timeline as `molt deploys show` prints it.
+fn timeline(server: &MoltServer, app: &str, deploy: &Value) -> String {
+    molt(
+        server,
+        &["deploys", "show", app, deploy["id"].as_str().unwrap()],
+    )
+    .stdout
+}
+
+/// How many deploys an App has recorded.
+fn deploy_count(server: &MoltServer, app: &str) -> usize {
+    molt(server, &["deploys", app, "--json"])
+        .json()
+        .as_array()
+        .map_or(0, Vec::len)
 }
 
 /// Runs `args` under load through the proxy and checks that no request
@@ -444,4 +530,441 @@ async fn orchestrator_auto_picks_the_swarm_on_a_manager() {
         "testapp v1"
     );
     assert_eq!(services(&server, "web").len(), 1);
+}
+
+/// The rolling strategy on a swarm: three replicas replaced one at a time,
+/// then a variable applied and a restart, each under load with no failed
+/// request; a deploy canceled while its first replica starts leaves no
+/// service behind and the serving three untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_swarm_rolling_deploys_env_restart_and_cancel_lose_no_request() {
+    let _swarm = SwarmLease::take();
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let v2 = push(&registry, "testapp", "v2", "v2");
+    let slow = push(&registry, "testapp", "slowstart", "slowstart");
+    let server = swarm_server();
+    create_app(
+        &server,
+        "web",
+        &v1,
+        &[
+            "--health-path",
+            "/healthz",
+            "--health-timeout",
+            "20",
+            "--replicas",
+            "3",
+            "--strategy",
+            "rolling",
+            "--drain-timeout",
+            "2",
+        ],
+    );
+    let first = replica_services(&server, "web");
+    let replicas: Vec<&str> = first.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(replicas, ["0", "1", "2"], "{first:?}");
+
+    // A rolling deploy: each replica moves on its own, nothing fails, and
+    // three new services serve.
+    let out = under_load(&server, &["deploy", "web", &v2], "rolling deploy").await;
+    assert_eq!(out.status, 0, "{out}");
+    let rolled = newest_deploy(&server, "web");
+    let t = timeline(&server, "web", &rolled);
+    assert!(t.contains("rolling 3 replicas one at a time"), "{t}");
+    for r in 0..3 {
+        assert!(t.contains(&format!("replica {r}: traffic moved")), "{t}");
+    }
+    let second = replica_services(&server, "web");
+    assert_eq!(second.len(), 3, "{second:?}");
+    assert!(
+        second.iter().all(|s| s.1 == rolled["id"].as_str().unwrap()),
+        "only the new deploy's services are left: {second:?}"
+    );
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v2"
+    );
+
+    // `env set --apply` is a config deploy with new services.
+    let out = under_load(
+        &server,
+        &["env", "set", "web", "SIZE=xl", "--apply"],
+        "env set --apply",
+    )
+    .await;
+    assert_eq!(out.status, 0, "{out}");
+    let config = newest_deploy(&server, "web");
+    assert_eq!(config["kind"], "config", "{config}");
+    assert_eq!(
+        get(server.proxy_addr(), "web.localhost", "/env/SIZE")
+            .await
+            .unwrap(),
+        (200, "xl".to_string())
+    );
+    let third = replica_services(&server, "web");
+    assert_eq!(third.len(), 3, "{third:?}");
+    assert!(third.iter().all(|s| !second.contains(s)), "{third:?}");
+
+    // `molt restart`: fresh services of the same digest.
+    let out = under_load(&server, &["restart", "web"], "restart").await;
+    assert_eq!(out.status, 0, "{out}");
+    let restarted = newest_deploy(&server, "web");
+    assert_eq!(restarted["kind"], "restart", "{restarted}");
+    assert_eq!(restarted["digest"], config["digest"], "{restarted}");
+    let fourth = replica_services(&server, "web");
+    assert_eq!(fourth.len(), 3, "{fourth:?}");
+    assert!(fourth.iter().all(|s| !third.contains(s)), "{fourth:?}");
+
+    // A deploy canceled while its first replica starts (it waits 8 s
+    // before it listens): its service goes, the serving three stay.
+    ok(molt(
+        &server,
+        &["env", "set", "web", "STARTUP_DELAY_MS=8000"],
+    ));
+    let load = Load::start(server.proxy_addr(), "web.localhost", 4);
+    let out = ok(molt(&server, &["deploy", "web", &slow, "--detach"]));
+    assert!(out.stdout.contains("Started deploy"), "{out}");
+    let canceled = newest_deploy(&server, "web")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            replica_services(&server, "web")
+                .iter()
+                .any(|s| s.1 == canceled)
+        })
+        .await,
+        "the deploy started a service"
+    );
+    ok(molt(&server, &["cancel", "web"]));
+    let ended = wait_for(Duration::from_secs(60), || async {
+        let d = molt(&server, &["deploys", "show", "web", &canceled, "--json"]).json();
+        ["failed", "succeeded", "canceled"]
+            .contains(&d["status"].as_str().unwrap_or_default())
+            .then_some(d)
+    })
+    .await
+    .expect("the canceled deploy ended");
+    assert_eq!(ended["status"], "canceled", "{ended}");
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            replica_services(&server, "web") == fourth
+        })
+        .await,
+        "no service of the canceled deploy is left: {:?}",
+        replica_services(&server, "web")
+    );
+    let report = load.finish().await;
+    eprintln!("cancel: {report}");
+    assert_eq!(report.failed, 0, "cancel: {:?}", report.errors);
+    assert_eq!(report.bodies.keys().collect::<Vec<_>>(), ["testapp v2"]);
+}
+
+/// Settings changes and the recreate strategy on a swarm, all under one
+/// load whose requests may be held: a change that needs new services swaps
+/// them in; one whose new services never pass their health check changes
+/// nothing and names the setting; a recreate stops the old service before
+/// the new one starts while the proxy holds the requests, and brings the
+/// old one back when the new version crashes. No request fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_swarm_settings_changes_and_held_recreates_lose_no_request() {
+    let _swarm = SwarmLease::take();
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let v2 = push(&registry, "testapp", "v2", "v2");
+    let crash = push(&registry, "testapp", "crash", "crash");
+    let server = swarm_server();
+    create_app(
+        &server,
+        "web",
+        &v1,
+        &["--health-path", "/healthz", "--drain-timeout", "2"],
+    );
+    let load = Load::start_bounded(
+        server.proxy_addr(),
+        "web.localhost",
+        4,
+        Duration::from_secs(120),
+        Duration::from_secs(150),
+    );
+    assert!(wait_until(Duration::from_secs(10), || async { load.ok() > 20 }).await);
+
+    // A new health path and port: a config deploy with a new service.
+    let before = services(&server, "web");
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "web",
+            "--health-path",
+            "/version",
+            "--port",
+            "9090",
+        ],
+    );
+    assert_eq!(out.status, 0, "{out}");
+    let show = ok(molt(&server, &["apps", "show", "web", "--json"])).json();
+    assert_eq!(show["port"], 9090, "{show}");
+    assert_eq!(show["last_deploy"]["kind"], "config", "{show}");
+    let changed = services(&server, "web");
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_ne!(changed, before);
+
+    // The App now listens on 9090 whatever its port: a new port fails its
+    // health check, the serving service stays, and the error names it.
+    ok(molt(&server, &["env", "set", "web", "LISTEN_PORT=9090"]));
+    let out = molt(
+        &server,
+        &[
+            "apps",
+            "update",
+            "web",
+            "--port",
+            "9191",
+            "--health-timeout",
+            "3",
+        ],
+    );
+    assert_eq!(out.status, 1, "{out}");
+    assert!(out.stderr.contains("new port 9191"), "{out}");
+    // (The engine's DNS resolver may hold a port of its own in the task.)
+    assert!(
+        out.stderr.contains("listens on port 9090") || out.stderr.contains("listens on ports 9090"),
+        "{out}"
+    );
+    let show = ok(molt(&server, &["apps", "show", "web", "--json"])).json();
+    assert_eq!(show["port"], 9090, "{show}");
+    assert_eq!(show["health"]["deploy_timeout_secs"], 60, "{show}");
+    assert_eq!(services(&server, "web"), changed);
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v1"
+    );
+    ok(molt(&server, &["env", "unset", "web", "LISTEN_PORT"]));
+
+    // The recreate strategy: two visible phases, requests held meanwhile.
+    ok(molt(
+        &server,
+        &["apps", "update", "web", "--strategy", "recreate"],
+    ));
+    assert_eq!(services(&server, "web"), changed, "a route-only change");
+    let out = molt(&server, &["deploy", "web", &v2]);
+    assert_eq!(out.status, 0, "{out}");
+    assert!(
+        out.stdout
+            .contains("phase 1 of 2: stopping the old deployment"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("phase 2 of 2: deploying the new one"),
+        "{out}"
+    );
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v2"
+    );
+    let recreated = services(&server, "web");
+    assert_eq!(recreated.len(), 1, "{recreated:?}");
+
+    // The new version crashes: the old service runs again and serves the
+    // held requests.
+    let out = molt(&server, &["deploy", "web", &crash]);
+    assert_eq!(out.status, 1, "{out}");
+    assert!(out.stderr.contains("exited with code 3"), "{out}");
+    assert!(
+        out.stdout.contains("again; it serves the held requests"),
+        "{out}"
+    );
+    assert_eq!(
+        served(server.proxy_addr(), "web.localhost").await,
+        "testapp v2"
+    );
+    assert_eq!(services(&server, "web"), recreated, "the same service");
+
+    let report = load.finish().await;
+    eprintln!("settings and recreates: {report}");
+    assert!(report.ok > 50, "the load ran ({})", report.ok);
+    assert_eq!(report.failed, 0, "failed requests: {:?}", report.errors);
+}
+
+/// The reconciler on a swarm, under load: a replica whose task is killed
+/// runs again (a new task of the same service) and rejoins the route; one
+/// that fails its health checks for good is replaced by autoheal, the
+/// others untouched; a restarted server adopts the services that run and
+/// removes one it does not know.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_swarm_lost_and_sick_replicas_come_back_and_a_restarted_server_adopts_them() {
+    let _swarm = SwarmLease::take();
+    let registry = Registry::start(false);
+    let v1 = push(&registry, "testapp", "v1", "v1");
+    let mut server = MoltServer::start_with(
+        None,
+        &[
+            "--orchestrator",
+            "swarm",
+            "--autoheal-grace",
+            "1s",
+            "--autoheal-interval",
+            "1s",
+            "--autoheal-threshold",
+            "8",
+        ],
+        &[],
+    );
+    // Each task listens 3 s after it starts: long enough that one routed
+    // before it listens would fail requests (the engine's port proxy
+    // accepts them and drops them).
+    create_app(
+        &server,
+        "web",
+        &v1,
+        &[
+            "--health-path",
+            "/healthz",
+            "--replicas",
+            "3",
+            "--drain-timeout",
+            "2",
+            "--env",
+            "STARTUP_DELAY_MS=3000",
+        ],
+    );
+    let first = replica_services(&server, "web");
+    assert_eq!(first.len(), 3, "{first:?}");
+    let in_rotation = |replica: u64| {
+        shown_replicas(&server, "web")
+            .into_iter()
+            .find(|c| c.0 == replica)
+            .map(|c| c.2)
+    };
+
+    // Replica 1's task is killed: the same service runs a new task, which
+    // rejoins the route once its health check passes; only a request in
+    // flight on the killed task may fail (4 connections send).
+    let load = Load::start(server.proxy_addr(), "web.localhost", 4);
+    assert!(wait_until(Duration::from_secs(10), || async { load.ok() > 20 }).await);
+    let service = first[1].2.clone();
+    let killed = task_container(&service);
+    assert!(!killed.is_empty(), "replica 1 runs a task here");
+    docker(&["kill", &killed]);
+    let failed_at_kill = load.failed();
+    let started_again = wait_until(Duration::from_secs(60), || async {
+        let now = task_container(&service);
+        !now.is_empty() && now != killed
+    })
+    .await;
+    eprintln!(
+        "a killed task: {failed_at_kill} failed at the kill, {} once a new task runs",
+        load.failed()
+    );
+    assert!(
+        started_again
+            && wait_until(Duration::from_secs(30), || async {
+                in_rotation(1) == Some(true)
+            })
+            .await,
+        "a new task of replica 1 rejoined the route; the server's log:\n{}",
+        server.log()
+    );
+    assert_eq!(replica_services(&server, "web"), first, "the same services");
+    assert_eq!(deploy_count(&server, "web"), 1, "started again, no deploy");
+    let report = load.finish().await;
+    eprintln!("a killed task: {report}");
+    assert!(
+        report.failed <= 4,
+        "{} requests failed: {:?}",
+        report.failed,
+        report.errors
+    );
+
+    // Replica 2 turns sick for good: out of rotation, then replaced by
+    // autoheal with a new service, the others kept; nothing fails.
+    let sick = task_container(&first[2].2);
+    let published = docker(&["port", &sick, "8080/tcp"]);
+    let port: u16 = published
+        .lines()
+        .find_map(|l| l.strip_prefix("0.0.0.0:"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("replica 2's published port: {published}"));
+    let load = Load::start(server.proxy_addr(), "web.localhost", 4);
+    let r = http_request(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "GET",
+        "web.localhost",
+        "/health/set?status=500",
+        &[],
+        &[],
+        Duration::from_secs(5),
+    )
+    .expect("the task answers at its published port");
+    assert_eq!(r.status, 200);
+    let healed = wait_for(Duration::from_secs(60), || async {
+        let d = newest_deploy(&server, "web");
+        (d["triggered_by"] == "autoheal" && d["status"] == "succeeded").then_some(d)
+    })
+    .await
+    .expect("no autoheal replacement within 60 s");
+    let report = load.finish().await;
+    eprintln!("a sick replica: {report}");
+    assert_eq!(report.failed, 0, "failed requests: {:?}", report.errors);
+    let t = timeline(&server, "web", &healed);
+    assert!(t.contains("replacing replica 2"), "{t}");
+    assert!(t.contains("failed 8 consecutive health checks"), "{t}");
+    let healed_services = replica_services(&server, "web");
+    assert_eq!(healed_services.len(), 3, "{healed_services:?}");
+    assert_eq!(healed_services[..2], first[..2], "the others were kept");
+    assert_ne!(healed_services[2], first[2], "replica 2 has a new service");
+    assert!(
+        shown_replicas(&server, "web").iter().all(|c| c.2),
+        "all in rotation"
+    );
+
+    // The server is killed; meanwhile a service of its instance appears that
+    // it never made. Restarted, it adopts what runs and removes the stranger,
+    // while the proxy serves throughout.
+    let load = Load::start(server.proxy_addr(), "web.localhost", 4);
+    assert!(wait_until(Duration::from_secs(10), || async { load.ok() > 20 }).await);
+    let deploys = deploy_count(&server, "web");
+    server.kill();
+    let instance = server.instance_id().expect("the server wrote its id");
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &format!("molt-test-stranger-{instance}"),
+        "--label",
+        &format!("molt.instance={instance}"),
+        "--label",
+        "molt.app=web",
+        "--label",
+        "molt.deploy=d-unknown",
+        "--label",
+        "molt.replica=0",
+        "--restart-condition",
+        "none",
+        "--container-label",
+        "molt-test=1",
+        &v1,
+    ]);
+    assert_eq!(services(&server, "web").len(), 4);
+    server.restart();
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            replica_services(&server, "web") == healed_services
+        })
+        .await,
+        "the stranger is removed and the known services kept: {:?}",
+        replica_services(&server, "web")
+    );
+    let report = load.finish().await;
+    eprintln!("a restarted server: {report}");
+    assert_eq!(report.failed, 0, "failed requests: {:?}", report.errors);
+    assert_eq!(deploy_count(&server, "web"), deploys, "nothing redeployed");
+    let view = molt(&server, &["apps", "show", "web", "--json"]).json();
+    assert_eq!(view["status"], "running", "{view}");
+    assert!(shown_replicas(&server, "web").iter().all(|c| c.2), "{view}");
 }

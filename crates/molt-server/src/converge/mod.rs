@@ -12,7 +12,7 @@ pub mod startup;
 pub mod watch;
 
 use crate::deploy::{route_for, short, Deployer};
-use crate::runtime::ContainerState;
+use crate::runtime::{ContainerState, UpstreamMode};
 use crate::store::ReplicaRow;
 use anyhow::Result;
 use molt_core::AppStatus;
@@ -204,9 +204,12 @@ pub async fn converge_app(
     }
 
     // Route and pause: requests go to what serves. A warming container
-    // joins at once beside others (the proxy sends a refused connection on
-    // to another target); alone, it joins once healthy while the proxy holds
-    // the requests instead of failing them. A route is never emptied here.
+    // joins at once beside others where a connection to it is refused until
+    // it listens (the proxy sends the request on to another target); behind
+    // a published port the engine's port proxy accepts the connection and
+    // drops it, which fails the request, so there it joins once healthy.
+    // Alone, it joins once healthy while the proxy holds the requests
+    // instead of failing them. A route is never emptied here.
     if in_service.is_empty() {
         // Each serving container is warming, restarting or being replaced:
         // the hold above stays until one takes requests.
@@ -214,8 +217,14 @@ pub async fn converge_app(
             deployer.proxy.resume(&app.name).await?;
         }
     } else {
+        let ready = in_service.len();
         in_service.extend(done.warming.iter().cloned());
-        let wanted = route_for(&app, deployer.targets(&in_service));
+        let routed = if warming_joins_at_once(deployer.runtime.upstream()) {
+            &in_service[..]
+        } else {
+            &in_service[..ready]
+        };
+        let wanted = route_for(&app, deployer.targets(routed));
         if route.as_ref() != Some(&wanted) {
             deployer.proxy.set_route(wanted).await?;
         }
@@ -285,6 +294,15 @@ pub async fn converge_soon(deployer: &Arc<Deployer>, app: &str, admit: &HashSet<
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tracing::warn!(%app, "the App stayed busy; the next event converges it");
+}
+
+/// Whether a warming container joins the route beside serving ones before
+/// its health check passes: only where a connection to it is refused until
+/// it listens, so the proxy sends the request on to another target. Behind
+/// a published port (a swarm, `--upstream published`) the engine's port
+/// proxy accepts the connection and drops it, failing the request.
+fn warming_joins_at_once(upstream: UpstreamMode) -> bool {
+    upstream == UpstreamMode::Bridge
 }
 
 /// A container's health wait ended (passed or timed out).

@@ -1051,3 +1051,62 @@ async fn a_replica_on_a_lost_node_leaves_the_route_and_is_replaced() {
     assert_eq!(deploys[0].kind, DeployKind::Restart, "{:?}", deploys[0]);
     assert_eq!(deploys[0].status, DeployStatus::Succeeded);
 }
+
+/// A serving container that stopped is started again by converge. On the
+/// bridge network it joins the route at once beside the others (a refused
+/// connection goes on to another target); behind a published port (a
+/// swarm), where the engine's port proxy would accept and drop requests
+/// until it listens, it joins only once its health check passed.
+#[tokio::test]
+async fn a_replica_started_again_joins_the_route_once_healthy_behind_a_published_port() {
+    for published in [false, true] {
+        let rig = rig();
+        rig.fakes.world().published = published;
+        rig.create(3, "bluegreen").await;
+        let stopped = rig.serving()[1].container_id.clone();
+        rig.fakes
+            .world()
+            .containers
+            .get_mut(&stopped)
+            .unwrap()
+            .running = false;
+        let before = rig.fakes.world().route_history.len();
+        assert!(
+            crate::converge::converge_claimed(
+                &rig.deployer,
+                "web",
+                crate::converge::Trigger::Event,
+                &std::collections::HashSet::new()
+            )
+            .await
+        );
+        assert!(rig.fakes.world().containers[&stopped].running);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rig.fakes.world().routes["web"].targets.len() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "published {published}: replica 1 did not rejoin the route"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let w = rig.fakes.world();
+        let joined: Vec<bool> = w.route_history[before..]
+            .iter()
+            .map(|r| r.targets.iter().any(|t| t.id == stopped))
+            .collect();
+        if published {
+            assert_eq!(
+                (joined.first(), joined.last()),
+                (Some(&false), Some(&true)),
+                "out of the route, then in once healthy: {joined:?}"
+            );
+        } else {
+            assert!(
+                joined.iter().all(|j| *j),
+                "in the route at once: {joined:?}"
+            );
+        }
+        drop(w);
+        rig.assert_serves();
+    }
+}
