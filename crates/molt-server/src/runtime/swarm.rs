@@ -444,19 +444,32 @@ impl Swarm {
         let running = status.state == Some(TaskState::RUNNING);
         let err = status.err.clone().filter(|e| !e.is_empty());
         let local = task.node_id.as_deref() == Some(self.node_id.as_str());
-        let mut state = match container.container_id.as_deref().filter(|c| !c.is_empty()) {
-            Some(c) if local => self
-                .host
-                .state(c)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| not_running(container.exit_code, err.clone())),
-            _ => not_running(container.exit_code, err.clone()),
-        };
+        let (mut state, container_running) =
+            match container.container_id.as_deref().filter(|c| !c.is_empty()) {
+                Some(c) if local => match self.host.state(c).await {
+                    Ok(Some(own)) => {
+                        let up = own.running;
+                        (own, up)
+                    }
+                    // Gone: it runs no more.
+                    Ok(None) => (not_running(container.exit_code, err.clone()), false),
+                    // The engine did not answer: the task's word stands.
+                    Err(_) => (not_running(container.exit_code, err.clone()), true),
+                },
+                _ => (not_running(container.exit_code, err.clone()), true),
+            };
+        // On this node the container's own state counts too: its `die`
+        // event (which converges the App) comes before the agent reports
+        // the task as ended, and a converge that read the task alone would
+        // see it running and leave it dead.
+        let task_running = running;
+        let running = task_running && container_running;
         state.running = running;
         state.restarting = false;
-        if !running {
+        // A task that ended says how; one the agent still calls running
+        // while its container ended has only the container's word (its
+        // status's exit code is a placeholder 0 until the task ends).
+        if !running && !task_running {
             state.exit_code = container.exit_code.or(state.exit_code);
             state.error = err.or(state.error);
         }
