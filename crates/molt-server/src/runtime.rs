@@ -635,40 +635,51 @@ impl Runtime {
     pub fn events(
         &self,
     ) -> impl futures_util::Stream<Item = Result<ContainerEvent>> + Send + 'static {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+            ),
+        ]);
+        self.event_stream(filters, "event stream", |message| {
+            let actor = message.actor.unwrap_or_default();
+            let attributes = actor.attributes.unwrap_or_default();
+            // A one-off container's start and exit are not the App's.
+            if attributes.get(LABEL_ROLE).map(String::as_str) == Some(ROLE_RUN) {
+                return None;
+            }
+            Some(ContainerEvent {
+                action: message.action.unwrap_or_default(),
+                container: actor.id.unwrap_or_default(),
+                app: attributes.get(LABEL_APP).cloned().unwrap_or_default(),
+            })
+        })
+    }
+
+    /// The engine's events that `filters` select, each read into a
+    /// `ContainerEvent` by `read` (or skipped); a break of the stream is an
+    /// error that names it (`stream`).
+    pub(crate) fn event_stream(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+        stream: &'static str,
+        read: impl Fn(bollard::models::EventMessage) -> Option<ContainerEvent> + Send + 'static,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent>> + Send + 'static {
         let options = bollard::query_parameters::EventsOptions {
-            filters: Some(HashMap::from([
-                ("type".to_string(), vec!["container".to_string()]),
-                (
-                    "label".to_string(),
-                    vec![format!("{LABEL_INSTANCE}={}", self.instance)],
-                ),
-            ])),
+            filters: Some(filters),
             ..Default::default()
         };
-        self.docker
-            .events(Some(options))
-            .filter_map(|item| async move {
-                let message = match item {
-                    Ok(m) => m,
-                    Err(e) => {
-                        return Some(Err(anyhow!(
-                            "the engine's event stream broke: {}",
-                            engine_message(&e)
-                        )))
-                    }
-                };
-                let actor = message.actor.unwrap_or_default();
-                let attributes = actor.attributes.unwrap_or_default();
-                // A one-off container's start and exit are not the App's.
-                if attributes.get(LABEL_ROLE).map(String::as_str) == Some(ROLE_RUN) {
-                    return None;
-                }
-                Some(Ok(ContainerEvent {
-                    action: message.action.unwrap_or_default(),
-                    container: actor.id.unwrap_or_default(),
-                    app: attributes.get(LABEL_APP).cloned().unwrap_or_default(),
-                }))
-            })
+        self.docker.events(Some(options)).filter_map(move |item| {
+            let event = match item {
+                Ok(message) => read(message).map(Ok),
+                Err(e) => Some(Err(anyhow!(
+                    "the engine's {stream} broke: {}",
+                    engine_message(&e)
+                ))),
+            };
+            futures_util::future::ready(event)
+        })
     }
 
     /// Every container of this installation, or of one App.
