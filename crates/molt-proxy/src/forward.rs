@@ -22,12 +22,18 @@ pub use crate::headers::Peer;
 use crate::hold::Admission;
 use crate::host;
 use crate::metrics::UpstreamError;
-use crate::pool::{self, SendError};
+use crate::pool::{self, Kept, SendError};
 use crate::routes::{RouteState, Routes};
 use crate::target::InFlightGuard;
 
-/// Serves one request from `client`.
-pub async fn handle(routes: &Routes, client: &Peer, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Serves one request from `client`, on the upstream connection the user
+/// connection `kept` from its last request when it goes to the same target.
+pub async fn handle(
+    routes: &Routes,
+    client: &Peer,
+    kept: &Arc<Kept>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     // Two Host headers: which App was meant is ambiguous, and a proxy and
     // an App that pick differently can be played against each other. One
     // step of the header map's value chain, no allocation.
@@ -59,7 +65,7 @@ pub async fn handle(routes: &Routes, client: &Peer, req: Request<Incoming>) -> R
     // A paused route holds the request here, before any target is chosen,
     // so it goes to whatever targets are current when it is released.
     let resp = match route.hold.admit().await {
-        Admission::Go => forward(&route, client, host_value, req).await,
+        Admission::Go => forward(&route, client, kept, host_value, req).await,
         Admission::HandedOver => {
             let max_body = route.request_limits().max_body;
             relay(routes.successor(), app, client, host_value, req, max_body).await
@@ -75,6 +81,7 @@ pub async fn handle(routes: &Routes, client: &Peer, req: Request<Incoming>) -> R
 async fn forward(
     route: &RouteState,
     client: &Peer,
+    kept: &Arc<Kept>,
     host: HeaderValue,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -127,12 +134,12 @@ async fn forward(
     // after every target refused it.
     let mut settled = false;
     let (mut resp, conn) = loop {
-        let target = Arc::clone(guard.target());
         // A target closed meanwhile (drain timeout, shutdown) closes its
         // connections, which fails what is pending on them: told apart
         // below. No per-request wait on the close: that registered every
         // request with a waiter list shared by every worker.
-        let answer = within(limit, pool::send(&target, req)).await;
+        let answer = within(limit, pool::send(guard.target(), Some(kept), req)).await;
+        let target = guard.target();
         if target.is_closed() && !matches!(answer, Some(Ok(_))) {
             return errors::cut(app);
         }
@@ -154,7 +161,7 @@ async fn forward(
                 // retry it); anything else gets the 502.
                 let next = replay
                     .take()
-                    .and_then(|copy| Some((copy, route.acquire_other(&target)?)));
+                    .and_then(|copy| Some((copy, route.acquire_other(target)?)));
                 let Some((copy, next)) = next else {
                     return errors::upstream_failed(app);
                 };
@@ -164,6 +171,8 @@ async fn forward(
                 req = copy;
             }
             Some(Err(SendError::Connect(e, unsent))) => {
+                // Kept past the guard's drop below (a rare path).
+                let target = Arc::clone(target);
                 tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
                     error = %e, "upstream connection failed");
                 route.counts.upstream_error(UpstreamError::Refused);
@@ -217,7 +226,10 @@ async fn forward(
     if let Some(max_age) = settings.hsts_max_age_secs.filter(|_| client.over_tls()) {
         headers::set_hsts(&mut parts.headers, max_age);
     }
-    Response::from_parts(parts, ProxyBody::upstream(body, guard, conn))
+    Response::from_parts(
+        parts,
+        ProxyBody::upstream(body, guard, conn, Some(Arc::clone(kept))),
+    )
 }
 
 /// How long a request that every target refused waits for the route to be

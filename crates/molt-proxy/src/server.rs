@@ -22,11 +22,13 @@ use tokio::task::JoinHandle;
 use crate::admin::{ROUTES_FILE, SOCKET_FILE};
 use crate::admin_server::{self, Admin, Handoff};
 use crate::admin_token::AdminToken;
+use crate::body::ProxyBody;
 use crate::edge::{self, EdgeConfig, Prefixed};
 use crate::forward::{self, Peer};
 use crate::handover::{self, Inherited};
 use crate::instance::{exe_id, Instance};
 use crate::metrics_server;
+use crate::pool::Kept;
 use crate::routes::Routes;
 use crate::tls::{self, Certs};
 use tokio_rustls::TlsAcceptor;
@@ -657,37 +659,23 @@ async fn connection(
         Accepted::Tls(stream, h2) => (Either::Right(stream), h2, true),
     };
     // Worked out once per connection, not per request.
-    let client = Arc::new(Peer::new(peer, &edge).with_tls(https));
+    let user = Arc::new(UserConn {
+        routes,
+        certs,
+        closing,
+        client: Peer::new(peer, &edge).with_tls(https),
+        https,
+        kept: Arc::default(),
+    });
     // Requests started on this connection (HTTP/2's idle clock reads it):
     // a relaxed add on a counter only this connection touches.
     let started = Arc::new(edge::Activity::default());
     let svc = {
         let started = Arc::clone(&started);
         service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let routes = Arc::clone(&routes);
-            let closing = Arc::clone(&closing);
-            let client = Arc::clone(&client);
-            let certs = Arc::clone(&certs);
+            let user = Arc::clone(&user);
             started.bump();
-            async move {
-                if let Some(answer) = tls::answer_http01(&certs, &req, https)
-                    .or_else(|| tls::redirect_to_https(&certs, &routes, &req, https))
-                {
-                    return Ok::<_, Infallible>(answer);
-                }
-                let http1 = req.version() <= http::Version::HTTP_11;
-                let mut resp = forward::handle(&routes, &client, req).await;
-                if http1
-                    && closing.load(Ordering::Relaxed)
-                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
-                {
-                    resp.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                }
-                Ok::<_, Infallible>(resp)
-            }
+            async move { Ok::<_, Infallible>(user.serve(req).await) }
         })
     };
     let io = TokioIo::new(io);
@@ -723,6 +711,43 @@ async fn connection(
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
     drop(graceful);
+}
+
+/// What every request on one user connection needs, reached through one
+/// reference count that only this connection's requests touch: cloning the
+/// proxy-wide `routes`, `certs` and `closing` for each request wrote three
+/// cache lines that every worker shares.
+struct UserConn {
+    routes: Arc<Routes>,
+    certs: Arc<Certs>,
+    /// See `Serving::closing`.
+    closing: Arc<AtomicBool>,
+    client: Peer,
+    https: bool,
+    /// The upstream connection of the last answer, for the next request.
+    kept: Arc<Kept>,
+}
+
+impl UserConn {
+    async fn serve(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<ProxyBody> {
+        if let Some(answer) = tls::answer_http01(&self.certs, &req, self.https)
+            .or_else(|| tls::redirect_to_https(&self.certs, &self.routes, &req, self.https))
+        {
+            return answer;
+        }
+        let http1 = req.version() <= http::Version::HTTP_11;
+        let mut resp = forward::handle(&self.routes, &self.client, &self.kept, req).await;
+        if http1
+            && self.closing.load(Ordering::Relaxed)
+            && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
+    }
 }
 
 /// A user connection once its first bytes arrived: plain HTTP (with the
