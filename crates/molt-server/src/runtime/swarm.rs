@@ -111,7 +111,7 @@ impl Swarm {
         let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
         if !active || swarm.control_available != Some(true) {
             anyhow::bail!(
-                "--orchestrator swarm needs an engine that is a swarm manager, and this one is not (its swarm state: {}); run `docker swarm init` (or join it to a swarm as a manager), or use --orchestrator single",
+                "--orchestrator swarm needs an engine that is a swarm manager, and this one is not (its swarm state: {}); run `docker swarm init` (or join it to a swarm as a manager), or use --orchestrator docker",
                 swarm
                     .local_node_state
                     .map(|s| s.to_string())

@@ -17,12 +17,14 @@ pub enum UpstreamArg {
     Published,
 }
 
-/// `molt server --orchestrator`.
+/// `molt server --orchestrator` (`auto|docker|swarm`, the command-line
+/// contract's names; `single` is kept as another name for `docker`).
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OrchestratorArg {
-    Single,
-    Swarm,
     Auto,
+    #[value(alias = "single")]
+    Docker,
+    Swarm,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,11 +68,12 @@ pub struct ServerArgs {
     /// uses the bridge when this host can reach it.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub upstream: UpstreamArg,
-    /// Where App replicas run: containers on this host (`single`), or
-    /// services on the swarm this engine manages (`swarm`: Swarm places
-    /// them, Molt's proxy reaches each task at its host-mode published
-    /// port). `auto` picks swarm when the engine is an active swarm manager.
-    #[arg(long, value_enum, value_name = "KIND", default_value = "single")]
+    /// Where App replicas run: containers on this host's Docker engine
+    /// (`docker`), or services on the swarm this engine manages (`swarm`:
+    /// Swarm places them, Molt's proxy reaches each task at its host-mode
+    /// published port). `auto` picks swarm when the engine is an active
+    /// swarm manager, else docker.
+    #[arg(long, value_enum, value_name = "KIND", default_value = "docker")]
     pub orchestrator: OrchestratorArg,
     /// Memory the host offers Apps (e.g. `16g`); detected from the engine
     /// when not given. Apps' `--memory` is reserved against it.
@@ -318,7 +321,7 @@ pub async fn server(args: ServerArgs, data_dir: Option<PathBuf>) -> Result<()> {
         build_context_limit: args.build_context_limit,
         keep_releases: args.keep_releases.get(),
         orchestrator: match args.orchestrator {
-            OrchestratorArg::Single => molt_server::runtime::Orchestrator::Single,
+            OrchestratorArg::Docker => molt_server::runtime::Orchestrator::Single,
             OrchestratorArg::Swarm => molt_server::runtime::Orchestrator::Swarm,
             OrchestratorArg::Auto => molt_server::runtime::Orchestrator::Auto,
         },
@@ -359,4 +362,38 @@ pub async fn proxy(args: ProxyArgs, data_dir: Option<PathBuf>) -> Result<()> {
         },
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    fn orchestrator(args: &[&str]) -> Result<OrchestratorArg, clap::Error> {
+        let all = std::iter::once("molt").chain(args.iter().copied());
+        T::try_parse_from(all).map(|t| t.server.orchestrator)
+    }
+
+    /// The command-line contract names `auto|docker|swarm`; `single`, the
+    /// name it had first, still works.
+    #[test]
+    fn orchestrator_takes_the_contracts_names() {
+        assert!(matches!(orchestrator(&[]), Ok(OrchestratorArg::Docker)));
+        for (value, want) in [
+            ("docker", "Docker"),
+            ("single", "Docker"),
+            ("swarm", "Swarm"),
+            ("auto", "Auto"),
+        ] {
+            let got = orchestrator(&["--orchestrator", value]).expect(value);
+            assert_eq!(format!("{got:?}"), want, "{value}");
+        }
+        assert!(orchestrator(&["--orchestrator", "kubernetes"]).is_err());
+    }
 }
