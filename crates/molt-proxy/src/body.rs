@@ -9,38 +9,28 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use std::sync::Arc;
-
-use crate::pool::{Conn, Kept};
+use crate::pool::Conn;
 use crate::target::InFlightGuard;
 
 pub enum ProxyBody {
     /// The request counts as in flight until this body ends or is dropped
     /// (client gone), so a drain waits for slow downloads too. The upstream
-    /// connection goes back when the body has ended (to the user
-    /// connection that keeps it, `kept`, or to the pool), and is closed
-    /// with it when not.
+    /// connection goes back to the pool when the body has ended, and is
+    /// closed with it when not.
     Upstream {
         body: Incoming,
         guard: Option<InFlightGuard>,
         conn: Option<Conn>,
-        kept: Option<Arc<Kept>>,
     },
     Fixed(Full<Bytes>),
 }
 
 impl ProxyBody {
-    pub fn upstream(
-        body: Incoming,
-        guard: InFlightGuard,
-        conn: Conn,
-        kept: Option<Arc<Kept>>,
-    ) -> Self {
+    pub fn upstream(body: Incoming, guard: InFlightGuard, conn: Conn) -> Self {
         let mut this = ProxyBody::Upstream {
             body,
             guard: Some(guard),
             conn: Some(conn),
-            kept,
         };
         this.release_if_done();
         this
@@ -53,7 +43,6 @@ impl ProxyBody {
             body,
             guard: None,
             conn: None,
-            kept: None,
         }
     }
 
@@ -68,15 +57,9 @@ impl ProxyBody {
     /// Drops the in-flight guard and gives the connection back as soon as
     /// the upstream body is over.
     fn release_if_done(&mut self) {
-        if let ProxyBody::Upstream {
-            body,
-            guard,
-            conn,
-            kept,
-        } = self
-        {
+        if let ProxyBody::Upstream { body, guard, conn } = self {
             if body.is_end_stream() {
-                release(conn, guard, kept.as_deref());
+                release(conn, guard);
             }
         }
     }
@@ -92,15 +75,10 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = match this {
-            ProxyBody::Upstream {
-                body,
-                guard,
-                conn,
-                kept,
-            } => {
+            ProxyBody::Upstream { body, guard, conn } => {
                 let polled = Pin::new(body).poll_frame(cx);
                 match &polled {
-                    Poll::Ready(None) => release(conn, guard, kept.as_deref()),
+                    Poll::Ready(None) => release(conn, guard),
                     Poll::Ready(Some(Err(_))) => {
                         conn.take();
                         guard.take();
@@ -134,10 +112,10 @@ impl Body for ProxyBody {
     }
 }
 
-/// Gives the connection back, then ends the in-flight count.
-fn release(conn: &mut Option<Conn>, guard: &mut Option<InFlightGuard>, kept: Option<&Kept>) {
+/// Gives the connection back to its target, then ends the in-flight count.
+fn release(conn: &mut Option<Conn>, guard: &mut Option<InFlightGuard>) {
     if let (Some(conn), Some(guard)) = (conn.take(), guard.as_ref()) {
-        conn.release(guard.target(), kept);
+        conn.release(guard.target());
     }
     guard.take();
 }

@@ -22,18 +22,12 @@ pub use crate::headers::Peer;
 use crate::hold::Admission;
 use crate::host;
 use crate::metrics::UpstreamError;
-use crate::pool::{self, Kept, SendError};
+use crate::pool::{self, SendError};
 use crate::routes::{RouteState, Routes};
 use crate::target::InFlightGuard;
 
-/// Serves one request from `client`, on the upstream connection the user
-/// connection `kept` from its last request when it goes to the same target.
-pub async fn handle(
-    routes: &Routes,
-    client: &Peer,
-    kept: &Arc<Kept>,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
+/// Serves one request from `client`.
+pub async fn handle(routes: &Routes, client: &Peer, req: Request<Incoming>) -> Response<ProxyBody> {
     // Two Host headers: which App was meant is ambiguous, and a proxy and
     // an App that pick differently can be played against each other. One
     // step of the header map's value chain, no allocation.
@@ -65,7 +59,7 @@ pub async fn handle(
     // A paused route holds the request here, before any target is chosen,
     // so it goes to whatever targets are current when it is released.
     let resp = match route.hold.admit().await {
-        Admission::Go => forward(&route, client, kept, host_value, req).await,
+        Admission::Go => forward(&route, client, host_value, req).await,
         Admission::HandedOver => {
             let max_body = route.request_limits().max_body;
             relay(routes.successor(), app, client, host_value, req, max_body).await
@@ -81,7 +75,6 @@ pub async fn handle(
 async fn forward(
     route: &RouteState,
     client: &Peer,
-    kept: &Arc<Kept>,
     host: HeaderValue,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -138,7 +131,7 @@ async fn forward(
         // connections, which fails what is pending on them: told apart
         // below. No per-request wait on the close: that registered every
         // request with a waiter list shared by every worker.
-        let answer = within(limit, pool::send(guard.target(), Some(kept), req)).await;
+        let answer = within(limit, pool::send(guard.target(), req)).await;
         let target = guard.target();
         if target.is_closed() && !matches!(answer, Some(Ok(_))) {
             return errors::cut(app);
@@ -226,10 +219,7 @@ async fn forward(
     if let Some(max_age) = settings.hsts_max_age_secs.filter(|_| client.over_tls()) {
         headers::set_hsts(&mut parts.headers, max_age);
     }
-    Response::from_parts(
-        parts,
-        ProxyBody::upstream(body, guard, conn, Some(Arc::clone(kept))),
-    )
+    Response::from_parts(parts, ProxyBody::upstream(body, guard, conn))
 }
 
 /// How long a request that every target refused waits for the route to be

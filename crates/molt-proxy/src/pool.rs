@@ -15,17 +15,9 @@
 //! and at 2 threads and 256 client connections the proxy held over 1,000
 //! upstream connections (60 MiB) instead of about 256.
 //!
-//! A user connection keeps the upstream connection of its last answer
-//! (`Kept`) and takes it again for its next request to the same target, so
-//! a keep-alive client's requests touch no list that other workers share:
-//! at two threads the shared list's lock was taken twice per request by
-//! both workers. It goes to its target's idle list when the user
-//! connection ends or moves on to another target.
-//!
 //! A connection is closed when its target closes (drained or cut), when the
 //! upstream closes it, or once it has idled past `IDLE_TIMEOUT` (checked
-//! when a connection is returned to that target; a kept one idles no longer
-//! than its user connection, which the header read timeout bounds).
+//! when a connection is returned to that target).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -53,59 +45,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Gives the connection back once its response has been read to the
-    /// end: to the user connection that used it (`kept`), else to its
-    /// target's idle list. One that cannot take another request (the
-    /// upstream said `close`, or it was upgraded) is dropped.
-    pub fn release(self, target: &Arc<TargetState>, kept: Option<&Kept>) {
+    /// Puts the connection back on its target's idle list once its
+    /// response has been read to the end. One that cannot take another
+    /// request (the upstream said `close`, or it was upgraded) is dropped.
+    pub fn release(self, target: &TargetState) {
         if self.sender.is_closed() || target.is_closed() {
             return;
         }
-        match kept {
-            Some(kept) => kept.keep(target, self),
-            None => target.idle.put(self),
-        }
-    }
-}
-
-/// The upstream connection a user connection keeps between its requests.
-/// Only that user connection's requests touch it (more than one at a time
-/// only over HTTP/2, which then also use the shared lists).
-#[derive(Default)]
-pub struct Kept {
-    slot: Mutex<Option<(Arc<TargetState>, Conn)>>,
-}
-
-impl Kept {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Arc<TargetState>, Conn)>> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The kept connection, if it goes to `target`.
-    fn take_for(&self, target: &Arc<TargetState>) -> Option<Conn> {
-        let mut slot = self.lock();
-        match slot.as_ref() {
-            Some((kept, _)) if Arc::ptr_eq(kept, target) => slot.take().map(|(_, conn)| conn),
-            _ => None,
-        }
-    }
-
-    /// Keeps `conn`; one kept before for another target goes to that
-    /// target's idle list.
-    fn keep(&self, target: &Arc<TargetState>, conn: Conn) {
-        let before = self.lock().replace((Arc::clone(target), conn));
-        if let Some((target, conn)) = before {
-            conn.release(&target, None);
-        }
-    }
-}
-
-impl Drop for Kept {
-    fn drop(&mut self) {
-        let kept = self.lock().take();
-        if let Some((target, conn)) = kept {
-            conn.release(&target, None);
-        }
+        target.idle.put(self);
     }
 }
 
@@ -165,21 +112,18 @@ pub enum SendError {
     Failed(hyper::Error),
 }
 
-/// Sends `req` (origin-form URI, `Host` set) to `target` on the user
-/// connection's kept connection, one of the target's idle connections, or
-/// a new one. Returns the response head and the connection, for
-/// `Conn::release` once the body is read.
+/// Sends `req` (origin-form URI, `Host` set) to `target` on one of its
+/// idle connections, or on a new one. Returns the response head
+/// and the connection, for `Conn::release` once the body is read.
 pub async fn send(
     target: &Arc<TargetState>,
-    kept: Option<&Kept>,
     mut req: Request<UpstreamBody>,
 ) -> Result<(Response<Incoming>, Conn), SendError> {
-    let mut kept = kept.and_then(|k| k.take_for(target));
     // Idle connections the upstream closed meanwhile hand the request back
     // unsent: the next one is tried. Each pass takes one off the list, and
     // a new connection ends the loop.
     loop {
-        let (mut conn, fresh) = match idle_conn(target, kept.take()).await {
+        let (mut conn, fresh) = match idle_conn(target).await {
             Some(conn) => (conn, false),
             None => match connect(target).await {
                 Ok(conn) => (conn, true),
@@ -196,14 +140,10 @@ pub async fn send(
     }
 }
 
-/// `kept`, or else the most recently used idle connection to `target`,
-/// that is still open.
-async fn idle_conn(target: &TargetState, mut kept: Option<Conn>) -> Option<Conn> {
+/// The most recently used idle connection to `target` that is still open.
+async fn idle_conn(target: &TargetState) -> Option<Conn> {
     loop {
-        let mut conn = match kept.take() {
-            Some(conn) => conn,
-            None => target.idle.take()?,
-        };
+        let mut conn = target.idle.take()?;
         if conn.sender.is_closed() {
             continue;
         }
@@ -243,62 +183,4 @@ async fn connect(target: &Arc<TargetState>) -> std::io::Result<Conn> {
         }
     });
     Ok(Conn { sender })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::admin::Target;
-
-    fn target(id: &str) -> Arc<TargetState> {
-        TargetState::new(Target {
-            addr: "127.0.0.1:9".into(),
-            id: id.into(),
-        })
-        .expect("valid target")
-    }
-
-    /// A connection over an in-memory pipe (nothing answers on it).
-    async fn conn() -> Conn {
-        let (ours, _theirs) = tokio::io::duplex(64);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(ours))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        Conn { sender }
-    }
-
-    fn idle_count(t: &TargetState) -> usize {
-        t.idle.lock().conns.len()
-    }
-
-    #[tokio::test]
-    async fn a_user_connection_keeps_its_upstream_connection_for_the_same_target_only() {
-        let (a, b) = (target("a"), target("b"));
-        let kept = Kept::default();
-        conn().await.release(&a, Some(&kept));
-        assert_eq!(idle_count(&a), 0, "kept, not pooled");
-        assert!(kept.take_for(&b).is_none(), "never for another target");
-        assert!(kept.take_for(&a).is_some());
-        assert!(kept.take_for(&a).is_none(), "taken once");
-
-        // Moving on to another target: the one kept before goes to its
-        // target's idle list; the user connection's end pools the last.
-        conn().await.release(&a, Some(&kept));
-        conn().await.release(&b, Some(&kept));
-        assert_eq!((idle_count(&a), idle_count(&b)), (1, 0));
-        drop(kept);
-        assert_eq!((idle_count(&a), idle_count(&b)), (1, 1));
-    }
-
-    #[tokio::test]
-    async fn nothing_is_kept_for_a_closed_target() {
-        let a = target("a");
-        let kept = Kept::default();
-        assert!(a.close_if_idle());
-        conn().await.release(&a, Some(&kept));
-        assert!(kept.take_for(&a).is_none());
-        assert_eq!(idle_count(&a), 0);
-    }
 }

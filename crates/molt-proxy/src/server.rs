@@ -28,7 +28,6 @@ use crate::forward::{self, Peer};
 use crate::handover::{self, Inherited};
 use crate::instance::{exe_id, Instance};
 use crate::metrics_server;
-use crate::pool::Kept;
 use crate::routes::Routes;
 use crate::tls::{self, Certs};
 use tokio_rustls::TlsAcceptor;
@@ -665,7 +664,6 @@ async fn connection(
         closing,
         client: Peer::new(peer, &edge).with_tls(https),
         https,
-        kept: Arc::default(),
     });
     // Requests started on this connection (HTTP/2's idle clock reads it):
     // a relaxed add on a counter only this connection touches.
@@ -724,8 +722,6 @@ struct UserConn {
     closing: Arc<AtomicBool>,
     client: Peer,
     https: bool,
-    /// The upstream connection of the last answer, for the next request.
-    kept: Arc<Kept>,
 }
 
 impl UserConn {
@@ -736,7 +732,7 @@ impl UserConn {
             return answer;
         }
         let http1 = req.version() <= http::Version::HTTP_11;
-        let mut resp = forward::handle(&self.routes, &self.client, &self.kept, req).await;
+        let mut resp = forward::handle(&self.routes, &self.client, req).await;
         if http1
             && self.closing.load(Ordering::Relaxed)
             && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
