@@ -1,5 +1,6 @@
 //! Test harness shared by Molt's integration tests (`mod support;` in
-//! `crates/molt/tests/*.rs`).
+//! `crates/molt/tests/*.rs`, and by `#[path]` in the `dashboard` test
+//! binary's `tests/dashboard/main.rs`).
 //!
 //! Everything here is real: a Docker engine, `docker-registry` processes,
 //! images built from `fixtures/testapp`, and the `molt` binary itself. The

@@ -1,0 +1,145 @@
+//! Requests refused before anything moves: an App name whose
+//! `NAME.localhost` is taken, an update that clashes or changes nothing,
+//! and a recreate-by-memory that needs `yes`.
+
+use super::*;
+
+/// `NAME.localhost` routed to another App (as its extra domain) refuses
+/// the create before any container starts.
+#[tokio::test]
+async fn a_name_whose_localhost_host_is_taken_is_refused_at_create() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    let req = CreateAppRequest {
+        name: "other".into(),
+        image: V1.into(),
+        port: 8080,
+        domains: vec!["api.localhost".into()],
+        ..Default::default()
+    };
+    let (_, d) = rig.deployer.create_app(req, "test").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.deployer.in_progress("other").is_some() {
+        assert!(Instant::now() < deadline, "deploy {} did not end", d.id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let started = rig.fakes.world().calls.len();
+    let req = CreateAppRequest {
+        name: "api".into(),
+        image: V1.into(),
+        port: 8080,
+        ..Default::default()
+    };
+    let err = rig.deployer.create_app(req, "test").await.unwrap_err();
+    match err {
+        DeployError::Invalid { code, message } => {
+            assert_eq!(code, "name_domain_taken");
+            assert!(message.contains("`other`"), "{message}");
+            assert!(message.contains("api.localhost"), "{message}");
+        }
+        e => panic!("expected a refusal, got {e:?}"),
+    }
+    assert!(rig.deployer.store.get_app("api").unwrap().is_none());
+    assert_eq!(rig.fakes.world().calls.len(), started, "nothing started");
+}
+
+/// A domain another App serves is refused with that App's name, and a
+/// request that changes nothing is refused.
+#[tokio::test]
+async fn an_update_is_refused_before_anything_moves() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    let req = CreateAppRequest {
+        name: "api".into(),
+        image: V1.into(),
+        port: 8080,
+        domains: vec!["api.example.com".into()],
+        ..Default::default()
+    };
+    let (_, d) = rig.deployer.create_app(req, "test").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.deployer.in_progress("api").is_some() {
+        assert!(Instant::now() < deadline, "deploy {} did not end", d.id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let calls = rig.fakes.world().calls.len();
+    let update = |req| rig.deployer.update_app("web", req, "test");
+    let (code, message) = refusal(
+        update(UpdateAppRequest {
+            add_domains: vec!["api.example.com".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, "domain_taken");
+    assert!(message.contains("`api`"), "{message}");
+    for req in [
+        UpdateAppRequest::default(),
+        UpdateAppRequest {
+            port: Some(8080),
+            ..Default::default()
+        },
+    ] {
+        let (code, _) = refusal(update(req).await.unwrap_err());
+        assert_eq!(code, "nothing_to_change");
+    }
+    let (code, _) = refusal(
+        update(UpdateAppRequest {
+            health_timeout: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, "invalid_health_timeout", "create's rules apply");
+    assert_eq!(rig.fakes.world().calls.len(), calls, "nothing moved");
+    assert_eq!(rig.deployer.store.list_deploys("web").unwrap().len(), 1);
+}
+
+/// Memory that cannot fit beside the serving version makes the change a
+/// recreate, which is refused without `yes` and runs with it.
+#[tokio::test]
+async fn memory_beyond_capacity_needs_yes() {
+    let rig = rig();
+    rig.create(1, "auto").await;
+    let d = rig
+        .update(UpdateAppRequest {
+            memory: Some("40g".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(
+        d.strategy.as_deref(),
+        Some("bluegreen"),
+        "40 GiB fit beside nothing"
+    );
+    let containers = rig.container_ids();
+    let calls = rig.fakes.world().calls.len();
+    let thirty = UpdateAppRequest {
+        memory: Some("30g".into()),
+        ..Default::default()
+    };
+    let (code, message) = refusal(
+        rig.deployer
+            .update_app("web", thirty.clone(), "test")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, "recreate_needs_yes");
+    assert!(message.contains("--yes"), "{message}");
+    assert_eq!(rig.fakes.world().calls.len(), calls, "nothing stopped");
+    assert_eq!(rig.app().memory_bytes, Some(40 << 30));
+    let d = rig
+        .update(UpdateAppRequest {
+            yes: true,
+            ..thirty
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(d.strategy.as_deref(), Some("recreate"));
+    assert_eq!(rig.app().memory_bytes, Some(30 << 30));
+    assert_ne!(rig.container_ids(), containers);
+    rig.assert_serves();
+}
