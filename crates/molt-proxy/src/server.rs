@@ -32,6 +32,7 @@ use crate::routes::Routes;
 use crate::tls::{self, Certs};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
 
 /// How many threads `molt proxy` serves traffic with by default: half the
 /// CPUs, at least one. The proxy shares its host with the Apps it serves
@@ -490,11 +491,12 @@ impl Serving {
             .max_concurrent_streams(edge.h2_max_streams)
             .max_header_list_size(u32::try_from(edge.max_header_bytes).unwrap_or(u32::MAX));
         let builder = Arc::new(builder);
-        // Every connection holds a receiver: their count is the number of
-        // connections (the limit reads it, one atomic load per accept), a
-        // `true` asks them to finish gracefully, and `closed` resolves once
-        // all are gone.
-        let graceful = watch::Sender::new(false);
+        // Every connection holds a receiver of `open`: their count is the
+        // number of connections (the limit reads it, one atomic load per
+        // accept), and `closed` resolves once all are gone. Cancelling
+        // `finish` asks them all to finish gracefully.
+        let open = watch::Sender::new(());
+        let finish = CancellationToken::new();
         let handover = wait_true(handed_over);
         tokio::pin!(handover);
         // Freed heap goes back to the system when a burst of connections
@@ -508,7 +510,7 @@ impl Serving {
                 _ = &mut stopped => break Stop::Shutdown,
                 () = &mut handover => break Stop::HandedOver,
                 _ = quiet_tick.tick() => {
-                    if quiet.sample(graceful.receiver_count()) {
+                    if quiet.sample(open.receiver_count()) {
                         tokio::task::spawn_blocking(crate::memory::give_back);
                     }
                     continue;
@@ -530,7 +532,7 @@ impl Serving {
                     }
                 },
             };
-            if graceful.receiver_count() >= edge.max_connections {
+            if open.receiver_count() >= edge.max_connections {
                 match tls {
                     None => edge::refuse(stream, edge.max_connections),
                     // No plain 503 on a TLS port: just closed.
@@ -548,7 +550,10 @@ impl Serving {
                 Arc::clone(&self.routes),
                 Arc::clone(&self.closing),
                 Arc::clone(&self.edge),
-                graceful.subscribe(),
+                Tracked {
+                    _open: open.subscribe(),
+                    finish: finish.child_token(),
+                },
             ));
         };
         // Ours only: after a handover the successor's keep the socket
@@ -559,8 +564,8 @@ impl Serving {
         match why {
             Stop::Shutdown => {
                 self.admin.release_socket();
-                graceful.send_replace(true);
-                if tokio::time::timeout(SHUTDOWN_GRACE, graceful.closed())
+                finish.cancel();
+                if tokio::time::timeout(SHUTDOWN_GRACE, open.closed())
                     .await
                     .is_err()
                 {
@@ -576,11 +581,11 @@ impl Serving {
                     // response that says so; then idle ones are closed
                     // (HTTP/2 gets a GOAWAY) and in-flight ones finish.
                     let linger = tokio::time::Instant::now() + HANDOVER_LINGER;
-                    while graceful.receiver_count() > 0 && tokio::time::Instant::now() < linger {
+                    while open.receiver_count() > 0 && tokio::time::Instant::now() < linger {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    graceful.send_replace(true);
-                    graceful.closed().await;
+                    finish.cancel();
+                    open.closed().await;
                     // Upgraded connections (WebSockets) outlive their HTTP
                     // connection; they get the same grace.
                     while routes.all().iter().any(|r| r.in_flight() > 0) {
@@ -605,7 +610,7 @@ impl Serving {
 
 /// Serves one user connection: its PROXY header and first bytes under the
 /// first-bytes deadline, then HTTP/1 or HTTP/2 until it ends, an HTTP/2 one
-/// idles past its timeout, or the proxy asks it to finish (`graceful`).
+/// idles past its timeout, or the proxy asks it to finish (`tracked`).
 #[allow(clippy::too_many_arguments)]
 async fn connection(
     mut stream: tokio::net::TcpStream,
@@ -616,7 +621,7 @@ async fn connection(
     routes: Arc<Routes>,
     closing: Arc<AtomicBool>,
     edge: Arc<EdgeConfig>,
-    mut graceful: watch::Receiver<bool>,
+    tracked: Tracked,
 ) {
     let first_bytes = async {
         if edge.proxy_protocol {
@@ -692,11 +697,9 @@ async fn connection(
     let result = loop {
         tokio::select! {
             result = conn.as_mut() => break result,
-            changed = graceful.wait_for(|v| *v), if !finishing => {
+            () = tracked.finish.cancelled(), if !finishing => {
                 finishing = true;
-                if changed.is_ok() {
-                    conn.as_mut().graceful_shutdown();
-                }
+                conn.as_mut().graceful_shutdown();
             }
             () = &mut idle, if !finishing => {
                 tracing::debug!(%peer, "HTTP/2 connection idle; closing");
@@ -708,7 +711,18 @@ async fn connection(
     if let Err(e) = result {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
-    drop(graceful);
+    drop(tracked);
+}
+
+/// What ties a user connection to the accept loop: its receiver counts it
+/// as open until it ends, and its token, a child of the loop's, asks it to
+/// finish gracefully. A token of its own rather than a channel shared by
+/// every connection: a task polls each branch of its `select!` every time
+/// it wakes, and a waiting receiver of a shared channel takes that
+/// channel's lock on each such poll, from every worker, on every request.
+struct Tracked {
+    _open: watch::Receiver<()>,
+    finish: CancellationToken,
 }
 
 /// What every request on one user connection needs, reached through one
