@@ -301,13 +301,19 @@ async fn relay(
 }
 
 /// `fut` bounded by `ms` milliseconds (0: unbounded); `None` on timeout.
-async fn within<F: std::future::Future>(ms: u64, fut: F) -> Option<F::Output> {
+/// One future or the other, not an `async fn` awaiting either: that kept
+/// room for both in the state of every request (measured: the request's
+/// future went from 4.5 to 3.6 KB; each user connection keeps one).
+fn within<F: std::future::Future>(
+    ms: u64,
+    fut: F,
+) -> impl std::future::Future<Output = Option<F::Output>> {
+    use futures_util::future::{Either, FutureExt};
     if ms == 0 {
-        return Some(fut.await);
+        Either::Left(fut.map(Some))
+    } else {
+        Either::Right(tokio::time::timeout(Duration::from_millis(ms), fut).map(Result::ok))
     }
-    tokio::time::timeout(Duration::from_millis(ms), fut)
-        .await
-        .ok()
 }
 
 /// The request's path and query alone (what an HTTP/1.1 request line to
