@@ -99,8 +99,20 @@ async fn external_pushes_reach_only_their_app_and_expire() {
         (200, "v2".to_string())
     );
 
-    // A credential stops working when it expires.
-    let short = push_target(&server, "web", 1).await;
+    // A credential stops working when it expires. Asked for as the docs
+    // show it, `curl -d '{"ttl_secs": 1}'`: a body that no content type
+    // says is JSON.
+    let resp = proxy_client(Duration::from_secs(10))
+        .post(format!("{}/api/v1/apps/web/push-target", server.api_url()))
+        .bearer_auth(server.token())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"ttl_secs": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let short: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(short["expires_in_secs"], 1, "{short}");
     let expired = wait_until(Duration::from_secs(20), || async {
         let dir = tempfile::tempdir().unwrap();
         let out = login(dir.path(), &short);

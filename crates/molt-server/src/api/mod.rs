@@ -320,7 +320,7 @@ where
 }
 
 /// A JSON body that may be left out (then every field takes its default).
-fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiFailure> {
+pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiFailure> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
