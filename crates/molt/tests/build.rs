@@ -245,6 +245,9 @@ async fn build_then_promote_under_load_and_a_failing_build_changes_nothing() {
         "does not exist",
     );
     refused(&["build", "nope", src], "no App named `nope`");
+    // ... before its source is packed and sent.
+    let out = molt(&server, &["build", "nope", src]);
+    assert!(!out.stderr.contains("Uploading source"), "{out}");
     let big = source(&app_dockerfile("big"));
     let blob: Vec<u8> = (0..100_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 pub async fn build(client: &Client, args: &BuildArgs) -> Result<u8> {
-    let (context, dockerfile) = package(&args.dir, &args.source).await?;
+    let (context, dockerfile) = package(client, &args.name, &args.dir, &args.source).await?;
     // A client config of its own for Molt's registry: the issued
     // credential never lands in the user's docker config.
     let config = tempfile::Builder::new()
