@@ -197,7 +197,7 @@ pub(super) async fn package(
             args.git_ref.clone(),
         );
         tokio::task::spawn_blocking(move || match git_ref {
-            Some(r) => source::pack_git(&dir, &r, &path),
+            Some(r) => source::pack_git(&dir, &r, &dockerfile, &path),
             None => source::pack_dir(&dir, &dockerfile, &path).map(|_| ()),
         })
         .await?
