@@ -57,6 +57,9 @@ async fn build_then_promote_under_load_and_a_failing_build_changes_nothing() {
     let server = MoltServer::start_with(None, &["--build-context-limit", "64K"], &[]);
     let proxy = server.proxy_addr();
     create_app(&server, "src", &v1, &["--health-path", "/healthz"]);
+    // No release yet: said so, with how to make one.
+    let out = ok(molt(&server, &["releases", "src"]));
+    assert!(out.stdout.contains("no releases yet"), "{out}");
 
     // A build makes a release that does not serve yet.
     let dir = source(&app_dockerfile("built-1"));

@@ -282,6 +282,12 @@ pub async fn releases(client: &Client, args: ReleasesArgs) -> Result<u8> {
                 return Ok(OK);
             }
             let releases: Vec<ReleaseView> = value.decode("a list of releases")?;
+            if releases.is_empty() {
+                outln!(
+                    "{name} has no releases yet: build one with `molt build {name} DIR` (or `molt deploy {name} --build DIR`)"
+                );
+                return Ok(OK);
+            }
             out!("{}", releases_table(&releases));
             Ok(OK)
         }
