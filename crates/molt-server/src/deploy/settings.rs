@@ -128,7 +128,13 @@ impl<'a> SettingsChange<'a> {
             s.health.deploy_timeout_secs = t;
         }
         if let Some(ms) = self.health_interval_ms {
-            s.health.interval_ms = ms.clamp(10, 60_000);
+            if !(10..=60_000).contains(&ms) {
+                return Err(DeployError::invalid(
+                    "invalid_health_interval",
+                    "--health-interval must be between 10 and 60000 milliseconds",
+                ));
+            }
+            s.health.interval_ms = ms;
         }
         if let Some(secs) = self.start_period {
             if secs > MAX_WAIT_SECS {
