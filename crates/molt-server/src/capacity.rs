@@ -333,7 +333,10 @@ mod tests {
         let e = choose(&a, false, Need::default(), HOST).unwrap_err();
         assert!(e.contains("cannot hold"), "{e}");
         // Only what runs short is named (no "needs 0 bytes"), with what to do.
-        assert!(e.contains("it needs 2 GPU(s), and 1 of the 1 GPU(s)"), "{e}");
+        assert!(
+            e.contains("it needs 2 GPU(s), and 1 of the 1 GPU(s)"),
+            "{e}"
+        );
         assert!(!e.contains("memory"), "{e}");
         assert!(e.contains("`molt server --gpus N`"), "{e}");
         assert!(e.contains("Ask for fewer --gpus"), "{e}");

@@ -89,7 +89,10 @@ async fn settings_change_under_load_and_a_bad_one_changes_nothing() {
         ],
     );
     assert_eq!(out.status, 0, "{out}");
-    assert!(out.stdout.contains("✓ web is live at web.localhost:"), "{out}");
+    assert!(
+        out.stdout.contains("✓ web is live at web.localhost:"),
+        "{out}"
+    );
     let (status, _) = get(proxy, "www.update.test", "/").await.unwrap();
     assert_ne!(status, 200, "the removed domain is no longer routed");
     assert_eq!(served(proxy, "web.localhost").await, "testapp v1");

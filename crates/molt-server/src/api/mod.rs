@@ -320,7 +320,9 @@ where
 }
 
 /// A JSON body that may be left out (then every field takes its default).
-pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiFailure> {
+pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiFailure> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -764,7 +766,11 @@ mod tests {
         };
         let console = Some("molt.example.com");
         assert_eq!(
-            login_link_url(&headers("molt.example.com:8443", Some("https")), console, "t"),
+            login_link_url(
+                &headers("molt.example.com:8443", Some("https")),
+                console,
+                "t"
+            ),
             "https://molt.example.com:8443/login/link?token=t"
         );
         assert_eq!(

@@ -539,14 +539,22 @@ mod tests {
         let e = config(LETS_ENCRYPT, Some("/nonexistent/ca.pem".into()))
             .check()
             .unwrap_err();
-        assert!(e.contains("cannot read --acme-ca /nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.contains("cannot read --acme-ca /nonexistent/ca.pem"),
+            "{e}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let not_pem = dir.path().join("ca.pem");
         std::fs::write(&not_pem, "hello").unwrap();
-        let e = config(LETS_ENCRYPT, Some(not_pem.clone())).check().unwrap_err();
+        let e = config(LETS_ENCRYPT, Some(not_pem.clone()))
+            .check()
+            .unwrap_err();
         assert!(e.contains("holds no PEM certificate"), "{e}");
-        std::fs::write(&not_pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-            .unwrap();
+        std::fs::write(
+            &not_pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         assert_eq!(config(LETS_ENCRYPT, Some(not_pem)).check(), Ok(()));
     }
 

@@ -175,7 +175,12 @@ pub fn pack_git(dir: &Path, git_ref: &str, dockerfile: &str, out: &Path) -> Resu
     let stdout = child.stdout.take().context("git archive gave no output")?;
     let file = std::fs::File::create(out).context("cannot create the context file")?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let copied = copy_kept(&mut tar::Archive::new(stdout), &mut tar, &ignore, dockerfile);
+    let copied = copy_kept(
+        &mut tar::Archive::new(stdout),
+        &mut tar,
+        &ignore,
+        dockerfile,
+    );
     // The archive was dropped above, so git cannot be left writing to a
     // pipe nobody reads.
     let status = child.wait().context("git archive did not finish")?;
