@@ -293,4 +293,15 @@ async fn external_builds_push_register_and_promote() {
     assert!(out.stderr.contains("HOST/REPO"), "{out}");
     let out = molt(&server, &["build", "web", "/nonexistent-dir", "--external"]);
     assert_eq!(out.status, 2, "{out}");
+
+    // A push that fails says what to check and leaves no local tag.
+    let nowhere = format!("127.0.0.1:{}/gone", free_port());
+    let out = molt(
+        &server,
+        &["build", "web", &dir_arg, "--external", "--to", &nowhere],
+    );
+    assert_eq!(out.status, 1, "{out}");
+    assert!(out.stderr.contains("docker login"), "{out}");
+    let left = docker(&["images", "--quiet", &nowhere]);
+    assert!(left.trim().is_empty(), "left behind: {left}");
 }
