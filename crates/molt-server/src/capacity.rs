@@ -133,18 +133,50 @@ pub fn fits(app: &AppRow, containers: u32, in_use: Need, capacity: Capacity) -> 
     }
 }
 
+/// Why `containers` containers of `app` do not fit beside what `others`
+/// reserve, naming only what runs short, and what to do about it.
 fn cannot_hold(app: &AppRow, containers: u32, others: Need, capacity: Capacity) -> String {
     let need = Need::of(app);
+    let set = need.times(containers);
+    let per = if containers > 1 {
+        format!(" ({containers} containers)")
+    } else {
+        String::new()
+    };
+    let mut short = Vec::new();
+    let mut fixes = Vec::new();
+    let mut declare = Vec::new();
+    if others.memory_bytes.saturating_add(set.memory_bytes) > capacity.memory_bytes {
+        short.push(format!(
+            "it needs {} of memory{per}, and {} of the {} the host offers Apps is free ({} reserved by other Apps)",
+            human_bytes(set.memory_bytes),
+            human_bytes(capacity.memory_bytes.saturating_sub(others.memory_bytes)),
+            human_bytes(capacity.memory_bytes),
+            human_bytes(others.memory_bytes),
+        ));
+        fixes.push("a smaller --memory");
+        declare.push("--memory SIZE");
+    }
+    if others.gpus.saturating_add(set.gpus) > capacity.gpus {
+        short.push(format!(
+            "it needs {} GPU(s){per}, and {} of the {} GPU(s) the host offers Apps are free ({} reserved by other Apps)",
+            set.gpus,
+            capacity.gpus.saturating_sub(others.gpus),
+            capacity.gpus,
+            others.gpus,
+        ));
+        fixes.push("fewer --gpus");
+        declare.push("--gpus N");
+    }
+    if containers > 1 {
+        fixes.push("fewer replicas");
+    }
     format!(
-        "the host cannot hold the App `{}`: it needs {} and {} GPU(s) per container{}, and {} and {} GPU(s) of the host's {} and {} GPU(s) are reserved by other Apps",
+        "the host cannot hold the App `{}`: {}. Ask for {}, make room (scale down or delete other Apps), or, if the host has more than Molt counts, say so with `molt server {}`",
         app.name,
-        human_bytes(need.memory_bytes),
-        need.gpus,
-        if containers > 1 { format!(" for {containers} containers") } else { String::new() },
-        human_bytes(others.memory_bytes),
-        others.gpus,
-        human_bytes(capacity.memory_bytes),
-        capacity.gpus
+        short.join("; "),
+        fixes.join(" or "),
+        declare.join(" ")
     )
 }
 
@@ -284,7 +316,8 @@ mod tests {
     fn every_replica_reserves() {
         let a = replicas(app(512, 0, "auto"), 3);
         let e = choose(&a, false, Need::default(), HOST).unwrap_err();
-        assert!(e.contains("for 3 containers"), "{e}");
+        assert!(e.contains("1.5 GiB of memory (3 containers)"), "{e}");
+        assert!(e.contains("fewer replicas"), "{e}");
         let a = replicas(app(256, 0, "auto"), 2);
         let used = Need {
             memory_bytes: 512 << 20,
@@ -299,6 +332,14 @@ mod tests {
         let a = app(0, 2, "auto");
         let e = choose(&a, false, Need::default(), HOST).unwrap_err();
         assert!(e.contains("cannot hold"), "{e}");
+        // Only what runs short is named (no "needs 0 bytes"), with what to do.
+        assert!(
+            e.contains("it needs 2 GPU(s), and 1 of the 1 GPU(s)"),
+            "{e}"
+        );
+        assert!(!e.contains("memory"), "{e}");
+        assert!(e.contains("`molt server --gpus N`"), "{e}");
+        assert!(e.contains("Ask for fewer --gpus"), "{e}");
         let a = app(512, 0, "auto");
         let used_by_others = Need {
             memory_bytes: 768 << 20,

@@ -74,6 +74,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(config: ServerConfig) -> Result<()> {
     let dir = &config.data_dir;
+    if let Some(acme) = &config.acme {
+        acme.check().map_err(anyhow::Error::msg)?;
+    }
     // First of all: a second server on this data dir must touch nothing.
     let _lock = datadir::claim(dir)?;
     crate::tls::init();

@@ -57,6 +57,9 @@ async fn build_then_promote_under_load_and_a_failing_build_changes_nothing() {
     let server = MoltServer::start_with(None, &["--build-context-limit", "64K"], &[]);
     let proxy = server.proxy_addr();
     create_app(&server, "src", &v1, &["--health-path", "/healthz"]);
+    // No release yet: said so, with how to make one.
+    let out = ok(molt(&server, &["releases", "src"]));
+    assert!(out.stdout.contains("no releases yet"), "{out}");
 
     // A build makes a release that does not serve yet.
     let dir = source(&app_dockerfile("built-1"));
@@ -245,6 +248,9 @@ async fn build_then_promote_under_load_and_a_failing_build_changes_nothing() {
         "does not exist",
     );
     refused(&["build", "nope", src], "no App named `nope`");
+    // ... before its source is packed and sent.
+    let out = molt(&server, &["build", "nope", src]);
+    assert!(!out.stderr.contains("Uploading source"), "{out}");
     let big = source(&app_dockerfile("big"));
     let blob: Vec<u8> = (0..100_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)

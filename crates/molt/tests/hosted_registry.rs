@@ -58,6 +58,12 @@ async fn external_pushes_reach_only_their_app_and_expire() {
         .unwrap()
         .status();
     assert_eq!(status, 401);
+    // A registry with nothing in it yet has no garbage, and no warning.
+    assert!(
+        !server.log().contains("garbage collection failed"),
+        "{}",
+        server.log()
+    );
 
     // A push target: login, tag, push.
     let target = push_target(&server, "web", 900).await;
@@ -99,8 +105,20 @@ async fn external_pushes_reach_only_their_app_and_expire() {
         (200, "v2".to_string())
     );
 
-    // A credential stops working when it expires.
-    let short = push_target(&server, "web", 1).await;
+    // A credential stops working when it expires. Asked for as the docs
+    // show it, `curl -d '{"ttl_secs": 1}'`: a body that no content type
+    // says is JSON.
+    let resp = proxy_client(Duration::from_secs(10))
+        .post(format!("{}/api/v1/apps/web/push-target", server.api_url()))
+        .bearer_auth(server.token())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"ttl_secs": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let short: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(short["expires_in_secs"], 1, "{short}");
     let expired = wait_until(Duration::from_secs(20), || async {
         let dir = tempfile::tempdir().unwrap();
         let out = login(dir.path(), &short);
@@ -275,4 +293,15 @@ async fn external_builds_push_register_and_promote() {
     assert!(out.stderr.contains("HOST/REPO"), "{out}");
     let out = molt(&server, &["build", "web", "/nonexistent-dir", "--external"]);
     assert_eq!(out.status, 2, "{out}");
+
+    // A push that fails says what to check and leaves no local tag.
+    let nowhere = format!("127.0.0.1:{}/gone", free_port());
+    let out = molt(
+        &server,
+        &["build", "web", &dir_arg, "--external", "--to", &nowhere],
+    );
+    assert_eq!(out.status, 1, "{out}");
+    assert!(out.stderr.contains("docker login"), "{out}");
+    let left = docker(&["images", "--quiet", &nowhere]);
+    assert!(left.trim().is_empty(), "left behind: {left}");
 }

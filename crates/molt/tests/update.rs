@@ -70,6 +70,12 @@ async fn settings_change_under_load_and_a_bad_one_changes_nothing() {
         ],
     );
     assert_eq!(out.status, 0, "{out}");
+    // The outcome names the domains the App has now, the new one included.
+    assert!(
+        out.stdout
+            .contains("✓ web is live at web.localhost, www.update.test:"),
+        "{out}"
+    );
     assert_eq!(served(proxy, "www.update.test").await, "testapp v1");
     assert_eq!(serving_containers(&server, "web"), before);
     let out = molt(
@@ -83,6 +89,10 @@ async fn settings_change_under_load_and_a_bad_one_changes_nothing() {
         ],
     );
     assert_eq!(out.status, 0, "{out}");
+    assert!(
+        out.stdout.contains("✓ web is live at web.localhost:"),
+        "{out}"
+    );
     let (status, _) = get(proxy, "www.update.test", "/").await.unwrap();
     assert_ne!(status, 200, "the removed domain is no longer routed");
     assert_eq!(served(proxy, "web.localhost").await, "testapp v1");

@@ -73,15 +73,6 @@ async fn dashboard_link(
     headers: HeaderMap,
 ) -> Result<Json<DashboardLink>, ApiFailure> {
     let (token, expires) = crate::ops::login_links::issue(&s.deployer.sealer)?;
-    // The address the client reached the API at is where the dashboard is.
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
-        })
-        .unwrap_or("127.0.0.1:7700");
     let expires_at = time::OffsetDateTime::from_unix_timestamp(expires as i64)
         .ok()
         .and_then(|t| {
@@ -90,9 +81,30 @@ async fn dashboard_link(
         })
         .unwrap_or_default();
     Ok(Json(DashboardLink {
-        url: format!("http://{host}/login/link?token={token}"),
+        url: login_link_url(&headers, s.deployer.console_domain(), &token),
         expires_at,
     }))
+}
+
+/// The one-time login URL at the address the client reached the API at,
+/// which is where the dashboard is: over HTTPS when that was the console
+/// domain through the proxy (plain HTTP there is refused by the TLS
+/// listener, and would carry the token in clear).
+fn login_link_url(headers: &HeaderMap, console_domain: Option<&str>, token: &str) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+        })
+        .unwrap_or("127.0.0.1:7700");
+    let scheme = if crate::console::over_https(headers, console_domain) {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}/login/link?token={token}")
 }
 
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses((status = 200, description = "This document")))]
@@ -308,7 +320,9 @@ where
 }
 
 /// A JSON body that may be left out (then every field takes its default).
-fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiFailure> {
+pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiFailure> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -737,6 +751,37 @@ async fn remove_cert(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reached through the console domain over HTTPS, the login link is
+    /// HTTPS too; at the API's own address it is plain HTTP.
+    #[test]
+    fn login_links_keep_the_scheme_the_client_came_over() {
+        let headers = |host: &str, proto: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert("host", host.parse().unwrap());
+            if let Some(p) = proto {
+                h.insert("x-forwarded-proto", p.parse().unwrap());
+            }
+            h
+        };
+        let console = Some("molt.example.com");
+        assert_eq!(
+            login_link_url(
+                &headers("molt.example.com:8443", Some("https")),
+                console,
+                "t"
+            ),
+            "https://molt.example.com:8443/login/link?token=t"
+        );
+        assert_eq!(
+            login_link_url(&headers("127.0.0.1:7700", None), console, "t"),
+            "http://127.0.0.1:7700/login/link?token=t"
+        );
+        assert_eq!(
+            login_link_url(&headers("127.0.0.1:7700", None), None, "t"),
+            "http://127.0.0.1:7700/login/link?token=t"
+        );
+    }
 
     /// A client learns that something failed and where the cause is logged,
     /// never the chain of causes (paths, addresses, engine answers).

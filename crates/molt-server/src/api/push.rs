@@ -21,8 +21,11 @@ const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 pub async fn push_target(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-    body: Option<Json<PushTargetRequest>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<PushTarget>, ApiFailure> {
+    // The body is optional, and read whatever its content type says (a
+    // `curl -d` sends none that says JSON).
+    let req: PushTargetRequest = super::optional_json(&body)?;
     let app = find_app(&s.deployer, &name)?;
     let Some(registry) = s.deployer.hosted_registry() else {
         return Err(ApiFailure::new(
@@ -31,8 +34,8 @@ pub async fn push_target(
             "this server runs no registry: start it with `molt server --registry 127.0.0.1:5500` (or push to a registry of your own and deploy from there)",
         ));
     };
-    let ttl = body
-        .and_then(|Json(b)| b.ttl_secs)
+    let ttl = req
+        .ttl_secs
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TTL)
         .clamp(Duration::from_secs(1), MAX_TTL);

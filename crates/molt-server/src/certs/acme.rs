@@ -52,6 +52,37 @@ pub struct AcmeConfig {
     pub renew_at: f64,
 }
 
+impl AcmeConfig {
+    /// Refuses, before the server starts, a directory that is not an HTTPS
+    /// URL or an `--acme-ca` that is not a readable PEM certificate: else
+    /// the mistake would only show as failed orders, App by App.
+    pub fn check(&self) -> Result<(), String> {
+        let https = reqwest::Url::parse(&self.directory)
+            .is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
+        if !https {
+            return Err(format!(
+                "--acme-directory `{}` is not an https:// URL: give the ACME server's directory, e.g. {LETS_ENCRYPT}",
+                self.directory
+            ));
+        }
+        if let Some(file) = &self.ca_file {
+            let pem = std::fs::read_to_string(file).map_err(|e| {
+                format!(
+                    "cannot read --acme-ca {}: {e}; give the PEM file of the CA that signed the ACME server's HTTPS certificate",
+                    file.display()
+                )
+            })?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "--acme-ca {} holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA certificate the ACME server's HTTPS is signed by",
+                    file.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Renewal starts at two thirds of a certificate's lifetime.
 pub const DEFAULT_RENEW_AT: f64 = 2.0 / 3.0;
 
@@ -490,6 +521,42 @@ fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<TlsCert, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_that_is_not_https_or_a_ca_that_is_not_there_is_refused() {
+        let config = |directory: &str, ca_file: Option<PathBuf>| AcmeConfig {
+            directory: directory.into(),
+            email: None,
+            ca_file,
+            backoff: Duration::from_secs(60),
+            renew_at: DEFAULT_RENEW_AT,
+        };
+        assert_eq!(config(LETS_ENCRYPT, None).check(), Ok(()));
+        for bad in ["notaurl", "http://acme.example.com/dir", "acme.example.com"] {
+            let e = config(bad, None).check().unwrap_err();
+            assert!(e.contains("not an https:// URL"), "{e}");
+        }
+        let e = config(LETS_ENCRYPT, Some("/nonexistent/ca.pem".into()))
+            .check()
+            .unwrap_err();
+        assert!(
+            e.contains("cannot read --acme-ca /nonexistent/ca.pem"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let e = config(LETS_ENCRYPT, Some(not_pem.clone()))
+            .check()
+            .unwrap_err();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        std::fs::write(
+            &not_pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert_eq!(config(LETS_ENCRYPT, Some(not_pem)).check(), Ok(()));
+    }
 
     #[test]
     fn which_domains_get_a_certificate() {

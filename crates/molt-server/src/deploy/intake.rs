@@ -548,7 +548,11 @@ impl Deployer {
             if let Some(owner) = self.domain_owner(d)?.filter(|o| *o != app.name) {
                 return Err(DeployError::invalid(
                     "domain_taken",
-                    format!("deploy {} routed {d}, which now belongs to the App `{owner}`: remove it there first (`molt apps update {owner} --remove-domain {d}`) or roll back without --with-config", target.id),
+                    format!(
+                        "deploy {} routed {d}, which cannot be restored: {}; or roll back without --with-config",
+                        target.id,
+                        super::settings::domain_taken_message(d, &owner)
+                    ),
                 ));
             }
         }

@@ -13,13 +13,28 @@ pub(super) fn container_name(app: &str, deploy: &str, replica: u32) -> String {
 }
 
 pub(super) fn health_message(app: &AppRow) -> String {
-    let what = match &app.health.path {
-        Some(p) => format!("GET {p} on port {}", app.port),
-        None => format!("TCP connect to port {}", app.port),
+    describe_health(&app.health, app.port)
+}
+
+/// `checking health: GET /healthz on port 8080 every 100 ms, for up to 60 s`,
+/// with the start period that comes first, and without a path the image's
+/// own `HEALTHCHECK` that decides when the image declares one.
+fn describe_health(health: &HealthCheck, port: u16) -> String {
+    let every = health.interval_ms;
+    let what = match &health.path {
+        Some(p) => format!("GET {p} on port {port} every {every} ms"),
+        None => format!(
+            "TCP connect to port {port} every {every} ms (and the image's own HEALTHCHECK, when it declares one)"
+        ),
+    };
+    let start = match health.start_period_ms {
+        0 => String::new(),
+        ms if ms % 1000 == 0 => format!(" after a start period of {} s", ms / 1000),
+        ms => format!(" after a start period of {ms} ms"),
     };
     format!(
-        "checking health: {what} every {} ms, for up to {} s",
-        app.health.interval_ms, app.health.deploy_timeout_secs
+        "checking health: {what}, for up to {} s{start}",
+        health.deploy_timeout_secs
     )
 }
 
@@ -79,4 +94,33 @@ pub(crate) fn indent(text: &str) -> String {
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_line_says_what_decides_and_for_how_long() {
+        let http = HealthCheck {
+            path: Some("/healthz".into()),
+            ..HealthCheck::default()
+        };
+        assert_eq!(
+            describe_health(&http, 8080),
+            "checking health: GET /healthz on port 8080 every 100 ms, for up to 60 s"
+        );
+        let slow = HealthCheck {
+            start_period_ms: 8_000,
+            deploy_timeout_secs: 3,
+            ..http
+        };
+        assert_eq!(
+            describe_health(&slow, 8080),
+            "checking health: GET /healthz on port 8080 every 100 ms, for up to 3 s after a start period of 8 s"
+        );
+        let tcp = describe_health(&HealthCheck::default(), 8080);
+        assert!(tcp.contains("TCP connect to port 8080"), "{tcp}");
+        assert!(tcp.contains("the image's own HEALTHCHECK"), "{tcp}");
+    }
 }

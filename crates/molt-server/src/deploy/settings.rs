@@ -128,7 +128,13 @@ impl<'a> SettingsChange<'a> {
             s.health.deploy_timeout_secs = t;
         }
         if let Some(ms) = self.health_interval_ms {
-            s.health.interval_ms = ms.clamp(10, 60_000);
+            if !(10..=60_000).contains(&ms) {
+                return Err(DeployError::invalid(
+                    "invalid_health_interval",
+                    "--health-interval must be between 10 and 60000 milliseconds",
+                ));
+            }
+            s.health.interval_ms = ms;
         }
         if let Some(secs) = self.start_period {
             if secs > MAX_WAIT_SECS {
@@ -292,10 +298,17 @@ fn check_constraints(raw: &[String]) -> Result<Vec<String>, DeployError> {
 
 /// The refusal of a domain that the App `owner` serves (or is adding).
 pub(super) fn domain_taken(d: &str, owner: &str) -> DeployError {
-    DeployError::invalid(
-        "domain_taken",
-        format!("the domain {d} is already routed to the App `{owner}`: remove it there first with `molt apps update {owner} --remove-domain {d}`"),
-    )
+    DeployError::invalid("domain_taken", domain_taken_message(d, owner))
+}
+
+/// Why `d` cannot be had and what to do: remove it from `owner` first,
+/// unless it is `owner`'s own `NAME.localhost`, which cannot be removed.
+pub(super) fn domain_taken_message(d: &str, owner: &str) -> String {
+    if d.eq_ignore_ascii_case(&format!("{owner}.localhost")) {
+        format!("the domain {d} is the App `{owner}`'s own name, always routed to it: choose another domain")
+    } else {
+        format!("the domain {d} is already routed to the App `{owner}`: remove it there first with `molt apps update {owner} --remove-domain {d}`")
+    }
 }
 
 /// What differs between two settings, one phrase per setting, e.g.
@@ -406,6 +419,23 @@ pub(super) fn likely_cause(
                 .unwrap_or_else(|| "the default".into())
         ),
     })
+}
+
+#[cfg(test)]
+mod domain_tests {
+    use super::domain_taken_message;
+
+    #[test]
+    fn a_taken_domain_says_how_to_free_it_unless_it_cannot_be_freed() {
+        assert_eq!(
+            domain_taken_message("www.example.com", "web"),
+            "the domain www.example.com is already routed to the App `web`: remove it there first with `molt apps update web --remove-domain www.example.com`"
+        );
+        // An App's own NAME.localhost cannot be removed from it.
+        let own = domain_taken_message("web.localhost", "web");
+        assert!(!own.contains("--remove-domain"), "{own}");
+        assert!(own.contains("choose another domain"), "{own}");
+    }
 }
 
 #[cfg(test)]

@@ -60,7 +60,9 @@ impl Supervised {
         let log_path = s.dir.join("registry.log");
         let pid_path = s.dir.join("registry.pid");
         stop_leftover(&pid_path).await;
-        collect_garbage(&config_path, &log_path).await;
+        if holds_images(&s.dir.join("storage")) {
+            collect_garbage(&config_path, &log_path).await;
+        }
         let mut child = spawn(&config_path, &log_path)?;
         record_pid(&pid_path, &child);
         let ready = wait_ready(s.addr, &mut child).await;
@@ -82,6 +84,13 @@ impl Supervised {
         let task = tokio::spawn(supervise(child, config_path, log_path, pid_path));
         Ok(Self { task })
     }
+}
+
+/// Whether the registry's storage holds any repository yet. Before the
+/// first push there is nothing to collect, and the collector fails on the
+/// missing directory.
+fn holds_images(storage: &std::path::Path) -> bool {
+    storage.join("docker/registry/v2/repositories").is_dir()
 }
 
 /// Frees the layers that no manifest uses any more (retention deletes
@@ -258,5 +267,14 @@ mod tests {
             c.contains("    rootdirectory: \"/data/registry/storage\"\n"),
             "{c}"
         );
+    }
+
+    #[test]
+    fn garbage_is_collected_only_once_something_was_pushed() {
+        let storage = tempfile::tempdir().unwrap();
+        assert!(!holds_images(storage.path()));
+        std::fs::create_dir_all(storage.path().join("docker/registry/v2/repositories/web"))
+            .unwrap();
+        assert!(holds_images(storage.path()));
     }
 }

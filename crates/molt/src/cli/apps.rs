@@ -158,7 +158,7 @@ pub struct UpdateArgs {
     /// Seconds a deploy waits for a new container to become healthy.
     #[arg(long, value_name = "SECS")]
     pub health_timeout: Option<u64>,
-    /// Milliseconds between health checks.
+    /// Milliseconds between health checks (10 to 60000).
     #[arg(long, value_name = "MS")]
     pub health_interval: Option<u64>,
     /// Seconds after start during which failed health checks do not count.

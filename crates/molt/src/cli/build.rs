@@ -144,7 +144,12 @@ async fn promote(client: &Client, name: &str, release: &str, detach: bool) -> Re
 /// Checks the input and packages the source as a tar (a directory honouring
 /// `.dockerignore`, or a Git ref's tree): the tar and the Dockerfile's path
 /// inside it.
-pub(super) async fn package(dir: &Path, args: &SourceArgs) -> Result<(TempPath, String)> {
+pub(super) async fn package(
+    client: &Client,
+    app: &str,
+    dir: &Path,
+    args: &SourceArgs,
+) -> Result<(TempPath, String)> {
     for a in &args.build_args {
         if a.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             return Err(usage(format!(
@@ -178,6 +183,10 @@ pub(super) async fn package(dir: &Path, args: &SourceArgs) -> Result<(TempPath, 
         None => {}
     }
 
+    // An App that does not exist is refused before the source is packed
+    // and sent, which may take a while.
+    client.get(&["apps", app]).await?;
+
     eprintln!("Packaging source…");
     let context = tempfile_path()?;
     let packed = {
@@ -188,7 +197,7 @@ pub(super) async fn package(dir: &Path, args: &SourceArgs) -> Result<(TempPath, 
             args.git_ref.clone(),
         );
         tokio::task::spawn_blocking(move || match git_ref {
-            Some(r) => source::pack_git(&dir, &r, &path),
+            Some(r) => source::pack_git(&dir, &r, &dockerfile, &path),
             None => source::pack_dir(&dir, &dockerfile, &path).map(|_| ()),
         })
         .await?
@@ -206,7 +215,7 @@ async fn run_build(
     args: &SourceArgs,
     show: bool,
 ) -> Result<BuildView> {
-    let (context, dockerfile) = package(dir, args).await?;
+    let (context, dockerfile) = package(client, name, dir, args).await?;
     let size = std::fs::metadata(&context.path)?.len();
     eprintln!("Uploading source… ({})", human(size));
     let options = BuildOptions {
@@ -273,6 +282,12 @@ pub async fn releases(client: &Client, args: ReleasesArgs) -> Result<u8> {
                 return Ok(OK);
             }
             let releases: Vec<ReleaseView> = value.decode("a list of releases")?;
+            if releases.is_empty() {
+                outln!(
+                    "{name} has no releases yet: build one with `molt build {name} DIR` (or `molt deploy {name} --build DIR`)"
+                );
+                return Ok(OK);
+            }
             out!("{}", releases_table(&releases));
             Ok(OK)
         }

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 pub async fn build(client: &Client, args: &BuildArgs) -> Result<u8> {
-    let (context, dockerfile) = package(&args.dir, &args.source).await?;
+    let (context, dockerfile) = package(client, &args.name, &args.dir, &args.source).await?;
     // A client config of its own for Molt's registry: the issued
     // credential never lands in the user's docker config.
     let config = tempfile::Builder::new()
@@ -71,12 +71,16 @@ pub async fn build(client: &Client, args: &BuildArgs) -> Result<u8> {
     eprintln!("Pushing {tag}…");
     let mut push = docker(config_dir);
     push.args(["push", &tag]);
-    let pushed = run(push, None, true).await?;
+    let pushed = run(push, None, true).await;
+    // The local tag is only the way to push: it goes either way.
+    let _ = docker(None).args(["rmi", &tag]).output().await;
+    let pushed = pushed.with_context(|| {
+        format!("pushing {tag} failed: check that the registry answers, and for --to that `docker login` was done for it")
+    })?;
     let digest = pushed_digest(&pushed).ok_or_else(|| {
         anyhow!("`docker push {tag}` did not report a digest; register it with its digest by hand")
     })?;
     let image = format!("{tag}@{digest}");
-    let _ = docker(None).args(["rmi", &tag]).output().await;
 
     let release: ReleaseView = client
         .post(

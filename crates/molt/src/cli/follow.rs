@@ -34,7 +34,22 @@ pub async fn started(client: &Client, started: DeployStarted, detach: bool) -> R
         return Ok(OK);
     }
     let last = follow(client, &app.name, deploy).await?;
-    Ok(outcome(&last, &app.domains))
+    let domains = match last.status {
+        DeployStatus::Succeeded => domains_now(client, &app.name)
+            .await
+            .unwrap_or_else(|| app.domains.clone()),
+        _ => app.domains.clone(),
+    };
+    Ok(outcome(&last, &domains))
+}
+
+/// The App's domains as they are now: a deploy that changed settings
+/// (`apps update --add-domain`, `rollback --with-config`) routes other
+/// domains than the App had when it started. None if the App cannot be read.
+async fn domains_now(client: &Client, app: &str) -> Option<Vec<String>> {
+    let answer = client.get(&["apps", app]).await.ok()?;
+    let view: molt_core::api::AppView = answer.decode("an App").ok()?;
+    Some(view.domains)
 }
 
 /// Polls the deploy until it is terminal and returns its last state.

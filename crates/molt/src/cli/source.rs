@@ -155,15 +155,76 @@ pub fn git_has_file(dir: &Path, git_ref: &str, path: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The tree of `git_ref` (the directory `dir` of it) as a tar file in `out`.
-pub fn pack_git(dir: &Path, git_ref: &str, out: &Path) -> Result<()> {
-    let file = std::fs::File::create(out).context("cannot create the context file")?;
-    let status = git(dir)
+/// The tree of `git_ref` (the directory `dir` of it) as a tar file in `out`,
+/// without what that tree's `.dockerignore` leaves out, as for a directory.
+pub fn pack_git(dir: &Path, git_ref: &str, dockerfile: &str, out: &Path) -> Result<()> {
+    let ignore = match git(dir)
+        .args(["show"])
+        .arg(format!("{git_ref}:./.dockerignore"))
+        .stderr(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => DockerIgnore::parse(&String::from_utf8_lossy(&o.stdout))?,
+        _ => DockerIgnore { rules: Vec::new() },
+    };
+    let mut child = git(dir)
         .args(["archive", "--format=tar", git_ref])
-        .stdout(file)
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .context("cannot run git archive")?;
+    let stdout = child.stdout.take().context("git archive gave no output")?;
+    let file = std::fs::File::create(out).context("cannot create the context file")?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let copied = copy_kept(
+        &mut tar::Archive::new(stdout),
+        &mut tar,
+        &ignore,
+        dockerfile,
+    );
+    // The archive was dropped above, so git cannot be left writing to a
+    // pipe nobody reads.
+    let status = child.wait().context("git archive did not finish")?;
+    copied.with_context(|| format!("cannot repack the tree of {git_ref}"))?;
     anyhow::ensure!(status.success(), "git archive {git_ref} failed ({status})");
+    tar.into_inner()?
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok(())
+}
+
+/// Copies the entries of `from` that `ignore` keeps (and always the
+/// Dockerfile and `.dockerignore`) into `to`.
+fn copy_kept<R: std::io::Read, W: std::io::Write>(
+    from: &mut tar::Archive<R>,
+    to: &mut tar::Builder<W>,
+    ignore: &DockerIgnore,
+    dockerfile: &str,
+) -> Result<()> {
+    for entry in from.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        // `git archive` starts with a global header naming the commit.
+        if kind.is_pax_global_extensions() {
+            continue;
+        }
+        let rel = entry
+            .path()?
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        let always = rel == dockerfile || rel == ".dockerignore";
+        if !always && ignore.excludes(&rel) {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        if kind.is_symlink() {
+            let target = entry.link_name()?.unwrap_or_default().into_owned();
+            to.append_link(&mut header, &rel, target)?;
+        } else {
+            to.append_data(&mut header, &rel, &mut entry)?;
+        }
+    }
     Ok(())
 }
 
@@ -260,6 +321,41 @@ mod tests {
         names.sort();
         assert_eq!(names, [".dockerignore", "Dockerfile", "src", "src/main.rs"]);
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn a_git_ref_leaves_out_what_its_dockerignore_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let ok = git(d)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        run(&["init", "--quiet"]);
+        std::fs::write(d.join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(d.join(".dockerignore"), ".env\nfixtures\n").unwrap();
+        std::fs::write(d.join(".env"), "SECRET=1\n").unwrap();
+        std::fs::create_dir_all(d.join("fixtures")).unwrap();
+        std::fs::write(d.join("fixtures/big"), "x").unwrap();
+        std::fs::write(d.join("main.rs"), "fn main() {}").unwrap();
+        run(&["add", "--all"]);
+        run(&["commit", "--quiet", "-m", "one"]);
+        run(&["tag", "v1"]);
+        let out = tempfile::NamedTempFile::new().unwrap();
+        pack_git(d, "v1", "Dockerfile", out.path()).unwrap();
+        let mut names: Vec<String> = tar::Archive::new(std::fs::File::open(out.path()).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".dockerignore", "Dockerfile", "main.rs"]);
     }
 
     #[test]

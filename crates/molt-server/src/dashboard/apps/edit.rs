@@ -250,6 +250,7 @@ fn field_of(code: &str) -> Option<&'static str> {
         "invalid_port" => "port",
         "invalid_health_path" => "health_path",
         "invalid_health_timeout" => "health_timeout",
+        "invalid_health_interval" => "health_interval_ms",
         "invalid_start_period" => "start_period",
         "invalid_memory" => "memory",
         "invalid_cpus" => "cpus",

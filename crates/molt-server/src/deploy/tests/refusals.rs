@@ -93,6 +93,18 @@ async fn an_update_is_refused_before_anything_moves() {
         .unwrap_err(),
     );
     assert_eq!(code, "invalid_health_timeout", "create's rules apply");
+    // An interval out of range is refused, not quietly changed.
+    for ms in [0, 5, 60_001] {
+        let (code, _) = refusal(
+            update(UpdateAppRequest {
+                health_interval_ms: Some(ms),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        );
+        assert_eq!(code, "invalid_health_interval", "{ms} ms");
+    }
     assert_eq!(rig.fakes.world().calls.len(), calls, "nothing moved");
     assert_eq!(rig.deployer.store.list_deploys("web").unwrap().len(), 1);
 }
