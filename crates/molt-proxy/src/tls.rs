@@ -338,10 +338,12 @@ impl Certs {
 }
 
 /// The redirect of a plain HTTP request to HTTPS, when the host has a
-/// certificate in force (and the proxy serves HTTPS) and its App has not
-/// turned redirects off: 301 for GET and HEAD, 308 (which keeps the method
-/// and body) otherwise. Without any certificate this is one atomic load
-/// per request.
+/// certificate in force (and the proxy serves HTTPS) and is routed to an
+/// App that has not turned redirects off: 301 for GET and HEAD, 308 (which
+/// keeps the method and body) otherwise. A host without a route gets its
+/// 404 where it asked, not a hop to HTTPS for the same 404 (a wildcard
+/// certificate covers names no App serves). Without any certificate this
+/// is one atomic load per request.
 pub fn redirect_to_https<B>(
     certs: &Certs,
     routes: &crate::routes::Routes,
@@ -366,9 +368,9 @@ pub fn redirect_to_https<B>(
     };
     certs.find(name)?;
     let key = crate::host::normalize(name)?;
-    if routes
+    if !routes
         .lookup(&key)
-        .is_some_and(|route| !route.redirects_to_https())
+        .is_some_and(|route| route.redirects_to_https())
     {
         return None;
     }

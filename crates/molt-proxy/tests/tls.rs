@@ -197,6 +197,12 @@ async fn serves_https_by_sni_and_refuses_names_without_a_certificate() {
         .expect("http");
     assert_eq!(status, http::StatusCode::OK);
     assert!(body.contains("x-forwarded-proto: http\n"), "{body}");
+    // A name the wildcard covers but no App serves: its 404 over plain
+    // HTTP, not a redirect to the same 404 over HTTPS.
+    let (status, _) = get(&client(), proxy.http_addr(), "x.wild.example.com", "/")
+        .await
+        .expect("http");
+    assert_eq!(status, http::StatusCode::NOT_FOUND);
 
     admin.remove_cert("a.example.com").await.expect("remove");
     assert!(connect(&tls, at, "a.example.com").await.is_err());
