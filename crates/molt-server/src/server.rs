@@ -68,6 +68,36 @@ pub struct ServerConfig {
     pub keep_releases: usize,
 }
 
+/// Refuses two listeners on one address before anything starts: the
+/// second would fail to bind later, or (HTTPS on the proxy's address) leave
+/// the proxy serving plain HTTP with a warning no one reads.
+fn check_listeners(config: &ServerConfig) -> Result<(), String> {
+    distinct_listeners(&[
+        ("--api", Some(config.api)),
+        ("--proxy", Some(config.proxy)),
+        ("--https", config.https),
+        ("--metrics", config.metrics),
+        ("--proxy-metrics", config.proxy_metrics),
+        ("--registry", config.registry),
+    ])
+}
+
+/// The first flag whose address an earlier one has (port 0, "any free
+/// port", never clashes).
+fn distinct_listeners(named: &[(&str, Option<SocketAddr>)]) -> Result<(), String> {
+    for (i, (flag, addr)) in named.iter().enumerate() {
+        let Some(addr) = addr.filter(|a| a.port() != 0) else {
+            continue;
+        };
+        if let Some((other, _)) = named[..i].iter().find(|(_, a)| *a == Some(addr)) {
+            return Err(format!(
+                "{flag} {addr} is the same address as {other}: each listener needs an address of its own (for example --https 0.0.0.0:443 beside --proxy 0.0.0.0:80)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// How long a stopping server waits for open API connections (a followed
 /// log, a deploy's events) before it exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -77,6 +107,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     if let Some(acme) = &config.acme {
         acme.check().map_err(anyhow::Error::msg)?;
     }
+    check_listeners(&config).map_err(anyhow::Error::msg)?;
     // First of all: a second server on this data dir must touch nothing.
     let _lock = datadir::claim(dir)?;
     crate::tls::init();
@@ -362,5 +393,38 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_listeners;
+
+    #[test]
+    fn two_listeners_on_one_address_are_refused_naming_both() {
+        let at = |s: &str| Some(s.parse().expect("addr"));
+        let err = distinct_listeners(&[
+            ("--proxy", at("0.0.0.0:8080")),
+            ("--https", at("0.0.0.0:8080")),
+        ])
+        .unwrap_err();
+        assert!(
+            err.starts_with("--https 0.0.0.0:8080 is the same address as --proxy"),
+            "{err}"
+        );
+        assert!(distinct_listeners(&[
+            ("--api", at("127.0.0.1:7700")),
+            ("--proxy", at("127.0.0.1:8080")),
+            ("--https", at("127.0.0.1:8443")),
+            ("--metrics", None),
+            ("--registry", None),
+        ])
+        .is_ok());
+        // Port 0 asks for any free port: never a clash.
+        assert!(distinct_listeners(&[
+            ("--api", at("127.0.0.1:0")),
+            ("--proxy", at("127.0.0.1:0")),
+        ])
+        .is_ok());
     }
 }
