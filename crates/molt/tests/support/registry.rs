@@ -217,5 +217,53 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.forget_images();
+    }
+}
+
+impl Registry {
+    /// Removes the engine's references to this registry's images (pushed by
+    /// the test, pulled by a server): they outlive the registry otherwise,
+    /// thousands after a few runs of the suite. One still used by a
+    /// container stays; nothing here may panic (it runs on drop).
+    fn forget_images(&self) {
+        let host = self.host();
+        let mut names = Vec::new();
+        for pattern in [
+            format!("reference={host}/*"),
+            format!("reference={host}/*/*"),
+        ] {
+            let listed = run_bounded(
+                Command::new("docker").args([
+                    "images",
+                    "--filter",
+                    &pattern,
+                    "--format",
+                    "{{.Repository}} {{.Tag}} {{.Digest}}",
+                ]),
+                None,
+                Duration::from_secs(30),
+            );
+            let Ok(out) = listed else { return };
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut parts = line.split_whitespace();
+                let (Some(repo), Some(tag), Some(digest)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                names.push(match (tag, digest) {
+                    ("<none>", "<none>") => continue,
+                    ("<none>", digest) => format!("{repo}@{digest}"),
+                    (tag, _) => format!("{repo}:{tag}"),
+                });
+            }
+        }
+        if names.is_empty() {
+            return;
+        }
+        let mut rmi = Command::new("docker");
+        rmi.arg("rmi").args(&names);
+        let _ = run_bounded(&mut rmi, None, Duration::from_secs(60));
     }
 }
