@@ -15,6 +15,11 @@ pub struct AppView {
     pub image: String,
     /// The digest of the image that serves now, once one does.
     pub digest: Option<String>,
+    /// The reference the serving deploy ran. It differs from `image` after
+    /// a rollback, which runs the earlier image pinned by digest while the
+    /// App keeps following `image`.
+    #[serde(default)]
+    pub serving_image: Option<String>,
     pub port: u16,
     pub health_path: Option<String>,
     pub health: HealthCheck,

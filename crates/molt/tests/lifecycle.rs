@@ -97,10 +97,14 @@ async fn redeploy_restart_and_rollback_run_exact_digests() {
         pinned.contains("@sha256:"),
         "a rollback runs repo@digest: {pinned}"
     );
-    // The App still follows its reference.
-    assert_eq!(
-        molt(&server, &["apps", "show", "web", "--json"]).json()["image"],
-        stable.as_str()
+    // The App still follows its reference, and says what serves instead.
+    let shown = molt(&server, &["apps", "show", "web", "--json"]).json();
+    assert_eq!(shown["image"], stable.as_str());
+    assert_eq!(shown["serving_image"], pinned);
+    let text = ok(molt(&server, &["apps", "show", "web"])).stdout;
+    assert!(
+        text.contains(&format!("serving:          {pinned} (a rollback: `molt redeploy web` would deploy {stable} again)")),
+        "{text}"
     );
 
     // Without an id: the one before the serving one (the v3 redeploy).

@@ -70,6 +70,7 @@ pub fn app_view(deployer: &Deployer, app: &AppRow) -> anyhow::Result<AppView> {
         name: app.name.clone(),
         status: app.status,
         image: app.image.clone(),
+        serving_image: current.as_ref().map(|d| d.image.clone()),
         digest: current.and_then(|d| d.digest),
         port: app.port,
         health_path: app.health.path.clone(),

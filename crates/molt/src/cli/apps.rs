@@ -456,6 +456,19 @@ pub fn app_details(a: &AppView) -> String {
         ("name", a.name.clone()),
         ("status", a.status.to_string()),
         ("image", a.image.clone()),
+    ];
+    // After a rollback the App serves an earlier image, pinned by digest,
+    // while `image` is still what a redeploy would pull.
+    if let Some(serving) = a.serving_image.as_ref().filter(|s| **s != a.image) {
+        pairs.push((
+            "serving",
+            format!(
+                "{serving} (a rollback: `molt redeploy {}` would deploy {} again)",
+                a.name, a.image
+            ),
+        ));
+    }
+    pairs.extend([
         ("digest", or_none(a.digest.as_deref())),
         ("port", a.port.to_string()),
         (
@@ -531,7 +544,7 @@ pub fn app_details(a: &AppView) -> String {
             ),
         ),
         ("current deploy", or_none(a.current_deploy.as_deref())),
-    ];
+    ]);
     if let Some(d) = &a.last_deploy {
         pairs.push((
             "last deploy",
