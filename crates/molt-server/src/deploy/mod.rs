@@ -250,6 +250,12 @@ impl Deployer {
         })
     }
 
+    /// Whether some deploy of `app` serves (a first deploy has nothing
+    /// before it to keep serving).
+    pub(crate) fn serves(&self, app: &str) -> bool {
+        matches!(self.store.get_app(app), Ok(Some(a)) if a.current_deploy.is_some())
+    }
+
     /// The containers of the deploy that serves an App now (none before its
     /// first deploy succeeded), by replica.
     pub fn serving_rows(&self, app: &AppRow) -> anyhow::Result<Vec<ReplicaRow>> {

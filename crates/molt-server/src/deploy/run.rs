@@ -129,7 +129,11 @@ impl Deployer {
                 DeployStatus::Canceled,
                 Some(&Failure::new(
                     FailureKind::Canceled,
-                    "canceled before traffic moved; the previous version kept serving",
+                    if self.serves(&deploy.app) {
+                        "canceled before traffic moved; the previous version kept serving"
+                    } else {
+                        "canceled before traffic moved; nothing served before it, and nothing serves now"
+                    },
                 )),
                 "deploy canceled",
             ),

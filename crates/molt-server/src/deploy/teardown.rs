@@ -51,12 +51,16 @@ impl Deployer {
             }
             match self.runtime.remove(&id).await {
                 Ok(()) => {
+                    // A first deploy (or an App whose containers are gone)
+                    // had no previous version to keep.
+                    let kept = if serving.is_empty() {
+                        ""
+                    } else {
+                        "; the previous version kept serving"
+                    };
                     let _ = self.store.event(
                         &deploy.id,
-                        &format!(
-                            "removed the new container {}; the previous version kept serving",
-                            short(&id)
-                        ),
+                        &format!("removed the new container {}{kept}", short(&id)),
                     );
                 }
                 Err(e) => tracing::error!(

@@ -149,3 +149,39 @@ async fn crash_output_is_recorded_with_secrets_masked() {
     assert!(all.contains("API_TOKEN=***"), "{all}");
     rig.assert_serves();
 }
+
+/// The timeline of a failed deploy says the previous version kept serving
+/// only when there was one: a first deploy that fails had none.
+#[tokio::test]
+async fn only_a_deploy_with_a_serving_version_says_it_kept_serving() {
+    let rig = rig();
+    rig.fakes.world().unhealthy_images.insert(repo(V1));
+    let req = CreateAppRequest {
+        name: "web".into(),
+        image: V1.into(),
+        port: 8080,
+        health_path: Some("/healthz".into()),
+        health_timeout: Some(1),
+        health_interval_ms: Some(10),
+        ..Default::default()
+    };
+    let (_, first) = rig.deployer.create_app(req, "test").await.unwrap();
+    let first = rig.ended(&first.id).await;
+    assert_eq!(first.status, DeployStatus::Failed);
+    let timeline = |id: &str| -> String {
+        let events = rig.deployer.store.events(id, 0).unwrap();
+        events.iter().map(|e| format!("{}\n", e.message)).collect()
+    };
+    let said = timeline(&first.id);
+    assert!(said.contains("removed the new container"), "{said}");
+    assert!(!said.contains("previous version"), "{said}");
+
+    rig.fakes.world().unhealthy_images.clear();
+    let second = rig.deploy(V1).await;
+    assert_eq!(second.status, DeployStatus::Succeeded);
+    rig.fakes.world().unhealthy_images.insert(repo(V2));
+    let third = rig.deploy(V2).await;
+    assert_eq!(third.status, DeployStatus::Failed);
+    let said = timeline(&third.id);
+    assert!(said.contains("the previous version kept serving"), "{said}");
+}
