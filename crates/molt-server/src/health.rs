@@ -297,22 +297,42 @@ fn refused(e: &reqwest::Error) -> bool {
 /// The innermost cause of a request error ("Connection refused"), which is
 /// what a user needs to see.
 fn connect_reason(e: &reqwest::Error) -> String {
+    if refused(e) {
+        // The OS's own words ("Connection refused (os error 111)") would
+        // only say it again.
+        return "connection refused: is the App listening on the configured port?".to_string();
+    }
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     let mut last = e.to_string();
     while let Some(s) = source {
         last = s.to_string();
         source = s.source();
     }
-    if refused(e) {
-        format!("connection refused ({last}): is the App listening on the configured port?")
-    } else {
-        last
-    }
+    last
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_said_once() {
+        // A port nothing listens on: bound, then let go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let e = Prober::new()
+            .client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(
+            connect_reason(&e),
+            "connection refused: is the App listening on the configured port?"
+        );
+    }
 
     #[test]
     fn image_healthchecks_are_described() {
