@@ -149,3 +149,25 @@ async fn crash_output_is_recorded_with_secrets_masked() {
     assert!(all.contains("API_TOKEN=***"), "{all}");
     rig.assert_serves();
 }
+
+/// A hard restart runs the same bytes in place: its deploy records the
+/// serving digest, so the App keeps showing it and the deploy stays a
+/// rollback target like any other.
+#[tokio::test]
+async fn a_hard_restart_records_the_digest_it_keeps_serving() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    let serving_digest = |rig: &Rig| {
+        let id = rig.app().current_deploy.expect("a serving deploy");
+        rig.deployer.store.get_deploy(&id).unwrap().unwrap().digest
+    };
+    let digest = serving_digest(&rig);
+    assert!(digest.is_some(), "the create pinned a digest");
+    let (_, d) = rig.deployer.restart("web", true, "test").await.unwrap();
+    let d = rig.ended(&d.id).await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(d.strategy.as_deref(), Some("in_place"));
+    assert_eq!(d.digest, digest, "the hard restart's deploy");
+    assert_eq!(serving_digest(&rig), digest, "the App after a hard restart");
+    rig.assert_serves();
+}
