@@ -21,8 +21,12 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
         findings.push(crate::debug::classify(
             f.failure.as_ref(),
             f.error.as_deref().unwrap_or_default(),
-            &app.name,
-            app.memory_bytes,
+            crate::debug::Subject {
+                app: &app.name,
+                deploy: Some(&f.id),
+                image: Some(&f.image),
+                memory_limit: app.memory_bytes,
+            },
         ));
     }
     let serving = deploys
@@ -62,7 +66,15 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
                     molt_core::FailureKind::OomKilled,
                     "the container was killed for using more memory than its limit",
                 );
-                let mut f = crate::debug::classify(Some(&oom), "", &app.name, app.memory_bytes);
+                let mut f = crate::debug::classify(
+                    Some(&oom),
+                    "",
+                    crate::debug::Subject {
+                        app: &app.name,
+                        memory_limit: app.memory_bytes,
+                        ..Default::default()
+                    },
+                );
                 f.summary.push_str(&replica);
                 findings.push(f);
             }
