@@ -60,17 +60,29 @@ impl Deployer {
         let Err(e) = self.runtime.pull(image, pair).await else {
             return Ok(());
         };
-        let kind = match self.registries.preflight(image, cred.as_ref()).await {
-            Err(RegistryError::NotFound { .. }) => FailureKind::ImageNotFound,
-            Err(
-                RegistryError::CredentialRefused { .. } | RegistryError::NeedsCredential { .. },
-            ) => FailureKind::RegistryUnauthorized,
-            Err(RegistryError::Unreachable { .. }) => FailureKind::RegistryUnreachable,
-            _ => FailureKind::PullFailed,
+        // The registry's own answer says what is wrong and what to do; the
+        // engine's sentence only where the registry saw nothing wrong.
+        let (kind, why) = match self.registries.preflight(image, cred.as_ref()).await {
+            Err(RegistryError::NotFound { reason, .. }) => (
+                FailureKind::ImageNotFound,
+                format!("it was not found in its registry ({reason}): check the repository and tag, or push the image first"),
+            ),
+            Err(e @ RegistryError::NeedsCredential { .. }) => {
+                (FailureKind::RegistryUnauthorized, e.to_string())
+            }
+            Err(e @ RegistryError::CredentialRefused { .. }) => (
+                FailureKind::RegistryUnauthorized,
+                format!("{e}: update it with `molt registries add {} --username USER --password-stdin`", image.registry),
+            ),
+            Err(e @ RegistryError::Unreachable { .. }) => (
+                FailureKind::RegistryUnreachable,
+                format!("{e}: check its address and that this host can reach it"),
+            ),
+            _ => (FailureKind::PullFailed, format!("{e:#}")),
         };
         Err(StepError::of(
             kind,
-            format!("pulling {image} failed: {e:#}"),
+            format!("pulling {image} failed: {why}"),
         ))
     }
 

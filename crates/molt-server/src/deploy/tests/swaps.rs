@@ -34,6 +34,10 @@ async fn a_pull_that_fails_changes_nothing_and_says_why() {
     let failure = d.failure.unwrap();
     assert_eq!(failure.kind, FailureKind::ImageNotFound, "{failure:?}");
     assert!(failure.message.contains("manifest unknown"), "{failure:?}");
+    assert!(
+        failure.message.contains("check the repository and tag"),
+        "the failure says what to do: {failure:?}"
+    );
     assert_eq!(rig.serving(), before);
     rig.assert_serves();
 }
