@@ -292,10 +292,13 @@ fn check_constraints(raw: &[String]) -> Result<Vec<String>, DeployError> {
 
 /// The refusal of a domain that the App `owner` serves (or is adding).
 pub(super) fn domain_taken(d: &str, owner: &str) -> DeployError {
-    DeployError::invalid(
-        "domain_taken",
-        format!("the domain {d} is already routed to the App `{owner}`: remove it there first with `molt apps update {owner} --remove-domain {d}`"),
-    )
+    let message = if d == format!("{owner}.localhost") {
+        // Every App answers on its own NAME.localhost; it cannot be removed.
+        format!("{d} is the host name of the App `{owner}` (every App answers on NAME.localhost): pick another domain")
+    } else {
+        format!("the domain {d} is already routed to the App `{owner}`: remove it there first with `molt apps update {owner} --remove-domain {d}`")
+    };
+    DeployError::invalid("domain_taken", message)
 }
 
 /// What differs between two settings, one phrase per setting, e.g.

@@ -74,6 +74,20 @@ async fn an_update_is_refused_before_anything_moves() {
     );
     assert_eq!(code, "domain_taken");
     assert!(message.contains("`api`"), "{message}");
+    // Another App's own NAME.localhost cannot be removed from it: the
+    // refusal says so instead of suggesting it.
+    let (code, message) = refusal(
+        update(UpdateAppRequest {
+            add_domains: vec!["api.localhost".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, "domain_taken");
+    assert!(message.contains("`api`"), "{message}");
+    assert!(!message.contains("--remove-domain"), "{message}");
+    assert!(message.contains("pick another domain"), "{message}");
     for req in [
         UpdateAppRequest::default(),
         UpdateAppRequest {
