@@ -157,3 +157,46 @@ async fn memory_beyond_capacity_needs_yes() {
     assert_ne!(rig.container_ids(), containers);
     rig.assert_serves();
 }
+
+/// Unsetting a variable the App does not have is refused, naming it, and
+/// changes nothing (a typo must not look like a done change).
+#[tokio::test]
+async fn unsetting_a_variable_that_is_not_set_is_refused() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    rig.deployer
+        .change_env(
+            "web",
+            vec![("COLOR".into(), "red".into(), false)],
+            Vec::new(),
+            false,
+            "test",
+        )
+        .await
+        .unwrap();
+    let (code, message) = refusal(
+        rig.deployer
+            .change_env(
+                "web",
+                Vec::new(),
+                vec!["COLOR".into(), "COLOUR".into()],
+                false,
+                "test",
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, "unknown_env");
+    assert!(message.contains("COLOUR"), "{message}");
+    assert!(
+        !message.contains("COLOR,"),
+        "only the missing one is named: {message}"
+    );
+    let env = rig.deployer.store.env("web").unwrap();
+    assert_eq!(env.len(), 1, "COLOR is still set: {env:?}");
+    rig.deployer
+        .change_env("web", Vec::new(), vec!["COLOR".into()], false, "test")
+        .await
+        .unwrap();
+    assert!(rig.deployer.store.env("web").unwrap().is_empty());
+}
