@@ -65,7 +65,7 @@ impl Deployer {
         let (kind, why) = match self.registries.preflight(image, cred.as_ref()).await {
             Err(RegistryError::NotFound { reason, .. }) => (
                 FailureKind::ImageNotFound,
-                format!("it was not found in its registry ({reason}): check the repository and tag, or push the image first"),
+                format!("it was not found in its registry: {reason}; check the repository and tag, or push the image first"),
             ),
             Err(e @ RegistryError::NeedsCredential { .. }) => {
                 (FailureKind::RegistryUnauthorized, e.to_string())
