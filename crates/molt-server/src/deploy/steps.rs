@@ -67,17 +67,13 @@ impl Deployer {
                 FailureKind::ImageNotFound,
                 format!("it was not found in its registry: {reason}; check the repository and tag, or push the image first"),
             ),
-            Err(e @ RegistryError::NeedsCredential { .. }) => {
-                (FailureKind::RegistryUnauthorized, e.to_string())
+            Err(
+                e @ (RegistryError::NeedsCredential { .. }
+                | RegistryError::CredentialRefused { .. }),
+            ) => (FailureKind::RegistryUnauthorized, e.to_string()),
+            Err(e @ RegistryError::Unreachable { .. }) => {
+                (FailureKind::RegistryUnreachable, e.to_string())
             }
-            Err(e @ RegistryError::CredentialRefused { .. }) => (
-                FailureKind::RegistryUnauthorized,
-                format!("{e}: update it with `molt registries add {} --username USER --password-stdin`", image.registry),
-            ),
-            Err(e @ RegistryError::Unreachable { .. }) => (
-                FailureKind::RegistryUnreachable,
-                format!("{e}: check its address and that this host can reach it"),
-            ),
             _ => (FailureKind::PullFailed, format!("{e:#}")),
         };
         Err(StepError::of(
