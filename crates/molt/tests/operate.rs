@@ -64,11 +64,13 @@ async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
     assert_eq!(report["findings"][0]["kind"], "oom_killed", "{report}");
     let out = molt(&server, &["debug", "hungry"]);
     assert!(out.stdout.contains("32 MiB"), "the limit is named: {out}");
+    // Its create failed, so nothing serves and there is nothing to update:
+    // the hint is to create it again with more memory.
     assert!(
-        out.stdout
-            .contains("`molt apps update hungry --memory SIZE`"),
+        out.stdout.contains("`molt apps delete hungry --yes`"),
         "{out}"
     );
+    assert!(out.stdout.contains("--memory SIZE"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
