@@ -71,6 +71,11 @@ async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
         "{out}"
     );
     assert!(out.stdout.contains("--memory SIZE"), "{out}");
+    // Its logs are empty, and say why and where the output went.
+    let out = molt(&server, &["logs", "hungry"]);
+    assert_eq!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("no running container"), "{out}");
+    assert!(out.stderr.contains("`molt debug hungry`"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
