@@ -63,8 +63,19 @@ impl Need {
         }
     }
 
-    fn fits(self, capacity: Capacity) -> bool {
-        self.memory_bytes <= capacity.memory_bytes && self.gpus <= capacity.gpus
+    /// Whether what is reserved already (`self`) leaves room for `more`. A
+    /// resource `more` does not ask for never stands in its way: on a host
+    /// whose Apps reserve more than it offers (say after a smaller
+    /// `molt server --memory`), Apps that reserve none of it still deploy.
+    fn has_room_for(self, more: Need, capacity: Capacity) -> bool {
+        (more.memory_bytes == 0
+            || self.memory_bytes.saturating_add(more.memory_bytes) <= capacity.memory_bytes)
+            && (more.gpus == 0 || self.gpus.saturating_add(more.gpus) <= capacity.gpus)
+    }
+
+    /// Whether this reserves no more of anything than `other`.
+    fn within(self, other: Need) -> bool {
+        self.memory_bytes <= other.memory_bytes && self.gpus <= other.gpus
     }
 }
 
@@ -98,17 +109,20 @@ pub fn choose_change(
         None => (Need::default(), Need::default()),
     };
     let others = in_use.minus(old_set);
-    if !others.plus(set).fits(capacity) {
+    // A set no larger than the one it replaces is never refused: it takes
+    // only what the App holds already (at worst through a recreate).
+    let shrinks = old.is_some() && set.within(old_set);
+    if !others.has_room_for(set, capacity) && !shrinks {
         return Err(cannot_hold(new, n, others, capacity));
     }
     if old.is_none() {
         return Ok(Strategy::BlueGreen);
     }
-    let both_fit = others.plus(old_set).plus(set).fits(capacity);
+    let both_fit = others.plus(old_set).has_room_for(set, capacity);
     // A roll holds the old set and one new container at first, and one old
     // container and the new set at its end (the peak is at either end).
-    let one_more_fits = others.plus(old_set).plus(one).fits(capacity)
-        && others.plus(old_one).plus(set).fits(capacity);
+    let one_more_fits = others.plus(old_set).has_room_for(one, capacity)
+        && others.plus(old_one).has_room_for(set, capacity);
     Ok(match new.strategy.as_str() {
         "recreate" => Strategy::Recreate,
         // With one replica, one at a time is the blue-green swap.
@@ -126,7 +140,7 @@ pub fn choose_change(
 pub fn fits(app: &AppRow, containers: u32, in_use: Need, capacity: Capacity) -> Result<(), String> {
     let one = Need::of(app);
     let others = in_use.minus(one.times(app.replicas));
-    if others.plus(one.times(containers)).fits(capacity) {
+    if containers <= app.replicas || others.has_room_for(one.times(containers), capacity) {
         Ok(())
     } else {
         Err(cannot_hold(app, containers, others, capacity))
@@ -146,7 +160,11 @@ fn cannot_hold(app: &AppRow, containers: u32, others: Need, capacity: Capacity) 
     let mut short = Vec::new();
     let mut fixes = Vec::new();
     let mut declare = Vec::new();
-    if others.memory_bytes.saturating_add(set.memory_bytes) > capacity.memory_bytes {
+    // What the App does not ask for is never what runs short, even on a
+    // host whose other Apps reserve more than it now offers.
+    if need.memory_bytes > 0
+        && others.memory_bytes.saturating_add(set.memory_bytes) > capacity.memory_bytes
+    {
         short.push(format!(
             "it needs {} of memory{per}, and {} of the {} the host offers Apps is free ({} reserved by other Apps)",
             human_bytes(set.memory_bytes),
@@ -157,7 +175,7 @@ fn cannot_hold(app: &AppRow, containers: u32, others: Need, capacity: Capacity) 
         fixes.push("a smaller --memory");
         declare.push("--memory SIZE");
     }
-    if others.gpus.saturating_add(set.gpus) > capacity.gpus {
+    if need.gpus > 0 && others.gpus.saturating_add(set.gpus) > capacity.gpus {
         short.push(format!(
             "it needs {} GPU(s){per}, and {} of the {} GPU(s) the host offers Apps are free ({} reserved by other Apps)",
             set.gpus,
@@ -346,6 +364,57 @@ mod tests {
             gpus: 0,
         };
         assert!(choose(&a, false, used_by_others, HOST).is_err());
+    }
+
+    #[test]
+    fn an_over_reserved_host_still_deploys_what_does_not_grow() {
+        // The Apps reserve 14 GiB of a host that now offers 1 GiB.
+        let others = Need {
+            memory_bytes: 14 << 30,
+            gpus: 0,
+        };
+        // An App that reserves no memory is not in the way of anyone.
+        let free = app(0, 0, "auto");
+        assert_eq!(choose(&free, false, others, HOST), Ok(Strategy::BlueGreen));
+        assert_eq!(choose(&free, true, others, HOST), Ok(Strategy::BlueGreen));
+        assert_eq!(fits(&replicas(free, 3), 3, others, HOST), Ok(()));
+        // One that reserves some is replaced as a recreate, never refused:
+        // it takes no more than it holds.
+        let big = app(512, 0, "auto");
+        let with_it = others.plus(Need::of(&big));
+        assert_eq!(choose(&big, true, with_it, HOST), Ok(Strategy::Recreate));
+        // But it cannot grow, and a new App cannot reserve any.
+        assert!(fits(&replicas(big.clone(), 1), 2, with_it, HOST).is_err());
+        let e = choose(&big, false, others, HOST).unwrap_err();
+        assert!(
+            e.contains("it needs 512 MiB of memory, and 0 bytes of the 1 GiB the host offers Apps is free (14 GiB reserved by other Apps)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_only_what_is_short_and_what_to_do() {
+        let e = choose(&app(0, 2, "auto"), false, Need::default(), HOST).unwrap_err();
+        assert!(e.contains("it needs 2 GPU(s)"), "{e}");
+        assert!(!e.contains("of memory"), "{e}");
+        assert!(e.contains("molt server"), "{e}");
+        // Other Apps reserving more memory than the host now offers are not
+        // what stops an App that asks for none.
+        let over = Need {
+            memory_bytes: 14 << 30,
+            gpus: 0,
+        };
+        let e = choose(&app(0, 2, "auto"), false, over, HOST).unwrap_err();
+        assert!(!e.contains("memory"), "{e}");
+        let e = choose(
+            &replicas(app(512, 0, "auto"), 3),
+            false,
+            Need::default(),
+            HOST,
+        )
+        .unwrap_err();
+        assert!(e.contains("1.5 GiB of memory (3 containers)"), "{e}");
+        assert!(!e.contains("GPU"), "{e}");
     }
 
     #[test]

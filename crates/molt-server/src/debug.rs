@@ -6,22 +6,46 @@
 use molt_core::api::Finding;
 use molt_core::{Failure, FailureKind};
 
+/// What a finding is about: the App, and the failed deploy when there is
+/// one, so that each hint can name the command to run with its arguments.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'a> {
+    pub app: &'a str,
+    /// The failed deploy's id.
+    pub deploy: Option<&'a str>,
+    /// The image the failed deploy ran (its registry is the one to fix).
+    pub image: Option<&'a str>,
+    /// The App's memory limit, when the failure did not record one.
+    pub memory_limit: Option<u64>,
+    /// Whether a version serves: an App whose create failed has no
+    /// settings to update yet, so it is created again instead.
+    pub serving: bool,
+}
+
 /// What a failed deploy's failure means for the user, with a hint. `error`
 /// is the deploy's message, for deploys recorded before failures were
 /// typed.
-pub fn classify(
-    failure: Option<&Failure>,
-    error: &str,
-    app: &str,
-    memory_limit: Option<u64>,
-) -> Finding {
+pub fn classify(failure: Option<&Failure>, error: &str, subject: Subject) -> Finding {
+    let app = subject.app;
+    // How to change a setting: `molt apps update` once a version serves.
+    let change = |flag: &str| {
+        if subject.serving {
+            format!("`molt apps update {app} {flag}`")
+        } else {
+            format!("`molt apps delete {app} --yes`, then `molt apps create {app}` again with {flag} (nothing has served yet, so there is nothing to update)")
+        }
+    };
+    let timeline = format!(
+        "see the deploy's timeline: `molt deploys show {app} {}`",
+        subject.deploy.unwrap_or("ID")
+    );
     let Some(failure) = failure else {
         let first_line = error.lines().next().unwrap_or_default().to_string();
         return Finding {
             kind: "other".into(),
             summary: first_line,
             detail: error.split_once('\n').map(|(_, rest)| rest.to_string()),
-            hint: format!("see the deploy's timeline: `molt deploys show {app} ID`"),
+            hint: timeline,
         };
     };
     let first_line = failure
@@ -44,12 +68,19 @@ pub fn classify(
             None,
             "check the repository and tag (a typo, or the build was never pushed): `docker pull` it from this host to confirm".into(),
         ),
-        FailureKind::RegistryUnauthorized => finding(
-            "registry_unauthorized",
-            "the registry refused to hand out the image".into(),
-            None,
-            "add or update the credential: `molt registries add HOST --username USER --password-stdin` (a token needs pull rights on the repository)".into(),
-        ),
+        FailureKind::RegistryUnauthorized => {
+            let host = subject
+                .image
+                .and_then(|i| molt_core::ImageRef::parse(i).ok())
+                .map(|r| r.registry)
+                .unwrap_or_else(|| "HOST".into());
+            finding(
+                "registry_unauthorized",
+                "the registry refused to hand out the image".into(),
+                None,
+                format!("add or update the credential: `molt registries add {host} --username USER --password-stdin` (a token needs pull rights on the repository)"),
+            )
+        }
         FailureKind::RegistryUnreachable => finding(
             "registry_unreachable",
             "the registry could not be reached".into(),
@@ -59,14 +90,14 @@ pub fn classify(
         FailureKind::OomKilled => {
             let limit = failure
                 .memory_limit
-                .or(memory_limit)
+                .or(subject.memory_limit)
                 .map(|m| format!(" (its limit is {})", crate::capacity::human_bytes(m)))
                 .unwrap_or_default();
             finding(
                 "oom_killed",
                 format!("the container was killed for running out of memory{limit}"),
                 output,
-                format!("raise the App's memory limit (create it again with a larger --memory) or find what allocates in `molt logs {app}`"),
+                format!("raise the App's memory limit ({}) or find what allocates in `molt logs {app}`", change("--memory SIZE")),
             )
         }
         FailureKind::Crash => finding(
@@ -76,7 +107,7 @@ pub fn classify(
                 None => "the container crashed during start-up and the engine kept restarting it".into(),
             },
             output,
-            format!("its last output (below) usually says why; reproduce with `docker run` of the image, and see `molt logs {app}`"),
+            format!("its last output usually says why; reproduce with `docker run` of the image, and see `molt logs {app}`"),
         ),
         FailureKind::PortMismatch if !failure.listening_ports.is_empty() => {
             // The lowest port first: the server's own, usually; the others
@@ -100,20 +131,20 @@ pub fn classify(
                     ports[0]
                 ),
                 None,
-                "give the App the port its server listens on (--port), or make the server listen on $PORT".into(),
+                format!("give the App the port its server listens on ({}), or make the server listen on $PORT", change(&format!("--port {}", ports[0]))),
             )
         }
         FailureKind::PortMismatch => finding(
             "port_mismatch",
             "nothing answered on the configured port".into(),
             None,
-            "check that the server listens on the App's --port on all interfaces (0.0.0.0), not 127.0.0.1, or reads $PORT".into(),
+            format!("check that the server listens on the App's port on all interfaces (0.0.0.0), not 127.0.0.1, or reads $PORT; if it was still starting, give it longer with {} (or --health-timeout)", change("--start-period SECS")),
         ),
         FailureKind::HealthCheckFailing => finding(
             "health_check_failing",
             "the health check kept failing".into(),
             None,
-            "the health path must answer 2xx once the App is ready; check the path (--health-path) and what it answers".into(),
+            format!("the health path must answer 2xx once the App is ready; check what it answers, or change it with {}", change("--health-path PATH")),
         ),
         FailureKind::ImageHealthcheckFailing => finding(
             "image_healthcheck_failing",
@@ -125,26 +156,29 @@ pub fn classify(
             "deploy_timeout",
             "the container did not become healthy in time".into(),
             None,
-            "if it starts slowly, raise --health-timeout; otherwise see its output with `molt logs`".into(),
+            format!("if it starts slowly, give it longer with {}; otherwise see its output with `molt logs {app}`", change("--health-timeout SECS")),
         ),
         FailureKind::NoSuitableNode => finding(
             "no_suitable_node",
             "no swarm node can run the App: none meets its placement constraints or has the resources it reserves".into(),
             None,
-            format!("compare the App's constraints and resources (`molt apps show {app}`) with the nodes (`docker node ls`, `docker node inspect NODE`); change them with `molt apps update {app} --constraint EXPR` or `--no-constraints`, or label a node (`docker node update --label-add KEY=VALUE NODE`)"),
+            format!("compare the App's constraints and resources (`molt apps show {app}`) with the nodes (`docker node ls`, `docker node inspect NODE`); change them with {} (or `--no-constraints`), or label a node (`docker node update --label-add KEY=VALUE NODE`)", change("--constraint EXPR")),
         ),
-        _ => finding(
-            "other",
-            first_line.clone(),
-            None,
-            format!("see the deploy's timeline: `molt deploys show {app} ID`"),
-        ),
+        _ => finding("other", first_line.clone(), None, timeline),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn web() -> Subject<'static> {
+        Subject {
+            app: "web",
+            serving: true,
+            ..Subject::default()
+        }
+    }
 
     fn of(kind: FailureKind, message: &str) -> Failure {
         Failure::new(kind, message)
@@ -158,8 +192,7 @@ mod tests {
                 "pulling r/x:1 failed: manifest unknown",
             )),
             "",
-            "web",
-            None,
+            web(),
         );
         assert_eq!(f.kind, "image_not_found");
         let f = classify(
@@ -168,8 +201,7 @@ mod tests {
                 "pulling r/x:1 failed: unauthorized",
             )),
             "",
-            "web",
-            None,
+            web(),
         );
         assert_eq!(f.kind, "registry_unauthorized");
         let f = classify(
@@ -178,8 +210,7 @@ mod tests {
                 "pulling r/x:1 failed: connection refused",
             )),
             "",
-            "web",
-            None,
+            web(),
         );
         assert_eq!(f.kind, "registry_unreachable");
     }
@@ -192,12 +223,19 @@ mod tests {
         )
         .with_exit_code(Some(3))
         .with_output("boom");
-        let f = classify(Some(&crash), "", "web", None);
+        let f = classify(Some(&crash), "", web());
         assert_eq!(f.kind, "crash");
         assert!(f.summary.contains("code 3"));
         assert_eq!(f.detail.as_deref(), Some("  boom"));
         let oom = of(FailureKind::OomKilled, "the new container was killed for using more memory than its limit (exit code 137); raise --memory");
-        let f = classify(Some(&oom), "", "web", Some(64 << 20));
+        let f = classify(
+            Some(&oom),
+            "",
+            Subject {
+                memory_limit: Some(64 << 20),
+                ..web()
+            },
+        );
         assert_eq!(f.kind, "oom_killed");
         assert!(f.summary.contains("64 MiB"), "{}", f.summary);
     }
@@ -210,8 +248,7 @@ mod tests {
                 "the swarm found no node for the replica: no suitable node (scheduling constraints not satisfied on 1 node)",
             )),
             "",
-            "web",
-            None,
+            web(),
         );
         assert_eq!(f.kind, "no_suitable_node");
         assert!(f.detail.unwrap().contains("scheduling constraints"));
@@ -224,15 +261,13 @@ mod tests {
         let f = classify(
             Some(&of(FailureKind::HealthCheckFailing, "answered 500")),
             "",
-            "web",
-            None,
+            web(),
         );
         assert_eq!(f.kind, "health_check_failing");
         let f = classify(
             Some(&of(FailureKind::PortMismatch, "connection refused")),
             "",
-            "web",
-            None,
+            web(),
         );
         assert_eq!(f.kind, "port_mismatch");
         let wrong = of(
@@ -240,21 +275,91 @@ mod tests {
             "refused; the container listens on port 9000, not 8080",
         )
         .with_listening_ports(vec![9000]);
-        let f = classify(Some(&wrong), "", "web", None);
+        let f = classify(Some(&wrong), "", web());
         assert_eq!(f.kind, "port_mismatch");
         assert!(f.summary.contains("9000"), "{}", f.summary);
         let f = classify(
             Some(&of(FailureKind::DeployTimeout, "did not answer")),
             "",
-            "web",
-            None,
+            web(),
         );
         assert_eq!(f.kind, "deploy_timeout");
     }
 
+    /// Each hint names the command to run, with the App, the deploy, the
+    /// registry or the port it is about, never a placeholder it knows.
+    #[test]
+    fn hints_name_the_command_that_fixes_it() {
+        let subject = Subject {
+            app: "web",
+            deploy: Some("3f9c2a1b7e"),
+            image: Some("registry.example.com:5000/team/web:1.1"),
+            memory_limit: Some(64 << 20),
+            serving: true,
+        };
+        let hint = |f: Failure| classify(Some(&f), "", subject).hint;
+        let h = hint(of(FailureKind::RegistryUnauthorized, "unauthorized"));
+        assert!(
+            h.contains(
+                "`molt registries add registry.example.com:5000 --username USER --password-stdin`"
+            ),
+            "{h}"
+        );
+        let h = hint(of(FailureKind::OomKilled, "killed"));
+        assert!(h.contains("`molt apps update web --memory SIZE`"), "{h}");
+        assert!(!h.contains("create it again"), "{h}");
+        let h = hint(of(FailureKind::Crash, "exited").with_exit_code(Some(3)));
+        assert!(
+            !h.contains("below"),
+            "the output is shown above the hint: {h}"
+        );
+        let h = hint(of(FailureKind::PortMismatch, "refused").with_listening_ports(vec![9000]));
+        assert!(h.contains("`molt apps update web --port 9000`"), "{h}");
+        let h = hint(of(FailureKind::PortMismatch, "refused"));
+        assert!(
+            h.contains("`molt apps update web --start-period SECS`"),
+            "{h}"
+        );
+        let h = hint(of(FailureKind::HealthCheckFailing, "answered 500"));
+        assert!(
+            h.contains("`molt apps update web --health-path PATH`"),
+            "{h}"
+        );
+        let h = hint(of(FailureKind::DeployTimeout, "did not answer"));
+        assert!(
+            h.contains("`molt apps update web --health-timeout SECS`"),
+            "{h}"
+        );
+        assert!(h.contains("`molt logs web`"), "{h}");
+        let h = hint(of(FailureKind::Internal, "something"));
+        assert!(h.contains("`molt deploys show web 3f9c2a1b7e`"), "{h}");
+    }
+
+    /// An App whose create failed has nothing serving, and `apps update`
+    /// refuses it: the hint says to create it again with the setting.
+    #[test]
+    fn a_failed_create_is_fixed_by_creating_it_again() {
+        let subject = Subject {
+            serving: false,
+            ..web()
+        };
+        let f = classify(
+            Some(&of(FailureKind::DeployTimeout, "did not answer")),
+            "",
+            subject,
+        );
+        assert!(!f.hint.contains("apps update"), "{}", f.hint);
+        assert!(
+            f.hint.contains("`molt apps delete web --yes`"),
+            "{}",
+            f.hint
+        );
+        assert!(f.hint.contains("--health-timeout SECS"), "{}", f.hint);
+    }
+
     #[test]
     fn deploys_recorded_before_typed_failures_are_shown_as_they_are() {
-        let f = classify(None, "something broke\ndetails", "web", None);
+        let f = classify(None, "something broke\ndetails", web());
         assert_eq!(f.kind, "other");
         assert_eq!(f.summary, "something broke");
         assert_eq!(f.detail.as_deref(), Some("details"));

@@ -19,9 +19,9 @@ const ACCEPT: &[&str] = &[
 /// Why a registry check failed; each has a stable code for the API.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
-    #[error("the registry {host} did not answer: {reason}")]
+    #[error("the registry {host} did not answer: {reason}; check its address and that this host can reach it")]
     Unreachable { host: String, reason: String },
-    #[error("the registry {host} refused the credentials for `{username}`: {reason}")]
+    #[error("the registry {host} refused the credentials for `{username}`: {reason}; check the username and the password or token (a token needs pull rights), then save it with `molt registries add {host} --username USER --password-stdin`")]
     CredentialRefused {
         host: String,
         username: String,
@@ -412,6 +412,21 @@ mod tests {
             " (UNAUTHORIZED: authentication required)"
         );
         assert_eq!(registry_reason("nope"), "");
+    }
+
+    #[test]
+    fn a_refused_credential_says_how_to_fix_it() {
+        let e = RegistryError::CredentialRefused {
+            host: "127.0.0.1:5000".into(),
+            username: "ci".into(),
+            reason: "401 Unauthorized".into(),
+        };
+        let e = e.to_string();
+        assert!(e.contains("check the username and the password"), "{e}");
+        assert!(
+            e.contains("`molt registries add 127.0.0.1:5000 --username USER --password-stdin`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -95,7 +95,14 @@ async fn private_images_deploy_and_failed_deploys_leave_the_old_version_serving(
                 "GET /healthz answered 500",
             ],
         ),
-        (&missing, &["not found", "manifest unknown"]),
+        (
+            &missing,
+            &[
+                "not found",
+                "manifest unknown",
+                "check the repository and tag",
+            ],
+        ),
         (
             &otherport,
             &["did not become healthy", "connection refused"],

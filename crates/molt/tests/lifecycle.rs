@@ -68,9 +68,15 @@ async fn redeploy_restart_and_rollback_run_exact_digests() {
     assert_eq!(restarted["kind"], "restart");
     assert_eq!(restarted["digest"], second["digest"]);
 
-    // --hard restarts the same container in place.
+    // --hard restarts the same container in place, and the App keeps
+    // showing the digest it serves.
     ok(molt(&server, &["restart", "web", "--hard"]));
     assert_eq!(server.containers(Some("web")), after);
+    let hard = newest_deploy(&server, "web");
+    assert_eq!(hard["strategy"], "in_place");
+    assert_eq!(hard["digest"], second["digest"], "{hard}");
+    let shown = ok(molt(&server, &["apps", "show", "web", "--json"])).json();
+    assert_eq!(shown["digest"], second["digest"], "{shown}");
     assert!(
         wait_until(Duration::from_secs(10), || async {
             fetch(&server, "web.localhost", "/").await.1 == "testapp v2\n"

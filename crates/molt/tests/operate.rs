@@ -35,6 +35,10 @@ async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
     assert_eq!(molt(&server, &["deploy", "web", &otherport]).status, 1);
     let out = molt(&server, &["debug", "web"]);
     assert!(out.stdout.contains("listens on port 9000"), "{out}");
+    assert!(
+        out.stdout.contains("`molt apps update web --port 9000`"),
+        "the hint is the command that fixes it: {out}"
+    );
     let report = molt(&server, &["debug", "web", "--json"]).json();
     assert_eq!(report["findings"][0]["kind"], "port_mismatch", "{report}");
 
@@ -60,7 +64,18 @@ async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
     assert_eq!(report["findings"][0]["kind"], "oom_killed", "{report}");
     let out = molt(&server, &["debug", "hungry"]);
     assert!(out.stdout.contains("32 MiB"), "the limit is named: {out}");
-    assert!(out.stdout.contains("--memory"), "{out}");
+    // Its create failed, so nothing serves and there is nothing to update:
+    // the hint is to create it again with more memory.
+    assert!(
+        out.stdout.contains("`molt apps delete hungry --yes`"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("--memory SIZE"), "{out}");
+    // Its logs are empty, and say why and where the output went.
+    let out = molt(&server, &["logs", "hungry"]);
+    assert_eq!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("no running container"), "{out}");
+    assert!(out.stderr.contains("`molt debug hungry`"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

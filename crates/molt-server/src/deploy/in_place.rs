@@ -27,6 +27,12 @@ impl Deployer {
                 "the serving deploy has no container to restart",
             ));
         }
+        // The same bytes keep serving: the deploy pins them as every other
+        // deploy does, so the App still shows its digest and this deploy
+        // stays a rollback target.
+        if let Some(digest) = &serving.digest {
+            self.store.set_deploy_digest(&deploy.id, digest)?;
+        }
         self.store.advance(
             &deploy.id,
             DeployStatus::Starting,

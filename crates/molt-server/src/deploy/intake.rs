@@ -701,6 +701,25 @@ impl Deployer {
             molt_core::env::validate_key(key)
                 .map_err(|e| DeployError::invalid("invalid_env", e))?;
         }
+        // A key that is not set is a typo more often than not: say so
+        // rather than report a change that changed nothing.
+        let stored = self.store.env(&app.name)?;
+        let missing: Vec<&str> = unset
+            .iter()
+            .filter(|k| !stored.iter().any(|e| e.key == **k))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(DeployError::invalid(
+                "unknown_env",
+                format!(
+                    "the App `{}` has no variable {}; nothing was changed (see `molt env list {}`)",
+                    app.name,
+                    missing.join(", "),
+                    app.name
+                ),
+            ));
+        }
         if apply {
             // Refuse before changing anything when a deploy is running.
             if let Some(running) = self.in_progress(&app.name) {

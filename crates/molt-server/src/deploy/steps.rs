@@ -60,17 +60,25 @@ impl Deployer {
         let Err(e) = self.runtime.pull(image, pair).await else {
             return Ok(());
         };
-        let kind = match self.registries.preflight(image, cred.as_ref()).await {
-            Err(RegistryError::NotFound { .. }) => FailureKind::ImageNotFound,
+        // The registry's own answer says what is wrong and what to do; the
+        // engine's sentence only where the registry saw nothing wrong.
+        let (kind, why) = match self.registries.preflight(image, cred.as_ref()).await {
+            Err(RegistryError::NotFound { reason, .. }) => (
+                FailureKind::ImageNotFound,
+                format!("it was not found in its registry: {reason}; check the repository and tag, or push the image first"),
+            ),
             Err(
-                RegistryError::CredentialRefused { .. } | RegistryError::NeedsCredential { .. },
-            ) => FailureKind::RegistryUnauthorized,
-            Err(RegistryError::Unreachable { .. }) => FailureKind::RegistryUnreachable,
-            _ => FailureKind::PullFailed,
+                e @ (RegistryError::NeedsCredential { .. }
+                | RegistryError::CredentialRefused { .. }),
+            ) => (FailureKind::RegistryUnauthorized, e.to_string()),
+            Err(e @ RegistryError::Unreachable { .. }) => {
+                (FailureKind::RegistryUnreachable, e.to_string())
+            }
+            _ => (FailureKind::PullFailed, format!("{e:#}")),
         };
         Err(StepError::of(
             kind,
-            format!("pulling {image} failed: {e:#}"),
+            format!("pulling {image} failed: {why}"),
         ))
     }
 

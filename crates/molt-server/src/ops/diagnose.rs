@@ -21,8 +21,13 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
         findings.push(crate::debug::classify(
             f.failure.as_ref(),
             f.error.as_deref().unwrap_or_default(),
-            &app.name,
-            app.memory_bytes,
+            crate::debug::Subject {
+                app: &app.name,
+                deploy: Some(&f.id),
+                image: Some(&f.image),
+                memory_limit: app.memory_bytes,
+                serving: app.current_deploy.is_some(),
+            },
         ));
     }
     let serving = deploys
@@ -62,7 +67,16 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
                     molt_core::FailureKind::OomKilled,
                     "the container was killed for using more memory than its limit",
                 );
-                let mut f = crate::debug::classify(Some(&oom), "", &app.name, app.memory_bytes);
+                let mut f = crate::debug::classify(
+                    Some(&oom),
+                    "",
+                    crate::debug::Subject {
+                        app: &app.name,
+                        memory_limit: app.memory_bytes,
+                        serving: true,
+                        ..Default::default()
+                    },
+                );
                 f.summary.push_str(&replica);
                 findings.push(f);
             }

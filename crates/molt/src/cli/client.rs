@@ -110,7 +110,8 @@ pub fn api_failure(status: u16, body: &[u8]) -> CliError {
     let message = match serde_json::from_slice::<ApiError>(body) {
         Ok(ApiError { error }) => {
             let mut m = error.message;
-            if status == 401 {
+            // The server's refusal may say already where the token is.
+            if status == 401 && !m.contains("MOLT_TOKEN") {
                 m.push_str(
                     ": check --token or $MOLT_TOKEN (the admin token is in the server's data dir, file admin-token)",
                 );
@@ -437,6 +438,16 @@ mod tests {
         assert_eq!(e.code, FAILED);
         assert_eq!(e.message, "the server answered HTTP 500: oops");
         assert!(api_failure(401, b"").message.contains("token"));
+    }
+
+    #[test]
+    fn a_refused_token_is_explained_once() {
+        let body = br#"{"error":{"code":"unauthorized","message":"a valid admin token is required: pass --token or set MOLT_TOKEN"}}"#;
+        let e = api_failure(401, body);
+        assert_eq!(e.message.matches("MOLT_TOKEN").count(), 1, "{}", e.message);
+        let body = br#"{"error":{"code":"unauthorized","message":"no token"}}"#;
+        let e = api_failure(401, body);
+        assert!(e.message.contains("$MOLT_TOKEN"), "{}", e.message);
     }
 
     #[test]

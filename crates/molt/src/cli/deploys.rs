@@ -51,8 +51,13 @@ pub enum DeploysCommand {
         name: String,
         deploy_id: String,
         /// Print the API's JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "follow")]
         json: bool,
+        /// Stream the timeline until the deploy ends, then exit as `molt
+        /// deploy` does: 0 succeeded, 1 failed or canceled (a `--detach`ed
+        /// deploy, followed later).
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -89,7 +94,17 @@ pub async fn run(client: &Client, args: DeploysArgs) -> Result<u8> {
             Some(DeploysCommand::Show {
                 name,
                 deploy_id,
+                follow: true,
+                ..
+            }),
+            _,
+        ) => follow_one(client, &name, &deploy_id).await,
+        (
+            Some(DeploysCommand::Show {
+                name,
+                deploy_id,
                 json,
+                ..
             }),
             _,
         ) => show(client, &name, &deploy_id, json).await,
@@ -145,6 +160,18 @@ async fn show(client: &Client, name: &str, id: &str, json: bool) -> Result<u8> {
     let deploy: DeployView = value.decode("a deploy")?;
     out!("{}", deploy_details(&deploy));
     Ok(OK)
+}
+
+/// `deploys show --follow`: the timeline so far and each new event until
+/// the deploy ends, then the outcome and its exit code, as `molt deploy`.
+async fn follow_one(client: &Client, name: &str, id: &str) -> Result<u8> {
+    let deploy: DeployView = client
+        .get(&["apps", name, "deploys", id])
+        .await?
+        .decode("a deploy")?;
+    let last = follow::follow(client, name, &deploy).await?;
+    let app: molt_core::api::AppView = client.get(&["apps", name]).await?.decode("an App")?;
+    Ok(follow::outcome(&last, &app.domains))
 }
 
 /// One deploy as `key: value` lines, then its timeline.
@@ -213,8 +240,16 @@ mod tests {
             .unwrap()
             .deploys;
         assert!(
-            matches!(t.command, Some(DeploysCommand::Show { ref name, ref deploy_id, json: false }) if name == "web" && deploy_id == "d1")
+            matches!(t.command, Some(DeploysCommand::Show { ref name, ref deploy_id, json: false, follow: false }) if name == "web" && deploy_id == "d1")
         );
+        let t = T::try_parse_from(["t", "show", "web", "d1", "--follow"])
+            .unwrap()
+            .deploys;
+        assert!(matches!(
+            t.command,
+            Some(DeploysCommand::Show { follow: true, .. })
+        ));
+        assert!(T::try_parse_from(["t", "show", "web", "d1", "--follow", "--json"]).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub async fn started(client: &Client, started: DeployStarted, detach: bool) -> R
     let (app, deploy) = (&started.app, &started.deploy);
     if detach {
         outln!(
-            "Started deploy {} of {} ({}). Follow it with: molt deploys show {} {}",
+            "Started deploy {} of {} ({}). Follow it with: molt deploys show {} {} --follow",
             deploy.id,
             app.name,
             deploy.kind,
@@ -65,7 +65,7 @@ pub async fn follow(client: &Client, app: &str, deploy: &DeployView) -> Result<D
             _ = tokio::signal::ctrl_c() => {
                 progress.finish();
                 eprintln!(
-                    "Stopped following; the deploy goes on. Follow it again with: molt deploys show {app} {}",
+                    "Stopped following; the deploy goes on. Follow it again with: molt deploys show {app} {} --follow",
                     deploy.id
                 );
                 return Err(CliError::new(130, "interrupted").into());

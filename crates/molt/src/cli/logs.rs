@@ -47,12 +47,28 @@ pub async fn logs(client: &Client, a: LogsArgs) -> Result<u8> {
     let timeout = a.follow.then(|| std::time::Duration::from_secs(86_400));
     let mut resp = client.send(Method::GET, url, None, timeout).await?;
     let mut out = std::io::stdout();
+    let mut printed = false;
     while let Some(chunk) = resp.chunk().await.map_err(|e| client.transport(e))? {
+        printed |= !chunk.is_empty();
         if out.write_all(&chunk).and_then(|_| out.flush()).is_err() {
             break; // stdout closed, e.g. piped into `head`
         }
     }
+    if !printed && !a.follow {
+        // Nothing printed may mean nothing runs: say where output went.
+        let app: molt_core::api::AppView =
+            client.get(&["apps", &a.name]).await?.decode("an App")?;
+        if app.containers.is_empty() {
+            eprintln!("{}", no_containers_note(&a.name));
+        }
+    }
     Ok(OK)
+}
+
+/// Why `molt logs` printed nothing for an App with no container: a failed
+/// deploy's containers are removed, and its last output kept with it.
+fn no_containers_note(app: &str) -> String {
+    format!("{app} has no running container, so there are no logs to show; a failed deploy's last output is in `molt debug {app}` and `molt deploys show {app} ID`")
 }
 
 /// A one-time dashboard login URL.

@@ -74,6 +74,20 @@ async fn an_update_is_refused_before_anything_moves() {
     );
     assert_eq!(code, "domain_taken");
     assert!(message.contains("`api`"), "{message}");
+    // Another App's own NAME.localhost cannot be removed from it: the
+    // refusal says so instead of suggesting it.
+    let (code, message) = refusal(
+        update(UpdateAppRequest {
+            add_domains: vec!["api.localhost".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, "domain_taken");
+    assert!(message.contains("`api`"), "{message}");
+    assert!(!message.contains("--remove-domain"), "{message}");
+    assert!(message.contains("choose another domain"), "{message}");
     for req in [
         UpdateAppRequest::default(),
         UpdateAppRequest {
@@ -154,4 +168,47 @@ async fn memory_beyond_capacity_needs_yes() {
     assert_eq!(rig.app().memory_bytes, Some(30 << 30));
     assert_ne!(rig.container_ids(), containers);
     rig.assert_serves();
+}
+
+/// Unsetting a variable the App does not have is refused, naming it, and
+/// changes nothing (a typo must not look like a done change).
+#[tokio::test]
+async fn unsetting_a_variable_that_is_not_set_is_refused() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    rig.deployer
+        .change_env(
+            "web",
+            vec![("COLOR".into(), "red".into(), false)],
+            Vec::new(),
+            false,
+            "test",
+        )
+        .await
+        .unwrap();
+    let (code, message) = refusal(
+        rig.deployer
+            .change_env(
+                "web",
+                Vec::new(),
+                vec!["COLOR".into(), "COLOUR".into()],
+                false,
+                "test",
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, "unknown_env");
+    assert!(message.contains("COLOUR"), "{message}");
+    assert!(
+        !message.contains("COLOR,"),
+        "only the missing one is named: {message}"
+    );
+    let env = rig.deployer.store.env("web").unwrap();
+    assert_eq!(env.len(), 1, "COLOR is still set: {env:?}");
+    rig.deployer
+        .change_env("web", Vec::new(), vec!["COLOR".into()], false, "test")
+        .await
+        .unwrap();
+    assert!(rig.deployer.store.env("web").unwrap().is_empty());
 }

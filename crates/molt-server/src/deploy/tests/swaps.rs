@@ -34,6 +34,10 @@ async fn a_pull_that_fails_changes_nothing_and_says_why() {
     let failure = d.failure.unwrap();
     assert_eq!(failure.kind, FailureKind::ImageNotFound, "{failure:?}");
     assert!(failure.message.contains("manifest unknown"), "{failure:?}");
+    assert!(
+        failure.message.contains("check the repository and tag"),
+        "the failure says what to do: {failure:?}"
+    );
     assert_eq!(rig.serving(), before);
     rig.assert_serves();
 }
@@ -184,4 +188,26 @@ async fn only_a_deploy_with_a_serving_version_says_it_kept_serving() {
     assert_eq!(third.status, DeployStatus::Failed);
     let said = timeline(&third.id);
     assert!(said.contains("the previous version kept serving"), "{said}");
+}
+
+/// A hard restart runs the same bytes in place: its deploy records the
+/// serving digest, so the App keeps showing it and the deploy stays a
+/// rollback target like any other.
+#[tokio::test]
+async fn a_hard_restart_records_the_digest_it_keeps_serving() {
+    let rig = rig();
+    rig.create(1, "bluegreen").await;
+    let serving_digest = |rig: &Rig| {
+        let id = rig.app().current_deploy.expect("a serving deploy");
+        rig.deployer.store.get_deploy(&id).unwrap().unwrap().digest
+    };
+    let digest = serving_digest(&rig);
+    assert!(digest.is_some(), "the create pinned a digest");
+    let (_, d) = rig.deployer.restart("web", true, "test").await.unwrap();
+    let d = rig.ended(&d.id).await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(d.strategy.as_deref(), Some("in_place"));
+    assert_eq!(d.digest, digest, "the hard restart's deploy");
+    assert_eq!(serving_digest(&rig), digest, "the App after a hard restart");
+    rig.assert_serves();
 }
