@@ -17,9 +17,6 @@ pub struct Subject<'a> {
     pub image: Option<&'a str>,
     /// The App's memory limit, when the failure did not record one.
     pub memory_limit: Option<u64>,
-    /// Whether a version serves: an App whose create failed has no
-    /// settings to update yet, so it is created again instead.
-    pub serving: bool,
 }
 
 /// What a failed deploy's failure means for the user, with a hint. `error`
@@ -27,14 +24,6 @@ pub struct Subject<'a> {
 /// typed.
 pub fn classify(failure: Option<&Failure>, error: &str, subject: Subject) -> Finding {
     let app = subject.app;
-    // How to change a setting: `molt apps update` once a version serves.
-    let change = |flag: &str| {
-        if subject.serving {
-            format!("`molt apps update {app} {flag}`")
-        } else {
-            format!("`molt apps delete {app} --yes`, then `molt apps create {app}` again with {flag} (nothing has served yet, so there is nothing to update)")
-        }
-    };
     let timeline = format!(
         "see the deploy's timeline: `molt deploys show {app} {}`",
         subject.deploy.unwrap_or("ID")
@@ -97,7 +86,7 @@ pub fn classify(failure: Option<&Failure>, error: &str, subject: Subject) -> Fin
                 "oom_killed",
                 format!("the container was killed for running out of memory{limit}"),
                 output,
-                format!("raise the App's memory limit ({}) or find what allocates in `molt logs {app}`", change("--memory SIZE")),
+                format!("raise the App's memory limit (`molt apps update {app} --memory SIZE`) or find what allocates in `molt logs {app}`"),
             )
         }
         FailureKind::Crash => finding(
@@ -131,20 +120,20 @@ pub fn classify(failure: Option<&Failure>, error: &str, subject: Subject) -> Fin
                     ports[0]
                 ),
                 None,
-                format!("give the App the port its server listens on ({}), or make the server listen on $PORT", change(&format!("--port {}", ports[0]))),
+                format!("give the App the port its server listens on (`molt apps update {app} --port {}`), or make the server listen on $PORT", ports[0]),
             )
         }
         FailureKind::PortMismatch => finding(
             "port_mismatch",
             "nothing answered on the configured port".into(),
             None,
-            format!("check that the server listens on the App's port on all interfaces (0.0.0.0), not 127.0.0.1, or reads $PORT; if it was still starting, give it longer with {} (or --health-timeout)", change("--start-period SECS")),
+            format!("check that the server listens on the App's port on all interfaces (0.0.0.0), not 127.0.0.1, or reads $PORT; if it was still starting, give it longer with `molt apps update {app} --start-period SECS` (or --health-timeout)"),
         ),
         FailureKind::HealthCheckFailing => finding(
             "health_check_failing",
             "the health check kept failing".into(),
             None,
-            format!("the health path must answer 2xx once the App is ready; check what it answers, or change it with {}", change("--health-path PATH")),
+            format!("the health path must answer 2xx once the App is ready; check what it answers, or change it with `molt apps update {app} --health-path PATH`"),
         ),
         FailureKind::ImageHealthcheckFailing => finding(
             "image_healthcheck_failing",
@@ -156,13 +145,13 @@ pub fn classify(failure: Option<&Failure>, error: &str, subject: Subject) -> Fin
             "deploy_timeout",
             "the container did not become healthy in time".into(),
             None,
-            format!("if it starts slowly, give it longer with {}; otherwise see its output with `molt logs {app}`", change("--health-timeout SECS")),
+            format!("if it starts slowly, give it longer with `molt apps update {app} --health-timeout SECS`; otherwise see its output with `molt logs {app}`"),
         ),
         FailureKind::NoSuitableNode => finding(
             "no_suitable_node",
             "no swarm node can run the App: none meets its placement constraints or has the resources it reserves".into(),
             None,
-            format!("compare the App's constraints and resources (`molt apps show {app}`) with the nodes (`docker node ls`, `docker node inspect NODE`); change them with {} (or `--no-constraints`), or label a node (`docker node update --label-add KEY=VALUE NODE`)", change("--constraint EXPR")),
+            format!("compare the App's constraints and resources (`molt apps show {app}`) with the nodes (`docker node ls`, `docker node inspect NODE`); change them with `molt apps update {app} --constraint EXPR` or `--no-constraints`, or label a node (`docker node update --label-add KEY=VALUE NODE`)"),
         ),
         _ => finding("other", first_line.clone(), None, timeline),
     }
@@ -175,7 +164,6 @@ mod tests {
     fn web() -> Subject<'static> {
         Subject {
             app: "web",
-            serving: true,
             ..Subject::default()
         }
     }
@@ -295,7 +283,6 @@ mod tests {
             deploy: Some("3f9c2a1b7e"),
             image: Some("registry.example.com:5000/team/web:1.1"),
             memory_limit: Some(64 << 20),
-            serving: true,
         };
         let hint = |f: Failure| classify(Some(&f), "", subject).hint;
         let h = hint(of(FailureKind::RegistryUnauthorized, "unauthorized"));
@@ -333,28 +320,6 @@ mod tests {
         assert!(h.contains("`molt logs web`"), "{h}");
         let h = hint(of(FailureKind::Internal, "something"));
         assert!(h.contains("`molt deploys show web 3f9c2a1b7e`"), "{h}");
-    }
-
-    /// An App whose create failed has nothing serving, and `apps update`
-    /// refuses it: the hint says to create it again with the setting.
-    #[test]
-    fn a_failed_create_is_fixed_by_creating_it_again() {
-        let subject = Subject {
-            serving: false,
-            ..web()
-        };
-        let f = classify(
-            Some(&of(FailureKind::DeployTimeout, "did not answer")),
-            "",
-            subject,
-        );
-        assert!(!f.hint.contains("apps update"), "{}", f.hint);
-        assert!(
-            f.hint.contains("`molt apps delete web --yes`"),
-            "{}",
-            f.hint
-        );
-        assert!(f.hint.contains("--health-timeout SECS"), "{}", f.hint);
     }
 
     #[test]

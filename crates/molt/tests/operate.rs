@@ -64,13 +64,11 @@ async fn debug_explains_crashes_out_of_memory_and_port_mismatches() {
     assert_eq!(report["findings"][0]["kind"], "oom_killed", "{report}");
     let out = molt(&server, &["debug", "hungry"]);
     assert!(out.stdout.contains("32 MiB"), "the limit is named: {out}");
-    // Its create failed, so nothing serves and there is nothing to update:
-    // the hint is to create it again with more memory.
     assert!(
-        out.stdout.contains("`molt apps delete hungry --yes`"),
+        out.stdout
+            .contains("`molt apps update hungry --memory SIZE`"),
         "{out}"
     );
-    assert!(out.stdout.contains("--memory SIZE"), "{out}");
     // Its logs are empty, and say why and where the output went.
     let out = molt(&server, &["logs", "hungry"]);
     assert_eq!(out.status, 0, "{out}");

@@ -6,6 +6,8 @@
 //! through the App's strategy; a change of the route only (domains, drain
 //! and upstream timeouts), of the strategy or of the replica count alone
 //! starts none beyond a scale and moves the route in the cutover at once.
+//! An App that never served (its create failed) gets a deploy of its image
+//! with the new settings instead: there is no serving digest to keep.
 
 use super::settings::{describe_changes, likely_cause, needs_new_containers, SettingsChange};
 use super::*;
@@ -53,6 +55,15 @@ impl Deployer {
     ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(name)?;
         let preview = self.preview_change(&app, &req, false)?;
+        if app.current_deploy.is_none() {
+            // Nothing serves yet (its create failed, say on the wrong
+            // port): the new settings come with a first deploy of the
+            // App's image, as its create would have run it with them.
+            let image = app.image.clone();
+            return self
+                .deploy_image_with(name, &image, req, DeployKind::Config, triggered_by)
+                .await;
+        }
         if let Some(running) = self.in_progress(&app.name) {
             return Err(DeployError::Conflict {
                 message: format!("the App `{}` is busy with deploy {running}; wait for it to finish or cancel it with `molt cancel {}`", app.name, app.name),
@@ -141,6 +152,20 @@ impl Deployer {
         req: UpdateAppRequest,
         triggered_by: &str,
     ) -> Result<(AppRow, DeployRow), DeployError> {
+        self.deploy_image_with(name, image, req, DeployKind::Deploy, triggered_by)
+            .await
+    }
+
+    /// `deploy_with_settings` as a deploy of `kind`: `config` when it is
+    /// an App's first version coming with an `apps update`.
+    async fn deploy_image_with(
+        self: &Arc<Self>,
+        name: &str,
+        image: &str,
+        req: UpdateAppRequest,
+        kind: DeployKind,
+        triggered_by: &str,
+    ) -> Result<(AppRow, DeployRow), DeployError> {
         let app = self.find_app(name)?;
         let image = ImageRef::parse(image)
             .map_err(|e| DeployError::invalid("invalid_image", e.to_string()))?;
@@ -172,14 +197,7 @@ impl Deployer {
         };
         let env = self.store.env(&app.name)?;
         let (app, deploy) = self
-            .begin(
-                app,
-                DeployKind::Deploy,
-                image.to_string(),
-                plan,
-                env,
-                triggered_by,
-            )
+            .begin(app, kind, image.to_string(), plan, env, triggered_by)
             .await?;
         if !changes.is_empty() {
             let _ = self.store.event(
@@ -248,11 +266,9 @@ impl Deployer {
                 ),
             ));
         }
-        // Nothing serving: a settings change alone has nothing to change,
-        // while a new image may be the App's first version.
-        if !with_image {
-            self.serving(app)?;
-        }
+        // Nothing serves yet: the change comes with a first deploy of the
+        // App's image (see `update_app`), so new containers.
+        let with_image = with_image || app.current_deploy.is_none();
         let serving = app.current_deploy.is_some().then_some(app);
         let target = new.apply_to(app);
         let effect = if with_image || needs_new_containers(&old, &new) {

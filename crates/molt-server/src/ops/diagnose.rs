@@ -26,7 +26,6 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
                 deploy: Some(&f.id),
                 image: Some(&f.image),
                 memory_limit: app.memory_bytes,
-                serving: app.current_deploy.is_some(),
             },
         ));
     }
@@ -73,7 +72,6 @@ pub async fn diagnose(deployer: &Deployer, app: &AppRow) -> anyhow::Result<Debug
                     crate::debug::Subject {
                         app: &app.name,
                         memory_limit: app.memory_bytes,
-                        serving: true,
                         ..Default::default()
                     },
                 );

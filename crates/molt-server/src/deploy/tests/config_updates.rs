@@ -177,3 +177,51 @@ async fn a_failed_settings_change_never_routes_its_new_domains() {
         rig.assert_serves();
     }
 }
+
+/// An App whose create failed (here: its image listens on another port)
+/// is fixed with `apps update`: the new settings come with a deploy of its
+/// image, and the App serves with them.
+#[tokio::test]
+async fn an_app_that_never_served_is_fixed_by_an_update() {
+    let rig = rig();
+    rig.fakes.world().listen_port = Some(9090);
+    let req = CreateAppRequest {
+        name: "web".into(),
+        image: V1.into(),
+        port: 8080,
+        health_path: Some("/healthz".into()),
+        health_timeout: Some(1),
+        health_interval_ms: Some(10),
+        ..Default::default()
+    };
+    let (_, first) = rig.deployer.create_app(req, "test").await.unwrap();
+    let first = rig.ended(&first.id).await;
+    assert_eq!(first.status, DeployStatus::Failed);
+    assert!(rig.app().current_deploy.is_none());
+
+    let d = rig
+        .update(UpdateAppRequest {
+            port: Some(9090),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(rig.app().port, 9090);
+    assert_eq!(rig.app().current_deploy, Some(d.id.clone()));
+    assert_eq!(rig.serving_image(), repo(V1));
+    rig.assert_serves();
+    // Nothing to change is still refused.
+    let e = rig
+        .deployer
+        .update_app(
+            "web",
+            UpdateAppRequest {
+                port: Some(9090),
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refusal(e).0, "nothing_to_change");
+}
