@@ -57,6 +57,29 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
+/// Makes the database file, and its WAL companions once they exist,
+/// readable by their owner only. The data dir is the owner's alone already;
+/// this keeps the file private wherever it is copied with its mode (a
+/// backup), as the admin token and the sealing key are.
+fn owner_only(db: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        match std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot make {} readable by its owner only", file.display())
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)
@@ -71,6 +94,9 @@ impl Store {
             keep_deploys: AtomicUsize::new(DEFAULT_KEEP_DEPLOYS),
         };
         store.migrate()?;
+        // After the first write, which made the WAL files (SQLite gives
+        // them the database's mode).
+        owner_only(path)?;
         Ok(store)
     }
 

@@ -307,3 +307,17 @@ async fn a_store_call_hands_its_worker_over() {
         "the worker stalled: {during} ticks while the call waited"
     );
 }
+
+#[test]
+fn the_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store) = web();
+    store.event("d1", "a write, so the WAL is in use").unwrap();
+    for name in ["molt.db", "molt.db-wal", "molt.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+    }
+}
