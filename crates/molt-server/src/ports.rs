@@ -120,6 +120,12 @@ pub trait Containers: Send + Sync {
     async fn list_runs(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// Removes a one-off container (`run_attached`'s). Not `remove`: where
+    /// replicas are services (a swarm), that removes a service, and a
+    /// one-off is a plain container on this host.
+    async fn remove_run(&self, id: &str) -> Result<()> {
+        self.remove(id).await
+    }
 
     /// Builds an image from a context (`molt build`), each output line to
     /// `log`; the image's id.
@@ -414,6 +420,9 @@ impl Containers for Swarm {
     }
     async fn list_runs(&self) -> Result<Vec<String>> {
         self.host().list_runs().await
+    }
+    async fn remove_run(&self, id: &str) -> Result<()> {
+        self.host().remove(id).await
     }
 }
 

@@ -530,6 +530,35 @@ async fn orchestrator_auto_picks_the_swarm_on_a_manager() {
         "testapp v1"
     );
     assert_eq!(services(&server, "web").len(), 1);
+
+    // One-off commands on a swarm: `molt run` starts a plain container on
+    // this host, and removes it when the command ends, whatever its exit.
+    let out = ok(molt(&server, &["run", "web", "--", "version"]));
+    assert_eq!(out.stdout.trim(), "v1", "{out}");
+    assert_eq!(molt(&server, &["run", "web", "--", "exit", "7"]).status, 7);
+    let out = ok(molt(&server, &["exec", "web", "--", "/testapp", "version"]));
+    assert_eq!(out.stdout.trim(), "v1", "{out}");
+    // The exit is sent first, then the container goes.
+    let instance = server.instance_id().expect("the server wrote its id");
+    let instance = format!("label=molt.instance={instance}");
+    let left = || {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &instance,
+            "--filter",
+            "label=molt.role=run",
+        ])
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            left().trim().is_empty()
+        })
+        .await,
+        "one-off containers left behind: {}",
+        left()
+    );
 }
 
 /// The rolling strategy on a swarm: three replicas replaced one at a time,

@@ -440,7 +440,7 @@ impl Started {
             ),
         };
         if let Process::Run { container, run, .. } = &self.process {
-            if let Err(e) = runtime.remove(container).await {
+            if let Err(e) = runtime.remove_run(container).await {
                 tracing::warn!(app = %run.app, run = %run.id, "cannot remove the one-off container: {e:#}");
             }
             let duration = self.started.elapsed().as_millis() as u64;
@@ -479,7 +479,7 @@ impl Drop for Started {
             let duration = self.started.elapsed().as_millis() as u64;
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = runtime.remove(&container).await;
+                    let _ = runtime.remove_run(&container).await;
                     let _ = store.finish_run(
                         &id,
                         None,
@@ -517,7 +517,7 @@ async fn exec_exit(runtime: &dyn crate::ports::Containers, exec_id: &str) -> Opt
 pub async fn sweep_runs(deployer: &Deployer) -> anyhow::Result<usize> {
     let left = deployer.runtime.list_runs().await?;
     for id in &left {
-        if let Err(e) = deployer.runtime.remove(id).await {
+        if let Err(e) = deployer.runtime.remove_run(id).await {
             tracing::warn!(
                 "cannot remove the one-off container {}: {e:#}",
                 crate::deploy::short(id)
