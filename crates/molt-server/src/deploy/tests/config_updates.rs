@@ -185,17 +185,7 @@ async fn a_failed_settings_change_never_routes_its_new_domains() {
 async fn an_app_that_never_served_is_fixed_by_an_update() {
     let rig = rig();
     rig.fakes.world().listen_port = Some(9090);
-    let req = CreateAppRequest {
-        name: "web".into(),
-        image: V1.into(),
-        port: 8080,
-        health_path: Some("/healthz".into()),
-        health_timeout: Some(1),
-        health_interval_ms: Some(10),
-        ..Default::default()
-    };
-    let (_, first) = rig.deployer.create_app(req, "test").await.unwrap();
-    let first = rig.ended(&first.id).await;
+    let first = rig.try_create(create_request()).await;
     assert_eq!(first.status, DeployStatus::Failed);
     assert!(rig.app().current_deploy.is_none());
 

@@ -54,30 +54,22 @@ fn rig() -> Rig {
 impl Rig {
     /// Creates `web` serving V1 on `replicas` containers with `strategy`.
     async fn create(&self, replicas: u32, strategy: &str) {
-        let req = CreateAppRequest {
-            name: "web".into(),
-            image: V1.into(),
-            port: 8080,
-            health_path: Some("/healthz".into()),
-            health_timeout: Some(1),
-            health_interval_ms: Some(10),
-            domains: Vec::new(),
-            env: Vec::new(),
-            memory: None,
-            cpus: None,
-            gpus: None,
-            replicas: Some(replicas),
-            strategy: Some(strategy.into()),
-            drain_timeout_secs: Some(1),
-            upstream_timeout_secs: None,
-            from: None,
-            with_secrets: false,
-            ..Default::default()
-        };
-        let (_, d) = self.deployer.create_app(req, "test").await.unwrap();
-        let d = self.ended(&d.id).await;
+        let d = self
+            .try_create(CreateAppRequest {
+                replicas: Some(replicas),
+                strategy: Some(strategy.into()),
+                drain_timeout_secs: Some(1),
+                ..create_request()
+            })
+            .await;
         assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
         self.assert_serves();
+    }
+
+    /// Creates an App from `req`; its first deploy as it ended.
+    async fn try_create(&self, req: CreateAppRequest) -> DeployRow {
+        let (_, d) = self.deployer.create_app(req, "test").await.unwrap();
+        self.ended(&d.id).await
     }
 
     /// Waits until the App is released (its deploy ran to its end), and
@@ -153,6 +145,19 @@ impl Rig {
 
     fn container_ids(&self) -> Vec<String> {
         self.serving().into_iter().map(|r| r.container_id).collect()
+    }
+}
+
+/// `web` on V1, port 8080, checked at `/healthz` every 10 ms for 1 s.
+fn create_request() -> CreateAppRequest {
+    CreateAppRequest {
+        name: "web".into(),
+        image: V1.into(),
+        port: 8080,
+        health_path: Some("/healthz".into()),
+        health_timeout: Some(1),
+        health_interval_ms: Some(10),
+        ..Default::default()
     }
 }
 

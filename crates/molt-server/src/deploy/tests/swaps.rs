@@ -160,17 +160,7 @@ async fn crash_output_is_recorded_with_secrets_masked() {
 async fn only_a_deploy_with_a_serving_version_says_it_kept_serving() {
     let rig = rig();
     rig.fakes.world().unhealthy_images.insert(repo(V1));
-    let req = CreateAppRequest {
-        name: "web".into(),
-        image: V1.into(),
-        port: 8080,
-        health_path: Some("/healthz".into()),
-        health_timeout: Some(1),
-        health_interval_ms: Some(10),
-        ..Default::default()
-    };
-    let (_, first) = rig.deployer.create_app(req, "test").await.unwrap();
-    let first = rig.ended(&first.id).await;
+    let first = rig.try_create(create_request()).await;
     assert_eq!(first.status, DeployStatus::Failed);
     let timeline = |id: &str| -> String {
         let events = rig.deployer.store.events(id, 0).unwrap();
