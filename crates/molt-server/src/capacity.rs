@@ -72,11 +72,6 @@ impl Need {
             || self.memory_bytes.saturating_add(more.memory_bytes) <= capacity.memory_bytes)
             && (more.gpus == 0 || self.gpus.saturating_add(more.gpus) <= capacity.gpus)
     }
-
-    /// Whether this reserves no more of anything than `other`.
-    fn within(self, other: Need) -> bool {
-        self.memory_bytes <= other.memory_bytes && self.gpus <= other.gpus
-    }
 }
 
 /// Chooses how to deploy `app` (its `replicas` containers): `in_use` is what
@@ -109,11 +104,29 @@ pub fn choose_change(
         None => (Need::default(), Need::default()),
     };
     let others = in_use.minus(old_set);
-    // A set no larger than the one it replaces is never refused: it takes
-    // only what the App holds already (at worst through a recreate).
-    let shrinks = old.is_some() && set.within(old_set);
-    if !others.has_room_for(set, capacity) && !shrinks {
-        return Err(cannot_hold(new, n, others, capacity));
+    // Only what grows must find room: a resource the new set reserves no
+    // more of than the one it replaces takes only what the App holds
+    // already (at worst through a recreate), even on a host whose Apps
+    // reserve more than it now offers.
+    let grows = |new: u64, old: u64| if new <= old { 0 } else { new };
+    let growing = match old {
+        Some(_) => Need {
+            memory_bytes: grows(set.memory_bytes, old_set.memory_bytes),
+            gpus: u32::try_from(grows(u64::from(set.gpus), u64::from(old_set.gpus)))
+                .unwrap_or(u32::MAX),
+        },
+        None => set,
+    };
+    if !others.has_room_for(growing, capacity) {
+        let per_container = Need {
+            memory_bytes: if growing.memory_bytes == 0 {
+                0
+            } else {
+                one.memory_bytes
+            },
+            gpus: if growing.gpus == 0 { 0 } else { one.gpus },
+        };
+        return Err(cannot_hold(new, per_container, n, others, capacity));
     }
     if old.is_none() {
         return Ok(Strategy::BlueGreen);
@@ -143,14 +156,20 @@ pub fn fits(app: &AppRow, containers: u32, in_use: Need, capacity: Capacity) -> 
     if containers <= app.replicas || others.has_room_for(one.times(containers), capacity) {
         Ok(())
     } else {
-        Err(cannot_hold(app, containers, others, capacity))
+        Err(cannot_hold(app, one, containers, others, capacity))
     }
 }
 
-/// Why `containers` containers of `app` do not fit beside what `others`
-/// reserve, naming only what runs short, and what to do about it.
-fn cannot_hold(app: &AppRow, containers: u32, others: Need, capacity: Capacity) -> String {
-    let need = Need::of(app);
+/// Why `containers` containers of `app`, each reserving `need`, do not fit
+/// beside what `others` reserve, naming only what runs short, and what to
+/// do about it.
+fn cannot_hold(
+    app: &AppRow,
+    need: Need,
+    containers: u32,
+    others: Need,
+    capacity: Capacity,
+) -> String {
     let set = need.times(containers);
     let per = if containers > 1 {
         format!(" ({containers} containers)")
@@ -377,7 +396,7 @@ mod tests {
         let free = app(0, 0, "auto");
         assert_eq!(choose(&free, false, others, HOST), Ok(Strategy::BlueGreen));
         assert_eq!(choose(&free, true, others, HOST), Ok(Strategy::BlueGreen));
-        assert_eq!(fits(&replicas(free, 3), 3, others, HOST), Ok(()));
+        assert_eq!(fits(&replicas(free, 3), 4, others, HOST), Ok(()));
         // One that reserves some is replaced as a recreate, never refused:
         // it takes no more than it holds.
         let big = app(512, 0, "auto");
@@ -390,6 +409,15 @@ mod tests {
             e.contains("it needs 512 MiB of memory, and 0 bytes of the 1 GiB the host offers Apps is free (14 GiB reserved by other Apps)"),
             "{e}"
         );
+        // A change that grows one resource is checked for that one only.
+        let with_gpu = app(512, 1, "auto");
+        assert_eq!(
+            choose_change(Some(&big), &with_gpu, with_it, HOST),
+            Ok(Strategy::Recreate)
+        );
+        let e = choose_change(Some(&big), &app(512, 2, "auto"), with_it, HOST).unwrap_err();
+        assert!(e.contains("it needs 2 GPU(s)"), "{e}");
+        assert!(!e.contains("memory"), "{e}");
     }
 
     #[test]

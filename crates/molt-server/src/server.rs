@@ -83,15 +83,23 @@ fn check_listeners(config: &ServerConfig) -> Result<(), String> {
 }
 
 /// The first flag whose address an earlier one has (port 0, "any free
-/// port", never clashes).
+/// port", never clashes). An unspecified IP (`0.0.0.0`, `::`) takes its
+/// port on every address, so it clashes with any address on that port.
 fn distinct_listeners(named: &[(&str, Option<SocketAddr>)]) -> Result<(), String> {
+    let clash = |a: SocketAddr, b: SocketAddr| {
+        a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
     for (i, (flag, addr)) in named.iter().enumerate() {
         let Some(addr) = addr.filter(|a| a.port() != 0) else {
             continue;
         };
-        if let Some((other, _)) = named[..i].iter().find(|(_, a)| *a == Some(addr)) {
+        let earlier = named[..i]
+            .iter()
+            .find_map(|(other, a)| a.filter(|a| clash(*a, addr)).map(|a| (other, a)));
+        if let Some((other, at)) = earlier {
             return Err(format!(
-                "{flag} {addr} is the same address as {other}: each listener needs an address of its own (for example --https 0.0.0.0:443 beside --proxy 0.0.0.0:80)"
+                "{flag} {addr} and {other} {at} cannot both listen there: each listener needs a port of its own (for example --https 0.0.0.0:443 beside --proxy 0.0.0.0:80)"
             ));
         }
     }
@@ -409,7 +417,7 @@ mod tests {
         ])
         .unwrap_err();
         assert!(
-            err.starts_with("--https 0.0.0.0:8080 is the same address as --proxy"),
+            err.starts_with("--https 0.0.0.0:8080 and --proxy 0.0.0.0:8080 cannot both listen"),
             "{err}"
         );
         assert!(distinct_listeners(&[
@@ -420,6 +428,16 @@ mod tests {
             ("--registry", None),
         ])
         .is_ok());
+        // Everything on a port takes it on 127.0.0.1 too.
+        let err = distinct_listeners(&[
+            ("--proxy", at("0.0.0.0:8080")),
+            ("--https", at("127.0.0.1:8080")),
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("--https 127.0.0.1:8080 and --proxy 0.0.0.0:8080"),
+            "{err}"
+        );
         // Port 0 asks for any free port: never a clash.
         assert!(distinct_listeners(&[
             ("--api", at("127.0.0.1:0")),

@@ -187,8 +187,13 @@ async fn settle(
         }
         let error = if in_route.is_empty() {
             format!(
-                "the server stopped during `{}` before traffic moved; the new container was removed and the previous version kept serving",
-                deploy.status
+                "the server stopped during `{}` before traffic moved; the new container was removed{}",
+                deploy.status,
+                if app.current_deploy.is_some() {
+                    " and the previous version kept serving"
+                } else {
+                    ""
+                }
             )
         } else {
             format!(

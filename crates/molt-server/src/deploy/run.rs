@@ -70,9 +70,13 @@ impl Deployer {
         let outcome = match (outcome, interrupted) {
             (Outcome::Canceled, Some(reason)) => Outcome::Failed(Failure::new(
                 FailureKind::Interrupted,
-                format!(
-                    "{reason}; the new container(s) were removed and the previous version serves"
-                ),
+                if self.serves(&deploy.app) {
+                    format!(
+                        "{reason}; the new container(s) were removed and the previous version serves"
+                    )
+                } else {
+                    format!("{reason}; the new container(s) were removed")
+                },
             )),
             (outcome, _) => outcome,
         };

@@ -281,7 +281,9 @@ impl Deployer {
             }
         } else {
             if new.replicas > old.replicas {
-                capacity::fits(&target, new.replicas, self.in_use()?, self.capacity)
+                // Counted from the App as it serves (its replica count now):
+                // what each container reserves does not change on this path.
+                capacity::fits(app, new.replicas, self.in_use()?, self.capacity)
                     .map_err(|e| DeployError::invalid("insufficient_resources", e))?;
             }
             ChangeEffect::RouteOnly
@@ -306,8 +308,13 @@ impl Deployer {
         let old = AppSettings::of(&app);
         let mut failure = failure;
         let cause = likely_cause(&app.name, &old, new, &failure);
+        let kept = if app.current_deploy.is_some() {
+            "the App keeps its previous settings and containers"
+        } else {
+            "the App keeps its previous settings"
+        };
         failure.message = format!(
-            "{}; the settings change was not applied: the App keeps its previous settings and containers{}",
+            "{}; the settings change was not applied: {kept}{}",
             failure.message,
             cause.map(|c| format!(". {c}")).unwrap_or_default()
         );

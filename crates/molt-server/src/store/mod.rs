@@ -60,8 +60,10 @@ pub fn now() -> String {
 /// Makes the database file, and its WAL companions once they exist,
 /// readable by their owner only. The data dir is the owner's alone already;
 /// this keeps the file private wherever it is copied with its mode (a
-/// backup), as the admin token and the sealing key are.
-fn owner_only(db: &Path) -> Result<()> {
+/// backup), as the admin token and the sealing key are. A filesystem that
+/// refuses (some network mounts) gets a warning, not a server that will
+/// not start.
+fn owner_only(db: &Path) {
     use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {
         let mut name = db.as_os_str().to_owned();
@@ -69,15 +71,14 @@ fn owner_only(db: &Path) -> Result<()> {
         let file = Path::new(&name);
         match std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot make {} readable by its owner only", file.display())
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                error = %e,
+                "cannot make the database readable by its owner only; the data dir's own mode (0700) still keeps others out"
+            ),
         }
     }
-    Ok(())
 }
 
 impl Store {
@@ -96,7 +97,7 @@ impl Store {
         store.migrate()?;
         // After the first write, which made the WAL files (SQLite gives
         // them the database's mode).
-        owner_only(path)?;
+        owner_only(path);
         Ok(store)
     }
 

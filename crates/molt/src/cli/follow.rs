@@ -93,7 +93,7 @@ pub async fn follow(client: &Client, app: &str, deploy: &DeployView) -> Result<D
                 if since.elapsed() > RECONNECT_FOR {
                     progress.finish();
                     return Err(e.context(format!(
-                        "lost the server while following deploy {} (it may still be running: see `molt deploys show {app} {}`)",
+                        "lost the server while following deploy {} (it may still be running: follow it again with `molt deploys show {app} {} --follow`)",
                         deploy.id, deploy.id
                     )));
                 }

@@ -215,9 +215,11 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
+        // While the registry still holds its port: no other test's registry
+        // can have that port, so only this one's images go.
+        self.forget_images();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.forget_images();
     }
 }
 

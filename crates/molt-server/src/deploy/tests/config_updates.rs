@@ -189,6 +189,22 @@ async fn an_app_that_never_served_is_fixed_by_an_update() {
     assert_eq!(first.status, DeployStatus::Failed);
     assert!(rig.app().current_deploy.is_none());
 
+    // A change that does not fix it says so, and promises no containers.
+    let d = rig
+        .update(UpdateAppRequest {
+            port: Some(7070),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Failed);
+    let message = d.failure.unwrap().message;
+    assert!(
+        message.contains("the App keeps its previous settings. "),
+        "{message}"
+    );
+    assert!(!message.contains("containers"), "{message}");
+    assert_eq!(rig.app().port, 8080);
+
     let d = rig
         .update(UpdateAppRequest {
             port: Some(9090),
@@ -196,6 +212,7 @@ async fn an_app_that_never_served_is_fixed_by_an_update() {
         })
         .await;
     assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(d.kind, DeployKind::Config);
     assert_eq!(rig.app().port, 9090);
     assert_eq!(rig.app().current_deploy, Some(d.id.clone()));
     assert_eq!(rig.serving_image(), repo(V1));

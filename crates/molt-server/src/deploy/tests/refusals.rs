@@ -170,6 +170,48 @@ async fn memory_beyond_capacity_needs_yes() {
     rig.assert_serves();
 }
 
+/// More replicas than the host can hold are refused before anything
+/// starts, as `apps scale` refuses them: a replica count alone moves no
+/// container's reservation, but each new replica reserves its own.
+#[tokio::test]
+async fn replicas_beyond_capacity_are_refused() {
+    let rig = rig();
+    rig.create(1, "auto").await;
+    let d = rig
+        .update(UpdateAppRequest {
+            memory: Some("20g".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    let calls = rig.fakes.world().calls.len();
+    // 64 GiB offered: three 20 GiB replicas fit, four do not.
+    let (code, message) = refusal(
+        rig.deployer
+            .update_app(
+                "web",
+                UpdateAppRequest {
+                    replicas: Some(4),
+                    ..Default::default()
+                },
+                "test",
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, "insufficient_resources", "{message}");
+    assert!(message.contains("(4 containers)"), "{message}");
+    assert_eq!(rig.fakes.world().calls.len(), calls, "nothing started");
+    let d = rig
+        .update(UpdateAppRequest {
+            replicas: Some(3),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(d.status, DeployStatus::Succeeded, "{:?}", d.failure);
+    assert_eq!(rig.app().replicas, 3);
+}
+
 /// Unsetting a variable the App does not have is refused, naming it, and
 /// changes nothing (a typo must not look like a done change).
 #[tokio::test]
