@@ -44,9 +44,29 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// An HTTP/1.1 upgrade request (WebSocket and the like).
+/// An HTTP/1.1 upgrade request the proxy relays as a tunnel (WebSocket and
+/// the like). An upgrade to HTTP itself (`h2c`, `HTTP/2.0`) is not one: past
+/// the `101` the App would read requests straight off the tunnel, with no
+/// routing by host, no forwarding headers set and no cookies of Molt's
+/// removed. Such a request goes on as a plain one, its `Upgrade` stripped.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+    let mut protocols = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    protocols.peek().is_some()
+        && protocols.all(|p| !is_http(p))
+        && connection_has(headers, "upgrade")
+}
+
+/// Whether an `Upgrade` protocol names HTTP (`h2c`, `h2`, `HTTP/2.0`).
+fn is_http(protocol: &[u8]) -> bool {
+    protocol.eq_ignore_ascii_case(b"h2c")
+        || protocol.eq_ignore_ascii_case(b"h2")
+        || protocol.len() >= 4 && protocol[..4].eq_ignore_ascii_case(b"http")
 }
 
 /// Removes hop-by-hop headers. With `keep_upgrade`, the `Upgrade` header and
@@ -305,6 +325,25 @@ mod tests {
             h.get("connection").map(|v| v.as_bytes()),
             Some(&b"upgrade"[..])
         );
+    }
+
+    #[test]
+    fn an_upgrade_to_http_is_no_tunnel() {
+        for protocol in ["h2c", "H2C", "HTTP/2.0", "websocket, h2c", "h2"] {
+            let h = map(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", protocol),
+            ]);
+            assert!(!is_upgrade(&h), "{protocol}");
+        }
+        let two = map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("upgrade", "h2c"),
+        ]);
+        assert!(!is_upgrade(&two));
+        let empty = map(&[("connection", "upgrade"), ("upgrade", " ")]);
+        assert!(!is_upgrade(&empty));
     }
 
     fn peer(addr: &str, trusted: &[&str]) -> Peer {

@@ -226,6 +226,39 @@ Cookie: theme=dark; molt_session=secret; lang=en\r\n\r\n",
     proxy.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test]
+async fn an_upgrade_to_h2c_is_no_tunnel_past_the_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The test App switches to any protocol asked for, as one serving h2c
+    // by upgrade would.
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
+    admin
+        .set_route(route("web", &[HOST], vec![a.target()]))
+        .await
+        .expect("set");
+    // Were the upgrade relayed, the second request would go down the tunnel
+    // as raw bytes: spoofed headers and Molt's cookie straight to the App.
+    let seen = exchange(
+        proxy.http_addr(),
+        b"GET /headers HTTP/1.1\r\nHost: web.test\r\n\
+Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n\
+GET /headers HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\
+X-Forwarded-For: 6.6.6.6\r\nCookie: molt_session=secret\r\n\r\n",
+    )
+    .await;
+    assert!(!seen.contains(" 101 "), "{seen}");
+    assert_eq!(seen.matches("HTTP/1.1 200").count(), 2, "{seen}");
+    assert!(!seen.contains("h2c"), "{seen}");
+    assert!(
+        !seen.to_ascii_lowercase().contains("http2-settings"),
+        "{seen}"
+    );
+    assert!(!seen.contains("6.6.6.6"), "{seen}");
+    assert!(!seen.contains("secret"), "{seen}");
+    proxy.shutdown().await.expect("shutdown");
+}
+
 /// A PROXY protocol v2 header for a TCP/IPv4 client.
 fn proxy_v2(client: [u8; 4], port: u16) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
