@@ -146,6 +146,16 @@ pub fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether an upstream exchange failed on the user's side: reading the
+/// request body from the user's connection broke (a malformed chunk, a
+/// connection closed mid-body). hyper reports that as an error of the body
+/// stream whose cause is the user connection's own error; the App is not
+/// at fault.
+pub fn client_body_failed(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    e.is_user() && e.source().is_some_and(|s| s.is::<hyper::Error>())
+}
+
 /// `UpstreamBody` for a request without a body.
 pub fn no_body() -> UpstreamBody {
     http_body_util::Either::Right(http_body_util::Empty::new())

@@ -30,6 +30,12 @@ pub fn bad_request(what: &str) -> Response<ProxyBody> {
     page(StatusCode::BAD_REQUEST, format!("{what}."))
 }
 
+/// The request body broke off: a malformed chunk, or the user's
+/// connection closed before the body ended.
+pub fn bad_body() -> Response<ProxyBody> {
+    bad_request("the request body is malformed or was cut short; send it again, whole")
+}
+
 pub fn unknown_host(host: &str) -> Response<ProxyBody> {
     page(
         StatusCode::NOT_FOUND,

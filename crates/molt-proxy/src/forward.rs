@@ -14,7 +14,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{limited, no_body, too_large, ProxyBody, UpstreamBody};
+use crate::body::{client_body_failed, limited, no_body, too_large, ProxyBody, UpstreamBody};
 use crate::edge::{self, Activity, Watched};
 use crate::errors;
 use crate::headers;
@@ -142,6 +142,11 @@ async fn forward(
                 tracing::info!(%app, request_id = ?request_id, limit = settings.max_body,
                     "request body over the App's limit; answered 413");
                 return errors::too_large(app, settings.max_body);
+            }
+            Some(Err(SendError::Failed(e))) if client_body_failed(&e) => {
+                tracing::info!(%app, request_id = ?request_id, error = %error_chain(&e),
+                    "the user's request body could not be read; answered 400");
+                return errors::bad_body();
             }
             Some(Err(SendError::Failed(e))) => {
                 tracing::warn!(%app, addr = %target.target.addr, request_id = ?request_id,
@@ -292,6 +297,13 @@ async fn relay(
             Response::from_parts(parts, ProxyBody::relayed(body))
         }
         Err(e) if too_large(&e) => errors::too_large(app, max_body),
+        Err(e)
+            if std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref())
+                .is_some_and(client_body_failed) =>
+        {
+            errors::bad_body()
+        }
         Err(e) => {
             tracing::warn!(%app, %successor, error = %error_chain(&e),
                 "passing a held request on to the new proxy failed");

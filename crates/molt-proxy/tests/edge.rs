@@ -259,6 +259,44 @@ X-Forwarded-For: 6.6.6.6\r\nCookie: molt_session=secret\r\n\r\n",
     proxy.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test]
+async fn a_broken_request_body_is_the_users_400_not_the_apps_502() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
+    admin
+        .set_route(route("web", &[HOST], vec![a.target()]))
+        .await
+        .expect("set");
+    for chunks in [
+        &b"ffffffffffffffffff\r\n"[..],
+        b"3\nabc\n0\n\n",
+        b"zz\r\nabc\r\n",
+    ] {
+        let mut raw =
+            b"POST /echo HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        raw.extend_from_slice(chunks);
+        let answer = exchange(proxy.http_addr(), &raw).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("request body is malformed"), "{answer}");
+        assert!(!answer.contains("App"), "{answer}");
+    }
+    // A body cut short by the user closing its side.
+    let mut stream = TcpStream::connect(proxy.http_addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: web.test\r\nContent-Length: 100\r\n\r\nhalf")
+        .await
+        .expect("write");
+    stream.shutdown().await.expect("shutdown");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert!(!answer.contains("502"), "{answer}");
+    proxy.shutdown().await.expect("shutdown");
+}
+
 /// A PROXY protocol v2 header for a TCP/IPv4 client.
 fn proxy_v2(client: [u8; 4], port: u16) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
