@@ -135,7 +135,9 @@ impl Peer {
 /// App must be able to believe them. That path is a few map operations and
 /// clones of ready values, no allocation. From a trusted proxy the chain is
 /// kept and extended, and the client is the last untrusted hop in it.
+/// Look-alikes spelt with `_` are dropped from anyone.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderValue) {
+    remove_underscored_lookalikes(headers);
     if !peer.trusted {
         headers.remove(header::FORWARDED);
         // `insert` replaces every earlier value of the header.
@@ -175,6 +177,36 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderValue) {
     }
     if !headers.contains_key(&X_FORWARDED_HOST) {
         headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+}
+
+/// Removes `X_Forwarded_For`, `X-Real_IP` and the like. Apps behind CGI-style
+/// interfaces (PHP, WSGI, Rack) see `-` and `_` in a header name alike, so
+/// such a header from the client would stand beside, or in place of, the
+/// one the proxy set. A scan of the names for `_`; most requests have none.
+fn remove_underscored_lookalikes(headers: &mut HeaderMap) {
+    const FORWARDING: [&str; 4] = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+    ];
+    let lookalike = |name: &HeaderName| {
+        let name = name.as_str();
+        name.contains('_')
+            && FORWARDING.iter().any(|f| {
+                f.len() == name.len()
+                    && f.bytes()
+                        .zip(name.bytes())
+                        .all(|(f, n)| f == n || (f == b'-' && n == b'_'))
+            })
+    };
+    if !headers.keys().any(lookalike) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|k| lookalike(k)).cloned().collect();
+    for name in names {
+        headers.remove(name);
     }
 }
 

@@ -210,6 +210,8 @@ async fn forwarding_headers_are_replaced_and_molt_cookies_removed() {
         b"GET /headers HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\
 X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\n\
 Forwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\
+X_Forwarded_For: 6.6.6.6\r\nX-Real_IP: 6.6.6.6\r\nX_Forwarded-Host: evil.test\r\n\
+X_Forwarded_Proto: https\r\nX_Other: kept\r\n\
 Cookie: theme=dark; molt_session=secret; lang=en\r\n\r\n",
     )
     .await;
@@ -222,6 +224,8 @@ Cookie: theme=dark; molt_session=secret; lang=en\r\n\r\n",
     assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
     assert!(seen.contains("x-forwarded-host: web.test\n"), "{seen}");
     assert!(seen.contains("cookie: theme=dark; lang=en\n"), "{seen}");
+    assert!(seen.contains("x_other: kept\n"), "{seen}");
+    assert!(!seen.contains("https"), "{seen}");
     assert!(!seen.contains("secret"), "{seen}");
     proxy.shutdown().await.expect("shutdown");
 }
