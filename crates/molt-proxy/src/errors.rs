@@ -19,6 +19,15 @@ fn page(status: StatusCode, message: String) -> Response<ProxyBody> {
     resp
 }
 
+/// `CONNECT`: Apps are origin servers, and the proxy is no forward proxy
+/// into their network.
+pub fn connect_refused() -> Response<ProxyBody> {
+    page(
+        StatusCode::NOT_IMPLEMENTED,
+        "CONNECT is not served here; send the request itself to the App's host.".into(),
+    )
+}
+
 pub fn missing_host() -> Response<ProxyBody> {
     page(
         StatusCode::BAD_REQUEST,

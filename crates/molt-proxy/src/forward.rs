@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::header::{HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -28,6 +28,12 @@ use crate::target::InFlightGuard;
 
 /// Serves one request from `client`.
 pub async fn handle(routes: &Routes, client: &Peer, req: Request<Incoming>) -> Response<ProxyBody> {
+    // A CONNECT would reach the App as `CONNECT /`, and a 2xx to it would
+    // turn the user's connection into a tunnel nobody relays.
+    if req.method() == Method::CONNECT {
+        routes.unrouted.record(StatusCode::NOT_IMPLEMENTED);
+        return errors::connect_refused();
+    }
     // Two Host headers: which App was meant is ambiguous, and a proxy and
     // an App that pick differently can be played against each other. One
     // step of the header map's value chain, no allocation.

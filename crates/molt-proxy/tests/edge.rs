@@ -301,6 +301,26 @@ async fn a_broken_request_body_is_the_users_400_not_the_apps_502() {
     proxy.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test]
+async fn connect_is_refused_not_sent_to_the_app() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Upstream::start("A").await;
+    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
+    admin
+        .set_route(route("web", &[HOST], vec![a.target()]))
+        .await
+        .expect("set");
+    let answer = exchange(
+        proxy.http_addr(),
+        b"CONNECT web.test:80 HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert!(answer.contains("CONNECT is not served"), "{answer}");
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    proxy.shutdown().await.expect("shutdown");
+}
+
 /// A PROXY protocol v2 header for a TCP/IPv4 client.
 fn proxy_v2(client: [u8; 4], port: u16) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
