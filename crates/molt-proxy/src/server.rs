@@ -467,6 +467,11 @@ struct Serving {
     edge: Arc<EdgeConfig>,
 }
 
+/// Bytes of an answer an HTTP/2 stream holds before it stops taking more
+/// from the App: enough to keep a stream busy, little enough that 256
+/// streams of a client that reads nothing pin a few MB, not 100.
+const H2_SEND_BUFFER: usize = 16 * 1024;
+
 /// Why the accept loop ended.
 enum Stop {
     Shutdown,
@@ -489,6 +494,10 @@ impl Serving {
             .keep_alive_interval(edge.h2_keep_alive)
             .keep_alive_timeout(edge.h2_keep_alive)
             .max_concurrent_streams(edge.h2_max_streams)
+            // What a stream may hold for a client that is not reading
+            // (hyper's default is 400 KB): times the open streams, that
+            // is what one connection can pin.
+            .max_send_buf_size(H2_SEND_BUFFER)
             .max_header_list_size(u32::try_from(edge.max_header_bytes).unwrap_or(u32::MAX));
         let builder = Arc::new(builder);
         // Every connection holds a receiver of `open`: their count is the
