@@ -28,6 +28,20 @@ async fn start(dir: &std::path::Path, edge: EdgeConfig) -> (Proxy, AdminClient) 
     (proxy, admin)
 }
 
+/// `start`, with the route `web` (at `HOST`) to `target`.
+async fn start_routed(
+    dir: &std::path::Path,
+    edge: EdgeConfig,
+    target: molt_proxy::admin::Target,
+) -> (Proxy, AdminClient) {
+    let (proxy, admin) = start(dir, edge).await;
+    admin
+        .set_route(route("web", &[HOST], vec![target]))
+        .await
+        .expect("set");
+    (proxy, admin)
+}
+
 /// Sends `raw` on a fresh connection and reads the answer until the proxy
 /// closes it (or 5 s).
 async fn exchange(proxy: SocketAddr, raw: &[u8]) -> String {
@@ -177,11 +191,7 @@ async fn a_full_proxy_answers_503_and_serves_again_once_connections_end() {
 async fn hostile_heads_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = Upstream::start("A").await;
-    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
-    admin
-        .set_route(route("web", &[HOST], vec![a.target()]))
-        .await
-        .expect("set");
+    let (proxy, _admin) = start_routed(dir.path(), EdgeConfig::default(), a.target()).await;
     let at = proxy.http_addr();
     let two_hosts = exchange(
         at,
@@ -202,11 +212,7 @@ async fn hostile_heads_are_refused() {
 async fn forwarding_headers_are_replaced_and_molt_cookies_removed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = Upstream::start("A").await;
-    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
-    admin
-        .set_route(route("web", &[HOST], vec![a.target()]))
-        .await
-        .expect("set");
+    let (proxy, _admin) = start_routed(dir.path(), EdgeConfig::default(), a.target()).await;
     let seen = exchange(
         proxy.http_addr(),
         b"GET /headers HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\
@@ -238,11 +244,7 @@ async fn an_upgrade_to_h2c_is_no_tunnel_past_the_proxy() {
     // The test App switches to any protocol asked for, as one serving h2c
     // by upgrade would.
     let a = Upstream::start("A").await;
-    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
-    admin
-        .set_route(route("web", &[HOST], vec![a.target()]))
-        .await
-        .expect("set");
+    let (proxy, _admin) = start_routed(dir.path(), EdgeConfig::default(), a.target()).await;
     // Were the upgrade relayed, the second request would go down the tunnel
     // as raw bytes: spoofed headers and Molt's cookie straight to the App.
     let seen = exchange(
@@ -269,11 +271,7 @@ X-Forwarded-For: 6.6.6.6\r\nCookie: molt_session=secret\r\n\r\n",
 async fn a_broken_request_body_is_the_users_400_not_the_apps_502() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = Upstream::start("A").await;
-    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
-    admin
-        .set_route(route("web", &[HOST], vec![a.target()]))
-        .await
-        .expect("set");
+    let (proxy, _admin) = start_routed(dir.path(), EdgeConfig::default(), a.target()).await;
     for chunks in [
         &b"ffffffffffffffffff\r\n"[..],
         b"3\nabc\n0\n\n",
@@ -307,11 +305,7 @@ async fn a_broken_request_body_is_the_users_400_not_the_apps_502() {
 async fn connect_is_refused_not_sent_to_the_app() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = Upstream::start("A").await;
-    let (proxy, admin) = start(dir.path(), EdgeConfig::default()).await;
-    admin
-        .set_route(route("web", &[HOST], vec![a.target()]))
-        .await
-        .expect("set");
+    let (proxy, _admin) = start_routed(dir.path(), EdgeConfig::default(), a.target()).await;
     let answer = exchange(
         proxy.http_addr(),
         b"CONNECT web.test:80 HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n",
